@@ -1,0 +1,22 @@
+"""nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
+
+from ._bounds import find_active_constraints as find_active_constraints
+from ._data import Data as Data
+from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt
+from ._linearize import Linearization as Linearization
+from ._loss import (
+    AbstractLoss as AbstractLoss,
+    Arctan as Arctan,
+    Cauchy as Cauchy,
+    Huber as Huber,
+    Linear as Linear,
+    SoftL1 as SoftL1,
+)
+from ._result import Solution as Solution
+from ._solve import solve as solve
+from ._solver import Solver as Solver, SolverState as SolverState, init as init
+from ._strategy import AbstractStrategy as AbstractStrategy
+from ._trf import TRF as TRF
+from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""The data a model is fitted to."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
+
+from ._misc import is_concrete
+
+
+class Data(eqx.Module):
+    """Observations ``y`` at inputs ``x``, with optional uncertainties and a mask.
+
+    **Arguments:**
+
+    - `x`: the model's input; any pytree (a 1-D axis, image coordinates, several
+        columns). It is passed to the model unchanged.
+    - `y`: observed values, any shape; the model must return the same shape.
+    - `sigma`: standard deviations of `y` (same shape, or a scalar); residuals are
+        divided by it. None means unit weights.
+    - `mask`: booleans, same shape as `y`; False points count for nothing, so datasets
+        of different lengths can be padded to one shape and fitted together.
+    """
+
+    x: PyTree[ArrayLike]
+    y: Float[Array, "..."]
+    sigma: Float[Array, "..."] | None = None
+    mask: Bool[Array, "..."] | None = None
+
+    def __init__(self, x, y, sigma=None, mask=None):
+        self.x = jax.tree.map(_as_array, x)
+        self.y = _as_array(y)
+        self.sigma = None if sigma is None else _as_array(sigma)
+        self.mask = None if mask is None else jnp.asarray(mask, dtype=bool)
+
+    @property
+    def n_points(self):
+        """How many observations count (the unmasked ones)."""
+        if self.mask is None:
+            return jnp.asarray(self.y.size)
+        return jnp.sum(jnp.broadcast_to(self.mask, self.y.shape))
+
+    def weighted_residual(self, prediction: Float[Array, "..."]) -> Float[Array, " m"]:
+        """``(prediction - y) / sigma``, zero at masked points, flattened."""
+        residual = prediction - self.y
+        if self.sigma is not None:
+            residual = residual / self.sigma
+        if self.mask is not None:
+            residual = jnp.where(self.mask, residual, 0.0)
+        return residual.ravel()
+
+
+def _as_array(value):
+    if isinstance(value, jax.Array):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "iub":
+        return jnp.asarray(array, dtype=jnp.result_type(float))
+    return jnp.asarray(array)
+
+
+def validate_data(data: Data) -> None:
+    """Raise a clear error for malformed data (shapes, NaN/inf, sigma <= 0)."""
+    y = data.y
+    if data.sigma is not None and data.sigma.shape not in ((), y.shape):
+        raise ValueError(
+            f"`sigma` has shape {data.sigma.shape} but `y` has shape {y.shape}; "
+            "they must match."
+        )
+    if data.mask is not None and data.mask.shape != y.shape:
+        raise ValueError(
+            f"`mask` has shape {data.mask.shape} but `y` has shape {y.shape}; "
+            "they must match."
+        )
+    if y.size == 0:
+        raise ValueError("`y` is empty: there is nothing to fit.")
+    if not is_concrete(data):
+        return
+    counted = np.ones(y.shape, bool) if data.mask is None else np.asarray(data.mask)
+    if not np.all(np.isfinite(np.asarray(y)[counted])):
+        raise ValueError(
+            "`y` contains NaN or inf; remove those points or mask them out "
+            "(curve_fit: nan_policy='omit')."
+        )
+    for leaf in jax.tree.leaves(data.x):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not np.all(
+            np.isfinite(np.asarray(leaf))
+        ):
+            raise ValueError("`x` contains NaN or inf.")
+    if data.sigma is not None:
+        sigma = np.broadcast_to(np.asarray(data.sigma), y.shape)[counted]
+        if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise ValueError("`sigma` must be finite and strictly positive everywhere.")

@@ -1,0 +1,47 @@
+"""The outcome of a fit, with SciPy's ``OptimizeResult`` fields and more."""
+
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from ._trust_region import STATUS_MESSAGES
+
+
+class Solution(eqx.Module):
+    """What `solve` returns. Batched fits (under `jax.vmap`) give one of these with a
+    leading batch axis on every field.
+
+    - `x`: fitted parameters, with the same pytree structure as `p0`.
+    - `cost`: ``0.5 * sum(rho(f**2))`` at the solution (SciPy's `cost`).
+    - `fun`: weighted residuals ``(model - y) / sigma`` (zero where masked), flattened.
+    - `jac`: Jacobian of the residuals, scaled for the robust loss as SciPy returns it.
+    - `grad`: gradient of the cost. `optimality`: SciPy's first-order optimality (the
+      gradient's inf-norm, scaled by the Coleman–Li vector for TRF).
+    - `active_mask`: -1 / 1 for parameters at their lower / upper bound, 0 otherwise.
+    - `nfev`, `njev`, `nit`: evaluations of the residuals and the Jacobian, iterations.
+    - `status`: SciPy's codes (-1 bad input, 0 budget exhausted, 1 `gtol`, 2 `ftol`,
+      3 `xtol`, 4 `ftol` and `xtol`); `success` is ``status > 0``; `message` reads it.
+    - `initial_cost`: the cost at `p0`.
+    """
+
+    x: PyTree[Float[Array, "..."]]
+    cost: Float[Array, ""]
+    fun: Float[Array, " m"]
+    jac: Float[Array, "m n"]
+    grad: Float[Array, " n"]
+    optimality: Float[Array, ""]
+    active_mask: Int[Array, " n"]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    success: Bool[Array, ""]
+    initial_cost: Float[Array, ""]
+
+    @property
+    def message(self) -> str | list[str]:
+        """The termination reason in words (a list of them for a batch)."""
+        status = np.asarray(self.status)
+        if status.ndim == 0:
+            return STATUS_MESSAGES[int(status)]
+        return [STATUS_MESSAGES[int(s)] for s in status.ravel()]

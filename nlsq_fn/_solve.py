@@ -1,0 +1,168 @@
+"""``solve``: the whole fit as one pure, compiled, differentiable function."""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, Int, PyTree
+from optimistix.internal import implicit_jvp
+
+from ._bounds import find_active_constraints
+from ._data import Data
+from ._linearize import Linearization, linearize, residual_and_jacobian, scale_for_loss
+from ._result import Solution
+from ._solver import SolverState
+from ._strategy import Problem
+from ._trust_region import IMPROPER_INPUT, MAX_NFEV, RUNNING
+
+
+class _Carry(eqx.Module):
+    x: Float[Array, " n"]
+    linearization: Linearization
+    strategy_state: PyTree
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+class _Stats(eqx.Module):
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    initial_cost: Float[Array, ""]
+    active_mask: Int[Array, " n"]
+
+
+def residual_function(
+    model: Callable, data: Data, unravel: Callable
+) -> Callable[[Float[Array, " n"]], Float[Array, " m"]]:
+    """Flat parameters -> weighted, masked, flattened residuals."""
+    return lambda x: data.weighted_residual(model(data.x, unravel(x)))
+
+
+def residual_and_jac(model, data, state, unravel, x):
+    """Weighted residuals and their Jacobian at flat parameters `x`."""
+    if callable(state.jac):
+        params = unravel(x)
+        f = data.weighted_residual(model(data.x, params))
+        jac = jnp.reshape(jnp.asarray(state.jac(data.x, params), f.dtype), (f.size, -1))
+        if data.sigma is not None:
+            jac = jac / jnp.broadcast_to(data.sigma, data.y.shape).ravel()[:, None]
+        if data.mask is not None:
+            jac = jnp.where(data.mask.ravel()[:, None], jac, 0.0)
+        return f, jac
+    return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
+
+
+def _problem(data, state):
+    return Problem(
+        lower=state.lower,
+        upper=state.upper,
+        x_scale=state.x_scale,
+        ftol=state.ftol,
+        xtol=state.xtol,
+        gtol=state.gtol,
+        n_rows=data.n_points,
+    )
+
+
+def _iterate(inputs):
+    """The fit itself: a single `lax.while_loop` over trial steps."""
+    model, data, state = inputs
+    x0, unravel = ravel_pytree(state.params)
+    problem = _problem(data, state)
+    strategy = state.strategy
+
+    def evaluate(x):
+        f, jac = residual_and_jac(model, data, state, unravel, x)
+        return linearize(f, jac, state.loss, state.factorization)
+
+    lin0 = evaluate(x0)
+    strategy_state, status = strategy.init(x0, lin0, problem)
+    status = jnp.where(lin0.finite, status, IMPROPER_INPUT)
+    one = jnp.asarray(1, jnp.int32)
+    status = jnp.where((status == RUNNING) & (state.max_nfev <= 1), MAX_NFEV, status)
+    carry = _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
+
+    def body(carry):
+        out = strategy.step(
+            carry.x, carry.linearization, carry.strategy_state, evaluate, problem
+        )
+        nfev = carry.nfev + 1
+        status = jnp.where(
+            (out.status == RUNNING) & (nfev >= state.max_nfev), MAX_NFEV, out.status
+        ).astype(jnp.int32)
+        nit = carry.nit + (out.accepted | (status != RUNNING)).astype(jnp.int32)
+        new_jacobian = out.accepted
+        if not strategy.jacobian_after_last_step:
+            new_jacobian = new_jacobian & (out.status == RUNNING)
+        njev = carry.njev + new_jacobian.astype(jnp.int32)
+        return _Carry(
+            out.x, out.linearization, out.strategy_state, nfev, njev, nit, status
+        )
+
+    final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
+    if strategy.supports_bounds:
+        active = find_active_constraints(final.x, state.lower, state.upper, state.xtol)
+    else:
+        active = jnp.zeros(x0.shape, jnp.int32)
+    stats = _Stats(
+        final.nfev, final.njev, final.nit, final.status, lin0.cost, active.astype(jnp.int32)
+    )
+    return final.x, stats
+
+
+def _optimality_condition(x, stats, inputs):
+    """Zero at the solution: the cost's gradient for free parameters, the distance to
+    the bound for parameters held at a bound. Its derivatives give the solution's."""
+    model, data, state = inputs
+    _, unravel = ravel_pytree(state.params)
+    residual = residual_function(model, data, unravel)
+    grad = jax.grad(lambda x: state.loss.cost(residual(x)))(x)
+    bound = jnp.where(stats.active_mask < 0, state.lower, state.upper)
+    return jnp.where(stats.active_mask != 0, x - bound, grad)
+
+
+def solve(model: Callable, data: Data, state: SolverState) -> Solution:
+    """Fit ``model(x, params)`` to `data`, starting from `state` (made by `init`).
+
+    Pure: works under `jax.jit`, `jax.vmap` (over `data` and `state`, each member of a
+    batch stopping on its own criteria) and autodiff. Derivatives of the solution with
+    respect to the data, the bounds, the loss scale or arrays inside `model` (when it is
+    an `equinox.Module`) come from the implicit function theorem applied to the
+    first-order optimality condition, never from unrolling the iterations.
+    """
+    inputs = (model, data, state)
+    x_flat, stats = implicit_jvp(
+        _iterate,
+        _optimality_condition,
+        inputs,
+        tags=frozenset(),
+        linear_solver=lx.AutoLinearSolver(well_posed=True),
+    )
+    _, unravel = ravel_pytree(state.params)
+    f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+    cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
+    grad = jac_scaled.T @ f_scaled
+    final = Linearization(cost=cost, grad=grad, factor=jnp.zeros((0, 0), f.dtype))
+    optimality = state.strategy.optimality(x_flat, final, _problem(data, state))
+    return Solution(
+        x=unravel(x_flat),
+        cost=cost,
+        fun=f,
+        jac=jac_scaled,
+        grad=grad,
+        optimality=optimality,
+        active_mask=stats.active_mask,
+        nfev=stats.nfev,
+        njev=stats.njev,
+        nit=stats.nit,
+        status=stats.status,
+        success=stats.status > 0,
+        initial_cost=stats.initial_cost,
+    )

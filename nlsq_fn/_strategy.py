@@ -1,0 +1,70 @@
+"""The interface between the solve loop and a trust-region strategy."""
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from ._linearize import Linearization
+
+
+class Problem(eqx.Module):
+    """Per-fit constants a strategy needs: bounds, scaling, tolerances, sizes.
+
+    ``x_scale`` is None for Jacobian-based scaling (SciPy's ``x_scale="jac"``).
+    """
+
+    lower: Float[Array, " n"]
+    upper: Float[Array, " n"]
+    x_scale: Float[Array, " n"] | None
+    ftol: float = eqx.field(static=True)
+    xtol: float = eqx.field(static=True)
+    gtol: float = eqx.field(static=True)
+    n_rows: Int[Array, ""]
+
+
+class StepOutcome(eqx.Module):
+    """One trial step: where the iterate is now and whether the fit has finished."""
+
+    x: Float[Array, " n"]
+    linearization: Linearization
+    strategy_state: PyTree
+    accepted: Bool[Array, ""]
+    status: Int[Array, ""]
+
+
+class AbstractStrategy(eqx.Module):
+    """A trust-region strategy: proposes a step, judges it, updates its own state.
+
+    Each call of `step` evaluates the problem exactly once (at the trial point), so the
+    loop counts one function evaluation per call.
+    """
+
+    @abc.abstractmethod
+    def init(
+        self, x: Float[Array, " n"], linearization: Linearization, problem: Problem
+    ) -> tuple[PyTree, Int[Array, ""]]:
+        """The strategy's state at the start, and `GTOL` if the start is optimal."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        x: Float[Array, " n"],
+        linearization: Linearization,
+        state: PyTree,
+        evaluate: Callable[[Float[Array, " n"]], Linearization],
+        problem: Problem,
+    ) -> StepOutcome:
+        """Try one step from `x`."""
+
+    @abc.abstractmethod
+    def optimality(
+        self, x: Float[Array, " n"], linearization: Linearization, problem: Problem
+    ) -> Float[Array, ""]:
+        """The first-order optimality measure reported in the result."""
+
+    supports_bounds: eqx.AbstractClassVar[bool]
+    # Whether the Jacobian is evaluated after the final, accepted step (SciPy's TRF does,
+    # MINPACK does not); only the reported `njev` depends on it.
+    jacobian_after_last_step: eqx.AbstractClassVar[bool]

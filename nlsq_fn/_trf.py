@@ -1,0 +1,180 @@
+"""Trust Region Reflective (Branch, Coleman & Li, 1999), as in SciPy's ``trf``.
+
+The unbounded algorithm is the bounded one with infinite bounds (the Coleman–Li
+vector is then all ones and no step is ever reflected), so one code path serves both.
+"""
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._bounds import (
+    coleman_li_scaling,
+    in_bounds,
+    intersect_trust_region,
+    make_strictly_feasible,
+    step_size_to_bound,
+)
+from ._misc import tree_where
+from ._strategy import AbstractStrategy, Problem, StepOutcome
+from ._trust_region import (
+    GTOL,
+    RUNNING,
+    minimize_quadratic_1d,
+    quadratic_along,
+    quadratic_value,
+    solve_subproblem,
+    termination_status,
+    update_radius,
+)
+
+
+class _TRFState(eqx.Module):
+    radius: Float[Array, ""]
+    alpha: Float[Array, ""]
+    scale_inv: Float[Array, " n"]
+
+
+def _scale_inv(linearization, problem, previous=None):
+    if problem.x_scale is not None:
+        return 1 / problem.x_scale
+    norms = linearization.column_norms
+    if previous is None:
+        return jnp.where(norms == 0, 1.0, norms)
+    return jnp.maximum(norms, previous)
+
+
+def _select_step(x, jac_h, diag_h, g_h, p, p_h, d, radius, lower, upper, theta):
+    """Best of: the trust-region step, its reflection off the first bound it crosses,
+    and the scaled steepest-descent step, each kept strictly inside the box."""
+    p_value = quadratic_value(jac_h, g_h, p_h, diag_h)
+    inside = in_bounds(x + p, lower, upper)
+
+    p_stride, hits = step_size_to_bound(x, p, lower, upper)
+    r_h = jnp.where(hits != 0, -p_h, p_h)
+    r = d * r_h
+    p_cut = p * p_stride
+    p_h_cut = p_h * p_stride
+    _, to_tr = intersect_trust_region(p_h_cut, r_h, radius)
+    to_bound, _ = step_size_to_bound(x + p_cut, r, lower, upper)
+    r_stride = jnp.minimum(to_bound, to_tr)
+    positive = r_stride > 0
+    safe_r_stride = jnp.where(positive, r_stride, 1.0)
+    r_lower = jnp.where(positive, (1 - theta) * p_stride / safe_r_stride, 0.0)
+    r_upper = jnp.where(
+        positive, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0
+    )
+    a, b, c = quadratic_along(jac_h, g_h, r_h, diag_h, p_h_cut)
+    t, r_value = minimize_quadratic_1d(a, b, r_lower, r_upper, c)
+    r_h = p_h_cut + t * r_h
+    r = d * r_h
+    r_value = jnp.where(r_lower <= r_upper, r_value, jnp.inf)
+
+    p_theta = theta * p_cut
+    p_h_theta = theta * p_h_cut
+    p_theta_value = quadratic_value(jac_h, g_h, p_h_theta, diag_h)
+
+    ag_h = -g_h
+    ag = d * ag_h
+    to_tr = radius / jnp.linalg.norm(ag_h)
+    to_bound, _ = step_size_to_bound(x, ag, lower, upper)
+    ag_stride = jnp.where(to_bound < to_tr, theta * to_bound, to_tr)
+    a, b, _ = quadratic_along(jac_h, g_h, ag_h, diag_h, jnp.zeros_like(ag_h))
+    t, ag_value = minimize_quadratic_1d(a, b, jnp.zeros_like(ag_stride), ag_stride)
+    ag_h = t * ag_h
+    ag = t * ag
+
+    use_p = (p_theta_value < r_value) & (p_theta_value < ag_value)
+    use_r = ~use_p & (r_value < p_theta_value) & (r_value < ag_value)
+
+    def pick(from_p, from_r, from_ag):
+        return jnp.where(use_p, from_p, jnp.where(use_r, from_r, from_ag))
+
+    step = pick(p_theta, r, ag)
+    step_h = pick(p_h_theta, r_h, ag_h)
+    predicted = -pick(p_theta_value, r_value, ag_value)
+    step = jnp.where(inside, p, step)
+    step_h = jnp.where(inside, p_h, step_h)
+    predicted = jnp.where(inside, -p_value, predicted)
+    return step, step_h, predicted
+
+
+class TRF(AbstractStrategy):
+    """Trust Region Reflective: SciPy's default, with or without box bounds.
+
+    Works in variables scaled by the Coleman–Li vector (distance to the bound the
+    gradient points at) times `x_scale`; steps that would leave the box are reflected
+    off the first bound they cross or cut back to stay strictly feasible.
+    """
+
+    supports_bounds: ClassVar[bool] = True
+    jacobian_after_last_step: ClassVar[bool] = True
+
+    def init(self, x, linearization, problem):
+        scale_inv = _scale_inv(linearization, problem)
+        v, dv = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
+        v = jnp.where(dv != 0, v * scale_inv, v)
+        radius = jnp.linalg.norm(x * scale_inv / jnp.sqrt(v))
+        radius = jnp.where(radius == 0, 1.0, radius)
+        state = _TRFState(radius, jnp.zeros((), x.dtype), scale_inv)
+        optimal = self.optimality(x, linearization, problem) < problem.gtol
+        return state, jnp.where(optimal, GTOL, RUNNING)
+
+    def optimality(self, x, linearization, problem):
+        v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
+        return jnp.max(jnp.abs(linearization.grad * v))
+
+    def step(self, x, linearization, state, evaluate, problem):
+        lower, upper = problem.lower, problem.upper
+        g = linearization.grad
+        v, dv = coleman_li_scaling(x, g, lower, upper)
+        g_norm = jnp.max(jnp.abs(g * v))
+        scale = 1 / state.scale_inv
+        d = jnp.sqrt(v) * scale
+        diag_h = g * dv * scale
+        g_h = d * g
+        jac_h = linearization.factor * d[None, :]
+        augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
+        _, s, vt = jnp.linalg.svd(augmented, full_matrices=False)
+        theta = jnp.maximum(0.995, 1 - g_norm)
+
+        p_h, alpha = solve_subproblem(
+            s, vt, vt @ g_h, state.radius, state.alpha, problem.n_rows,
+            rtol=0.01, gauss_newton_slack=1.0, to_boundary=True,
+        )
+        step, step_h, predicted = _select_step(
+            x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
+        )
+        x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)
+        trial = evaluate(x_new)
+        finite = trial.finite
+
+        step_h_norm = jnp.linalg.norm(step_h)
+        reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
+        new_radius, ratio = update_radius(
+            state.radius, reduction, predicted, step_h_norm,
+            step_h_norm > 0.95 * state.radius,
+        )
+        status = termination_status(
+            reduction, linearization.cost, jnp.linalg.norm(step), jnp.linalg.norm(x),
+            ratio, problem.ftol, problem.xtol,
+        )
+        status = jnp.where(finite, status, RUNNING)
+        going_on = finite & (status == RUNNING)
+        safe_new_radius = jnp.where(new_radius > 0, new_radius, 1.0)
+        radius = jnp.where(finite, new_radius, 0.25 * step_h_norm)
+        alpha = jnp.where(going_on, alpha * state.radius / safe_new_radius, alpha)
+
+        accepted = finite & (reduction > 0)
+        x_out = jnp.where(accepted, x_new, x)
+        lin_out = tree_where(accepted, trial, linearization)
+        scale_inv = jnp.where(
+            accepted, _scale_inv(trial, problem, state.scale_inv), state.scale_inv
+        )
+        gtol_met = accepted & (self.optimality(x_out, lin_out, problem) < problem.gtol)
+        status = jnp.where(gtol_met, GTOL, status)
+        return StepOutcome(
+            x_out, lin_out, _TRFState(radius, alpha, scale_inv), accepted, status
+        )
