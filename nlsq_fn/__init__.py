@@ -1,7 +1,10 @@
 """nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
 
 from ._bounds import find_active_constraints as find_active_constraints
+from ._covariance import covariance_from_jacobian as covariance_from_jacobian
+from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
 from ._data import Data as Data
+from ._least_squares import least_squares as least_squares
 from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt
 from ._linearize import Linearization as Linearization
 from ._loss import (

@@ -102,7 +102,9 @@ class LevenbergMarquardt(AbstractStrategy):
         x_out = jnp.where(accepted, x_new, x)
         lin_out = tree_where(accepted, trial, linearization)
         x_norm = jnp.linalg.norm(state.diag * x_out)
-        ftol_ok = (jnp.abs(actual) <= problem.ftol) & (predicted <= problem.ftol) & (0.5 * ratio <= 1)
+        ftol_ok = (
+            (jnp.abs(actual) <= problem.ftol) & (predicted <= problem.ftol) & (0.5 * ratio <= 1)
+        )
         xtol_ok = delta <= problem.xtol * x_norm
         # MINPACK's info 6 and 7 (tolerances too small to make progress) count as met.
         ftol_ok |= (jnp.abs(actual) <= eps) & (predicted <= eps) & (0.5 * ratio <= 1)

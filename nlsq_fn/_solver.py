@@ -87,7 +87,7 @@ def _flat_like(value, params, name, dtype):
     ) and jax.tree.structure(params).num_leaves > 1:
         parts = [
             jnp.broadcast_to(jnp.asarray(v, dtype), jnp.shape(p))
-            for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params))
+            for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
         ]
         return jnp.concatenate([jnp.ravel(part) for part in parts]).astype(dtype)
     array = jnp.asarray(value, dtype)

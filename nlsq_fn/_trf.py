@@ -18,7 +18,7 @@ from ._bounds import (
     step_size_to_bound,
 )
 from ._misc import tree_where
-from ._strategy import AbstractStrategy, Problem, StepOutcome
+from ._strategy import AbstractStrategy, StepOutcome
 from ._trust_region import (
     GTOL,
     RUNNING,

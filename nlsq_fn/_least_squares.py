@@ -1,0 +1,127 @@
+"""``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from beartype import beartype
+from jaxtyping import jaxtyped
+
+from ._data import Data
+from ._levenberg_marquardt import LevenbergMarquardt
+from ._loss import AbstractLoss, Linear, as_loss
+from ._misc import ArrayLikeOrSequence
+from ._result import Solution
+from ._solve import solve
+from ._solver import Solver, init
+from ._trf import TRF
+
+_solve = eqx.filter_jit(solve)
+
+
+class _ResidualModel(eqx.Module):
+    """``fun(params, *args)`` seen as a model ``model(args, params)`` with ``y = 0``."""
+
+    fun: Callable = eqx.field(static=True)
+
+    def __call__(self, args, params):
+        return jnp.ravel(self.fun(params, *args))
+
+
+class _ResidualJacobian(eqx.Module):
+    jac: Callable = eqx.field(static=True)
+
+    def __call__(self, args, params):
+        return self.jac(params, *args)
+
+
+def strategy_for(method: str, has_bounds: bool):
+    """The strategy SciPy's ``method`` names."""
+    if method == "trf":
+        return TRF()
+    if method == "lm":
+        if has_bounds:
+            raise ValueError("Method 'lm' doesn't support bounds.")
+        return LevenbergMarquardt()
+    raise ValueError(f"`method` must be 'trf' or 'lm', got {method!r}.")
+
+
+def has_finite_bounds(bounds) -> bool:
+    return any(
+        np.any(np.isfinite(np.asarray(b, dtype=float))) for b in jax.tree.leaves(bounds)
+    )
+
+
+@jaxtyped(typechecker=beartype)
+def least_squares(
+    fun: Callable,
+    x0: ArrayLikeOrSequence,
+    jac: Callable | str | None = None,
+    bounds: tuple[Any, Any] = (-np.inf, np.inf),
+    method: str = "trf",
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    x_scale: ArrayLikeOrSequence | str | None = None,
+    loss: str | AbstractLoss = "linear",
+    f_scale: float = 1.0,
+    max_nfev: int | None = None,
+    args: tuple = (),
+) -> Solution:
+    """Minimise ``0.5 * sum(rho(fun(x, *args)**2))``, as `scipy.optimize.least_squares`.
+
+    Same arguments and meaning as SciPy (``method`` is ``"trf"`` or ``"lm"``; ``jac`` a
+    callable ``jac(x, *args) -> (m, n)``, or None / ``"fwd"`` / ``"rev"`` for JAX's exact
+    Jacobian instead of finite differences). `fun` must be written with `jax.numpy`.
+    Returns a `Solution` with SciPy's fields (``x``, ``cost``, ``fun``, ``jac``,
+    ``grad``, ``optimality``, ``active_mask``, ``nfev``, ``njev``, ``status``,
+    ``message``, ``success``) plus ``nit`` and ``initial_cost``.
+    """
+    x0 = jnp.asarray(x0)
+    if x0.ndim > 1:
+        raise ValueError("`x0` must have at most 1 dimension.")
+    x0 = jnp.atleast_1d(x0)
+    if not jnp.issubdtype(x0.dtype, jnp.inexact):
+        x0 = x0.astype(jnp.result_type(float))
+    bounded = has_finite_bounds(bounds)
+    strategy = strategy_for(method, bounded)
+    loss_module = as_loss(loss, f_scale)
+    if method == "lm" and not isinstance(loss_module, Linear):
+        raise ValueError("method='lm' supports only the 'linear' loss.")
+    model = _ResidualModel(fun)
+    try:
+        out = jax.eval_shape(model, args, x0)
+    except Exception as error:
+        raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
+    m = int(np.prod(out.shape))
+    if method == "lm" and m < x0.size:
+        raise ValueError(
+            "Method 'lm' doesn't work when the number of residuals is less than the "
+            "number of variables."
+        )
+    if callable(jac):
+        jac_mode = _ResidualJacobian(jac)
+    elif jac in (None, "fwd", "rev"):
+        jac_mode = jac or "fwd"
+    else:
+        raise ValueError(
+            f"`jac` must be a callable, None, 'fwd' or 'rev', got {jac!r} (finite "
+            "differences are not needed: JAX computes the exact Jacobian)."
+        )
+    solver = Solver(
+        strategy=strategy,
+        loss=loss_module,
+        bounds=bounds if bounded else None,
+        x_scale=x_scale,
+        ftol=ftol,
+        xtol=xtol,
+        gtol=gtol,
+        max_nfev=max_nfev,
+        jac=jac_mode,
+    )
+    data = Data(x=tuple(jnp.asarray(a) for a in args), y=jnp.zeros((m,), out.dtype))
+    state = init(model, data, x0, solver)
+    return _solve(model, data, state)
