@@ -22,8 +22,6 @@ from ._trust_region import (
     solve_subproblem,
 )
 
-_FACTOR = 100.0  # MINPACK's initial step bound, relative to ||diag * x||.
-
 
 class _LMState(eqx.Module):
     delta: Float[Array, ""]
@@ -42,7 +40,14 @@ def _scaled_gradient_norm(linearization):
 
 
 class LevenbergMarquardt(AbstractStrategy):
-    """MINPACK-style Levenberg–Marquardt (unbounded), SciPy's ``method="lm"``."""
+    """MINPACK-style Levenberg–Marquardt (unbounded), SciPy's ``method="lm"``.
+
+    `factor` is MINPACK's initial step bound relative to ``||diag * x0||`` (100, as
+    SciPy uses); a smaller value (1–10) is more cautious on the first steps, which
+    helps from far-off starting points.
+    """
+
+    factor: float = eqx.field(default=100.0, static=True)
 
     supports_bounds: ClassVar[bool] = False
     jacobian_after_last_step: ClassVar[bool] = False
@@ -53,8 +58,8 @@ class LevenbergMarquardt(AbstractStrategy):
             diag = jnp.where(norms == 0, 1.0, norms)
         else:
             diag = 1 / problem.x_scale
-        delta = _FACTOR * jnp.linalg.norm(diag * x)
-        delta = jnp.where(delta == 0, _FACTOR, delta)
+        delta = self.factor * jnp.linalg.norm(diag * x)
+        delta = jnp.where(delta == 0, self.factor, delta)
         state = _LMState(delta, jnp.zeros((), x.dtype), diag, jnp.asarray(True))
         optimal = _scaled_gradient_norm(linearization) <= problem.gtol
         return state, jnp.where(optimal, GTOL, RUNNING)
@@ -69,6 +74,7 @@ class LevenbergMarquardt(AbstractStrategy):
         q, par = solve_subproblem(
             s, vt, vt @ (diag_inv * linearization.grad), state.delta, state.par,
             problem.n_rows, rtol=0.1, gauss_newton_slack=1.1, to_boundary=False,
+            last_evaluated=True,
         )
         p = diag_inv * q
         p_norm = jnp.linalg.norm(q)

@@ -42,6 +42,7 @@ def solve_subproblem(
     rtol: float,
     gauss_newton_slack: float,
     to_boundary: bool,
+    last_evaluated: bool = False,
 ) -> tuple[Float[Array, " n"], Float[Array, ""]]:
     """Minimise ``||J p + f||`` subject to ``||p|| <= radius`` (Moré's method).
 
@@ -50,8 +51,10 @@ def solve_subproblem(
     and the step is within ``gauss_newton_slack * radius``; otherwise the
     Levenberg–Marquardt parameter ``alpha`` solving ``||p(alpha)|| = radius`` is found
     by safeguarded Newton iterations on the secular equation, started from the previous
-    `alpha`, until ``| ||p|| - radius | < rtol * radius``. With `to_boundary` the result
-    is rescaled onto the boundary, as SciPy's TRF does. Returns ``(p, alpha)``.
+    `alpha`, until ``| ||p|| - radius | < rtol * radius``. SciPy's TRF takes one more
+    Newton update after that test and rescales the step onto the boundary
+    (`to_boundary`); MINPACK's ``lmpar`` keeps the last ``alpha`` it tested
+    (`last_evaluated`), which is never negative. Returns ``(p, alpha)``.
     """
     n = s.shape[0]
     eps = jnp.finfo(s.dtype).eps
@@ -81,7 +84,7 @@ def solve_subproblem(
     alpha = jnp.where(~full_rank & (alpha == 0), reset(alpha_lower, alpha_upper), alpha)
 
     def newton(_, carry):
-        alpha, lower, upper, done = carry
+        alpha, evaluated, lower, upper, done = carry
         alpha_try = jnp.where((alpha < lower) | (alpha > upper), reset(lower, upper), alpha)
         phi, phi_prime = phi_and_derivative(alpha_try)
         new_upper = jnp.where(phi < 0, alpha_try, upper)
@@ -92,14 +95,17 @@ def solve_subproblem(
         keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
         return (
             keep(alpha, new_alpha),
+            keep(evaluated, alpha_try),
             keep(lower, new_lower),
             keep(upper, new_upper),
             done | finished,
         )
 
-    alpha, _, _, _ = jax.lax.fori_loop(
-        0, 10, newton, (alpha, alpha_lower, alpha_upper, jnp.asarray(False))
+    alpha, evaluated, _, _, _ = jax.lax.fori_loop(
+        0, 10, newton, (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(False))
     )
+    if last_evaluated:
+        alpha = evaluated
     p = -vt.T @ (suf / (s2 + alpha))
     if to_boundary:
         p_norm = jnp.linalg.norm(p)

@@ -1,0 +1,168 @@
+"""Shared test problems, each run against every strategy and checked against SciPy."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A curve-fitting problem ``model(x, p) ≈ y`` with SciPy-style options."""
+
+    name: str
+    model: object
+    x: np.ndarray
+    y: np.ndarray
+    p0: np.ndarray
+    bounds: tuple = (-np.inf, np.inf)
+    loss: str = "linear"
+    f_scale: float = 1.0
+    x_scale: object = None
+    sigma: np.ndarray | None = None
+
+    @property
+    def bounded(self):
+        return any(np.any(np.isfinite(b)) for b in self.bounds)
+
+    def residual(self, p):
+        r = self.model(self.x, p) - self.y
+        return r if self.sigma is None else r / self.sigma
+
+    def scipy(self, method, **tolerances):
+        """`scipy.optimize.least_squares` on the same problem, exact Jacobian."""
+        fun = jax.jit(self.residual)
+        jac = jax.jit(jax.jacfwd(self.residual))
+        return scipy.optimize.least_squares(
+            lambda p: np.asarray(fun(p)),
+            self.p0,
+            jac=lambda p: np.asarray(jac(p)),
+            bounds=self.bounds,
+            method=method,
+            loss=self.loss,
+            f_scale=self.f_scale,
+            x_scale=self.x_scale,
+            **tolerances,
+        )
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def exp_decay(x, p):
+    return p[0] * jnp.exp(-p[1] * x) + p[2]
+
+
+def gaussians_baseline(x, p):
+    peaks = [p[i] * jnp.exp(-0.5 * ((x - p[i + 1]) / p[i + 2]) ** 2) for i in (0, 3, 6)]
+    return sum(peaks) + p[9]
+
+
+def two_gaussians_baseline(x, p):
+    peaks = [p[i] * jnp.exp(-0.5 * ((x - p[i + 1]) / p[i + 2]) ** 2) for i in (0, 3)]
+    return sum(peaks) + p[6] + p[7] * x
+
+
+def logistic4(x, p):
+    bottom, top, ec50, hill = p
+    return bottom + (top - bottom) / (1 + (x / ec50) ** hill)
+
+
+def damped_oscillation(x, p):
+    return p[0] * jnp.exp(-x / p[1]) * jnp.cos(p[2] * x + p[3]) + p[4] * x + p[5]
+
+
+def rational(x, p):
+    return (p[0] + p[1] * x + p[2] * x**2) / (1 + p[3] * x + p[4] * x**2)
+
+
+def misra(x, p):
+    return p[0] * (1 - jnp.exp(-p[1] * x))
+
+
+def _make_cases():
+    cases = []
+    x = np.linspace(0, 5, 80)
+    y = np.asarray(exp_decay(x, np.array([3.0, 1.2, 0.4]))) + 0.05 * _rng(0).standard_normal(80)
+    cases.append(Case("exp_decay", exp_decay, x, y, np.array([1.0, 0.5, 0.0])))
+    sigma = 0.03 + 0.04 * _rng(1).random(80)
+    cases.append(
+        Case("exp_decay_sigma", exp_decay, x, y, np.array([1.0, 0.5, 0.0]), sigma=sigma)
+    )
+
+    x = np.linspace(0, 10, 300)
+    truth = np.array([4.0, 2.5, 0.4, 2.5, 5.0, 0.6, 3.0, 7.2, 0.5, 0.3])
+    y = np.asarray(gaussians_baseline(x, truth)) + 0.05 * _rng(2).standard_normal(300)
+    p0 = np.array([3.5, 2.4, 0.5, 2.0, 5.1, 0.5, 3.3, 7.0, 0.6, 0.0])
+    cases.append(Case("three_gaussians_baseline", gaussians_baseline, x, y, p0))
+
+    x = np.logspace(-3, 2, 40)
+    truth = np.array([5.0, 95.0, 0.8, 1.3])
+    y = np.asarray(logistic4(x, truth)) + 1.5 * _rng(3).standard_normal(40)
+    cases.append(Case("logistic4", logistic4, x, y, np.array([0.0, 100.0, 1.0, 1.0])))
+    cases.append(
+        Case(
+            "logistic4_bounded", logistic4, x, y, np.array([1.0, 100.0, 1.0, 1.0]),
+            bounds=(np.array([0.0, 0.0, 1e-3, 0.1]), np.array([4.0, 200.0, 50.0, 5.0])),
+        )
+    )
+
+    x = np.linspace(0, 12, 200)
+    truth = np.array([2.0, 4.0, 2.1, 0.3, 0.05, 1.0])
+    y = np.asarray(damped_oscillation(x, truth)) + 0.05 * _rng(4).standard_normal(200)
+    p0 = np.array([1.5, 3.0, 2.0, 0.0, 0.0, 0.5])
+    cases.append(Case("damped_oscillation_trend", damped_oscillation, x, y, p0))
+
+    x = np.linspace(0, 4, 60)
+    truth = np.array([1.0, 2.0, 0.5, 0.3, 0.1])
+    y = np.asarray(rational(x, truth)) + 0.01 * _rng(5).standard_normal(60)
+    cases.append(Case("rational", rational, x, y, np.array([1.0, 1.0, 1.0, 0.1, 0.1])))
+
+    x = np.linspace(0, 5, 80)
+    y = np.asarray(exp_decay(x, np.array([3.0, 1.2, 0.4]))) + 0.05 * _rng(6).standard_normal(80)
+    cases.append(
+        Case(
+            "exp_decay_upper_bound_active", exp_decay, x, y, np.array([1.0, 0.5, 0.0]),
+            bounds=(np.array([0.0, 0.0, -1.0]), np.array([2.5, 10.0, 1.0])),
+        )
+    )
+    cases.append(
+        Case(
+            "exp_decay_lower_bound_active", exp_decay, x, y, np.array([1.0, 2.0, 0.6]),
+            bounds=(np.array([0.0, 1.5, 0.5]), np.array([10.0, 10.0, 1.0])),
+        )
+    )
+
+    x = np.linspace(0, 10, 120)
+    truth = np.array([3.0, 3.0, 0.8, 2.0, 6.5, 1.2, 0.2, 0.01])
+    clean = np.asarray(two_gaussians_baseline(x, truth))
+    y = clean + 0.05 * _rng(7).standard_normal(120)
+    outliers = _rng(8).choice(120, 12, replace=False)
+    y[outliers] += 2.0 * _rng(9).standard_normal(12)
+    p0 = np.array([2.5, 3.2, 1.0, 2.5, 6.3, 1.0, 0.0, 0.0])
+    for loss in ("linear", "soft_l1", "huber", "cauchy", "arctan"):
+        cases.append(
+            Case(f"outliers_{loss}", two_gaussians_baseline, x, y, p0, loss=loss, f_scale=0.1)
+        )
+
+    x = np.array([77.6, 114.9, 141.1, 190.8, 239.9, 289.0, 332.8, 378.4, 434.8, 477.3,
+                  536.8, 593.1, 689.1, 760.0])
+    y = np.array([10.07, 14.73, 17.94, 23.93, 29.61, 35.18, 40.02, 44.82, 50.76, 55.05,
+                  61.01, 66.40, 75.47, 81.78])
+    cases.append(
+        Case("misra1a_xscale_jac", misra, x, y, np.array([500.0, 1e-4]), x_scale="jac")
+    )
+    cases.append(
+        Case(
+            "misra1a_bounded_xscale_jac", misra, x, y, np.array([500.0, 1e-4]),
+            bounds=(np.array([0.0, 0.0]), np.array([1000.0, 1.0])), x_scale="jac",
+        )
+    )
+    return cases
+
+
+CASES = _make_cases()
+CASE_IDS = [case.name for case in CASES]

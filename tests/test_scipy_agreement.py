@@ -1,0 +1,68 @@
+"""Parameters and cost agree with `scipy.optimize.least_squares` on shared problems."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import CASE_IDS, CASES
+
+import nlsq_fn as nf
+
+TOLERANCES = dict(ftol=1e-10, xtol=1e-10, gtol=1e-10)
+solve = eqx.filter_jit(nf.solve)
+
+
+class _Model(eqx.Module):
+    fn: object = eqx.field(static=True)
+
+    def __call__(self, x, p):
+        return self.fn(x, p)
+
+
+def _fit(case, method):
+    strategy = nf.TRF() if method == "trf" else nf.LevenbergMarquardt()
+    solver = nf.Solver(
+        strategy=strategy,
+        loss=nf._loss.as_loss(case.loss, case.f_scale),
+        bounds=case.bounds if case.bounded else None,
+        x_scale=case.x_scale,
+        **TOLERANCES,
+    )
+    model = _Model(case.model)
+    data = nf.Data(case.x, case.y, sigma=case.sigma)
+    return solve(model, data, nf.init(model, data, jnp.asarray(case.p0), solver))
+
+
+@pytest.mark.parametrize("method", ["trf", "lm"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_matches_scipy_least_squares(case, method):
+    if method == "lm" and (case.bounded or case.loss != "linear"):
+        pytest.skip("SciPy's 'lm' supports neither bounds nor robust losses.")
+    ours = _fit(case, method)
+    reference = case.scipy(method, **TOLERANCES)
+    assert bool(ours.success), ours.message
+    np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(float(ours.cost), reference.cost, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ours.active_mask), reference.active_mask)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.bounded][:4], ids=lambda c: c.name)
+def test_trf_follows_scipys_path(case):
+    """Same algorithm, same iterates: the evaluation counts agree with SciPy's."""
+    ours = _fit(case, "trf")
+    reference = case.scipy("trf", **TOLERANCES)
+    assert int(ours.nfev) == reference.nfev
+    assert int(ours.njev) == reference.njev
+    assert int(ours.status) == reference.status
+
+
+def test_least_squares_front_end_matches_scipy():
+    case = CASES[0]
+    ours = nf.least_squares(
+        lambda p, x, y: case.model(x, p) - y, case.p0, args=(case.x, case.y), **TOLERANCES
+    )
+    reference = case.scipy("trf", **TOLERANCES)
+    np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(ours.fun), reference.fun, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(ours.jac), reference.jac, rtol=1e-8, atol=1e-12)
+    assert ours.message == reference.message
