@@ -131,6 +131,8 @@ class TRF(AbstractStrategy):
         g = linearization.grad
         v, dv = coleman_li_scaling(x, g, lower, upper)
         g_norm = jnp.max(jnp.abs(g * v))
+        # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
+        v = jnp.where(dv != 0, v * state.scale_inv, v)
         scale = 1 / state.scale_inv
         d = jnp.sqrt(v) * scale
         diag_h = g * dv * scale
