@@ -101,6 +101,19 @@ def _flat_like(value, params, name, dtype):
     return array
 
 
+def flat_parameter_names(params) -> list[str]:
+    """A readable name for each entry of the flattened parameters (``['a', 'b[1]']``)."""
+    names = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        base = jax.tree_util.keystr(path, simple=True, separator=".") or "p"
+        size = int(np.size(leaf))
+        if np.ndim(leaf) == 0:
+            names.append(base)
+        else:
+            names.extend(f"{base}[{i}]" for i in range(size))
+    return names
+
+
 def _float_params(p0):
     leaves = jax.tree.leaves(p0)
     if not leaves:
@@ -156,8 +169,8 @@ def init(
         if not np.all(np.isfinite(x0_np)):
             raise ValueError("`p0` contains NaN or inf.")
         if np.any((x0_np < lower_np) | (x0_np > upper_np)):
-            bad = np.flatnonzero((x0_np < lower_np) | (x0_np > upper_np)).tolist()
-            raise ValueError(f"`p0` is outside the bounds at flat parameter indices {bad}.")
+            bad = _names_at(params, (x0_np < lower_np) | (x0_np > upper_np))
+            raise ValueError(f"`p0` is outside the bounds for {bad}.")
         if not strategy.supports_bounds and (
             np.any(np.isfinite(lower_np)) or np.any(np.isfinite(upper_np))
         ):
@@ -196,6 +209,11 @@ def init(
         jac=solver.jac,
         factorization=solver.factorization,
     )
+
+
+def _names_at(params, where) -> str:
+    names = flat_parameter_names(params)
+    return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
 def _check_model(model, data, params):
