@@ -90,7 +90,14 @@ def _flat_like(value, params, name, dtype):
             for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
         ]
         return jnp.concatenate([jnp.ravel(part) for part in parts]).astype(dtype)
-    array = jnp.asarray(value, dtype)
+    try:
+        array = jnp.asarray(value, dtype)
+    except TypeError as error:
+        raise ValueError(
+            f"`{name}` must be a scalar, a length-{n} array or a pytree with the same "
+            f"structure as the parameters ({jax.tree.structure(params)}); got "
+            f"{jax.tree.structure(value)}."
+        ) from error
     if array.ndim == 0:
         return jnp.full((n,), array, dtype)
     if array.shape != (n,):
@@ -161,10 +168,9 @@ def init(
     if is_concrete(lower, upper, x0):
         lower_np, upper_np, x0_np = map(np.asarray, (lower, upper, x0))
         if np.any(lower_np >= upper_np):
-            bad = np.flatnonzero(lower_np >= upper_np).tolist()
             raise ValueError(
-                f"Each lower bound must be strictly less than its upper bound "
-                f"(violated at flat parameter indices {bad})."
+                "Each lower bound must be strictly less than its upper bound "
+                f"(violated for {_names_at(params, lower_np >= upper_np)})."
             )
         if not np.all(np.isfinite(x0_np)):
             raise ValueError("`p0` contains NaN or inf.")
