@@ -66,3 +66,28 @@ def test_least_squares_front_end_matches_scipy():
     np.testing.assert_allclose(np.asarray(ours.fun), reference.fun, rtol=1e-6, atol=1e-10)
     np.testing.assert_allclose(np.asarray(ours.jac), reference.jac, rtol=1e-8, atol=1e-12)
     assert ours.message == reference.message
+
+
+FRONT_END_CASES = [c for c in CASES if c.name in (
+    "exp_decay_sigma", "logistic4_bounded", "outliers_cauchy", "misra1a_bounded_xscale_jac"
+)]
+
+
+@pytest.mark.parametrize("case", FRONT_END_CASES, ids=lambda c: c.name)
+def test_least_squares_front_end_options_match_scipy(case):
+    sigma = np.ones_like(case.y) if case.sigma is None else case.sigma
+
+    def fun(p, x, y, sigma):
+        return (case.model(x, p) - y) / sigma
+
+    ours = nf.least_squares(
+        fun, case.p0, args=(case.x, case.y, sigma), bounds=case.bounds, loss=case.loss,
+        f_scale=case.f_scale, x_scale=case.x_scale, **TOLERANCES,
+    )
+    reference = case.scipy("trf", **TOLERANCES)
+    np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6)
+    np.testing.assert_allclose(float(ours.cost), reference.cost, rtol=1e-6)
+    np.testing.assert_allclose(float(ours.optimality), reference.optimality, rtol=1e-3,
+                               atol=1e-8)
+    np.testing.assert_array_equal(np.asarray(ours.active_mask), reference.active_mask)
+    assert int(ours.status) == reference.status
