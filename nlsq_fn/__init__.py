@@ -1,5 +1,6 @@
 """nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
 
+from . import _models as models  # noqa: F401  (nf.models.Gaussian, ...)
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
