@@ -63,12 +63,17 @@ trace_count = 0
 
 
 @eqx.filter_jit
-def _fit(model, data, state, absolute_sigma):
+def _fit(model, data, state):
     global trace_count
     trace_count += 1
     solution = solve(model, data, state)
     n_points = data.n_points
-    pcov = covariance_from_jacobian(solution.jac, solution.cost, n_points, absolute_sigma)
+    # Both covariances (sigma taken as relative or as absolute): one compiled program
+    # serves both settings.
+    pcov = {
+        absolute: covariance_from_jacobian(solution.jac, solution.cost, n_points, absolute)
+        for absolute in (False, True)
+    }
     rank = jacobian_rank(solution.jac, n_points)
     singular_values = jnp.linalg.svd(solution.jac, compute_uv=False)
     return solution, pcov, rank, singular_values
@@ -327,9 +332,8 @@ class CurveFit:
     def fit(self, xdata=None, ydata=None, p0=None, sigma=None) -> CurveFitResult:
         """Fit (new) data; arguments not given are the ones given to `CurveFit`."""
         model, data, state, unpadded = self.prepare(xdata, ydata, p0, sigma)
-        solution, pcov, rank, singular_values = _fit(
-            model, data, state, self.absolute_sigma
-        )
+        solution, pcov, rank, singular_values = _fit(model, data, state)
+        pcov = pcov[self.absolute_sigma]
         if self.verbose >= 1:
             _progress.print_final_report(solution)
         n_params = state.lower.size
