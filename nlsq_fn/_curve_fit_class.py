@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _progress
-from ._covariance import covariance_from_jacobian, jacobian_rank
+from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
@@ -67,16 +67,8 @@ def _fit(model, data, state):
     global trace_count
     trace_count += 1
     solution = solve(model, data, state)
-    n_points = data.n_points
-    # Both covariances (sigma taken as relative or as absolute): one compiled program
-    # serves both settings.
-    pcov = {
-        absolute: covariance_from_jacobian(solution.jac, solution.cost, n_points, absolute)
-        for absolute in (False, True)
-    }
-    rank = jacobian_rank(solution.jac, n_points)
-    singular_values = jnp.linalg.svd(solution.jac, compute_uv=False)
-    return solution, pcov, rank, singular_values
+    # `absolute_sigma` is applied outside: one compiled program serves both settings.
+    return solution, covariance_parts(solution.jac, solution.cost, data.n_points)
 
 
 def parameter_names(f: Callable) -> tuple[str, ...] | None:
@@ -332,8 +324,9 @@ class CurveFit:
     def fit(self, xdata=None, ydata=None, p0=None, sigma=None) -> CurveFitResult:
         """Fit (new) data; arguments not given are the ones given to `CurveFit`."""
         model, data, state, unpadded = self.prepare(xdata, ydata, p0, sigma)
-        solution, pcov, rank, singular_values = _fit(model, data, state)
-        pcov = pcov[self.absolute_sigma]
+        solution, parts = _fit(model, data, state)
+        pcov = parts.covariance(self.absolute_sigma)
+        rank, singular_values = parts.rank, parts.singular_values
         if self.verbose >= 1:
             _progress.print_final_report(solution)
         n_params = state.lower.size
