@@ -310,7 +310,9 @@ class CurveFit:
             x_scale=self.x_scale,
             max_nfev=self.max_nfev,
             jac=self._jacobian(),
-            verbose=self.verbose,
+            # Only the table is printed from inside the loop; verbose=1 reports after
+            # the fit and shares the compiled code of verbose=0.
+            verbose=2 if self.verbose == 2 else 0,
             callback=self.callback,
             **self.tolerances,
         )

@@ -118,7 +118,7 @@ def diagnose(result) -> list[Diagnostic]:
                 "the fit stopped early: lower ftol/xtol/gtol, raise max_nfev, or try "
                 "x_scale='jac'.",
             ))
-    residual = np.ravel(result.fun)
+    residual = -np.ravel(result.fun)  # data minus model, weighted
     n = residual.size
     if n > 2:
         spread = np.std(residual)
@@ -126,8 +126,8 @@ def diagnose(result) -> list[Diagnostic]:
         if abs(bias_z) > BIAS_Z_LIMIT:
             found.append(Diagnostic(
                 "residual bias",
-                f"the residuals average {np.mean(residual):+.3g} ({bias_z:+.1f} standard "
-                "errors from 0).",
+                f"the weighted residuals (data - model) average {np.mean(residual):+.3g} "
+                f"({bias_z:+.1f} standard errors from 0).",
                 "add an offset / baseline parameter, or use a robust loss if outliers "
                 "pull the fit.",
             ))
