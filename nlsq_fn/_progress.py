@@ -10,7 +10,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import io_callback
 
 from ._trust_region import RUNNING, STOPPED
 
@@ -54,11 +53,17 @@ def report_start(cost, optimality) -> None:
     jax.debug.callback(_host_start, cost, optimality, ordered=True)
 
 
+def _finished_iteration(old, new):
+    # A member of a batch that has already stopped is stepped again (and the step
+    # discarded) while others run: it reports nothing more.
+    return (new.nit > old.nit) & (old.status == RUNNING)
+
+
 def report_iteration(old, new, optimality) -> None:
     """Traced: a row when an iteration has finished (a step accepted, or the end)."""
     jax.debug.callback(
         _host_row,
-        new.nit > old.nit,
+        _finished_iteration(old, new),
         new.nit,
         new.nfev,
         new.linearization.cost,
@@ -78,7 +83,9 @@ def ask_callback(callback, finished, iteration, params, cost, grad):
             return np.asarray(False)
         return np.asarray(bool(callback(int(iteration), params, cost, grad)))
 
-    return io_callback(
+    # A pure callback (whose answer is used, so it is never dropped) rather than an IO
+    # one: JAX supports it in a while loop under `vmap`, one host call per member.
+    return jax.pure_callback(
         host,
         jax.ShapeDtypeStruct((), jnp.bool_),
         finished,
@@ -86,7 +93,7 @@ def ask_callback(callback, finished, iteration, params, cost, grad):
         params,
         cost,
         grad,
-        ordered=False,
+        vmap_method="sequential",
     )
 
 
@@ -97,7 +104,7 @@ def after_iteration(old, new, state, unravel, optimality_of):
     if state.verbose == 2:
         report_iteration(old, new, optimality_of(new.x, new.linearization))
     if state.callback is not None:
-        finished = new.nit > old.nit
+        finished = _finished_iteration(old, new)
         stop = ask_callback(
             state.callback,
             finished,

@@ -111,7 +111,7 @@ def test_no_callbacks_are_traced_unless_asked_for():
 
     assert "callback" not in traced()
     assert "debug_callback" in traced(verbose=2)
-    assert "io_callback" in traced(callback=lambda *args: False)
+    assert "pure_callback" in traced(callback=lambda *args: False)
 
 
 def test_summary_and_repr():
