@@ -204,8 +204,9 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
         lines.append(
             f"[[Correlations]] (unreported correlations are < {correlation_threshold:.3f})"
         )
-        for _, a, b, c in sorted(pairs, reverse=True):
-            lines.append(f"    {f'C({a}, {b})':<{2 * width + 6}}= {c:+.4f}")
+        labels = [(f"C({a}, {b})", c) for _, a, b, c in sorted(pairs, reverse=True)]
+        label_width = max(len(label) for label, _ in labels) + 1
+        lines += [f"    {label:<{label_width}}= {c:+.4f}" for label, c in labels]
     diagnostics = result.diagnostics
     lines.append("[[Diagnostics]]")
     if not diagnostics:
