@@ -88,6 +88,12 @@ def parameter_names(f: Callable) -> tuple[str, ...] | None:
     return tuple(positional[1:]) if len(positional) >= 2 else None
 
 
+def _finite(bounds) -> bool:
+    if isinstance(bounds, dict):
+        return any(has_finite_bounds(pair) for pair in bounds.values())
+    return has_finite_bounds(bounds)
+
+
 def bucket_size(m: int) -> int:
     """Padded length for `m` points: the next power of two, at least 16."""
     return max(16, 1 << (int(m) - 1).bit_length())
@@ -199,9 +205,7 @@ class CurveFit:
         self.model = NamedModel(f, self.names) if self.named else PositionalModel(f)
 
     def _has_bounds(self):
-        if isinstance(self.bounds, dict):
-            return any(has_finite_bounds(pair) for pair in self.bounds.values())
-        return has_finite_bounds(self.bounds)
+        return _finite(self.bounds)
 
     def _initial_params(self, p0, xdata, ydata):
         if self.named:
@@ -230,14 +234,15 @@ class CurveFit:
             )
         return p0
 
-    def _flat_bounds(self, names):
-        if not isinstance(self.bounds, dict):
-            return self.bounds
-        unknown = set(self.bounds) - set(names)
+    @staticmethod
+    def _flat_bounds(bounds, names):
+        if not isinstance(bounds, dict):
+            return bounds
+        unknown = set(bounds) - set(names)
         if unknown:
             raise ValueError(f"`bounds` names unknown parameters {sorted(unknown)}.")
-        lower = [self.bounds.get(name, (-np.inf, np.inf))[0] for name in names]
-        upper = [self.bounds.get(name, (-np.inf, np.inf))[1] for name in names]
+        lower = [bounds.get(name, (-np.inf, np.inf))[0] for name in names]
+        upper = [bounds.get(name, (-np.inf, np.inf))[1] for name in names]
         return np.asarray(lower, float), np.asarray(upper, float)
 
     def _jacobian(self):
@@ -247,9 +252,15 @@ class CurveFit:
             return self.jac or "fwd"
         raise ValueError(f"`jac` must be a callable, None, 'fwd' or 'rev', got {self.jac!r}.")
 
-    def prepare(self, xdata=None, ydata=None, p0=None, sigma=None):
+    def prepare(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""
+        bounds = self.bounds if bounds is None else bounds
+        if _finite(bounds) and not self.strategy.supports_bounds:
+            raise ValueError(
+                "This CurveFit uses method='lm', which doesn't support bounds; create it "
+                "with method='trf' (or with bounds)."
+            )
         xdata = self.xdata if xdata is None else xdata
         ydata = self.ydata if ydata is None else ydata
         p0 = self.p0 if p0 is None else p0
@@ -302,7 +313,7 @@ class CurveFit:
             data = Data(x_padded, y_padded, sigma=sigma_padded, mask=mask)
         else:
             data = Data(xdata, ydata, sigma=sigma)
-        bounds = self._flat_bounds(names)
+        bounds = self._flat_bounds(bounds, names)
         solver = Solver(
             strategy=self.strategy,
             loss=self.loss,
@@ -323,9 +334,11 @@ class CurveFit:
             raise ValueError(message) from error
         return self.model, data, state, unpadded
 
-    def fit(self, xdata=None, ydata=None, p0=None, sigma=None) -> CurveFitResult:
-        """Fit (new) data; arguments not given are the ones given to `CurveFit`."""
-        model, data, state, unpadded = self.prepare(xdata, ydata, p0, sigma)
+    def fit(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None) -> CurveFitResult:
+        """Fit (new) data; arguments not given are the ones given to `CurveFit`. New
+        values of all of them reuse the compiled fit, as long as the data stay in the
+        same size bucket and `sigma` stays given (or not)."""
+        model, data, state, unpadded = self.prepare(xdata, ydata, p0, sigma, bounds)
         solution, parts = _fit(model, data, state)
         pcov = parts.covariance(self.absolute_sigma)
         rank, singular_values = parts.rank, parts.singular_values
