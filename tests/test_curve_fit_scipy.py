@@ -138,3 +138,14 @@ def test_bad_input_names_the_users_arguments():
         nf.CurveFit(decay, X, Y, p0=P0, method="lm", loss="huber")
     with pytest.raises(RuntimeError, match="Optimal parameters not found"):
         nf.curve_fit(decay, X, Y, p0=P0, max_nfev=2)
+
+
+def test_full_output_matches_scipy():
+    options = dict(method="lm", **TOLERANCES)
+    popt, pcov, infodict, message, ier = nf.curve_fit(
+        decay, X, Y, p0=P0, full_output=True, **options
+    )
+    reference = _scipy(Y, full_output=True, **options)
+    _compare((popt, pcov), reference)
+    np.testing.assert_allclose(infodict["fvec"], reference[2]["fvec"], rtol=1e-6, atol=1e-10)
+    assert ier in (1, 2, 3, 4) and message == infodict["result"].message
