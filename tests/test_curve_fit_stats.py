@@ -115,7 +115,8 @@ def test_confidence_and_prediction_bands_match_finite_difference_delta_method(re
 def test_band_coverage_is_nominal():
     """Over repeated noisy datasets the 90% confidence band covers the true curve at
     about 90% of the points (a check of the band's calibration, not of the code path)."""
-    fitter = nf.CurveFit(peak, X, Y, p0=P0, method="trf")
+    # Same configuration as the fixture's fits (sigma given, trf): no new compilation.
+    fitter = nf.CurveFit(peak, X, Y, p0=P0, sigma=0.1 * np.ones(X.size), method="trf")
     truth = np.asarray(peak(X, 2.0, 1.0, 0.8, 0.3))
     rng = np.random.default_rng(11)
     covered = []
