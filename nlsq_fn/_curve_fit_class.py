@@ -211,8 +211,10 @@ class CurveFit:
         if self.named:
             values = {}
             if p0 is None or isinstance(p0, dict):
-                values = dict(self.f.guess(xdata, ydata))
-                values.update(p0 or {})
+                given = dict(p0 or {})
+                if not set(self.names) <= set(given):  # complete p0 from the guess
+                    values = dict(self.f.guess(xdata, ydata))
+                values.update(given)
                 unknown = set(values) - set(self.names)
                 if unknown:
                     raise ValueError(

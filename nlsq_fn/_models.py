@@ -14,6 +14,8 @@ equal and share compiled fits. Guesses assume a 1-D `x` and work in NumPy.
 """
 
 import abc
+import inspect
+from collections.abc import Callable
 from typing import ClassVar
 
 import equinox as eqx
@@ -355,6 +357,40 @@ class DampedOscillation(Model):
             "amplitude": amplitude, "decay": decay, "frequency": frequency,
             "phase": np.arctan2(-b, a), "offset": c,
         }
+
+
+class Function(Model):
+    """A user function ``func(x, p1, p2, ...)`` as a named model, so that it can be
+    summed with library models; `guesser` (``guesser(x, y) -> dict`` by parameter name,
+    unprefixed) is optional, without it `CurveFit` needs `p0`::
+
+        nf.models.Function(my_peak, prefix="m_") + nf.models.Linear()
+    """
+
+    func: Callable = eqx.field(static=True)
+    guesser: Callable | None = eqx.field(default=None, static=True)
+
+    @property
+    def names(self):
+        parameters = list(inspect.signature(self.func).parameters.values())[1:]
+        if not parameters or any(
+            p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters
+        ):
+            raise ValueError(
+                "Function needs func(x, p1, p2, ...) with named positional parameters."
+            )
+        return tuple(p.name for p in parameters)
+
+    def evaluate(self, x, **params):
+        return self.func(x, *(params[name] for name in self.names))
+
+    def initial_guess(self, x, y):
+        if self.guesser is None:
+            raise ValueError(
+                f"{self.func.__name__} has no guess: give `p0` (a dict by parameter name) "
+                "or pass guesser= to Function."
+            )
+        return self.guesser(x, y)
 
 
 PEAK_SHAPES = {

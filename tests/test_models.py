@@ -114,3 +114,20 @@ def test_partial_p0_is_completed_from_the_guess_and_bounds_by_name():
     np.testing.assert_allclose(result.popt, [6.0, 4.3, 0.8], rtol=1e-7)
     with pytest.raises(ValueError, match="unknown parameters"):
         nf.CurveFit(model, X, y, p0={"centre": 4.0}).fit()
+
+
+def test_user_functions_join_library_models():
+    def bump(x, height, center):
+        return height / (1 + (x - center) ** 2)
+
+    model = M.Function(bump, prefix="b_") + M.Linear()
+    assert model.param_names == ("b_height", "b_center", "slope", "intercept")
+    truth = dict(b_height=2.0, b_center=4.0, slope=0.1, intercept=0.5)
+    y = np.asarray(model(X, truth))
+    result = nf.CurveFit(model, X, y, p0=dict(b_height=1.0, b_center=3.5, slope=0.0,
+                                              intercept=0.0)).fit()
+    np.testing.assert_allclose(result.popt, list(truth.values()), rtol=1e-7)
+    with pytest.raises(ValueError, match="has no guess"):
+        nf.CurveFit(model, X, y).fit()
+    guessed = M.Function(bump, guesser=lambda x, y: dict(height=y.max(), center=x[y.argmax()]))
+    assert guessed.guess(X, y) == dict(height=y.max(), center=X[y.argmax()])
