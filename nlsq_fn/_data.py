@@ -75,6 +75,17 @@ def validate_data(data: Data) -> None:
         )
     if y.size == 0:
         raise ValueError("`y` is empty: there is nothing to fit.")
+    x_leaves = jax.tree.leaves(data.x)
+    if (
+        len(x_leaves) == 1
+        and jnp.ndim(x_leaves[0]) == 1
+        and y.ndim == 1
+        and jnp.shape(x_leaves[0])[0] != y.shape[0]
+    ):
+        raise ValueError(
+            f"`x` has {jnp.shape(x_leaves[0])[0]} points but `y` has {y.shape[0]}; "
+            "they must match."
+        )
     if not is_concrete(data):
         return
     counted = np.ones(y.shape, bool) if data.mask is None else np.asarray(data.mask)

@@ -99,7 +99,14 @@ def _flat_like(value, params, name, dtype):
             for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
         ]
         return jnp.concatenate([jnp.ravel(part) for part in parts]).astype(dtype)
-    array = jnp.asarray(value, dtype)
+    try:
+        array = jnp.asarray(value, dtype)
+    except TypeError as error:
+        raise ValueError(
+            f"`{name}` must be a scalar, a length-{n} array or a pytree with the same "
+            f"structure as the parameters ({jax.tree.structure(params)}); got "
+            f"{jax.tree.structure(value)}."
+        ) from error
     if array.ndim == 0:
         return jnp.full((n,), array, dtype)
     if array.shape != (n,):
@@ -108,6 +115,19 @@ def _flat_like(value, params, name, dtype):
             "give a scalar, a length-n array or a pytree shaped like the parameters."
         )
     return array
+
+
+def flat_parameter_names(params) -> list[str]:
+    """A readable name for each entry of the flattened parameters (``['a', 'b[1]']``)."""
+    names = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        base = jax.tree_util.keystr(path, simple=True, separator=".") or "p"
+        size = int(np.size(leaf))
+        if np.ndim(leaf) == 0:
+            names.append(base)
+        else:
+            names.extend(f"{base}[{i}]" for i in range(size))
+    return names
 
 
 def _float_params(p0):
@@ -157,16 +177,15 @@ def init(
     if is_concrete(lower, upper, x0):
         lower_np, upper_np, x0_np = map(np.asarray, (lower, upper, x0))
         if np.any(lower_np >= upper_np):
-            bad = np.flatnonzero(lower_np >= upper_np).tolist()
             raise ValueError(
-                f"Each lower bound must be strictly less than its upper bound "
-                f"(violated at flat parameter indices {bad})."
+                "Each lower bound must be strictly less than its upper bound "
+                f"(violated for {_names_at(params, lower_np >= upper_np)})."
             )
         if not np.all(np.isfinite(x0_np)):
             raise ValueError("`p0` contains NaN or inf.")
         if np.any((x0_np < lower_np) | (x0_np > upper_np)):
-            bad = np.flatnonzero((x0_np < lower_np) | (x0_np > upper_np)).tolist()
-            raise ValueError(f"`p0` is outside the bounds at flat parameter indices {bad}.")
+            bad = _names_at(params, (x0_np < lower_np) | (x0_np > upper_np))
+            raise ValueError(f"`p0` is outside the bounds for {bad}.")
         if not strategy.supports_bounds and (
             np.any(np.isfinite(lower_np)) or np.any(np.isfinite(upper_np))
         ):
@@ -211,6 +230,11 @@ def init(
         verbose=solver.verbose,
         callback=solver.callback,
     )
+
+
+def _names_at(params, where) -> str:
+    names = flat_parameter_names(params)
+    return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
 def _check_model(model, data, params):

@@ -1,3 +1,30 @@
 import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the NIST StRD table (log relative errors) when those tests ran."""
+    rows = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == "nist_lre"
+    ]
+    if not rows:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("NIST StRD, log relative error of the worst parameter (capped at 11):")
+    write(f"{'strategy':8} {'problem':10} {'start':>5} {'LRE':>6} {'nfev':>6} {'RSS':>12}")
+    for strategy, name, start, lre, nfev, rss in sorted(rows):
+        write(f"{strategy:8} {name:10} {start:>5} {lre:6.2f} {nfev:6d} {rss:12.5e}")
+    for strategy in sorted({row[0] for row in rows}):
+        lres = np.array([row[3] for row in rows if row[0] == strategy])
+        write(
+            f"{strategy}: {np.sum(lres >= 6)}/{lres.size} runs with LRE >= 6, "
+            f"median {np.median(lres):.2f}, minimum {np.min(lres):.2f}"
+        )
