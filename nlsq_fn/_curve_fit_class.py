@@ -6,6 +6,7 @@ the next power of two (at least 16 points) and the padding is masked out, and th
 """
 
 import inspect
+import re
 import warnings
 from collections.abc import Callable
 
@@ -333,6 +334,8 @@ class CurveFit:
             state = init(self.model, data, p0, solver)
         except ValueError as error:
             message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
+            # The core names flat parameters p[0], p[1], ...: use the model's names.
+            message = re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
             raise ValueError(message) from error
         return self.model, data, state, unpadded
 

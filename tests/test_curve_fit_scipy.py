@@ -130,7 +130,7 @@ def test_bad_input_names_the_users_arguments():
         nf.curve_fit(decay, X, Y, p0=P0, sigma=np.zeros(60))
     with pytest.raises(ValueError, match="`p0` has 2 values but the model has 3"):
         nf.curve_fit(decay, X, Y, p0=[1.0, 2.0])
-    with pytest.raises(ValueError, match="`p0` is outside the bounds"):
+    with pytest.raises(ValueError, match="`p0` is outside the bounds for 'a'"):
         nf.curve_fit(decay, X, Y, p0=P0, bounds=([2.0, 0, -1], [3.0, 5, 1]))
     with pytest.raises(ValueError, match="unknown parameters"):
         nf.CurveFit(decay, X, Y, p0=P0, bounds={"d": (0, 1)}).fit()
