@@ -58,8 +58,9 @@ def diagnose(result) -> list[Diagnostic]:
     - parameters at a bound (`active_mask`);
     - a large final gradient: some free parameter's gradient cosine
       ``|g_j| / (||J_j|| ||f||) > 1e-4`` (MINPACK's scale-free measure);
-    - residual bias: ``|mean(r)| > 3 std(r) / sqrt(n)``, or a runs test on the signs of
-      the residuals (in x order) with ``z < -3`` (systematic misfit);
+    - residual bias: ``|mean(r)| > 3 std(r) / sqrt(n)`` (with a robust loss: the median,
+      and the MAD as spread), or a runs test on the signs of the residuals (in x order)
+      with ``z < -3`` (systematic misfit);
     - poorly scaled parameters: column norms of the Jacobian spanning more than 1e6.
     """
     found = []
@@ -121,15 +122,23 @@ def diagnose(result) -> list[Diagnostic]:
     residual = -np.ravel(result.fun)  # data minus model, weighted
     n = residual.size
     if n > 2:
-        spread = np.std(residual)
-        bias_z = np.mean(residual) / (spread / math.sqrt(n)) if spread > 0 else 0.0
+        if result.loss == "Linear":
+            statistic, centre = "average", np.mean(residual)
+            standard_error = np.std(residual) / math.sqrt(n)
+        else:  # a robust fit ignores outliers: judge it by the median, scaled by the MAD
+            statistic, centre = "median", np.median(residual)
+            mad = 1.4826 * np.median(np.abs(residual - centre))
+            standard_error = 1.2533 * mad / math.sqrt(n)
+        bias_z = centre / standard_error if standard_error > 0 else 0.0
         if abs(bias_z) > BIAS_Z_LIMIT:
             found.append(Diagnostic(
                 "residual bias",
-                f"the weighted residuals (data - model) average {np.mean(residual):+.3g} "
+                f"the weighted residuals (data - model) {statistic} {centre:+.3g} "
                 f"({bias_z:+.1f} standard errors from 0).",
                 "add an offset / baseline parameter, or use a robust loss if outliers "
-                "pull the fit.",
+                "pull the fit." if result.loss == "Linear" else
+                "the robust fit may sit in a poor local minimum: try another p0 or a "
+                "larger f_scale, or add an offset / baseline parameter.",
             ))
         x = np.asarray(result.xdata) if not isinstance(result.xdata, (tuple, dict)) else None
         if x is not None and x.shape == result.ydata.shape and result.ydata.ndim == 1:
