@@ -47,7 +47,8 @@ class Solver(eqx.Module):
         (SciPy's iteration table, printed from inside the compiled loop).
     - `callback`: ``callback(iteration, params, cost, grad)`` called after each
         iteration from inside the compiled loop; returning True stops the fit (status
-        -3). Must be hashable (it is static configuration).
+        -3). It is static configuration: reuse one callback object to reuse the
+        compiled fit. Under `jax.vmap` it is called once per member of the batch.
     """
 
     strategy: AbstractStrategy = TRF()
