@@ -118,8 +118,13 @@ def _sorted_1d(x, y):
 
 
 def _peak_features(x, y):
-    """Centre, height above the minimum and full width at half maximum of the
-    tallest peak (the contiguous region above half height around the maximum)."""
+    """Centre, height above the baseline and full width at half maximum of the
+    largest peak (the contiguous region beyond half height around the extremum). A dip
+    (the minimum further from the median than the maximum) gives a negative height."""
+    median = float(np.median(y))
+    if median - np.min(y) > np.max(y) - median:
+        center, height, fwhm = _peak_features(x, -y)
+        return center, -height, fwhm
     top = int(np.argmax(y))
     low = float(np.min(y))
     height = float(y[top]) - low

@@ -131,3 +131,13 @@ def test_user_functions_join_library_models():
         nf.CurveFit(model, X, y).fit()
     guessed = M.Function(bump, guesser=lambda x, y: dict(height=y.max(), center=x[y.argmax()]))
     assert guessed.guess(X, y) == dict(height=y.max(), center=X[y.argmax()])
+
+
+@pytest.mark.parametrize("model", [M.Gaussian(), M.Lorentzian()], ids=["Gaussian", "Lorentzian"])
+def test_peak_guesses_find_dips(model):
+    truth = dict(amplitude=-6.0, center=4.3, sigma=0.8)
+    y = np.asarray(model(X, truth)) + 0.05 * np.random.default_rng(4).standard_normal(X.size)
+    guess = model.guess(X, y)
+    assert guess["amplitude"] < 0 and abs(guess["center"] - 4.3) < 0.2
+    result = nf.CurveFit(model, X, y).fit()  # same shape as above: no new compilation
+    np.testing.assert_allclose(result.popt, list(truth.values()), rtol=0.05)
