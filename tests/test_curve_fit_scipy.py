@@ -149,3 +149,20 @@ def test_full_output_matches_scipy():
     _compare((popt, pcov), reference)
     np.testing.assert_allclose(infodict["fvec"], reference[2]["fvec"], rtol=1e-6, atol=1e-10)
     assert ier in (1, 2, 3, 4) and message == infodict["result"].message
+
+
+def test_two_input_columns_with_nan_omit_match_scipy():
+    def surface(xy, a, b, c):
+        return a * xy[0] + b * xy[1] ** 2 + c
+
+    jac = jax.jit(jax.jacfwd(lambda p, xy: surface(xy, *p)))
+    rng = np.random.default_rng(4)
+    xy = rng.random((2, 50))
+    y = 1.5 * xy[0] + 0.7 * xy[1] ** 2 + 0.2 + 0.01 * rng.standard_normal(50)
+    xy[1, 3] = np.nan
+    y[7] = np.nan
+    reference = scipy.optimize.curve_fit(
+        lambda xy, *p: np.asarray(surface(xy, *p)), xy, y, p0=P0, nan_policy="omit",
+        jac=lambda xy, *p: np.asarray(jac(jnp.asarray(p), xy)), **TOLERANCES,
+    )
+    _compare(nf.curve_fit(surface, xy, y, p0=P0, nan_policy="omit", **TOLERANCES), reference)
