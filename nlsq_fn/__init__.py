@@ -1,9 +1,12 @@
 """nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
 
+from . import _models as models  # noqa: F401  (nf.models.Gaussian, ...)
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
+from ._curve_fit_class import CurveFit as CurveFit
 from ._data import Data as Data
+from ._fit_result import CurveFitResult as CurveFitResult
 from ._least_squares import least_squares as least_squares
 from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt
 from ._linearize import Linearization as Linearization
@@ -15,9 +18,11 @@ from ._loss import (
     Linear as Linear,
     SoftL1 as SoftL1,
 )
+from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
 from ._solve import solve as solve
 from ._solver import Solver as Solver, SolverState as SolverState, init as init
+from ._stats import student_t_ppf as student_t_ppf
 from ._strategy import AbstractStrategy as AbstractStrategy
 from ._trf import TRF as TRF
 from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES

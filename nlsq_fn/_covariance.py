@@ -1,7 +1,34 @@
 """Parameter covariance from the Jacobian at the solution, as SciPy's ``curve_fit``."""
 
+import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
+
+
+class CovarianceParts(eqx.Module):
+    """What the covariance is made of, from one SVD of the Jacobian."""
+
+    unscaled: Float[Array, "n n"]  # pinv(JᵀJ): the covariance with absolute sigma
+    residual_variance: Float[Array, ""]  # 2 cost / (m - n), inf without dof
+    rank: Int[Array, ""]
+    singular_values: Float[Array, " n"]
+
+    def covariance(self, absolute_sigma: bool) -> Float[Array, "n n"]:
+        pcov = self.unscaled if absolute_sigma else self.unscaled * self.residual_variance
+        return jnp.where(jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+
+
+def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points):
+    """SciPy's recipe: singular values below ``eps * max(m, n) * s_max`` are dropped
+    (``m`` the number of counted points, so zero padding rows change nothing)."""
+    m, n = jac.shape
+    _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
+    rows = m if n_points is None else n_points
+    kept = s > jnp.finfo(jac.dtype).eps * jnp.maximum(rows, n) * s[0]
+    inv_s2 = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
+    dof = rows - n
+    residual_variance = jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.inf)
+    return CovarianceParts((vt.T * inv_s2) @ vt, residual_variance, jnp.sum(kept), s)
 
 
 def covariance_from_jacobian(
@@ -13,17 +40,9 @@ def covariance_from_jacobian(
     """``pinv(JᵀJ)`` (singular values below ``eps * max(m, n) * s_max`` dropped),
     scaled by the reduced chi-square ``2 * cost / (m - n)`` unless `absolute_sigma`.
 
-    `jac` is the robust-loss-scaled Jacobian, so with a robust loss this is SciPy's
-    estimate too. Returns ``inf`` everywhere when the covariance cannot be estimated
-    (``m <= n`` without `absolute_sigma`, or non-finite values).
+    `jac` is the robust-loss-scaled Jacobian and ``cost = 0.5 * sum(rho(f**2))``, so
+    with a robust loss this is SciPy's estimate too (SciPy uses ``res.jac`` and
+    ``res.cost`` of `least_squares`). Returns ``inf`` everywhere when the covariance
+    cannot be estimated (``m <= n`` without `absolute_sigma`, or non-finite values).
     """
-    m, n = jac.shape
-    _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
-    threshold = jnp.finfo(jac.dtype).eps * max(m, n) * s[0]
-    kept = s > threshold
-    inv_s2 = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
-    pcov = (vt.T * inv_s2) @ vt
-    dof = n_points - n
-    if not absolute_sigma:
-        pcov = pcov * jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.inf)
-    return jnp.where(jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+    return covariance_parts(jac, cost, n_points).covariance(absolute_sigma)

@@ -10,6 +10,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 from optimistix.internal import implicit_jvp
 
+from . import _progress
 from ._bounds import find_active_constraints
 from ._data import Data
 from ._linearize import Linearization, linearize, residual_and_jacobian, scale_for_loss
@@ -88,6 +89,10 @@ def _iterate(inputs):
     one = jnp.asarray(1, jnp.int32)
     status = jnp.where((status == RUNNING) & (state.max_nfev <= 1), MAX_NFEV, status)
     carry = _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
+    # Progress hook: static switches, so a plain fit traces no callbacks at all.
+    watched = state.verbose == 2 or state.callback is not None
+    if state.verbose == 2:
+        _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
 
     def body(carry):
         out = strategy.step(
@@ -102,9 +107,14 @@ def _iterate(inputs):
         if not strategy.jacobian_after_last_step:
             new_jacobian = new_jacobian & (out.status == RUNNING)
         njev = carry.njev + new_jacobian.astype(jnp.int32)
-        return _Carry(
-            out.x, out.linearization, out.strategy_state, nfev, njev, nit, status
-        )
+        new = _Carry(out.x, out.linearization, out.strategy_state, nfev, njev, nit, status)
+        if watched:
+            status = _progress.after_iteration(
+                carry, new, state, unravel,
+                lambda x, lin: strategy.optimality(x, lin, problem),
+            )
+            new = eqx.tree_at(lambda c: c.status, new, status)
+        return new
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
     if strategy.supports_bounds:

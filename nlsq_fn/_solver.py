@@ -43,6 +43,12 @@ class Solver(eqx.Module):
     - `factorization`: ``"qr"`` (default, keeps the Jacobian's conditioning) or
         ``"normal"`` (forms ``JᵀJ``: faster for very many points, squares the condition
         number).
+    - `verbose`: 0 (silent), 1 (termination report, printed by the front ends) or 2
+        (SciPy's iteration table, printed from inside the compiled loop).
+    - `callback`: ``callback(iteration, params, cost, grad)`` called after each
+        iteration from inside the compiled loop; returning True stops the fit (status
+        -3). It is static configuration: reuse one callback object to reuse the
+        compiled fit. Under `jax.vmap` it is called once per member of the batch.
     """
 
     strategy: AbstractStrategy = TRF()
@@ -55,6 +61,8 @@ class Solver(eqx.Module):
     max_nfev: int | None = eqx.field(default=None, static=True)
     jac: JacobianMode = eqx.field(default="fwd", static=True)
     factorization: Literal["qr", "normal"] = eqx.field(default="qr", static=True)
+    verbose: int = eqx.field(default=0, static=True)
+    callback: Callable | None = eqx.field(default=None, static=True)
 
 
 class SolverState(eqx.Module):
@@ -76,6 +84,8 @@ class SolverState(eqx.Module):
     max_nfev: int = eqx.field(static=True)
     jac: JacobianMode = eqx.field(static=True)
     factorization: str = eqx.field(static=True)
+    verbose: int = eqx.field(default=0, static=True)
+    callback: Callable | None = eqx.field(default=None, static=True)
 
 
 def _flat_like(value, params, name, dtype):
@@ -199,6 +209,10 @@ def init(
     if solver.ftol == solver.xtol == solver.gtol == 0:
         raise ValueError("At least one of `ftol`, `xtol`, `gtol` must be positive.")
     max_nfev = 100 * n if solver.max_nfev is None else int(solver.max_nfev)
+    if solver.verbose not in (0, 1, 2):
+        raise ValueError(f"`verbose` must be 0, 1 or 2, got {solver.verbose!r}.")
+    if solver.callback is not None and not callable(solver.callback):
+        raise TypeError("`callback` must be callable or None.")
     if max_nfev <= 0:
         raise ValueError(f"`max_nfev` must be positive, got {max_nfev}.")
     return SolverState(
@@ -214,6 +228,8 @@ def init(
         max_nfev=max_nfev,
         jac=solver.jac,
         factorization=solver.factorization,
+        verbose=solver.verbose,
+        callback=solver.callback,
     )
 
 

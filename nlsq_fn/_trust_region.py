@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-# Status codes, as in `scipy.optimize.least_squares`, plus one for "still iterating".
+# Status codes, as in `scipy.optimize.least_squares`, plus "still iterating" and
+# "stopped by the user's callback".
+STOPPED = -3
 RUNNING = -2
 IMPROPER_INPUT = -1
 MAX_NFEV = 0
@@ -18,6 +20,7 @@ XTOL = 3
 FTOL_AND_XTOL = 4
 
 STATUS_MESSAGES = {
+    STOPPED: "Stopped by the callback.",
     RUNNING: "The solver has not finished.",
     IMPROPER_INPUT: (
         "Improper input: the data, or the model at the initial parameters, "

@@ -1,0 +1,82 @@
+"""A `CurveFit` compiles once per size bucket and reuses that code for new data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nlsq_fn as nf
+from nlsq_fn import _curve_fit_class
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+def _dataset(m, seed, stretch=1.0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 4 * stretch, m)
+    truth = np.array([2.0 + rng.random(), 1.0 + rng.random(), rng.random()])
+    clean = truth[0] * np.exp(-truth[1] * x) + truth[2]  # NumPy: no JAX compilation here
+    return x, clean + 0.02 * rng.standard_normal(m), truth
+
+
+def test_same_shape_and_new_lengths_compile_once_per_bucket():
+    def decay(x, a, b, c):  # defined here: no other test has compiled it
+        return a * jnp.exp(-b * x) + c
+
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf")
+        traces = _curve_fit_class.trace_count
+        results = []
+        # Five datasets of one shape, with new values of x, y, p0 and bounds.
+        for seed in range(5):
+            x, y, truth = _dataset(50, seed, stretch=1 + 0.1 * seed)
+            if seed == 1:
+                compiles.clear()  # the first fit compiles; none of the others may
+            bounds = ([0.0, 0.0, -1.0 - seed], [10.0 + seed, np.inf, 5.0])
+            results.append((fitter.fit(x, y, p0=[1.0 + seed, 1.0, 0.0], bounds=bounds), truth))
+        assert _curve_fit_class.trace_count - traces == 1
+        assert compiles == []
+        # Five new lengths: 40, 60 share the 64-point bucket of 50; 70, 100, 128 the
+        # 128-point bucket, which compiles once.
+        for seed, m in enumerate([40, 60, 70, 100, 128]):
+            x, y, truth = _dataset(m, 10 + seed)
+            results.append((fitter.fit(x, y), truth))
+            if m == 40:
+                compiles.clear()  # (the default, infinite bounds are built once, eagerly)
+            if m == 60:
+                assert compiles == []  # not even a small eager op for a new length
+        assert _curve_fit_class.trace_count - traces == 2
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    for result, truth in results:
+        assert result.success
+        np.testing.assert_allclose(result.popt, truth, rtol=0.1, atol=0.05)
+
+
+def test_padding_does_not_change_the_result():
+    def decay(x, a, b, c):
+        return a * jnp.exp(-b * x) + c
+
+    x, y, _ = _dataset(37, 0)
+    sigma = 0.02 + 0.01 * np.random.default_rng(5).random(37)
+    options = dict(p0=[1.0, 1.0, 0.0], sigma=sigma, method="trf", ftol=1e-12, xtol=1e-12)
+    padded = nf.CurveFit(decay, x, y, **options).fit()
+    exact = nf.CurveFit(decay, x, y, pad=False, **options).fit()
+    np.testing.assert_allclose(padded.popt, exact.popt, rtol=1e-10)
+    np.testing.assert_allclose(padded.pcov, exact.pcov, rtol=1e-8)
+    np.testing.assert_allclose(padded.fun, exact.fun, rtol=1e-8, atol=1e-12)
+    assert padded.fun.shape == (37,) and padded.jac.shape == (37, 3)
+    assert padded.nfev == exact.nfev
+    assert abs(padded.cost - exact.cost) < 1e-10 * exact.cost
+
+
+def test_bucket_sizes():
+    assert [_curve_fit_class.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
+        16, 16, 32, 64, 128, 1024,
+    ]

@@ -1,0 +1,168 @@
+"""`curve_fit` and `CurveFit` give SciPy's `popt` and `pcov` (relative 1e-6, float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import nlsq_fn as nf
+
+TOLERANCES = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
+
+
+def decay(x, a, b, c):
+    return a * jnp.exp(-b * x) + c
+
+
+_decay_jac = jax.jit(jax.jacfwd(lambda p, x: decay(x, *p)))
+
+
+def decay_jac(x, *p):
+    return np.asarray(_decay_jac(jnp.asarray(p), x))
+
+
+def decay_np(x, a, b, c):
+    return np.asarray(decay(x, a, b, c))
+
+
+RNG = np.random.default_rng(0)
+X = np.linspace(0, 4, 60)
+Y = decay_np(X, 2.5, 1.3, 0.5) + 0.05 * RNG.standard_normal(60)
+Y_OUTLIERS = Y.copy()
+Y_OUTLIERS[::9] += 0.8
+SIGMA = 0.03 + 0.05 * RNG.random(60)
+P0 = [1.0, 0.5, 0.0]
+
+
+def _scipy(y, **kwargs):
+    return scipy.optimize.curve_fit(decay_np, X, y, p0=P0, jac=decay_jac, **kwargs)
+
+
+def _compare(ours, reference):
+    np.testing.assert_allclose(ours[0], reference[0], rtol=1e-6)
+    np.testing.assert_allclose(ours[1], reference[1], rtol=1e-6, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", ["lm", "trf"])
+@pytest.mark.parametrize("weights", ["none", "relative", "absolute"])
+def test_covariance_with_and_without_sigma(method, weights):
+    options = dict(method=method, **TOLERANCES)
+    if weights != "none":
+        options.update(sigma=SIGMA, absolute_sigma=weights == "absolute")
+    reference = _scipy(Y, **options)
+    _compare(nf.curve_fit(decay, X, Y, p0=P0, **options), reference)
+    result = nf.CurveFit(decay, X, Y, p0=P0, **options).fit()
+    _compare((result.popt, result.pcov), reference)
+    np.testing.assert_allclose(result.perr, np.sqrt(np.diag(reference[1])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_covariance_with_bounds(absolute_sigma):
+    # The upper bound on `a` is active at the solution.
+    bounds = ([0.0, 0.0, -1.0], [2.3, 5.0, 1.0])
+    options = dict(bounds=bounds, sigma=SIGMA, absolute_sigma=absolute_sigma, **TOLERANCES)
+    reference = _scipy(Y, **options)
+    ours = nf.curve_fit(decay, X, Y, p0=P0, **options)
+    _compare(ours, reference)
+    assert ours[0][0] == pytest.approx(2.3)
+
+
+def test_bounds_by_name():
+    bounds = {"a": (0.0, 2.3), "b": (0.0, 5.0)}
+    result = nf.CurveFit(decay, X, Y, p0=P0, bounds=bounds, **TOLERANCES).fit()
+    reference = _scipy(Y, bounds=([0.0, 0.0, -np.inf], [2.3, 5.0, np.inf]), **TOLERANCES)
+    _compare((result.popt, result.pcov), reference)
+    assert result.active_mask.tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_covariance_with_robust_loss(loss):
+    # SciPy's pcov with a robust loss uses the loss-scaled Jacobian and 2 * cost.
+    options = dict(method="trf", loss=loss, f_scale=0.2, **TOLERANCES)
+    reference = _scipy(Y_OUTLIERS, **options)
+    _compare(nf.curve_fit(decay, X, Y_OUTLIERS, p0=P0, **options), reference)
+
+
+def test_rank_deficient_jacobian_gives_scipys_pseudo_inverse_and_warns():
+    def degenerate(x, a, b, c):  # only a + b is determined
+        return (a + b) * jnp.exp(-c * x)
+
+    jac = jax.jit(jax.jacfwd(lambda p, x: degenerate(x, *p)))
+    y = decay_np(X, 2.5, 1.3, 0.0) + 0.05 * RNG.standard_normal(60)
+    reference = scipy.optimize.curve_fit(
+        lambda x, *p: np.asarray(degenerate(x, *p)), X, y, p0=P0, method="trf",
+        jac=lambda x, *p: np.asarray(jac(jnp.asarray(p), x)), **TOLERANCES,
+    )
+    with pytest.warns(nf.OptimizeWarning, match="rank 2 < 3"):
+        popt, pcov = nf.curve_fit(degenerate, X, y, p0=P0, method="trf", **TOLERANCES)
+    np.testing.assert_allclose(popt[0] + popt[1], reference[0][0] + reference[0][1], rtol=1e-6)
+    np.testing.assert_allclose(pcov, reference[1], rtol=1e-6, atol=1e-12)
+
+
+def test_too_few_points_give_infinite_covariance_with_a_warning():
+    with pytest.warns(nf.OptimizeWarning, match="could not be estimated"):
+        _, pcov = nf.curve_fit(decay, X[:3], Y[:3], p0=P0, method="trf")
+    assert np.all(np.isinf(pcov))
+
+
+def test_nan_policy_omit_matches_scipy():
+    y = Y.copy()
+    y[[5, 17]] = np.nan
+    reference = _scipy(y, nan_policy="omit", **TOLERANCES)
+    result = nf.CurveFit(decay, X, y, p0=P0, nan_policy="omit", **TOLERANCES).fit()
+    _compare((result.popt, result.pcov), reference)
+    assert result.n_points == 58
+
+
+def test_bad_input_names_the_users_arguments():
+    y = Y.copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="ydata"):
+        nf.curve_fit(decay, X, y, p0=P0)
+    with pytest.raises(ValueError, match="nan values"):
+        nf.curve_fit(decay, X, y, p0=P0, nan_policy="raise")
+    with pytest.raises(ValueError, match="nan_policy"):
+        nf.curve_fit(decay, X, Y, p0=P0, nan_policy="propagate")
+    with pytest.raises(ValueError, match="`sigma`"):
+        nf.curve_fit(decay, X, Y, p0=P0, sigma=np.ones(5))
+    with pytest.raises(ValueError, match="`sigma` must be finite and strictly positive"):
+        nf.curve_fit(decay, X, Y, p0=P0, sigma=np.zeros(60))
+    with pytest.raises(ValueError, match="`p0` has 2 values but the model has 3"):
+        nf.curve_fit(decay, X, Y, p0=[1.0, 2.0])
+    with pytest.raises(ValueError, match="`p0` is outside the bounds for 'a'"):
+        nf.curve_fit(decay, X, Y, p0=P0, bounds=([2.0, 0, -1], [3.0, 5, 1]))
+    with pytest.raises(ValueError, match="unknown parameters"):
+        nf.CurveFit(decay, X, Y, p0=P0, bounds={"d": (0, 1)}).fit()
+    with pytest.raises(ValueError, match="'lm' supports only the 'linear' loss"):
+        nf.CurveFit(decay, X, Y, p0=P0, method="lm", loss="huber")
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        nf.curve_fit(decay, X, Y, p0=P0, max_nfev=2)
+
+
+def test_full_output_matches_scipy():
+    options = dict(method="lm", **TOLERANCES)
+    popt, pcov, infodict, message, ier = nf.curve_fit(
+        decay, X, Y, p0=P0, full_output=True, **options
+    )
+    reference = _scipy(Y, full_output=True, **options)
+    _compare((popt, pcov), reference)
+    np.testing.assert_allclose(infodict["fvec"], reference[2]["fvec"], rtol=1e-6, atol=1e-10)
+    assert ier in (1, 2, 3, 4) and message == infodict["result"].message
+
+
+def test_two_input_columns_with_nan_omit_match_scipy():
+    def surface(xy, a, b, c):
+        return a * xy[0] + b * xy[1] ** 2 + c
+
+    jac = jax.jit(jax.jacfwd(lambda p, xy: surface(xy, *p)))
+    rng = np.random.default_rng(4)
+    xy = rng.random((2, 50))
+    y = 1.5 * xy[0] + 0.7 * xy[1] ** 2 + 0.2 + 0.01 * rng.standard_normal(50)
+    xy[1, 3] = np.nan
+    y[7] = np.nan
+    reference = scipy.optimize.curve_fit(
+        lambda xy, *p: np.asarray(surface(xy, *p)), xy, y, p0=P0, nan_policy="omit",
+        jac=lambda xy, *p: np.asarray(jac(jnp.asarray(p), xy)), **TOLERANCES,
+    )
+    _compare(nf.curve_fit(surface, xy, y, p0=P0, nan_policy="omit", **TOLERANCES), reference)

@@ -1,0 +1,127 @@
+"""Uncertainties and statistics against independent references: SciPy's t quantiles,
+a finite-difference delta method, and hand-computed AIC / BIC / R²."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+import nlsq_fn as nf
+
+
+def peak(x, height, center, width, offset):
+    return height * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
+RNG = np.random.default_rng(3)
+X = np.linspace(-3, 5, 70)
+Y = np.asarray(peak(X, 2.0, 1.0, 0.8, 0.3)) + 0.1 * RNG.standard_normal(70)
+SIGMA = 0.08 + 0.04 * RNG.random(70)
+P0 = [1.5, 0.5, 1.0, 0.0]
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["relative", "absolute"])
+def result(request):
+    return nf.CurveFit(
+        peak, X, Y, p0=P0, sigma=SIGMA, absolute_sigma=request.param, method="trf"
+    ).fit()
+
+
+def _model_np(x, p):
+    return np.asarray(peak(x, *p))
+
+
+def test_student_t_quantiles_match_scipy():
+    q = np.array([1e-9, 0.025, 0.3, 0.8, 0.975, 0.995, 1 - 1e-9])
+    for df in (1, 2, 5.5, 30, 1000):
+        np.testing.assert_allclose(
+            nf.student_t_ppf(q, df), scipy.stats.t.ppf(q, df), rtol=1e-9
+        )
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        nf.student_t_ppf(1.0, 3)
+
+
+def test_parameter_intervals_use_scipys_t_quantile(result):
+    for level in (0.68, 0.95, 0.99):
+        t = scipy.stats.t.ppf(0.5 * (1 + level), result.n_points - 4)
+        intervals = result.conf_intervals(level)
+        for i, name in enumerate(result.names):
+            expected = (result.popt[i] - t * result.perr[i], result.popt[i] + t * result.perr[i])
+            np.testing.assert_allclose(intervals[name], expected, rtol=1e-10)
+    assert list(result.conf_intervals()) == ["height", "center", "width", "offset"]
+
+
+def test_correlation_and_standard_errors(result):
+    perr = np.sqrt(np.diag(result.pcov))
+    np.testing.assert_allclose(result.perr, perr)
+    np.testing.assert_allclose(result.correlation, result.pcov / np.outer(perr, perr))
+    np.testing.assert_allclose(np.diag(result.correlation), 1.0)
+
+
+def test_statistics_match_hand_computation(result):
+    y_fit = _model_np(X, result.popt)
+    n, k = X.size, 4
+    chisqr = np.sum(((Y - y_fit) / SIGMA) ** 2)
+    assert result.chisqr == pytest.approx(chisqr, rel=1e-10)
+    assert result.redchi == pytest.approx(chisqr / (n - k), rel=1e-10)
+    assert result.rmse == pytest.approx(np.sqrt(np.mean((Y - y_fit) ** 2)), rel=1e-10)
+    r2 = 1 - np.sum((Y - y_fit) ** 2) / np.sum((Y - Y.mean()) ** 2)
+    assert result.r_squared == pytest.approx(r2, rel=1e-10)
+    assert result.aic == pytest.approx(n * np.log(chisqr / n) + 2 * k, rel=1e-10)
+    assert result.bic == pytest.approx(n * np.log(chisqr / n) + np.log(n) * k, rel=1e-10)
+    np.testing.assert_allclose(result.best_fit, y_fit, rtol=1e-10)
+    # The residual variance estimate behind pcov (absolute_sigma=False) is redchi.
+    if not result.absolute_sigma:
+        unscaled = np.linalg.inv(result.jac.T @ result.jac)
+        np.testing.assert_allclose(result.pcov, unscaled * result.redchi, rtol=1e-8)
+
+
+def _finite_difference_gradient(x, p, step=1e-6):
+    columns = []
+    for i in range(p.size):
+        h = step * max(1.0, abs(p[i]))
+        up, down = p.copy(), p.copy()
+        up[i] += h
+        down[i] -= h
+        columns.append((_model_np(x, up) - _model_np(x, down)) / (2 * h))
+    return np.stack(columns, axis=1)
+
+
+def test_confidence_and_prediction_bands_match_finite_difference_delta_method(result):
+    grid = np.linspace(-4, 6, 33)
+    g = _finite_difference_gradient(grid, result.popt)
+    variance = np.einsum("ij,jk,ik->i", g, result.pcov, g)
+    np.testing.assert_allclose(result.curve_std(grid), np.sqrt(variance), rtol=1e-6)
+    t = scipy.stats.t.ppf(0.975, X.size - 4)
+    y = _model_np(grid, result.popt)
+    lower, upper = result.confidence_band(grid)
+    np.testing.assert_allclose(lower, y - t * np.sqrt(variance), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(upper, y + t * np.sqrt(variance), rtol=1e-6, atol=1e-9)
+    noise = 0.1**2 * (1.0 if result.absolute_sigma else result.redchi)
+    lower, upper = result.prediction_band(grid, sigma=0.1)
+    np.testing.assert_allclose(upper - y, t * np.sqrt(variance + noise), rtol=1e-6)
+    with pytest.raises(ValueError, match="give `sigma` at the new points"):
+        result.prediction_band(grid)
+    # At the data, the data's own sigma is used.
+    lower, upper = result.prediction_band()
+    g = _finite_difference_gradient(X, result.popt)
+    variance = np.einsum("ij,jk,ik->i", g, result.pcov, g)
+    scale = 1.0 if result.absolute_sigma else result.redchi
+    np.testing.assert_allclose(
+        0.5 * (upper - lower), t * np.sqrt(variance + SIGMA**2 * scale), rtol=1e-6
+    )
+
+
+def test_band_coverage_is_nominal():
+    """Over repeated noisy datasets the 90% confidence band covers the true curve at
+    about 90% of the points (a check of the band's calibration, not of the code path)."""
+    # Same configuration as the fixture's fits (sigma given, trf): no new compilation.
+    fitter = nf.CurveFit(peak, X, Y, p0=P0, sigma=0.1 * np.ones(X.size), method="trf")
+    truth = np.asarray(peak(X, 2.0, 1.0, 0.8, 0.3))
+    rng = np.random.default_rng(11)
+    covered = []
+    for _ in range(40):
+        result = fitter.fit(ydata=truth + 0.1 * rng.standard_normal(X.size))
+        lower, upper = result.confidence_band(level=0.9)
+        covered.append(np.mean((lower <= truth) & (truth <= upper)))
+    assert 0.8 < np.mean(covered) < 0.97
