@@ -25,8 +25,12 @@ def _fitters(name, tol):
 
         import nlsq_fn as nf
 
-        strategy = nf.TRF() if name.endswith("TRF") else nf.LevenbergMarquardt()
-        solver = nf.Solver(strategy=strategy, ftol=tol, xtol=tol, gtol=tol, max_nfev=5000)
+        strategy = nf.TRF() if "TRF" in name else nf.LevenbergMarquardt()
+        factorization = "normal" if "normal" in name else "qr"
+        solver = nf.Solver(
+            strategy=strategy, factorization=factorization, ftol=tol, xtol=tol, gtol=tol,
+            max_nfev=5000,
+        )
 
         def make(problem):
             class Model(eqx.Module):
