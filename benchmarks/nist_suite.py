@@ -112,7 +112,7 @@ def _fitters(name, tol):
             return lambda start: np.asarray(
                 fitter.curve_fit(
                     f, problem["x"], problem["y"], p0=start, ftol=tol, xtol=tol, gtol=tol,
-                    max_nfev=5000,
+                    max_nfev=5000, full_output=True,
                 )[0]
             )
 

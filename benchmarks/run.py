@@ -257,6 +257,10 @@ def main():
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--update", action="store_true",
+        help="replace the matching rows of an earlier results file instead of starting anew",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -267,11 +271,24 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = args.device + ("-quick" if args.quick else "")
-    report = dict(machine=machine(), argv=sys.argv[1:], results=[])
+    report = dict(machine=machine(), argv=[sys.argv[1:]], results=[])
+    if args.update and (out / f"{stem}.json").exists():
+        previous = json.loads((out / f"{stem}.json").read_text())
+        report["argv"] = previous["argv"] + report["argv"]
+        report["results"] = previous["results"]
+
+    def key(r):
+        return (r["workload"], r["size"], r["solver"])
+
     for spec in plan(args):
         result = run_child(spec, args.device, args.timeout)
         result["load_average"] = os.getloadavg()[0]
-        report["results"].append(result)
+        rows = report["results"]
+        at = [i for i, r in enumerate(rows) if key(r) == key(result)]
+        if at:
+            rows[at[0]] = result
+        else:
+            rows.append(result)
         status = result.get("error") or f"warm {result['warm_s']:.4g} s"
         print(f"  {spec['workload']} {spec['size']} {spec['solver']}: {status}", file=sys.stderr)
         (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
