@@ -60,7 +60,7 @@ def child(spec: dict) -> dict:
         result["param_error"] = workloads.parameter_error(result["params"], truth)
         if problem.batched:
             result.pop("params")  # thousands of fits: keep the JSON readable
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     result["device"] = str(jax.devices()[0])
     return result
 

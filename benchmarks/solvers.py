@@ -113,15 +113,24 @@ def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL):
     first, warm, warm_all, (params, nfev, cost, nit) = _timed(
         lambda: _block(fit(x, y, p0)), repeats
     )
-    extra = {"nfev": np.asarray(nfev).tolist()}
+    extra = {"nfev": np.asarray(nfev).tolist(), "peak_rss_mb": peak_rss_mb()}
     if not problem.batched:
         extra["fused_pass_s"] = _fused_pass_seconds(model, x, y, p0, solver)
     return _report(first, warm, warm_all, params, nit, cost, **extra)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _fused_pass_seconds(model, x, y, p0, solver):
     """One evaluation of the n-sized summary (residuals, JᵀJ or its factor, Jᵀf, cost)
-    over all the data: the unit of work of one iteration."""
+    over all the data: the unit of work of one iteration. Measured after the peak memory
+    of the fits was recorded: `init` outside `jit` checks the data and the model eagerly,
+    which costs memory the timed fits do not use."""
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
