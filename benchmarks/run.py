@@ -215,6 +215,13 @@ def plot(results: list[dict], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def dump(report: dict) -> str:
+    """JSON with one line per result (batched rows hold thousands of numbers)."""
+    rows = ",\n  ".join(json.dumps(r) for r in report["results"])
+    head = {k: v for k, v in report.items() if k != "results"}
+    return json.dumps(head, indent=1)[:-2] + ',\n "results": [\n  ' + rows + "\n ]\n}\n"
+
+
 def machine() -> dict:
     info = dict(
         python=platform.python_version(),
@@ -291,7 +298,7 @@ def main():
             rows.append(result)
         status = result.get("error") or f"warm {result['warm_s']:.4g} s"
         print(f"  {spec['workload']} {spec['size']} {spec['solver']}: {status}", file=sys.stderr)
-        (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+        (out / f"{stem}.json").write_text(dump(report))
     table = markdown(report["results"])
     print(table)
     (out / f"{stem}.md").write_text(table + "\n")
