@@ -67,8 +67,7 @@ def factorize(
             jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
         return jnp.linalg.qr(jac, mode="r")
     if method == "normal":
-        eigenvalues, eigenvectors = jnp.linalg.eigh(jac.T @ jac)
-        return jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * eigenvectors.T
+        return _symmetric_root(jac.T @ jac)
     raise ValueError(f"Unknown factorization {method!r}; use 'qr' or 'normal'.")
 
 
@@ -102,3 +101,96 @@ def linearize(
     return Linearization(
         cost=cost, grad=jac_scaled.T @ f_scaled, factor=factorize(jac_scaled, method)
     )
+
+
+def _accumulate(summary, f, jac, loss, method):
+    """Fold one chunk's residuals and Jacobian rows into the running summary."""
+    cost, grad, square = summary
+    chunk_cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
+    grad = grad + jac_scaled.T @ f_scaled
+    if method == "normal":
+        square = square + jac_scaled.T @ jac_scaled
+    else:
+        # TSQR: the R factor of [R_so_far; J_chunk] is an R factor of all rows so far.
+        square = jnp.linalg.qr(jnp.concatenate([square, jac_scaled]), mode="r")
+    return cost + chunk_cost, grad, square
+
+
+def check_chunkable(data, chunk_size: int) -> None:
+    """Raise unless every array in `data` has the points along a shared leading axis."""
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
+    if data.y.ndim == 0:
+        raise ValueError("`chunk_size` needs `y` with at least one axis to chunk along.")
+    n_points = data.y.shape[0]
+    for leaf in jax.tree.leaves(data.x):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != n_points:
+            raise ValueError(
+                f"With `chunk_size`, every array in `x` must have the points along its "
+                f"leading axis (length {n_points}, as `y`); got an array of shape "
+                f"{shape}. Pass per-fit constants through the model instead (e.g. as an "
+                "attribute of an `equinox.Module` model)."
+            )
+
+
+def _chunk_of(data, start, size, first_new):
+    """Points ``start .. start + size`` of `data`; those before `first_new` (already
+    counted by the previous chunk) are masked out."""
+    take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, size)  # noqa: E731
+    y = take(data.y)
+    fresh = (start + jnp.arange(size)) >= first_new
+    fresh = jnp.reshape(fresh, (size,) + (1,) * (y.ndim - 1))
+    mask = jnp.broadcast_to(fresh, y.shape)
+    if data.mask is not None:
+        mask = mask & take(data.mask)
+    sigma = data.sigma
+    if sigma is not None and sigma.ndim > 0:
+        sigma = take(sigma)
+    return type(data)(jax.tree.map(take, data.x), y, sigma=sigma, mask=mask)
+
+
+def chunked_linearize(
+    residual_and_jac: Callable,
+    data,
+    n_params: int,
+    chunk_size: int,
+    loss: AbstractLoss,
+    method: Literal["qr", "normal"],
+) -> Linearization:
+    """`linearize` over the data in chunks of `chunk_size` points (along the leading
+    axis), without ever holding the full Jacobian: each chunk's residuals and Jacobian
+    rows are folded into the ``n``-sized summary (``JᵀJ`` or a TSQR factor, ``Jᵀf``, the
+    cost) by one compiled loop.
+
+    `residual_and_jac(chunk)` returns the weighted residuals and Jacobian of the `Data`
+    `chunk`. The last chunk is shifted back to end at the last point, its already-counted
+    points masked out, so every chunk has the same shape and nothing is padded or copied.
+    """
+    if method not in ("qr", "normal"):
+        raise ValueError(f"Unknown factorization {method!r}; use 'qr' or 'normal'.")
+    n_points = data.y.shape[0]
+    size = min(chunk_size, n_points)
+    n_chunks = -(-n_points // size)
+    dtype = data.y.dtype
+
+    def body(i, summary):
+        first_new = i * size
+        chunk = _chunk_of(data, jnp.minimum(first_new, n_points - size), size, first_new)
+        f, jac = residual_and_jac(chunk)
+        return _accumulate(summary, f, jac.astype(dtype), loss, method)
+
+    zero = jnp.zeros((), dtype)
+    summary = (zero, jnp.zeros((n_params,), dtype), jnp.zeros((n_params, n_params), dtype))
+    cost, grad, square = jax.lax.fori_loop(0, n_chunks, body, summary)
+    if method == "normal":
+        factor = _symmetric_root(square)
+    else:
+        factor = square
+    return Linearization(cost=cost, grad=grad, factor=factor)
+
+
+def _symmetric_root(gram: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """A square ``r`` with ``rᵀr = gram`` for a symmetric positive semi-definite `gram`."""
+    eigenvalues, eigenvectors = jnp.linalg.eigh(gram)
+    return jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * eigenvectors.T

@@ -14,7 +14,8 @@ class Solution(eqx.Module):
     - `x`: fitted parameters, with the same pytree structure as `p0`.
     - `cost`: ``0.5 * sum(rho(f**2))`` at the solution (SciPy's `cost`).
     - `fun`: weighted residuals ``(model - y) / sigma`` (zero where masked), flattened.
-    - `jac`: Jacobian of the residuals, scaled for the robust loss as SciPy returns it.
+    - `jac`: Jacobian of the residuals, scaled for the robust loss as SciPy returns it;
+      None when the fit ran in chunks (`Solver(chunk_size=...)`), which never forms it.
     - `grad`: gradient of the cost. `optimality`: SciPy's first-order optimality (the
       gradient's inf-norm, scaled by the Coleman–Li vector for TRF).
     - `active_mask`: -1 / 1 for parameters at their lower / upper bound, 0 otherwise.
@@ -22,12 +23,15 @@ class Solution(eqx.Module):
     - `status`: SciPy's codes (-1 bad input, 0 budget exhausted, 1 `gtol`, 2 `ftol`,
       3 `xtol`, 4 `ftol` and `xtol`); `success` is ``status > 0``; `message` reads it.
     - `initial_cost`: the cost at `p0`.
+    - `factor`: a square ``r`` with ``rᵀr = JᵀJ`` for that loss-scaled Jacobian at the
+      solution (its R factor with ``factorization="qr"``); always present, so
+      covariances need no ``m x n`` array.
     """
 
     x: PyTree[Float[Array, "..."]]
     cost: Float[Array, ""]
     fun: Float[Array, " m"]
-    jac: Float[Array, "m n"]
+    jac: Float[Array, "m n"] | None
     grad: Float[Array, " n"]
     optimality: Float[Array, ""]
     active_mask: Int[Array, " n"]
@@ -37,6 +41,7 @@ class Solution(eqx.Module):
     status: Int[Array, ""]
     success: Bool[Array, ""]
     initial_cost: Float[Array, ""]
+    factor: Float[Array, "n n"]
 
     @property
     def message(self) -> str | list[str]:

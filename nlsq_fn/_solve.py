@@ -13,7 +13,14 @@ from optimistix.internal import implicit_jvp
 from . import _progress
 from ._bounds import find_active_constraints
 from ._data import Data
-from ._linearize import Linearization, linearize, residual_and_jacobian, scale_for_loss
+from ._linearize import (
+    Linearization,
+    chunked_linearize,
+    factorize,
+    linearize,
+    residual_and_jacobian,
+    scale_for_loss,
+)
 from ._result import Solution
 from ._solver import SolverState
 from ._strategy import Problem
@@ -60,6 +67,18 @@ def residual_and_jac(model, data, state, unravel, x):
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
 
 
+def linearization_at(model, data, state, unravel, x) -> Linearization:
+    """The ``n``-sized summary at flat parameters `x`: in one shot, or chunk by chunk
+    (never holding the whole Jacobian) when `state.chunk_size` is set."""
+    if state.chunk_size is None:
+        f, jac = residual_and_jac(model, data, state, unravel, x)
+        return linearize(f, jac, state.loss, state.factorization)
+    return chunked_linearize(
+        lambda chunk: residual_and_jac(model, chunk, state, unravel, x),
+        data, x.size, state.chunk_size, state.loss, state.factorization,
+    )
+
+
 def _problem(data, state):
     return Problem(
         lower=state.lower,
@@ -80,8 +99,7 @@ def _iterate(inputs):
     strategy = state.strategy
 
     def evaluate(x):
-        f, jac = residual_and_jac(model, data, state, unravel, x)
-        return linearize(f, jac, state.loss, state.factorization)
+        return linearization_at(model, data, state, unravel, x)
 
     lin0 = evaluate(x0)
     strategy_state, status = strategy.init(x0, lin0, problem)
@@ -156,17 +174,26 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         linear_solver=lx.AutoLinearSolver(well_posed=True),
     )
     _, unravel = ravel_pytree(state.params)
-    f, jac = residual_and_jac(model, data, state, unravel, x_flat)
-    cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
-    grad = jac_scaled.T @ f_scaled
-    final = Linearization(cost=cost, grad=grad, factor=jnp.zeros((0, 0), f.dtype))
+    if state.chunk_size is None:
+        f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+        cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
+        final = Linearization(
+            cost=cost,
+            grad=jac_scaled.T @ f_scaled,
+            factor=factorize(jac_scaled, state.factorization),
+        )
+    else:
+        # Large data: the m x n Jacobian is never formed; only the residuals are kept.
+        final = linearization_at(model, data, state, unravel, x_flat)
+        f = residual_function(model, data, unravel)(x_flat)
+        jac_scaled = None
     optimality = state.strategy.optimality(x_flat, final, _problem(data, state))
     return Solution(
         x=unravel(x_flat),
-        cost=cost,
+        cost=final.cost,
         fun=f,
         jac=jac_scaled,
-        grad=grad,
+        grad=final.grad,
         optimality=optimality,
         active_mask=stats.active_mask,
         nfev=stats.nfev,
@@ -175,4 +202,5 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         status=stats.status,
         success=stats.status > 0,
         initial_cost=stats.initial_cost,
+        factor=final.factor,
     )

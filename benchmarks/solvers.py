@@ -1,0 +1,315 @@
+"""One runner per solver. Each fits a `Problem` and reports first-call time (tracing and
+compilation included), warm time (median of `repeats` further calls, synchronised with
+`block_until_ready`), iterations, final cost and the fitted parameters.
+
+Every runner is called in a fresh process (see `run.py`), so first-call times include
+compilation and peak memory belongs to that solver alone.
+"""
+
+import statistics
+import time
+
+import numpy as np
+from workloads import MODELS
+
+# SciPy's default tolerances, used by every solver for workloads A, B, C and E.
+TOL = 1e-8
+
+
+def _timed(call, repeats):
+    """First-call seconds, median warm seconds, and the last result."""
+    start = time.perf_counter()
+    result = call()
+    first = time.perf_counter() - start
+    warm = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        warm.append(time.perf_counter() - start)
+    return first, statistics.median(warm), warm, result
+
+
+def _block(tree):
+    import jax
+
+    return jax.block_until_ready(tree)
+
+
+def _report(first, warm, warm_all, params, iterations, cost, **extra):
+    return dict(
+        first_s=first,
+        warm_s=warm,
+        warm_all_s=warm_all,
+        params=np.asarray(params, float).tolist(),
+        iterations=np.asarray(iterations).tolist(),
+        cost=np.asarray(cost, float).tolist(),
+        **extra,
+    )
+
+
+def _cost_np(model_np, x, y, params):
+    params = np.atleast_2d(params)
+    y2 = np.atleast_2d(y)
+    return [
+        0.5 * float(np.sum((model_np(x, p) - yy) ** 2)) for p, yy in zip(params, y2, strict=True)
+    ]
+
+
+# ----- nlsq_fn -------------------------------------------------------------------------
+
+
+def nlsq_fn_solver(strategy: str, m: int, tol: float):
+    """TRF or LM with SciPy's tolerances. The summary is formed from ``JᵀJ``
+    (``factorization="normal"``): these problems are well conditioned, and JAX's CPU QR
+    is slow (see RESULTS.md). NIST (workload D) keeps the default QR."""
+    import os
+
+    import nlsq_fn as nf
+
+    chunk_size = nlsq_fn_chunk_size(m)
+    return nf.Solver(
+        factorization=os.environ.get("NLSQ_FN_FACTORIZATION", "normal"),
+        strategy=nf.TRF() if strategy == "trf" else nf.LevenbergMarquardt(),
+        ftol=tol,
+        xtol=tol,
+        gtol=tol,
+        chunk_size=chunk_size,
+        max_nfev=1000,
+    )
+
+
+def nlsq_fn_chunk_size(m: int) -> int | None:
+    """Chunk only when the data are large; small fits (and batches of them) are cheapest
+    in one shot."""
+    return 8192 if m > 16384 else None
+
+
+def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL):
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import nlsq_fn as nf
+
+    model_jax = MODELS[problem.workload][0]
+
+    class Model(eqx.Module):
+        def __call__(self, x, p):
+            return model_jax(x, p)
+
+    model = Model()
+    solver = nlsq_fn_solver(strategy, problem.size, tol)
+    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+    x = jnp.asarray(problem.x, dtype)
+    y = jnp.asarray(problem.y, dtype)
+    p0 = jnp.asarray(problem.p0, dtype)
+
+    def fit(x, y, p0):
+        data = nf.Data(x, y)
+        solution = nf.solve(model, data, nf.init(model, data, p0, solver))
+        return solution.x, solution.nfev, solution.cost, solution.nit
+
+    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
+    first, warm, warm_all, (params, nfev, cost, nit) = _timed(
+        lambda: _block(fit(x, y, p0)), repeats
+    )
+    extra = {"nfev": np.asarray(nfev).tolist(), "peak_rss_mb": peak_rss_mb()}
+    if not problem.batched:
+        extra["fused_pass_s"] = _fused_pass_seconds(model, x, y, p0, solver)
+    return _report(first, warm, warm_all, params, nit, cost, **extra)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fused_pass_seconds(model, x, y, p0, solver):
+    """One evaluation of the n-sized summary (residuals, JᵀJ or its factor, Jᵀf, cost)
+    over all the data: the unit of work of one iteration. Measured after the peak memory
+    of the fits was recorded: `init` outside `jit` checks the data and the model eagerly,
+    which costs memory the timed fits do not use."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    import nlsq_fn as nf
+    from nlsq_fn._solve import linearization_at
+
+    data = nf.Data(x, y)
+    state = nf.init(model, data, p0, solver)
+    _, unravel = ravel_pytree(state.params)
+    passes = 10
+
+    @jax.jit
+    def evaluate(p):
+        # Several passes in one call, so that dispatch overhead does not count; each
+        # depends on the previous one, so none can be hoisted or merged.
+        def one(_, total):
+            lin = linearization_at(model, data, state, unravel, p + 0 * total)
+            return total + lin.cost + lin.grad[0] + lin.factor[0, 0]
+
+        return jax.lax.fori_loop(0, passes, one, jnp.zeros((), p.dtype))
+
+    _, warm, _, _ = _timed(lambda: _block(evaluate(p0)), 5)
+    return warm / passes
+
+
+# ----- SciPy ---------------------------------------------------------------------------
+
+
+def run_scipy(problem, repeats, tol=TOL):
+    """`scipy.optimize.curve_fit` (MINPACK LM, its default without bounds) with the
+    analytic Jacobian; a Python loop over the datasets of a batch."""
+    import scipy.optimize
+
+    _, model_np, jac_np = MODELS[problem.workload]
+
+    def f(x, *p):
+        return model_np(x, np.asarray(p))
+
+    def jac(x, *p):
+        return jac_np(x, np.asarray(p))
+
+    def one(y):
+        popt, _, info, _, _ = scipy.optimize.curve_fit(
+            f, problem.x, y, p0=problem.p0, jac=jac, full_output=True,
+            ftol=tol, xtol=tol, gtol=tol,
+        )
+        return popt, info["nfev"]
+
+    def call():
+        if problem.batched:
+            out = [one(y) for y in problem.y]
+            return np.stack([o[0] for o in out]), [o[1] for o in out]
+        return one(problem.y)
+
+    first, warm, warm_all, (params, nfev) = _timed(call, repeats)
+    cost = _cost_np(model_np, problem.x, problem.y, params)
+    return _report(first, warm, warm_all, params, nfev, cost)
+
+
+# ----- Optimistix ----------------------------------------------------------------------
+
+
+def run_optimistix(problem, repeats, tol=TOL):
+    import jax
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    model_jax = MODELS[problem.workload][0]
+    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+
+    def residual(p, args):
+        x, y = args
+        return model_jax(x, p) - y
+
+    solver = optx.LevenbergMarquardt(rtol=tol, atol=tol)
+
+    def fit(x, y, p0):
+        sol = optx.least_squares(
+            residual, solver, p0, args=(x, y), max_steps=1000, throw=False
+        )
+        r = residual(sol.value, (x, y))
+        return sol.value, sol.stats["num_steps"], 0.5 * jnp.sum(r**2)
+
+    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
+    x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
+    first, warm, warm_all, (params, steps, cost) = _timed(
+        lambda: _block(fit(x, y, p0)), repeats
+    )
+    return _report(first, warm, warm_all, params, steps, cost)
+
+
+# ----- JAXopt --------------------------------------------------------------------------
+
+
+def run_jaxopt(problem, repeats, tol=TOL, defaults=False):
+    """`jaxopt.LevenbergMarquardt` with Madsen–Nielsen stopping (relative step and
+    gradient tests, like SciPy's) at the shared tolerance; or, with `defaults`, JAXopt's
+    own defaults (gradient norm below 1e-3, at most 30 iterations: faster, looser)."""
+    import jax
+    import jax.numpy as jnp
+    import jaxopt
+
+    model_jax = MODELS[problem.workload][0]
+    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+
+    def residual(p, x, y):
+        return model_jax(x, p) - y
+
+    if defaults:
+        solver = jaxopt.LevenbergMarquardt(residual)
+    else:
+        solver = jaxopt.LevenbergMarquardt(
+            residual, maxiter=1000, stop_criterion="madsen-nielsen", xtol=tol, gtol=tol,
+            tol=tol, jit=True,
+        )
+
+    def fit(x, y, p0):
+        out = solver.run(p0, x, y)
+        r = residual(out.params, x, y)
+        return out.params, out.state.iter_num, 0.5 * jnp.sum(r**2)
+
+    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
+    x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
+    first, warm, warm_all, (params, steps, cost) = _timed(
+        lambda: _block(fit(x, y, p0)), repeats
+    )
+    return _report(first, warm, warm_all, params, steps, cost)
+
+
+# ----- NLSQ ----------------------------------------------------------------------------
+
+
+def run_nlsq(problem, repeats, tol=TOL, loop_limit=None):
+    """NLSQ's `CurveFit`, one object reused for every call (so its compiled functions
+    are reused); a Python loop over the datasets of a batch (the first `loop_limit`
+    of them, the time then scaled to the whole batch)."""
+    import jax.numpy as jnp
+    from nlsq import CurveFit
+
+    model_jax = MODELS[problem.workload][0]
+    n = problem.p0.size
+
+    def f(x, *p):
+        return model_jax(x, jnp.stack(p[:n]))
+
+    fitter = CurveFit()
+    ys = problem.y if problem.batched else problem.y[None]
+    if loop_limit is not None:
+        ys = ys[:loop_limit]
+
+    def one(y):
+        popt, _, info, _, _ = fitter.curve_fit(
+            f, problem.x, y, p0=problem.p0, full_output=True, ftol=tol, xtol=tol, gtol=tol
+        )
+        return np.asarray(popt), int(np.asarray(info.get("nfev", -1)))
+
+    def call():
+        out = [one(y) for y in ys]
+        return np.stack([o[0] for o in out]), [o[1] for o in out]
+
+    first, warm, warm_all, (params, nfev) = _timed(call, repeats)
+    scale = len(problem.y) / len(ys) if problem.batched else 1.0
+    if not problem.batched:
+        params, nfev = params[0], nfev[0]
+    fitted = ys if problem.batched else problem.y
+    cost = _cost_np(MODELS[problem.workload][1], problem.x, fitted, params)
+    return _report(
+        first, warm * scale, [w * scale for w in warm_all], params, nfev, cost,
+        datasets_timed=len(ys), time_scaled_by=scale,
+    )
+
+
+RUNNERS = {
+    "nlsq_fn TRF": lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, "trf", **kw),
+    "nlsq_fn LM": lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, "lm", **kw),
+    "SciPy": run_scipy,
+    "Optimistix LM": run_optimistix,
+    "JAXopt LM": run_jaxopt,
+    "JAXopt LM (defaults)": lambda problem, repeats: run_jaxopt(problem, repeats, defaults=True),
+    "NLSQ": run_nlsq,
+}
