@@ -88,6 +88,7 @@ def _problem(data, state):
         xtol=state.xtol,
         gtol=state.gtol,
         n_rows=data.n_points,
+        bounded=state.bounded,
     )
 
 

@@ -98,6 +98,8 @@ class SolverState(eqx.Module):
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
     chunk_size: int | None = eqx.field(default=None, static=True)
+    # False when every bound is known (concretely) to be infinite.
+    bounded: bool = eqx.field(default=True, static=True)
 
 
 def _flat_like(value, params, name, dtype):
@@ -247,6 +249,11 @@ def init(
         verbose=solver.verbose,
         callback=solver.callback,
         chunk_size=chunk_size,
+        bounded=solver.bounds is not None and not (
+            is_concrete(lower, upper)
+            and not np.any(np.isfinite(np.asarray(lower)))
+            and not np.any(np.isfinite(np.asarray(upper)))
+        ),
     )
 
 

@@ -13,6 +13,8 @@ class Problem(eqx.Module):
     """Per-fit constants a strategy needs: bounds, scaling, tolerances, sizes.
 
     ``x_scale`` is None for Jacobian-based scaling (SciPy's ``x_scale="jac"``).
+    ``bounded`` is False only when every bound is known to be infinite, so a strategy
+    can leave the bound handling out of the compiled step.
     """
 
     lower: Float[Array, " n"]
@@ -22,6 +24,7 @@ class Problem(eqx.Module):
     xtol: float = eqx.field(static=True)
     gtol: float = eqx.field(static=True)
     n_rows: Int[Array, ""]
+    bounded: bool = eqx.field(default=True, static=True)
 
 
 class StepOutcome(eqx.Module):

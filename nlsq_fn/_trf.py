@@ -129,27 +129,40 @@ class TRF(AbstractStrategy):
     def step(self, x, linearization, state, evaluate, problem):
         lower, upper = problem.lower, problem.upper
         g = linearization.grad
-        v, dv = coleman_li_scaling(x, g, lower, upper)
-        g_norm = jnp.max(jnp.abs(g * v))
-        # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
-        v = jnp.where(dv != 0, v * state.scale_inv, v)
         scale = 1 / state.scale_inv
-        d = jnp.sqrt(v) * scale
-        diag_h = g * dv * scale
+        if problem.bounded:
+            v, dv = coleman_li_scaling(x, g, lower, upper)
+            g_norm = jnp.max(jnp.abs(g * v))
+            # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
+            v = jnp.where(dv != 0, v * state.scale_inv, v)
+            d = jnp.sqrt(v) * scale
+            diag_h = g * dv * scale
+            jac_h = linearization.factor * d[None, :]
+            augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
+            _, s, vt = jnp.linalg.svd(augmented, full_matrices=False)
+        else:
+            # Without bounds the Coleman–Li vector is all ones: SciPy's `trf_no_bounds`.
+            g_norm = jnp.max(jnp.abs(g))
+            d = scale
+            diag_h = jnp.zeros_like(g)
+            jac_h = linearization.factor * d[None, :]
+            _, s, vt = jnp.linalg.svd(jac_h, full_matrices=False)
         g_h = d * g
-        jac_h = linearization.factor * d[None, :]
-        augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
-        _, s, vt = jnp.linalg.svd(augmented, full_matrices=False)
         theta = jnp.maximum(0.995, 1 - g_norm)
 
         p_h, alpha = solve_subproblem(
             s, vt, vt @ g_h, state.radius, state.alpha, problem.n_rows,
             rtol=0.01, gauss_newton_slack=1.0, to_boundary=True,
         )
-        step, step_h, predicted = _select_step(
-            x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
-        )
-        x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)
+        if problem.bounded:
+            step, step_h, predicted = _select_step(
+                x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
+            )
+            x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)
+        else:
+            step, step_h = d * p_h, p_h
+            predicted = -quadratic_value(jac_h, g_h, p_h)
+            x_new = x + step
         trial = evaluate(x_new)
         finite = trial.finite
 
