@@ -14,6 +14,7 @@ from ._data import Data
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import ArrayLikeOrSequence
+from ._progress import print_final_report
 from ._result import Solution
 from ._solve import solve
 from ._solver import Solver, init
@@ -70,12 +71,17 @@ def least_squares(
     f_scale: float = 1.0,
     max_nfev: int | None = None,
     args: tuple = (),
+    verbose: int = 0,
+    callback: Callable | None = None,
 ) -> Solution:
     """Minimise ``0.5 * sum(rho(fun(x, *args)**2))``, as `scipy.optimize.least_squares`.
 
     Same arguments and meaning as SciPy (``method`` is ``"trf"`` or ``"lm"``; ``jac`` a
     callable ``jac(x, *args) -> (m, n)``, or None / ``"fwd"`` / ``"rev"`` for JAX's exact
     Jacobian instead of finite differences). `fun` must be written with `jax.numpy`.
+    ``verbose=2`` prints SciPy's iteration table from inside the compiled loop and
+    ``verbose=1`` its closing report; ``callback(iteration, x, cost, grad)`` is called after
+    each iteration and stops the fit (status -3) by returning True.
     Returns a `Solution` with SciPy's fields (``x``, ``cost``, ``fun``, ``jac``,
     ``grad``, ``optimality``, ``active_mask``, ``nfev``, ``njev``, ``status``,
     ``message``, ``success``) plus ``nit`` and ``initial_cost``.
@@ -121,7 +127,14 @@ def least_squares(
         gtol=gtol,
         max_nfev=max_nfev,
         jac=jac_mode,
+        verbose=2 if verbose == 2 else 0,
+        callback=callback,
     )
     data = Data(x=tuple(jnp.asarray(a) for a in args), y=jnp.zeros((m,), out.dtype))
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
     state = init(model, data, x0, solver)
-    return _solve(model, data, state)
+    solution = _solve(model, data, state)
+    if verbose >= 1:
+        print_final_report(solution)
+    return solution

@@ -192,3 +192,31 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"nlsq_fn\[plot\]"):
         _fit().plot()
+
+
+def test_least_squares_verbose_2_and_callback_match_scipy(capsys):
+    def residual(p, x, y):
+        return decay(x, *p) - y
+
+    jac = jax.jit(jax.jacfwd(residual))
+    seen = []
+
+    def stop_after_two(iteration, params, cost, grad):
+        seen.append(iteration)
+        return iteration >= 2
+
+    ours = nf.least_squares(residual, P0, args=(X, Y), verbose=2)
+    jax.effects_barrier()
+    table = capsys.readouterr().out
+    scipy.optimize.least_squares(
+        lambda p: np.asarray(residual(jnp.asarray(p), X, Y)), P0, verbose=2,
+        jac=lambda p: np.asarray(jac(jnp.asarray(p), X, Y)),
+    )
+    assert table == capsys.readouterr().out
+    assert bool(ours.success)
+
+    stopped = nf.least_squares(residual, P0, args=(X, Y), callback=stop_after_two)
+    jax.effects_barrier()
+    assert int(stopped.status) == -3
+    assert "callback" in stopped.message
+    assert seen == [1, 2]
