@@ -165,5 +165,9 @@ def solve_batch(model: Callable, data: Data, state: SolverState) -> Solution:
     the reasons). Equivalent to ``eqx.filter_vmap(nf.solve, in_axes=(None, 0, 0 or
     None))``; works under ``jax.jit`` and ``jax.grad``.
     """
-    state_axis = 0 if is_batched_state(state) else None
-    return eqx.filter_vmap(solve, in_axes=(None, 0, state_axis))(model, data, state)
+    # if_array: map the arrays only; Python scalars in the modules (a loss's f_scale)
+    # are shared by all members.
+    state_axis = eqx.if_array(0) if is_batched_state(state) else None
+    return eqx.filter_vmap(solve, in_axes=(None, eqx.if_array(0), state_axis))(
+        model, data, state
+    )

@@ -143,7 +143,7 @@ def multistart(
         flat_starts = jnp.concatenate([flat_p0[None], sampled])
         starts = jax.vmap(unravel)(flat_starts)
     states = with_starts(state, starts)
-    candidates = eqx.filter_vmap(solve, in_axes=(None, None, 0))(model, data, states)
+    candidates = eqx.filter_vmap(solve, in_axes=(None, None, eqx.if_array(0)))(model, data, states)
     usable = (candidates.status >= 0) & jnp.isfinite(candidates.cost)
     best_index = jnp.argmin(jnp.where(usable, candidates.cost, jnp.inf))
     best = jax.tree.map(lambda leaf: leaf[best_index], candidates)
