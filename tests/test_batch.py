@@ -139,14 +139,13 @@ def _global_minimum_cost():
     return result.cost
 
 
-@pytest.mark.parametrize("method", ["latin", "random"])
-def test_multistart_finds_the_global_minimum(method):
+def test_multistart_finds_the_global_minimum():
     data = nf.Data(X_SINE, Y_SINE)
     solver = nf.Solver(bounds=(LOWER, UPPER), **TOLERANCES)
     single = solve(sinusoid, data, nf.init(sinusoid, data, BAD_P0, solver))
     global_cost = _global_minimum_cost()
     assert float(single.cost) > 2 * global_cost  # stuck in a local minimum
-    result = multistart(sinusoid, data, BAD_P0, solver, n_starts=64, method=method)
+    result = multistart(sinusoid, data, BAD_P0, solver, n_starts=64, method="latin")
     assert result.candidates.cost.shape == (64,)
     assert float(result.best.cost) == pytest.approx(global_cost, rel=1e-8)
     assert float(result.best.x["frequency"]) == pytest.approx(3.7, abs=0.02)
@@ -161,6 +160,19 @@ def test_latin_hypercube_fills_every_stratum():
     assert samples.shape == (16, 3)
     for column in samples.T:
         np.testing.assert_array_equal(np.sort(np.floor(column * 16)), np.arange(16))
+
+
+@pytest.mark.parametrize("method", ["random", "latin", "sobol"])
+def test_sample_box_stays_inside_and_spreads_out(method):
+    lower, upper = jnp.array([-1.0, 10.0]), jnp.array([1.0, 20.0])
+    samples = np.asarray(nf.sample_box(jax.random.key(2), 64, lower, upper, method))
+    assert samples.shape == (64, 2)
+    assert np.all((samples >= lower) & (samples <= upper))
+    # Each half of each axis holds a fair share of the points.
+    share = np.mean(samples < (lower + upper) / 2, axis=0)
+    assert np.all((share > 0.3) & (share < 0.7))
+    with pytest.raises(ValueError, match="method"):
+        nf.sample_box(jax.random.key(2), 4, lower, upper, "grid")
 
 
 def test_multistart_needs_a_finite_box():

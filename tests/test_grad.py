@@ -56,6 +56,7 @@ class GradCase:
     y: np.ndarray
     h: float
     p0: object
+    reverse: bool = True  # also check jax.jacrev against jax.jacfwd
 
 
 def _module_case(name, y, solver_kwargs, sigma=None, h=1.0):
@@ -63,7 +64,7 @@ def _module_case(name, y, solver_kwargs, sigma=None, h=1.0):
         data = nf.Data(x, y, sigma=sigma)
         return StretchedDecay(h), data, nf.Solver(**solver_kwargs, **TIGHT)
 
-    return GradCase(name, make, y, h, jnp.array([1.0, 0.5, 0.0]))
+    return GradCase(name, make, y, h, jnp.array([1.0, 0.5, 0.0]), reverse=False)
 
 
 def _loss_case(loss_cls, strategy):
@@ -72,7 +73,10 @@ def _loss_case(loss_cls, strategy):
         return StretchedDecay(jnp.asarray(1.0)), nf.Data(x, y), solver
 
     name = f"{loss_cls.__name__.lower()}_{type(strategy).__name__}"
-    return GradCase(name, make, Y_CLEAN + NOISE + OUTLIERS, 0.1, jnp.array([1.0, 0.5, 0.0]))
+    reverse = loss_cls is nf.Cauchy
+    return GradCase(
+        name, make, Y_CLEAN + NOISE + OUTLIERS, 0.1, jnp.array([1.0, 0.5, 0.0]), reverse
+    )
 
 
 def _bound_case():
@@ -159,7 +163,8 @@ def _derivatives_and_reference(case, theta):
     (y, x, h), and the exact optima at all perturbed inputs (Newton from the fit)."""
     solution = _fit(case, theta)
     forward = jax.jacfwd(lambda th: _fitted_flat(case, th))(theta)
-    reverse = jax.jacrev(lambda th: _fitted_flat(case, th))(theta)
+    # Reverse mode (the transposed rule) on a subset, to keep compile time down.
+    reverse = jax.jacrev(lambda th: _fitted_flat(case, th))(theta) if case.reverse else None
     batch, steps, unflatten = _perturbations(theta)
     start = ravel_pytree(solution.x)[0]
     optima, residual_grads = jax.vmap(
@@ -184,12 +189,14 @@ def test_jacobians_match_central_differences(case):
     assert bool(solution.success), solution.message
     assert float(jnp.max(residual_grads)) < 1e-9, "Newton polishing did not converge"
     reference = _central_differences(theta, optima, steps)
-    for name, fwd, rev, ref in zip("yxh", forward, reverse, reference, strict=True):
-        fwd, rev = np.asarray(fwd).reshape(ref.shape), np.asarray(rev).reshape(ref.shape)
+    for index, (name, ref) in enumerate(zip("yxh", reference, strict=True)):
+        fwd = np.asarray(forward[index]).reshape(ref.shape)
         scale = np.max(np.abs(ref))
         assert scale > 0
         np.testing.assert_allclose(fwd, ref, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
-        np.testing.assert_allclose(rev, fwd, rtol=1e-10, atol=1e-12 * scale, err_msg=name)
+        if reverse is not None:
+            rev = np.asarray(reverse[index]).reshape(ref.shape)
+            np.testing.assert_allclose(rev, fwd, rtol=1e-10, atol=1e-12 * scale, err_msg=name)
     if case.name == "upper_bound_active":
         assert np.asarray(solution.active_mask).tolist() == [1, 0, 0]
         d_dy = np.asarray(forward[0]).reshape(reference[0].shape)
