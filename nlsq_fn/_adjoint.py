@@ -13,8 +13,9 @@ and bounds included:
 - a free parameter ``i``: ``F_i = ∂C/∂x_i`` with ``C(x) = ½ Σ ρ(f_j(x)²)`` the robust
   cost of the weighted, masked residuals ``f`` (so ``∂F/∂x`` is the exact Hessian of the
   robust cost, second-order residual terms and ``ρ''`` included);
-- a parameter held at a bound ``b_i`` (``Solution.active_mask != 0``): ``F_i = x_i - b_i``,
-  so it moves with its bound and not at all with anything else.
+- a parameter held at a bound ``b_i`` (``Solution.active_mask != 0``, or within
+  ``sqrt(eps)`` of the bound with the gradient pushing against it; see `held_by_bound`):
+  ``F_i = x_i - b_i``, so it moves with its bound and not at all with anything else.
 
 Written out with ``A`` the active set and ``F`` the free set:
 ``dx_A = db_A`` and ``H_FF dx_F = -(∂g_F/∂θ + H_FA dx_A)``, ``g = ∇C``, ``H = ∇²C``.
@@ -44,8 +45,25 @@ def optimality_condition(
         return state.loss.cost(data.weighted_residual(model(data.x, unravel(x))))
 
     grad = jax.grad(cost)(x)
-    bound = jnp.where(stats.active_mask < 0, state.lower, state.upper)
-    return jnp.where(stats.active_mask != 0, x - bound, grad)
+    side = held_by_bound(x, grad, state.lower, state.upper, stats.active_mask)
+    bound = jnp.where(side < 0, state.lower, state.upper)
+    return jnp.where(side != 0, x - bound, grad)
+
+
+def held_by_bound(x, grad, lower, upper, active_mask):
+    """-1 / 1 for parameters held at their lower / upper bound, 0 for free ones.
+
+    The solution's `active_mask` (SciPy's rule: within ``xtol`` of the bound), plus any
+    parameter within ``sqrt(eps)`` of a bound that the gradient pushes against: TRF
+    stops strictly inside the box, so with a tiny ``xtol`` the mask alone can miss a
+    parameter that is in fact held (and treating it as free would give wrong derivatives).
+    """
+    x, grad = jax.lax.stop_gradient((x, grad))  # a discrete decision, not differentiated
+    tol = jnp.sqrt(jnp.finfo(x.dtype).eps)
+    at_lower = jnp.isfinite(lower) & (x - lower <= tol * jnp.maximum(1, jnp.abs(lower)))
+    at_upper = jnp.isfinite(upper) & (upper - x <= tol * jnp.maximum(1, jnp.abs(upper)))
+    side = jnp.where(at_lower & (grad > 0), -1, jnp.where(at_upper & (grad < 0), 1, 0))
+    return jnp.where(active_mask != 0, active_mask, side)
 
 
 def differentiable_fit(
