@@ -115,7 +115,7 @@ def multistart(
 
     The state is built by `init` once and its parameters swapped for each start; all
     starts run as one batched `solve`. Works under ``jax.jit`` (`model` static or an
-    `equinox.Module`) and ``jax.grad`` (derivatives flow through the best candidate).
+    `equinox.Module`; `n_starts` and `method` static).
     """
     state = init(model, data, p0, solver)
     flat_p0, unravel = ravel_pytree(state.params)

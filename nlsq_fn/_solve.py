@@ -128,7 +128,10 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     """
     model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))
-    _, unravel = ravel_pytree(state.params)
+    x0, unravel = ravel_pytree(state.params)
+    # Recomputed outside the implicit rule (which gives its auxiliary outputs no
+    # derivatives), so that the initial cost is differentiable in the data too.
+    initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
     f, jac = residual_and_jac(model, data, state, unravel, x_flat)
     cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
     grad = jac_scaled.T @ f_scaled
@@ -147,5 +150,5 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         nit=stats.nit,
         status=stats.status,
         success=stats.status > 0,
-        initial_cost=stats.initial_cost,
+        initial_cost=initial_cost,
     )

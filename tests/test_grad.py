@@ -228,11 +228,17 @@ def test_linear_model_jacobian_is_the_weighted_least_squares_operator():
 
     weights = np.diag(sigma**-2)
     closed_form = np.linalg.solve(design.T @ weights @ design, design.T @ weights)
-    forward, reverse = jax.jit(lambda y: (jax.jacobian(fitted)(y), jax.jacrev(fitted)(y)))(
-        jnp.asarray(y)
-    )
+    def initial_cost(y):
+        data = nf.Data(design, y, sigma=sigma)
+        return nf.solve(model, data, nf.init(model, data, jnp.zeros(4))).initial_cost
+
+    forward, reverse, initial_cost_grad = jax.jit(
+        lambda y: (jax.jacobian(fitted)(y), jax.jacrev(fitted)(y), jax.grad(initial_cost)(y))
+    )(jnp.asarray(y))
     np.testing.assert_allclose(forward, closed_form, atol=1e-10)
     np.testing.assert_allclose(reverse, closed_form, atol=1e-10)
+    # The cost at p0 = 0 is ½ Σ (y / σ)², whose gradient is y / σ².
+    np.testing.assert_allclose(initial_cost_grad, y / sigma**2, rtol=1e-12)
 
 
 # --- one small problem shared by the remaining tests (compiled once per transform) ---
