@@ -17,8 +17,14 @@ and bounds included:
   ``sqrt(eps)`` of the bound with the gradient pushing against it; see `held_by_bound`):
   ``F_i = x_i - b_i``, so it moves with its bound and not at all with anything else.
 
-Written out with ``A`` the active set and ``F`` the free set:
-``dx_A = db_A`` and ``H_FF dx_F = -(∂g_F/∂θ + H_FA dx_A)``, ``g = ∇C``, ``H = ∇²C``.
+Written out with ``A`` the held parameters and ``I`` the free ones (``g = ∇C``,
+``H = ∇²C``, ``b`` the bounds): ``dx_A = db_A`` and ``H_II dx_I = -(∂g_I/∂θ + H_IA dx_A)``.
+
+Assumed, as by any implicit rule: the fit converged (``Solution.success``), the minimum
+is strict on the free parameters (``H_II`` nonsingular; an unidentifiable parameter gives
+non-finite derivatives) and a held parameter is pressed against its bound (nonzero
+gradient there). A user-supplied ``jac`` is not used here: the rule differentiates the
+model with JAX.
 """
 
 from collections.abc import Callable

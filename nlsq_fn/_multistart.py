@@ -62,7 +62,9 @@ def _sobol(key, n_samples, n_dims, dtype):
     if not is_concrete(key):
         raise ValueError("method='sobol' needs a concrete `key` (it runs outside JAX).")
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    samples = qmc.Sobol(n_dims, scramble=True, seed=seed).random(n_samples)
+    # Sobol points come in powers of two; draw the next one up and keep the first ones.
+    power = max(0, int(np.ceil(np.log2(max(n_samples, 1)))))
+    samples = qmc.Sobol(n_dims, scramble=True, seed=seed).random_base2(power)[:n_samples]
     return jnp.asarray(samples, dtype)
 
 

@@ -147,10 +147,12 @@ def _polished(case, theta, start, active, steps=5):
     def cost(x):
         return state.loss.cost(data.weighted_residual(model(data.x, unravel(x))))
 
-    for _ in range(steps):
+    def newton_step(_, x):
         g = jnp.where(free, jax.grad(cost)(x), 0.0)
         hessian = jnp.where(free[:, None] & free[None, :], jax.hessian(cost)(x), jnp.eye(x.size))
-        x = x - jnp.linalg.solve(hessian, g)
+        return x - jnp.linalg.solve(hessian, g)
+
+    x = jax.lax.fori_loop(0, steps, newton_step, x)
     return x, jnp.max(jnp.abs(jnp.where(free, jax.grad(cost)(x), 0.0)))
 
 
@@ -166,8 +168,11 @@ def _perturbations(theta):
 def _derivatives_and_reference(case, theta):
     """One compiled call per case: the fit, its forward- and reverse-mode Jacobians in
     (y, x, h), and the exact optima at all perturbed inputs (Newton from the fit)."""
-    solution = _fit(case, theta)
-    forward = jax.jacfwd(lambda th: _fitted_flat(case, th))(theta)
+    def fitted_flat(theta):  # the solution rides along, so the fit is compiled once
+        solution = _fit(case, theta)
+        return ravel_pytree(solution.x)[0], solution
+
+    forward, solution = jax.jacfwd(fitted_flat, has_aux=True)(theta)
     # Reverse mode (the transposed rule) on a subset, to keep compile time down.
     reverse = jax.jacrev(lambda th: _fitted_flat(case, th))(theta) if case.reverse else None
     batch, steps, unflatten = _perturbations(theta)
