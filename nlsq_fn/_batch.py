@@ -21,15 +21,25 @@ from ._solve import solve
 from ._solver import Solver, SolverState, init
 
 
-def _as_data(dataset) -> Data:
+def _fields(dataset) -> tuple:
+    """``(x, y, sigma, mask)`` of one dataset as NumPy arrays (no device round trips)."""
     if isinstance(dataset, Data):
-        return dataset
-    if isinstance(dataset, tuple) and len(dataset) in (2, 3):
-        return Data(*dataset)
-    raise TypeError(
-        "Each dataset must be an nlsq_fn.Data or a tuple (x, y) or (x, y, sigma), got "
-        f"{type(dataset).__name__}."
-    )
+        x, y, sigma, mask = dataset.x, dataset.y, dataset.sigma, dataset.mask
+    elif isinstance(dataset, tuple) and len(dataset) in (2, 3):
+        x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))
+    else:
+        raise TypeError(
+            "Each dataset must be an nlsq_fn.Data or a tuple (x, y) or (x, y, sigma), got "
+            f"{type(dataset).__name__}."
+        )
+    y = np.asarray(y)
+    if y.ndim == 0:
+        raise ValueError("Each dataset's `y` needs a first axis counting its points.")
+    sigma = None if sigma is None else np.broadcast_to(np.asarray(sigma), y.shape)
+    mask = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != y.shape:
+        raise ValueError(f"`mask` has shape {mask.shape} but `y` has shape {y.shape}.")
+    return jax.tree.map(np.asarray, x), y, sigma, mask
 
 
 def _pad(array, length, mode):
@@ -56,54 +66,44 @@ def pad_datasets(datasets: Sequence, length: int | None = None) -> Data:
     dataset's last point, so the model stays finite there; they count for nothing.
     Fit it with `solve_batch`, or ``eqx.filter_vmap(nf.solve, in_axes=(None, 0, None))``.
     """
-    members = [_as_data(d) for d in datasets]
+    members = [_fields(d) for d in datasets]
     if not members:
         raise ValueError("`datasets` is empty.")
-    for data in members:
-        validate_data(data)
-        if data.y.ndim == 0:
-            raise ValueError("Each dataset's `y` needs a first axis counting its points.")
-    counts = [int(d.y.shape[0]) for d in members]
+    counts = [y.shape[0] for _, y, _, _ in members]
     length = max(counts) if length is None else int(length)
     if length < max(counts):
         raise ValueError(f"`length`={length} is shorter than the longest dataset ({max(counts)}).")
-    structure = jax.tree.structure(members[0].x)
-    tail = members[0].y.shape[1:]
-    for index, (data, count) in enumerate(zip(members, counts, strict=True)):
-        if jax.tree.structure(data.x) != structure or data.y.shape[1:] != tail:
+    structure = jax.tree.structure(members[0][0])
+    tail = members[0][1].shape[1:]
+    for index, ((x, y, _, _), count) in enumerate(zip(members, counts, strict=True)):
+        if jax.tree.structure(x) != structure or y.shape[1:] != tail:
             raise ValueError(
                 f"Dataset {index} differs from dataset 0 in the structure of `x` or the "
                 "trailing shape of `y`; only the number of points may differ."
             )
-        for leaf in jax.tree.leaves(data.x):
-            if np.ndim(leaf) > 0 and np.shape(leaf)[0] != count:
+        for leaf in jax.tree.leaves(x):
+            if leaf.ndim > 0 and leaf.shape[0] != count:
                 raise ValueError(
-                    f"Dataset {index}: an `x` leaf of shape {np.shape(leaf)} does not have "
+                    f"Dataset {index}: an `x` leaf of shape {leaf.shape} does not have "
                     f"one row per point ({count}); padding needs per-point inputs."
                 )
 
     def stack_x(*leaves):
-        if np.ndim(leaves[0]) == 0:
-            return np.stack([np.asarray(leaf) for leaf in leaves])
+        if leaves[0].ndim == 0:
+            return np.stack(leaves)
         return np.stack([_pad(leaf, length, "edge") for leaf in leaves])
 
-    x = jax.tree.map(stack_x, *[d.x for d in members])
-    y = np.stack([_pad(d.y, length, "edge") for d in members])
-    mask = np.stack(
-        [
-            _pad(np.ones(d.y.shape, bool) if d.mask is None else d.mask, length, False)
-            for d in members
-        ]
-    )
+    x = jax.tree.map(stack_x, *[m[0] for m in members])
+    y = np.stack([_pad(m[1], length, "edge") for m in members])
+    mask = np.stack([_pad(m[3], length, False) for m in members])
     sigma = None
-    if any(d.sigma is not None for d in members):
+    if any(m[2] is not None for m in members):
         sigma = np.stack(
-            [
-                _pad(np.broadcast_to(1.0 if d.sigma is None else d.sigma, d.y.shape), length, 1.0)
-                for d in members
-            ]
+            [_pad(np.ones(m[1].shape) if m[2] is None else m[2], length, 1.0) for m in members]
         )
-    return Data(x, y, sigma=sigma, mask=mask)
+    batch = Data(x, y, sigma=sigma, mask=mask)
+    validate_data(batch)  # NaN/inf, sigma > 0: once, over the whole (masked) batch
+    return batch
 
 
 def _member(data: Data, index: int) -> Data:

@@ -67,6 +67,8 @@ def test_pad_datasets_rejects_inconsistent_inputs():
         nf.pad_datasets([(np.arange(3.0), np.ones(3)), ({"t": np.arange(3.0)}, np.ones(3))])
     with pytest.raises(ValueError, match="shorter"):
         nf.pad_datasets([(np.arange(3.0), np.ones(3))], length=2)
+    with pytest.raises(ValueError, match="NaN"):
+        nf.pad_datasets([(np.arange(3.0), np.ones(3)), (np.arange(2.0), [1.0, np.nan])])
     with pytest.raises(TypeError, match="nlsq_fn.Data"):
         nf.pad_datasets([np.ones(3)])
 
