@@ -93,13 +93,16 @@ def _check_ragged_batch(datasets, n_alone):
         if count % 50 == 49:
             jax.clear_caches()  # one executable per length: hundreds of them otherwise
         alone = _fit_alone(*datasets[index])
-        np.testing.assert_allclose(solutions.x[index], alone.x, rtol=1e-9, atol=1e-12)
-        assert float(solutions.cost[index]) == pytest.approx(float(alone.cost), rel=1e-9)
         assert bool(alone.success)
         nfev, alone_nfev = int(solutions.nfev[index]), int(alone.nfev)
         assert abs(nfev - alone_nfev) <= 1
-        if nfev != alone_nfev or int(solutions.status[index]) != int(alone.status):
+        same_path = nfev == alone_nfev and int(solutions.status[index]) == int(alone.status)
+        if not same_path:
             other_path.append(int(index))
+        # Same path: same numbers. Otherwise: agreement to the convergence tolerance.
+        rtol = 1e-9 if same_path else 1e-6
+        np.testing.assert_allclose(solutions.x[index], alone.x, rtol=rtol, atol=1e-12)
+        assert float(solutions.cost[index]) == pytest.approx(float(alone.cost), rel=rtol)
     assert len(other_path) <= 0.01 * n_alone, other_path
 
 
