@@ -1,6 +1,12 @@
 """nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
 
 from . import _models as models  # noqa: F401  (nf.models.Gaussian, ...)
+from ._batch import (
+    init_batch as init_batch,
+    pad_datasets as pad_datasets,
+    solve_batch as solve_batch,
+    with_starts as with_starts,
+)
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
@@ -17,6 +23,12 @@ from ._loss import (
     Huber as Huber,
     Linear as Linear,
     SoftL1 as SoftL1,
+)
+from ._multistart import (
+    MultiStartResult as MultiStartResult,
+    latin_hypercube as latin_hypercube,
+    multistart as multistart,
+    sample_box as sample_box,
 )
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution

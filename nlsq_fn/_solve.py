@@ -5,12 +5,11 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
-from optimistix.internal import implicit_jvp
 
 from . import _progress
+from ._adjoint import differentiable_fit, with_explicit_closure
 from ._bounds import find_active_constraints
 from ._data import Data
 from ._linearize import (
@@ -146,17 +145,6 @@ def _iterate(inputs):
     return final.x, stats
 
 
-def _optimality_condition(x, stats, inputs):
-    """Zero at the solution: the cost's gradient for free parameters, the distance to
-    the bound for parameters held at a bound. Its derivatives give the solution's."""
-    model, data, state = inputs
-    _, unravel = ravel_pytree(state.params)
-    residual = residual_function(model, data, unravel)
-    grad = jax.grad(lambda x: state.loss.cost(residual(x)))(x)
-    bound = jnp.where(stats.active_mask < 0, state.lower, state.upper)
-    return jnp.where(stats.active_mask != 0, x - bound, grad)
-
-
 def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     """Fit ``model(x, params)`` to `data`, starting from `state` (made by `init`).
 
@@ -164,17 +152,15 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     batch stopping on its own criteria) and autodiff. Derivatives of the solution with
     respect to the data, the bounds, the loss scale or arrays inside `model` (when it is
     an `equinox.Module`) come from the implicit function theorem applied to the
-    first-order optimality condition, never from unrolling the iterations.
+    first-order optimality condition, never from unrolling the iterations (see
+    `nlsq_fn._adjoint`). Arrays the model closes over are differentiable too.
     """
-    inputs = (model, data, state)
-    x_flat, stats = implicit_jvp(
-        _iterate,
-        _optimality_condition,
-        inputs,
-        tags=frozenset(),
-        linear_solver=lx.AutoLinearSolver(well_posed=True),
-    )
-    _, unravel = ravel_pytree(state.params)
+    model = with_explicit_closure(model, data, state.params)
+    x_flat, stats = differentiable_fit(_iterate, (model, data, state))
+    x0, unravel = ravel_pytree(state.params)
+    # Recomputed outside the implicit rule (which gives its auxiliary outputs no
+    # derivatives), so that the initial cost is differentiable in the data too.
+    initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
     if state.chunk_size is None:
         f, jac = residual_and_jac(model, data, state, unravel, x_flat)
         cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
@@ -202,6 +188,6 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         nit=stats.nit,
         status=stats.status,
         success=stats.status > 0,
-        initial_cost=stats.initial_cost,
+        initial_cost=initial_cost,
         factor=final.factor,
     )

@@ -207,7 +207,8 @@ def init(
             raise ValueError(
                 f"{type(strategy).__name__} does not support bounds; use TRF()."
             )
-        if x_scale_flat is not None and not (
+        # x_scale may be traced even when the bounds are not (jnp.full under jit).
+        if x_scale_flat is not None and is_concrete(x_scale_flat) and not (
             np.all(np.isfinite(np.asarray(x_scale_flat)))
             and np.all(np.asarray(x_scale_flat) > 0)
         ):
@@ -280,7 +281,10 @@ def _check_model(model, data, params):
             "they must match."
         )
     if is_concrete(data, params):
-        prediction = np.asarray(model(data.x, params))
+        prediction = model(data.x, params)
+        if not is_concrete(prediction):  # the model closes over traced values
+            return
+        prediction = np.asarray(prediction)
         counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
         if not np.all(np.isfinite(prediction[counted])):
             raise ValueError(
