@@ -94,4 +94,11 @@ def with_explicit_closure(model: Callable, data: Data, params: PyTree) -> Callab
     """The model with any arrays it closes over made explicit, so that derivatives with
     respect to them (``jax.grad`` of a fit inside ``lambda h: ...``) reach the implicit
     rule instead of leaking as tracers. Global functions are returned as they are."""
-    return eqx.filter_closure_convert(model, data.x, params)
+    converted = eqx.filter_closure_convert(model, data.x, params)
+    # The converted function only accepts arguments shaped like the examples, which the
+    # chunked evaluation (a slice of `x` at a time) does not give; so convert only when
+    # there is something to convert: a traced array the model closes over.
+    consts = jax.tree.leaves(getattr(converted, "consts", ()))
+    if not any(isinstance(c, jax.core.Tracer) for c in consts):
+        return model
+    return converted

@@ -2,7 +2,8 @@
 
 One compiled program serves every dataset of the same size bucket: data are padded to
 the next power of two (at least 16 points) and the padding is masked out, and the data,
-`p0`, `sigma` and bounds are traced arrays, so new values never recompile.
+`p0`, `sigma` and bounds are traced arrays, so new values never recompile. (A fit with no
+finite bound at all uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
 import inspect

@@ -43,12 +43,14 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
         assert _curve_fit_class.trace_count - traces == 1
         assert compiles == []
         # Five new lengths: 40, 60 share the 64-point bucket of 50; 70, 100, 128 the
-        # 128-point bucket, which compiles once.
+        # 128-point bucket, which compiles once. (Bounds stay finite: a fit without any
+        # finite bound compiles the simpler unbounded TRF step, a second variant.)
+        bounds = ([0.0, 0.0, -10.0], [100.0, np.inf, 10.0])
         for seed, m in enumerate([40, 60, 70, 100, 128]):
             x, y, truth = _dataset(m, 10 + seed)
-            results.append((fitter.fit(x, y), truth))
+            results.append((fitter.fit(x, y, bounds=bounds), truth))
             if m == 40:
-                compiles.clear()  # (the default, infinite bounds are built once, eagerly)
+                compiles.clear()  # (eager conversions of the new bounds happen once)
             if m == 60:
                 assert compiles == []  # not even a small eager op for a new length
         assert _curve_fit_class.trace_count - traces == 2
