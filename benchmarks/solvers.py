@@ -47,6 +47,20 @@ def _report(first, warm, warm_all, params, iterations, cost, **extra):
     )
 
 
+def _time_peer_fit(fit, problem, repeats, dtype):
+    """Jit `fit(x, y, p0) -> (params, steps, cost)` (vmapped over the datasets of a batch)
+    and time it on the problem's data."""
+    import jax
+    import jax.numpy as jnp
+
+    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
+    x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
+    first, warm, warm_all, (params, steps, cost) = _timed(
+        lambda: _block(fit(x, y, p0)), repeats
+    )
+    return _report(first, warm, warm_all, params, steps, cost)
+
+
 def _cost_np(model_np, x, y, params):
     params = np.atleast_2d(params)
     y2 = np.atleast_2d(y)
@@ -195,7 +209,6 @@ def run_scipy(problem, repeats, tol=TOL):
 
 
 def run_optimistix(problem, repeats, tol=TOL):
-    import jax
     import jax.numpy as jnp
     import optimistix as optx
 
@@ -215,12 +228,7 @@ def run_optimistix(problem, repeats, tol=TOL):
         r = residual(sol.value, (x, y))
         return sol.value, sol.stats["num_steps"], 0.5 * jnp.sum(r**2)
 
-    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
-    x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
-    first, warm, warm_all, (params, steps, cost) = _timed(
-        lambda: _block(fit(x, y, p0)), repeats
-    )
-    return _report(first, warm, warm_all, params, steps, cost)
+    return _time_peer_fit(fit, problem, repeats, dtype)
 
 
 # ----- JAXopt --------------------------------------------------------------------------
@@ -230,7 +238,6 @@ def run_jaxopt(problem, repeats, tol=TOL, defaults=False):
     """`jaxopt.LevenbergMarquardt` with Madsen–Nielsen stopping (relative step and
     gradient tests, like SciPy's) at the shared tolerance; or, with `defaults`, JAXopt's
     own defaults (gradient norm below 1e-3, at most 30 iterations: faster, looser)."""
-    import jax
     import jax.numpy as jnp
     import jaxopt
 
@@ -253,12 +260,7 @@ def run_jaxopt(problem, repeats, tol=TOL, defaults=False):
         r = residual(out.params, x, y)
         return out.params, out.state.iter_num, 0.5 * jnp.sum(r**2)
 
-    fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
-    x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
-    first, warm, warm_all, (params, steps, cost) = _timed(
-        lambda: _block(fit(x, y, p0)), repeats
-    )
-    return _report(first, warm, warm_all, params, steps, cost)
+    return _time_peer_fit(fit, problem, repeats, dtype)
 
 
 # ----- NLSQ ----------------------------------------------------------------------------
