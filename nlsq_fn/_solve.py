@@ -41,7 +41,6 @@ class _Stats(eqx.Module):
     njev: Int[Array, ""]
     nit: Int[Array, ""]
     status: Int[Array, ""]
-    initial_cost: Float[Array, ""]
     active_mask: Int[Array, " n"]
 
 
@@ -139,9 +138,7 @@ def _iterate(inputs):
         active = find_active_constraints(final.x, state.lower, state.upper, state.xtol)
     else:
         active = jnp.zeros(x0.shape, jnp.int32)
-    stats = _Stats(
-        final.nfev, final.njev, final.nit, final.status, lin0.cost, active.astype(jnp.int32)
-    )
+    stats = _Stats(final.nfev, final.njev, final.nit, final.status, active.astype(jnp.int32))
     return final.x, stats
 
 
