@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import betainc
+from jaxtyping import ArrayLike, Float
 
 
 @jax.jit
@@ -41,7 +42,7 @@ def _student_t_ppf(q, df):
     return jnp.where(q >= 0.5, t, -t)
 
 
-def student_t_ppf(q, df) -> np.ndarray:
+def student_t_ppf(q: Float[ArrayLike, "..."], df: Float[ArrayLike, "..."]) -> np.ndarray:
     """Quantile of Student's t distribution with `df` degrees of freedom (``df > 0``),
     computed in JAX by inverting the regularized incomplete beta function."""
     q, df = np.broadcast_arrays(np.asarray(q, float), np.asarray(df, float))
