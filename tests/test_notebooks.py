@@ -20,7 +20,6 @@ def test_notebook_runs(path, monkeypatch):
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     monkeypatch.setenv("CI", "true")  # the kernel inherits the environment
-    monkeypatch.setenv("MPLBACKEND", "Agg")  # plt.show() draws nothing outside Jupyter's inline backend
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
