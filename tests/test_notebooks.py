@@ -3,17 +3,27 @@
 Each notebook asserts its own key numbers (fitted parameters near the truth within a few
 standard errors, peak areas, EC50, ...), so a notebook whose fit silently goes wrong fails
 here. ``CI=true`` is set for the kernel: the notebooks then use their smaller sizes. The
-committed copies are not modified (outputs are refreshed with ``jupyter nbconvert
+committed copies are not modified (their outputs are refreshed with ``jupyter nbconvert
 --execute --inplace``)."""
 
 import pathlib
 
 import pytest
 
+import nlsq_fn
+
 NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def _case(path):
+    marks = []
+    if path.stem.startswith("06_") and not hasattr(nlsq_fn, "StreamingOptimizer"):
+        # Written against the streaming work (issue 11); runs once that is merged.
+        marks.append(pytest.mark.skip(reason="needs nlsq_fn.StreamingOptimizer"))
+    return pytest.param(path, id=path.stem, marks=marks)
+
+
+@pytest.mark.parametrize("path", [_case(p) for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
