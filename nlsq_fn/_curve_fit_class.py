@@ -1,9 +1,12 @@
 """``CurveFit``: a reusable, compiled curve fit (NLSQ's class), over `init` and `solve`.
 
-One compiled program serves every dataset of the same size bucket: data are padded to
-the next power of two (at least 16 points) and the padding is masked out, and the data,
-`p0`, `sigma` and bounds are traced arrays, so new values never recompile. (A fit with no
-finite bound at all uses TRF's simpler unbounded step, a second compiled variant.)
+The data, `p0`, `sigma` and bounds are traced arrays, so new values of the same shape
+never recompile. With ``pad=True`` one compiled program also serves every dataset of the
+same size bucket: data are padded to the next power of two (at least 16 points) and the
+padding is masked out. Padding is opt-in because it changes what the model sees (a model
+using ``x.mean()`` or ``x.size`` would be fitted to other data), and it is checked: the
+padded model must reproduce the unpadded one at `p0`. (A fit with no finite bound at all
+uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
 import inspect
@@ -101,12 +104,46 @@ def bucket_size(m: int) -> int:
     return max(16, 1 << (int(m) - 1).bit_length())
 
 
-def _pad_last_axis(leaf, m, size):
+def points_axis(leaf, m: int) -> int | None:
+    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
+    ``(k, M)`` convention, else the first (one row per point, as a DataFrame)."""
+    shape = np.shape(leaf)
+    if len(shape) == 0:
+        return None
+    if shape[-1] == m:
+        return len(shape) - 1
+    return 0 if shape[0] == m else None
+
+
+def _pad_points(leaf, m, size):
     leaf = np.asarray(leaf)
-    if leaf.ndim == 0 or leaf.shape[-1] != m or size == m:
+    axis = points_axis(leaf, m)
+    if axis is None or size == m:
         return leaf
-    widths = [(0, 0)] * (leaf.ndim - 1) + [(0, size - m)]
+    widths = [(0, 0)] * leaf.ndim
+    widths[axis] = (0, size - m)
     return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
+
+
+def _check_pointwise(model, x, x_padded, p0, m):
+    """Raise unless the model on the padded `x` gives, on the first `m` points, what it
+    gives on `x` at `p0`: padding must never change the data the model sees."""
+    exact = np.asarray(model(x, p0), dtype=float)
+    padded = np.asarray(model(x_padded, p0), dtype=float)
+    if padded.ndim != 1 or padded.shape[0] < m:
+        raise ValueError(
+            f"pad=True: the model returns shape {padded.shape} on the padded data; it must "
+            "return one value per point. Use pad=False."
+        )
+    scale = np.max(np.abs(exact), initial=0.0)
+    if exact.shape != (m,) or not np.allclose(
+        padded[:m], exact, rtol=1e-9, atol=1e-12 * scale, equal_nan=True
+    ):
+        raise ValueError(
+            "pad=True needs a pointwise model (each output depending only on its own "
+            "point), but this model gives other values on the padded data (it uses `x` "
+            "as a whole, e.g. x.mean(), x.size or a convolution). Use pad=False."
+        )
 
 
 def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
@@ -114,10 +151,9 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
         raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
     y_nan = np.isnan(ydata)
     x_nan = np.zeros(ydata.shape, bool)
-    if x_is_array and np.issubdtype(xdata.dtype, np.floating) and xdata.shape[-1:] == (
-        ydata.shape[-1:]
-    ):
-        x_nan = np.isnan(xdata)
+    axis = points_axis(xdata, ydata.shape[0]) if x_is_array and ydata.ndim == 1 else None
+    if axis is not None and np.issubdtype(xdata.dtype, np.floating):
+        x_nan = np.isnan(np.moveaxis(xdata, axis, -1))
         x_nan = x_nan.any(axis=tuple(range(x_nan.ndim - 1))) if x_nan.ndim > 1 else x_nan
     if nan_policy == "raise" and (y_nan.any() or x_nan.any()):
         where = "`ydata`" if y_nan.any() else "`xdata`"
@@ -127,11 +163,18 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
             raise ValueError("nan_policy='omit' needs 1-D `ydata`.")
         keep = ~(y_nan | x_nan)
         ydata = ydata[keep]
-        if x_is_array:
-            xdata = xdata[..., keep]
+        if axis is not None:
+            xdata = np.compress(keep, xdata, axis=axis)
         if sigma is not None and np.ndim(sigma) == 1:
             sigma = np.asarray(sigma)[keep]
     return xdata, ydata, sigma
+
+
+def _user_message(error, names) -> str:
+    """A core error in the words of `curve_fit`'s arguments."""
+    message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
+    # The core names flat parameters p[0], p[1], ...: use the model's names.
+    return re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
 
 
 class CurveFit:
@@ -147,8 +190,10 @@ class CurveFit:
       inside the compiled loop);
     - `callback`: ``callback(iteration, params, cost, grad)`` after each iteration;
       returning True stops the fit (status -3);
-    - `pad`: pad the data to size buckets (powers of two) so that new lengths reuse
-      compiled code; False compiles for each exact shape.
+    - `pad`: False (default) fits exactly the data given, compiling once per data
+      shape. True pads the data to size buckets (powers of two, masked) so that new
+      lengths reuse compiled code; only for pointwise models (each output depending on
+      its own point only), which is checked on the first fit.
 
     `fit()` fits the data given here; ``fit(xdata, ydata, p0=..., sigma=...)`` fits new
     data with the same model and options. It returns a `CurveFitResult` and does not
@@ -176,7 +221,7 @@ class CurveFit:
         verbose: int = 0,
         callback: Callable | None = None,
         nan_policy: str | None = None,
-        pad: bool = True,
+        pad: bool = False,
     ):
         if not callable(f):
             raise TypeError("`f` must be callable: f(x, *params) or an nlsq_fn model.")
@@ -201,7 +246,8 @@ class CurveFit:
         self.verbose = verbose
         self.callback = callback
         self.nan_policy = nan_policy
-        self.pad = pad
+        self.pad = bool(pad)
+        self._pointwise_checked = False
         self.named = hasattr(f, "param_names") and hasattr(f, "guess")
         self.names = parameter_names(f)
         self.model = NamedModel(f, self.names) if self.named else PositionalModel(f)
@@ -308,7 +354,13 @@ class CurveFit:
         m = ydata.shape[0] if ydata.ndim == 1 else None
         if self.pad and m is not None:
             size = bucket_size(m)
-            x_padded = jax.tree.map(lambda leaf: _pad_last_axis(leaf, m, size), xdata)
+            x_padded = jax.tree.map(lambda leaf: _pad_points(leaf, m, size), xdata)
+            if not self._pointwise_checked:
+                # Once per CurveFit: checking every fit would cost eager compilations
+                # for each new length, the very thing padding is there to avoid.
+                self._check_model_on(xdata, ydata, p0, names)
+                _check_pointwise(self.model, xdata, x_padded, p0, m)
+                self._pointwise_checked = True
             y_padded = np.pad(ydata, (0, size - m))
             sigma_padded = None if sigma is None else np.pad(
                 sigma, (0, size - m), constant_values=1.0
@@ -334,11 +386,15 @@ class CurveFit:
         try:
             state = init(self.model, data, p0, solver)
         except ValueError as error:
-            message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
-            # The core names flat parameters p[0], p[1], ...: use the model's names.
-            message = re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
-            raise ValueError(message) from error
+            raise ValueError(_user_message(error, names)) from error
         return self.model, data, state, unpadded
+
+    def _check_model_on(self, xdata, ydata, p0, names):
+        """`init`'s model checks on the unpadded data, so errors name the user's sizes."""
+        try:
+            init(self.model, Data(xdata, ydata), p0, Solver(strategy=self.strategy))
+        except ValueError as error:
+            raise ValueError(_user_message(error, names)) from error
 
     def fit(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None) -> CurveFitResult:
         """Fit (new) data; arguments not given are the ones given to `CurveFit`. New
