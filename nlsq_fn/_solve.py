@@ -56,7 +56,14 @@ def residual_and_jac(model, data, state, unravel, x):
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.x, params))
-        jac = jnp.reshape(jnp.asarray(state.jac(data.x, params), f.dtype), (f.size, -1))
+        jac = jnp.asarray(state.jac(data.x, params), f.dtype)
+        n = x.size
+        if jac.shape not in ((f.size, n), (*data.y.shape, n)):  # static: checked once
+            raise ValueError(
+                "The return value of `jac` has wrong shape: expected "
+                f"{(f.size, n)}, actual {jac.shape}."
+            )
+        jac = jnp.reshape(jac, (f.size, n))
         if data.sigma is not None:
             jac = jac / jnp.broadcast_to(data.sigma, data.y.shape).ravel()[:, None]
         if data.mask is not None:

@@ -217,6 +217,8 @@ def init(
         x0 = make_strictly_feasible(x0, lower, upper)
         params = ravel_pytree(params)[1](x0)
     _check_model(model, data, params)
+    if callable(solver.jac):
+        check_jacobian_shape(solver.jac, data, params)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
         if not value >= 0:
@@ -261,6 +263,22 @@ def init(
 def _names_at(params, where) -> str:
     names = flat_parameter_names(params)
     return ", ".join(names[i] for i in np.flatnonzero(where))
+
+
+def check_jacobian_shape(jac: Callable, data: Data, params) -> None:
+    """Raise unless ``jac(x, params)`` is ``(m, n)`` (or ``y.shape + (n,)``): a transposed
+    Jacobian must never be reshaped into a wrong one."""
+    n = ravel_pytree(params)[0].size
+    expected = (int(np.prod(data.y.shape)), n)
+    try:
+        out = jax.eval_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
+    except Exception as error:
+        raise ValueError(f"Calling `jac` at p0 failed: {error}") from error
+    if out.shape not in (expected, (*data.y.shape, n)):
+        raise ValueError(
+            f"The return value of `jac` has wrong shape: expected {expected}, "
+            f"actual {out.shape}."
+        )
 
 
 def _check_model(model, data, params):

@@ -58,3 +58,62 @@ def test_shape_errors_name_the_users_sizes():
             nf.curve_fit(lambda x, a: a * x[:-1, 0], x, np.ones(40), p0=[1.0], pad=pad)
         assert "(39,)" in str(error.value) and "(40,)" in str(error.value)
         assert "64" not in str(error.value)
+
+
+# --- 2. a user Jacobian of the wrong orientation is an error, never reshaped -------------
+
+
+def _exp_residual(p, x, y):
+    return p[0] * jnp.exp(-p[1] * x) + p[2] - y
+
+
+def _exp_jac_columns(p, x, y):  # a list of columns: the natural way to write it, (3, m)
+    e = jnp.exp(-p[1] * x)
+    return [e, -p[0] * x * e, jnp.ones_like(x)]
+
+
+def _scipy_error(call):
+    with pytest.raises(ValueError) as error:
+        call()
+    return str(error.value)
+
+
+def test_transposed_jacobian_raises_as_scipy():
+    y = 2 * np.exp(-X40) + 0.5
+    numpy_jac = lambda p, x, y: np.array(_exp_jac_columns(p, x, y))  # noqa: E731
+    numpy_fun = lambda p, x, y: p[0] * np.exp(-p[1] * x) + p[2] - y  # noqa: E731
+    expected = _scipy_error(
+        lambda: scipy.optimize.least_squares(
+            numpy_fun, [1.0, 1.0, 0.0], jac=numpy_jac, args=(X40, y)
+        )
+    )
+    assert "expected (40, 3), actual (3, 40)" in expected
+    with pytest.raises(ValueError) as error:
+        nf.least_squares(_exp_residual, [1.0, 1.0, 0.0], jac=_exp_jac_columns, args=(X40, y))
+    assert "The return value of `jac` has wrong shape: expected (40, 3), actual (3, 40)" in str(
+        error.value
+    )
+    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
+        nf.curve_fit(
+            lambda x, a, b, c: a * jnp.exp(-b * x) + c, X40, y, p0=[1.0, 1.0, 0.0],
+            jac=lambda x, a, b, c: _exp_jac_columns([a, b, c], x, None),
+        )
+    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
+        nf.init(
+            lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2], nf.Data(X40, y),
+            jnp.array([1.0, 1.0, 0.0]),
+            nf.Solver(jac=lambda x, p: jnp.stack(_exp_jac_columns(p, x, None))),
+        )
+
+
+def test_jacobian_with_too_many_columns_is_named():
+    fun = lambda p: jnp.array([p[0] - 1, p[1] - 2])  # noqa: E731
+    jac = lambda p: jnp.ones((3, 2))  # noqa: E731
+    expected = _scipy_error(
+        lambda: scipy.optimize.least_squares(lambda p: np.asarray(fun(p)), [0.0, 0.0],
+                                             jac=lambda p: np.ones((3, 2)))
+    )
+    with pytest.raises(ValueError) as error:
+        nf.least_squares(fun, [0.0, 0.0], jac=jac)
+    assert "expected (2, 2), actual (3, 2)" in expected
+    assert "expected (2, 2), actual (3, 2)" in str(error.value)
