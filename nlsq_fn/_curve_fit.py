@@ -5,9 +5,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from beartype import beartype
-from jaxtyping import jaxtyped
 
+from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, OptimizeWarning
 from ._loss import AbstractLoss
 from ._misc import ArrayLikeOrSequence
@@ -15,7 +14,6 @@ from ._misc import ArrayLikeOrSequence
 __all__ = ["OptimizeWarning", "curve_fit"]
 
 
-@jaxtyped(typechecker=beartype)
 def curve_fit(
     f: Callable,
     xdata: Any,
@@ -63,7 +61,7 @@ def curve_fit(
     result = fitter.fit()
     if not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
-    if full_output:
+    if as_flag(full_output, "full_output"):
         infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
         return result.popt, result.pcov, infodict, result.message, result.status
     return result.popt, result.pcov

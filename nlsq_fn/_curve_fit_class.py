@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _progress
+from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
 from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
@@ -225,8 +226,12 @@ class CurveFit:
     ):
         if not callable(f):
             raise TypeError("`f` must be callable: f(x, *params) or an nlsq_fn model.")
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
+        verbose = as_verbose(verbose)
+        absolute_sigma = as_flag(absolute_sigma, "absolute_sigma")
+        ftol, xtol, gtol = as_real(ftol, "ftol"), as_real(xtol, "xtol"), as_real(gtol, "gtol")
+        f_scale = as_real(f_scale, "f_scale")
+        max_nfev = as_count(max_nfev, "max_nfev")
+        bounds = as_bounds(bounds)
         self.f = f
         self.xdata, self.ydata, self.p0, self.sigma = xdata, ydata, p0, sigma
         self.absolute_sigma = bool(absolute_sigma)
@@ -305,7 +310,7 @@ class CurveFit:
     def prepare(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""
-        bounds = self.bounds if bounds is None else bounds
+        bounds = self.bounds if bounds is None else as_bounds(bounds)
         if _finite(bounds) and not self.strategy.supports_bounds:
             raise ValueError(
                 "This CurveFit uses method='lm', which doesn't support bounds; create it "

@@ -117,3 +117,69 @@ def test_jacobian_with_too_many_columns_is_named():
         nf.least_squares(fun, [0.0, 0.0], jac=jac)
     assert "expected (2, 2), actual (3, 2)" in expected
     assert "expected (2, 2), actual (3, 2)" in str(error.value)
+
+
+# --- 3. ordinary inputs SciPy accepts: NumPy scalars, ints, lists, Bounds, pandas --------
+
+
+def _line(x, a, b):
+    return a * x + b
+
+
+X10 = np.linspace(0, 1, 10)
+Y10 = 3 * X10 - 1 + 0.05 * np.sin(7 * X10)
+
+
+def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
+    pd = pytest.importorskip("pandas")
+    sigma = 0.1 + 0.01 * np.arange(10)
+    odd_inputs = dict(
+        sigma=list(sigma), absolute_sigma=np.True_, ftol=np.float32(1e-10),
+        max_nfev=np.int64(50),
+    )
+    expected, expected_cov = scipy.optimize.curve_fit(
+        _line, X10, pd.Series(Y10), p0=np.array([1, 1]), bounds=[[-10, -10], [10, 10]],
+        **odd_inputs,
+    )
+    for bounds in ([[-10, -10], [10, 10]], scipy.optimize.Bounds([-10, -10], [10, 10])):
+        popt, pcov, _, _, ier = nf.curve_fit(
+            _line, pd.Series(X10), pd.Series(Y10), p0=np.array([1, 1]), bounds=bounds,
+            verbose=np.int64(0), full_output=1, **odd_inputs,
+        )
+        assert ier > 0
+        np.testing.assert_allclose(popt, expected, rtol=1e-7)
+        np.testing.assert_allclose(pcov, expected_cov, rtol=1e-6)
+    # A DataFrame as x: one row per point (SciPy hands it to the model as it is, so it
+    # is compared with SciPy's fit of the same values as an array).
+    frame = pd.DataFrame({"u": X10, "v": X10**2})
+    plane = lambda x, a, b: a * x[:, 0] + b * x[:, 1]  # noqa: E731
+    expected, _ = scipy.optimize.curve_fit(plane, frame.to_numpy(), Y10, p0=[1, 1])
+    np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected,
+                               rtol=1e-7)
+
+
+def test_least_squares_takes_scipys_scalar_types():
+    fun = lambda p, x, y: p[0] * x + p[1] - y  # noqa: E731
+    options = dict(args=[X10, Y10], loss="soft_l1", f_scale=1, ftol=np.float32(1e-10),
+                   bounds=scipy.optimize.Bounds([-10, -10], [10, 10]), max_nfev=np.inf)
+    expected = scipy.optimize.least_squares(fun, [1, 1], **options)
+    result = nf.least_squares(fun, np.array([1, 1]), verbose=np.int64(0), **options)
+    assert result.success
+    np.testing.assert_allclose(result.x, expected.x, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(ftol="tight"), "`ftol` must be a real number, got str."),
+        (dict(max_nfev=2.5), "`max_nfev` must be None or a positive integer"),
+        (dict(verbose=3), "`verbose` must be 0, 1 or 2, got 3."),
+        (dict(absolute_sigma="yes"), "`absolute_sigma` must be True or False, got str."),
+        (dict(bounds=(0, 1, 2)), "`bounds` must be a pair (lower, upper)"),
+    ],
+)
+def test_bad_scalar_arguments_get_one_short_line(options, message):
+    with pytest.raises((TypeError, ValueError)) as error:
+        nf.curve_fit(_line, X10, Y10, p0=[1, 1], **options)
+    assert message in str(error.value)
+    assert len(str(error.value)) < 200
