@@ -31,7 +31,7 @@ from ._solver import Solver, init
 
 
 class OptimizeWarning(UserWarning):
-    """The covariance could not be estimated, or only as a pseudo-inverse (as SciPy's
+    """The covariance could not be estimated, for all or some parameters (as SciPy's
     warning of that name)."""
 
 
@@ -413,17 +413,20 @@ class CurveFit:
             _progress.print_final_report(solution)
         n_params = state.lower.size
         pcov = np.asarray(pcov)
-        if not np.all(np.isfinite(pcov)):
+        if int(rank) < n_params:
+            undetermined = np.flatnonzero(np.asarray(parts.undetermined))
+            names = unpadded["names"]
             warnings.warn(
-                "Covariance of the parameters could not be estimated",
+                f"Covariance of the parameters could not be estimated for "
+                f"{[names[i] for i in undetermined]}: the Jacobian at the solution has "
+                f"rank {int(rank)} < {n_params} parameters, so the data do not determine "
+                "them (their variances are inf).",
                 OptimizeWarning,
                 stacklevel=2,
             )
-        elif int(rank) < n_params:
+        elif not np.all(np.isfinite(pcov)):
             warnings.warn(
-                f"The Jacobian at the solution has rank {int(rank)} < {n_params} "
-                "parameters: `pcov` is a pseudo-inverse and some parameter combinations "
-                "are not determined by the data.",
+                "Covariance of the parameters could not be estimated",
                 OptimizeWarning,
                 stacklevel=2,
             )

@@ -298,6 +298,14 @@ def _check_model(model, data, params):
             f"The model returns shape {shape} but `y` has shape {data.y.shape}; "
             "they must match."
         )
+    if not jnp.issubdtype(out.dtype, jnp.inexact):
+        # Silently casting would fit nothing: the derivatives of integers are zero.
+        raise ValueError(
+            f"The model returns {out.dtype} values; it must return floating-point values "
+            "(the derivatives of integer values are zero, so nothing could be fitted)."
+        )
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise ValueError("The model returns complex values; they must be real.")
     if is_concrete(data, params):
         prediction = model(data.x, params)
         if not is_concrete(prediction):  # the model closes over traced values

@@ -183,3 +183,24 @@ def test_bad_scalar_arguments_get_one_short_line(options, message):
         nf.curve_fit(_line, X10, Y10, p0=[1, 1], **options)
     assert message in str(error.value)
     assert len(str(error.value)) < 200
+
+
+# --- 4. undetermined parameters have infinite variance; integer models are refused -------
+
+
+def test_undetermined_parameter_gets_infinite_variance_as_in_scipy():
+    model = lambda x, a, b: a * x  # noqa: E731  (b does not enter the model)
+    y = 2 * X10 + 0.01 * np.cos(9 * X10)
+    with pytest.warns(scipy.optimize.OptimizeWarning):
+        _, scipy_default = scipy.optimize.curve_fit(model, X10, y)  # lm: all inf
+    _, scipy_trf = scipy.optimize.curve_fit(model, X10, y, method="trf")  # pinv: b +/- 0
+    assert np.isinf(scipy_default[1, 1]) and scipy_trf[1, 1] == 0
+    with pytest.warns(nf.OptimizeWarning, match=r"could not be estimated for \['b'\]"):
+        popt, pcov = nf.curve_fit(model, X10, y)
+    assert np.isinf(pcov[1, 1]) and np.isinf(pcov[0, 1]) and np.isinf(pcov[1, 0])
+    np.testing.assert_allclose(pcov[0, 0], scipy_trf[0, 0], rtol=1e-6)  # a stays known
+
+
+def test_model_returning_integers_is_refused():
+    with pytest.raises(ValueError, match="must return floating-point values"):
+        nf.curve_fit(lambda x, a: (a * x).astype(jnp.int32), X10, Y10, p0=[1.0])
