@@ -171,6 +171,20 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
     return xdata, ydata, sigma
 
 
+def feasible_start(lower, upper, n: int) -> np.ndarray:
+    """SciPy's start when `p0` is not given but bounds are: 1, or the middle of a finite
+    interval, or one unit inside a single finite bound."""
+    lower, upper = (np.broadcast_to(np.asarray(b, dtype=float), (n,)) for b in (lower, upper))
+    p0 = np.ones(n)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    p0[both] = 0.5 * (lower[both] + upper[both])
+    only_lower = np.isfinite(lower) & ~np.isfinite(upper)
+    p0[only_lower] = lower[only_lower] + 1
+    only_upper = ~np.isfinite(lower) & np.isfinite(upper)
+    p0[only_upper] = upper[only_upper] - 1
+    return p0
+
+
 def _user_message(error, names) -> str:
     """A core error in the words of `curve_fit`'s arguments."""
     message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
@@ -348,8 +362,11 @@ class CurveFit:
                     f"`sigma` has shape {sigma.shape} but `ydata` has shape {ydata.shape}."
                 )
             sigma = np.broadcast_to(sigma, ydata.shape)
+        no_p0 = p0 is None and not self.named
         p0 = self._initial_params(p0, xdata, ydata)
         names = self.names or tuple(f"p{i}" for i in range(p0.size))
+        if no_p0 and _finite(bounds):
+            p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
         if self.method == "lm" and ydata.size < p0.size:
             raise TypeError(
                 f"The number of func parameters={p0.size} must not exceed the number of "

@@ -204,3 +204,19 @@ def test_undetermined_parameter_gets_infinite_variance_as_in_scipy():
 def test_model_returning_integers_is_refused():
     with pytest.raises(ValueError, match="must return floating-point values"):
         nf.curve_fit(lambda x, a: (a * x).astype(jnp.int32), X10, Y10, p0=[1.0])
+
+
+# --- 5. bounds without p0: a feasible start, as SciPy picks -----------------------------
+
+
+def test_bounds_without_p0_start_inside_as_in_scipy():
+    model = lambda x, a, b: a * jnp.exp(-b * x)  # noqa: E731
+    numpy_model = lambda x, a, b: a * np.exp(-b * x)  # noqa: E731
+    y = 3 * np.exp(-2.5 * X10)
+    bounds = ([2, 2], [5, np.inf])  # 1 is outside for both parameters
+    expected, _ = scipy.optimize.curve_fit(numpy_model, X10, y, bounds=bounds)
+    popt, _ = nf.curve_fit(model, X10, y, bounds=bounds)
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    np.testing.assert_allclose(popt, [3, 2.5], rtol=1e-6)
+    start = nf.CurveFit(model, X10, y, bounds=bounds).fit().p0
+    np.testing.assert_array_equal(start, [3.5, 3.0])  # SciPy's _initialize_feasible
