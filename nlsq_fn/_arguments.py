@@ -72,10 +72,11 @@ def as_bounds(bounds):
     """``(lower, upper)`` from a pair, a list of two lists, a 2-row array or a
     `scipy.optimize.Bounds`; a dict ``{name: (lower, upper)}`` is kept as it is."""
     if isinstance(bounds, dict):
+        _reject_nan(bounds)
         return bounds
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
         # (keep_feasible needs nothing: TRF's iterates stay strictly inside the bounds.)
-        return bounds.lb, bounds.ub
+        bounds = (bounds.lb, bounds.ub)
     try:
         lower, upper = bounds
     except (TypeError, ValueError):
@@ -83,4 +84,18 @@ def as_bounds(bounds):
             "`bounds` must be a pair (lower, upper), a scipy.optimize.Bounds or (for "
             f"curve_fit) a dict of pairs; got {describe(bounds)}."
         ) from None
+    _reject_nan((lower, upper))
     return lower, upper
+
+
+def _reject_nan(bounds) -> None:
+    # A NaN bound would otherwise read as "no bound" (it is not finite).
+    for leaf in jax.tree.leaves(bounds):
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        try:
+            values = np.asarray(leaf, dtype=float)
+        except (TypeError, ValueError):
+            continue  # the core names malformed bounds
+        if np.any(np.isnan(values)):
+            raise ValueError("`bounds` contain NaN; use -np.inf / np.inf for no bound.")

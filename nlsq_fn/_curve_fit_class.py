@@ -289,11 +289,26 @@ class CurveFit:
                         f"parameters are {list(self.names)}."
                     )
                 p0 = [values[name] for name in self.names]
+        elif isinstance(p0, dict):  # by name, as a `bounds` dict: in the signature's order
+            if self.names is None:
+                raise ValueError("`p0` as a dict needs a model with named parameters.")
+            unknown, missing = set(p0) - set(self.names), set(self.names) - set(p0)
+            if unknown or missing:
+                raise ValueError(
+                    f"`p0` must name each of the model's parameters {list(self.names)}; "
+                    f"unknown: {sorted(unknown)}, missing: {sorted(missing)}."
+                )
+            p0 = [p0[name] for name in self.names]
         elif p0 is None:
             if self.names is None:
                 raise ValueError("Unable to determine the number of fit parameters; give `p0`.")
             p0 = np.ones(len(self.names))
-        p0 = np.atleast_1d(np.asarray(p0, dtype=float))
+        p0 = np.atleast_1d(np.asarray(p0))
+        if np.iscomplexobj(p0) or p0.dtype.kind not in "biuf":
+            raise ValueError(f"`p0` must be real numbers, got dtype {p0.dtype}.")
+        p0 = p0.astype(float)
+        if p0.size == 0:
+            raise ValueError("`p0` has no parameters.")
         if p0.ndim != 1:
             raise ValueError(f"`p0` must be 1-D, got shape {p0.shape}.")
         if self.names is not None and len(self.names) != p0.size:
@@ -339,8 +354,8 @@ class CurveFit:
         ydata = np.asarray(ydata)
         if ydata.size == 0:
             raise ValueError("`ydata` must not be empty!")
-        if not np.issubdtype(ydata.dtype, np.number):
-            raise ValueError(f"`ydata` must be numeric, got dtype {ydata.dtype}.")
+        if not np.issubdtype(ydata.dtype, np.number) or np.iscomplexobj(ydata):
+            raise ValueError(f"`ydata` must be real numbers, got dtype {ydata.dtype}.")
         ydata = ydata.astype(float)
         x_is_array = not isinstance(xdata, (dict, tuple))
         if x_is_array:

@@ -91,6 +91,8 @@ def least_squares(
     bounds = as_bounds(bounds)
     args = tuple(args)
     x0 = jnp.asarray(x0)
+    if jnp.iscomplexobj(x0):
+        raise ValueError("`x0` must be real numbers, got complex values.")
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     x0 = jnp.atleast_1d(x0)
