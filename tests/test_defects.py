@@ -220,3 +220,99 @@ def test_bounds_without_p0_start_inside_as_in_scipy():
     np.testing.assert_allclose(popt, [3, 2.5], rtol=1e-6)
     start = nf.CurveFit(model, X10, y, bounds=bounds).fit().p0
     np.testing.assert_array_equal(start, [3.5, 3.0])  # SciPy's _initialize_feasible
+
+
+# --- 7. validation gaps -----------------------------------------------------------------
+
+
+def _exp_model(x, p):
+    return p[0] * jnp.exp(-p[1] * x)
+
+
+Y_EXP = 2 * np.exp(-1.3 * X10)
+
+
+def _nf_init(data=None, p0=(1.0, 1.0), **solver):
+    data = nf.Data(X10, Y_EXP) if data is None else data
+    return nf.init(_exp_model, data, jnp.asarray(p0), nf.Solver(**solver))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10])),
+         "`bounds` contain NaN"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0], bounds=(np.nan, 5)),
+         "`bounds` contain NaN"),
+        (lambda: _nf_init(bounds=([0.0, np.nan], [5.0, 5.0])), "`bounds` contain NaN (for p[1])"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=0.0)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=np.nan)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=np.inf)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=1e-300)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=-2.0)), "`f_scale` must be positive"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0], loss="huber", f_scale=np.inf),
+         "`f_scale` must be positive"),
+        (lambda: nf.curve_fit(_line, X10, Y10, p0={"a": 1.0, "c": 2.0}),
+         "unknown: ['c'], missing: ['b']"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0 + 1j]), "`x0` must be real"),
+        (lambda: nf.curve_fit(_line, X10, Y10, p0=[1.0, 1j]), "`p0` must be real"),
+        (lambda: nf.curve_fit(_line, X10, Y10 + 0j, p0=[1.0, 1.0]), "`ydata` must be real"),
+        (lambda: nf.curve_fit(lambda x, a, b: a * x + b * 1j, X10, Y10, p0=[1.0, 1.0]),
+         "The model returns complex values; they must be real"),
+        (lambda: _nf_init(nf.Data(X10, Y_EXP + 0j)), "`y` must be real"),
+        (lambda: nf.least_squares(lambda p: 1e200 * (p - 1), [3.0]), "overflows"),
+        (lambda: _nf_init(nf.Data(X10, Y_EXP, mask=np.zeros(10, bool))), "Every point is masked"),
+        (lambda: nf.least_squares(lambda p: jnp.ones(3), np.zeros(0)), "`p0` has no parameters"),
+        (lambda: nf.Solver(strategy="newton"), "`strategy` must be"),
+        (lambda: nf.Solver(loss="l7"), "`loss` must be one of"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10[:0], Y10[:0])]), "Dataset 1 has no points"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10, Y10, np.ones(9))]),
+         "Dataset 1: `sigma` has shape (9,)"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10, np.where(X10 > 0.5, np.nan, Y10))]),
+         "Dataset 1: `y` contains NaN"),
+        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
+                               nf.Solver(bounds=(0.0, 5.0)), n_starts=2.5), "`n_starts` must"),
+        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
+                               nf.Solver(bounds=(0.0, 5.0)), key="seed"), "`key` must"),
+    ],
+)
+def test_validation_gaps_raise_clear_errors(make, message):
+    with pytest.raises((ValueError, TypeError)) as error:
+        make()
+    assert message in str(error.value)
+    assert len(str(error.value)) < 400
+
+
+def test_nan_bounds_are_refused_as_by_scipy():
+    with pytest.raises(ValueError):
+        scipy.optimize.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
+    with pytest.raises(ValueError, match="NaN"):
+        nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
+
+
+def test_inputs_that_used_to_be_refused_now_fit():
+    # A single-leaf pytree p0 with bounds of the same structure.
+    model = lambda x, p: p["a"] * x  # noqa: E731
+    state = nf.init(model, nf.Data(X10, 3 * X10), {"a": 1.0},
+                    nf.Solver(bounds=({"a": 0.0}, {"a": 5.0})))
+    np.testing.assert_allclose(nf.solve(model, nf.Data(X10, 3 * X10), state).x["a"], 3.0)
+    # A p0 dict for a plain f(x, a, b): mapped to the signature, as a `bounds` dict.
+    expected, _ = scipy.optimize.curve_fit(_line, X10, Y10, p0=[1.0, 2.0])
+    popt, _ = nf.curve_fit(_line, X10, Y10, p0={"b": 2.0, "a": 1.0})
+    np.testing.assert_allclose(popt, expected, rtol=1e-7)
+    # Loss and strategy by SciPy's names; max_nfev=inf (no limit) as SciPy.
+    solver = nf.Solver(loss="huber", strategy="trf", max_nfev=np.inf)
+    data = nf.Data(X10, Y_EXP)
+    result = nf.solve(_exp_model, data, nf.init(_exp_model, data, jnp.ones(2), solver))
+    assert result.success
+    np.testing.assert_allclose(result.x, [2.0, 1.3], rtol=1e-6)
+    # A list is an array for Data (not a pytree of scalars), for eval, for pad_datasets.
+    assert nf.Data(list(X10), Y10).x.shape == (10,)
+    batch = nf.pad_datasets([[list(X10), Y10], (X10[:7], Y10[:7])])
+    assert batch.y.shape == (2, 10) and batch.mask.sum() == 17
+    fit = nf.CurveFit(_line, X10, Y10, p0=[1, 1]).fit()
+    np.testing.assert_allclose(fit.eval([0, 1]), _line(np.array([0.0, 1.0]), *fit.popt))
+    # An integer key is a seed.
+    best = nf.multistart(_exp_model, data, jnp.ones(2), nf.Solver(bounds=(0.0, 5.0)),
+                         n_starts=3, key=1).best
+    np.testing.assert_allclose(best.x, [2.0, 1.3], rtol=1e-6)
