@@ -1,12 +1,14 @@
 """Front-end defects that once gave wrong answers or confusing errors (issue 9): each
 test reproduces one and compares with SciPy's behaviour on the same input."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
 
 import nlsq_fn as nf
+from nlsq_fn._trust_region import STATUS_MESSAGES
 
 X40 = np.linspace(0, 4, 40)
 
@@ -316,3 +318,36 @@ def test_inputs_that_used_to_be_refused_now_fit():
     best = nf.multistart(_exp_model, data, jnp.ones(2), nf.Solver(bounds=(0.0, 5.0)),
                          n_starts=3, key=1).best
     np.testing.assert_allclose(best.x, [2.0, 1.3], rtol=1e-6)
+
+
+# --- 8. under jit, bad input ends with status -1 ----------------------------------------
+
+
+def test_bad_input_under_jit_gives_status_minus_one():
+    """One compiled fit, fed good and bad values (all traced): sigma < 0, p0 outside the
+    bounds, lower > upper, NaN bounds, x_scale <= 0 or NaN, every point masked."""
+
+    @jax.jit
+    def fit(sigma, p0, lower, upper, x_scale, mask):
+        data = nf.Data(X10, Y_EXP, sigma=sigma, mask=mask)
+        solver = nf.Solver(bounds=(lower, upper), x_scale=x_scale)
+        return nf.solve(_exp_model, data, nf.init(_exp_model, data, p0, solver)).status
+
+    good = dict(sigma=jnp.ones(10), p0=jnp.ones(2), lower=jnp.zeros(2),
+                upper=jnp.full(2, 5.0), x_scale=jnp.ones(2), mask=jnp.ones(10, bool))
+    assert fit(**good) > 0
+    bad = [
+        dict(sigma=-jnp.ones(10)),
+        dict(p0=jnp.array([1.0, 7.0])),
+        dict(lower=jnp.array([0.0, 6.0])),
+        dict(upper=jnp.array([5.0, jnp.nan])),
+        dict(x_scale=jnp.array([1.0, 0.0])),
+        dict(x_scale=jnp.array([jnp.nan, 1.0])),
+        dict(mask=jnp.zeros(10, bool)),
+    ]
+    statuses = [int(fit(**{**good, **change})) for change in bad]
+    assert statuses == [-1] * len(bad)
+    message = STATUS_MESSAGES[-1]  # what `Solution.message` says for status -1
+    for reason in ("sigma <= 0", "p0 outside the bounds", "lower >= upper", "NaN bounds",
+                   "x_scale <= 0", "every point masked"):
+        assert reason in message
