@@ -351,3 +351,32 @@ def test_bad_input_under_jit_gives_status_minus_one():
     for reason in ("sigma <= 0", "p0 outside the bounds", "lower >= upper", "NaN bounds",
                    "x_scale <= 0", "every point masked"):
         assert reason in message
+
+
+# --- 6. masked points where the model is not finite -------------------------------------
+
+
+def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
+    model = lambda x, p: p[0] * jnp.sqrt(x) + p[1]  # noqa: E731  (NaN for x < 0)
+    x = np.linspace(0.5, 3, 12)
+    y = 1.7 * np.sqrt(x) - 0.4 + 0.01 * np.cos(5 * x)
+    x[3], x[8] = -1.0, np.nan  # masked: the model is NaN there, in value and derivative
+    mask = np.isfinite(x) & (x > 0)
+    kept = mask.nonzero()[0]
+    expected, _ = scipy.optimize.curve_fit(lambda x, a, b: a * np.sqrt(x) + b, x[kept],
+                                           y[kept], p0=[1.0, 0.0])
+
+    def fitted(y_values, data_x, data_mask, jac):
+        data = nf.Data(data_x, y_values, mask=data_mask)
+        state = nf.init(model, data, jnp.array([1.0, 0.0]), nf.Solver(jac=jac))
+        return nf.solve(model, data, state)
+
+    for jac in ("rev", "fwd"):
+        result = fitted(jnp.asarray(y), x, mask, jac)
+        assert result.success, result.message
+        np.testing.assert_allclose(result.x, expected, rtol=1e-7)
+    # Differentiating through the fit: finite, and equal to the fit of the kept points.
+    grad = jax.grad(lambda v: fitted(v, x, mask, "rev").x[0])(jnp.asarray(y))
+    grad_kept = jax.grad(lambda v: fitted(v, x[kept], None, "rev").x[0])(jnp.asarray(y[kept]))
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
+    np.testing.assert_allclose(np.asarray(grad)[kept], grad_kept, rtol=1e-8, atol=1e-12)
