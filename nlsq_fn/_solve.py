@@ -146,7 +146,10 @@ def _iterate(inputs):
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
     if state.verbose == 2:
-        _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
+        printed = _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
+        carry = eqx.tree_at(
+            lambda c: c.status, carry, jnp.where(printed, carry.status, IMPROPER_INPUT)
+        )
 
     def body(carry):
         out = strategy.step(

@@ -380,3 +380,35 @@ def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
     grad_kept = jax.grad(lambda v: fitted(v, x[kept], None, "rev").x[0])(jnp.asarray(y[kept]))
     assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
     np.testing.assert_allclose(np.asarray(grad)[kept], grad_kept, rtol=1e-8, atol=1e-12)
+
+
+# --- 9. diagnostics: no false alarms on exact data; p0 shown as given; vmap tables ------
+
+
+def test_exact_data_raise_no_diagnostic():
+    model = lambda x, a, b, c: a * jnp.exp(-b * x) + c  # noqa: E731
+    x = np.linspace(0, 4, 40)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5  # exact: residuals at the rounding level
+    result = nf.CurveFit(model, x, y, p0=[1.0, 1.0, 0.0]).fit()
+    assert result.success and np.linalg.norm(result.fun) < 1e-12
+    assert result.diagnostics == []
+
+
+def test_p0_on_a_bound_is_reported_as_given():
+    result = nf.CurveFit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5])).fit()
+    np.testing.assert_array_equal(result.p0, [0.0, 1.0])
+    assert "init = 0)" in result.summary() and "1e-10" not in result.summary()
+    np.testing.assert_allclose(result.popt, scipy.optimize.curve_fit(
+        _line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0], rtol=1e-7)
+
+
+def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
+    batch = nf.pad_datasets([(X10, 2 * np.exp(-s * X10)) for s in (1.0, 1.5, 2.0)])
+    state = nf.init_batch(_exp_model, batch, jnp.ones(2), nf.Solver(verbose=2))
+    result = nf.solve_batch(_exp_model, batch, state)
+    jax.effects_barrier()
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["verbose=2: 3 fits run as one batch (vmap); the iteration table is "
+                   "printed for single fits only."]
+    np.testing.assert_allclose(result.x[:, 1], [1.0, 1.5, 2.0], rtol=1e-6)
+    assert np.all(result.status > 0)

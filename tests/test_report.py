@@ -110,7 +110,7 @@ def test_no_callbacks_are_traced_unless_asked_for():
         return str(jax.make_jaxpr(lambda d, s: nf.solve(Model(), d, s))(data, state))
 
     assert "callback" not in traced()
-    assert "debug_callback" in traced(verbose=2)
+    assert "pure_callback" in traced(verbose=2)
     assert "pure_callback" in traced(callback=lambda *args: False)
 
 
