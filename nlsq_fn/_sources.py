@@ -33,7 +33,13 @@ def optional_import(module: str, extra: str):
 
 
 class AbstractSource(abc.ABC):
-    """Data read piece by piece; `pieces()` starts a fresh pass over all of it."""
+    """Data read piece by piece; `pieces()` starts a fresh pass over all of it.
+
+    `read_ahead`: whether `pieces()` may run in a background thread that reads the next
+    chunk while the current one is computed (False for objects bound to one thread).
+    """
+
+    read_ahead: bool = True
 
     @abc.abstractmethod
     def pieces(self) -> Iterator[Piece]:
@@ -109,18 +115,26 @@ def _columns(table_get, x, y, sigma) -> Piece:
 
 
 class SQLSource(AbstractSource):
-    """Rows of a query over any DB-API connection (``sqlite3``, psycopg, ...), fetched
+    """Rows of a query over a DB-API connection (``sqlite3``, psycopg, ...), fetched
     `batch_size` at a time. `query` selects the x column(s), then y, then optionally
     sigma, in that order (``SELECT t, y FROM measurements ORDER BY t``); with several x
-    columns pass ``n_x`` (they stack to shape ``(n_x, m)``)."""
+    columns pass ``n_x`` (they stack to shape ``(n_x, m)``).
+
+    `connection` is an open connection, or a function that opens one (called once per
+    pass). DB-API connections may not be shared between threads (SQLite's refuses), so
+    with an open connection the rows are read in the fitting thread; with a function,
+    in a background thread that reads ahead.
+    """
 
     def __init__(self, connection, query: str, params: Sequence = (), *, n_x: int = 1,
                  sigma: bool = False, batch_size: int = 100_000):
         self.connection, self.query, self.params = connection, query, tuple(params)
         self.n_x, self.sigma, self.batch_size = int(n_x), bool(sigma), int(batch_size)
+        self.read_ahead = callable(connection) and not hasattr(connection, "cursor")
 
     def pieces(self):
-        cursor = self.connection.cursor()
+        connection = self.connection() if self.read_ahead else self.connection
+        cursor = connection.cursor()
         try:
             cursor.execute(self.query, self.params)
             while rows := cursor.fetchmany(self.batch_size):
@@ -136,6 +150,8 @@ class SQLSource(AbstractSource):
                 yield np.ascontiguousarray(x), table[:, self.n_x], sigma
         finally:
             cursor.close()
+            if self.read_ahead:
+                connection.close()
 
 
 class HDF5Source(AbstractSource):

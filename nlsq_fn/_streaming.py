@@ -324,7 +324,9 @@ class StreamingOptimizer:
         """One pass: the summary at `x` and the sums of its residuals."""
         dtype = state.lower.dtype
         running = _zeros(x.size, dtype)
-        chunks = prefetch(_padded(fixed_chunks(source.pieces(), chunk_size), chunk_size, dtype))
+        chunks = _padded(fixed_chunks(source.pieces(), chunk_size), chunk_size, dtype)
+        if source.read_ahead:
+            chunks = prefetch(chunks)
         for chunk in chunks:
             running = _fold(running, self._fitter.model, state, x, chunk)
             if bar is not None:
