@@ -40,6 +40,7 @@ from ._sources import (
     ArraySource as ArraySource,
     CallableSource as CallableSource,
     HDF5Source as HDF5Source,
+    NpySource as NpySource,
     PandasSource as PandasSource,
     ParquetSource as ParquetSource,
     SQLSource as SQLSource,

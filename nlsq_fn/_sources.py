@@ -77,6 +77,70 @@ class ArraySource(AbstractSource):
             yield np.asarray(self.x[..., part]), np.asarray(self.y[part]), sigma
 
 
+class NpySource(AbstractSource):
+    """`.npy` files read piece by piece with plain file reads. Unlike a memory map, whose
+    pages stay resident (and counted in the process's memory) once touched, this keeps
+    at most a few chunks in memory however large the files. `x` may be 1-D or
+    ``(k, m)``; every file is C-ordered, as `np.save` writes it."""
+
+    def __init__(self, x, y, sigma=None, piece_size: int = 1 << 20):
+        self.paths = (x, y, sigma)
+        self.piece_size = int(piece_size)
+        headers = [None if path is None else _npy_header(path) for path in self.paths]
+        (x_shape, _, _), (y_shape, _, _) = headers[0], headers[1]
+        if len(y_shape) != 1:
+            raise ValueError(f"`y` in {y!r} must be 1-D, got shape {y_shape}.")
+        if not x_shape or x_shape[-1] != y_shape[0] or len(x_shape) > 2:
+            raise ValueError(
+                f"`x` in {x!r} has shape {x_shape}; it must be ({y_shape[0]},) or "
+                f"(k, {y_shape[0]})."
+            )
+        if headers[2] is not None and headers[2][0] != y_shape:
+            raise ValueError(f"`sigma` has shape {headers[2][0]}; it must be {y_shape}.")
+        self.headers = headers
+
+    def __len__(self):
+        return self.headers[1][0][0]
+
+    def pieces(self):
+        m = len(self)
+        files = [None if path is None else open(path, "rb") for path in self.paths]
+        try:
+            for start in range(0, m, self.piece_size):
+                count = min(self.piece_size, m - start)
+                parts = []
+                for file, header in zip(files, self.headers, strict=True):
+                    if file is None:
+                        parts.append(None)
+                        continue
+                    shape, dtype, offset = header
+                    rows = shape[0] if len(shape) == 2 else 1
+                    block = np.empty((rows, count), dtype)
+                    for row in range(rows):
+                        file.seek(offset + (row * m + start) * dtype.itemsize)
+                        file.readinto(block[row])
+                    parts.append(block if len(shape) == 2 else block[0])
+                yield tuple(parts)
+        finally:
+            for file in files:
+                if file is not None:
+                    file.close()
+
+
+def _npy_header(path):
+    """Shape, dtype and data offset of a `.npy` file (NumPy's own header reader)."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran_order, dtype = read(file)
+        if fortran_order:
+            raise ValueError(f"{path!r} is Fortran-ordered; save it C-ordered.")
+        return shape, dtype, file.tell()
+
+
 class CallableSource(AbstractSource):
     """``make_iterator()`` returns a fresh iterator of ``(x, y)`` or ``(x, y, sigma)``."""
 

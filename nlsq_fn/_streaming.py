@@ -20,13 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from . import _sharding
 from ._bounds import find_active_constraints
 from ._covariance import covariance_parts
-from ._curve_fit_class import CurveFit, _pad_last_axis
+from ._curve_fit_class import CurveFit, _pad_last_axis, bucket_size
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds
-from ._linearize import Linearization, _accumulate, _symmetric_root
+from ._linearize import Linearization, _accumulate
 from ._memory import automatic_chunk_size
 from ._misc import tree_where
 from ._solve import _Carry, advance, residual_and_jac, start
@@ -67,8 +68,7 @@ def _zeros(n, dtype):
     return _Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype), Sums.zeros(dtype))
 
 
-@eqx.filter_jit
-def _fold(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
+def _fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
     """Add one chunk's residuals and Jacobian rows to the running summary."""
     f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
     dtype = running.cost.dtype
@@ -86,10 +86,8 @@ def _fold(running: _Running, model, state: SolverState, x, chunk: Data) -> _Runn
     return _Running(cost, grad, square, sums)
 
 
-@eqx.filter_jit
-def _finish(running: _Running, factorization: str) -> Linearization:
-    factor = _symmetric_root(running.square) if factorization == "normal" else running.square
-    return Linearization(running.cost, running.grad, factor)
+_fold = eqx.filter_jit(_fold_chunk)
+_finish = eqx.filter_jit(_sharding.finish)
 
 
 @eqx.filter_jit
@@ -232,7 +230,9 @@ class StreamingOptimizer:
     new size compiles once. None chooses it from the available memory
     (`nlsq_fn.estimate_memory`). `verbose`: None (default) shows a tqdm progress bar
     (extra ``progress``) when one is installed and a pass takes more than two seconds,
-    0 is silent, 1 always shows it.
+    0 is silent, 1 always shows it. `devices`: None (the default device), or a list of
+    devices (or a one-axis `jax.sharding.Mesh` named ``"points"``) to split every chunk
+    over: each device folds its share into its own summary, combined once per pass.
     """
 
     def __init__(
@@ -254,6 +254,7 @@ class StreamingOptimizer:
         absolute_sigma: bool = False,
         factorization: str = "qr",
         verbose: int | None = None,
+        devices=None,
     ):
         # The front end's own configuration: same model conventions, defaults, checks.
         self._fitter = CurveFit(
@@ -270,16 +271,24 @@ class StreamingOptimizer:
         self.factorization = factorization
         self.verbose = verbose
         self.method = self._fitter.method
+        self._mesh = None if devices is None else _sharding.points_mesh(devices)
         self._reset_stream()
 
     # ----------------------------------------------------------------- set-up
 
-    def _chunk_size(self, n_params, dtype) -> int:
+    def _chunk_size(self, n_params, dtype, n_points=None) -> int:
         if self.chunk_size is None:
-            return automatic_chunk_size(n_params, dtype)
-        size = int(self.chunk_size)
+            size = automatic_chunk_size(n_params, dtype)
+            if n_points is not None:  # no chunk larger than the data needs
+                size = min(size, bucket_size(n_points))
+        else:
+            size = self.chunk_size
+        size = int(size)
         if size < 1:
             raise ValueError(f"`chunk_size` must be a positive integer, got {self.chunk_size}.")
+        if self._mesh is not None:  # an equal share of every chunk for each device
+            n_devices = self._mesh.devices.size
+            size = -(-size // n_devices) * n_devices
         return size
 
     def _state(self, first: Data, p0) -> SolverState:
@@ -320,20 +329,38 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- exact fit
 
-    def _pass(self, source: AbstractSource, state, x, chunk_size, bar) -> tuple:
-        """One pass: the summary at `x` and the sums of its residuals."""
-        dtype = state.lower.dtype
-        running = _zeros(x.size, dtype)
-        chunks = _padded(fixed_chunks(source.pieces(), chunk_size), chunk_size, dtype)
-        if source.read_ahead:
-            chunks = prefetch(chunks)
+    def _chunks(self, pieces, chunk_size, dtype, read_ahead=True):
+        """Fixed-shape chunks as `Data`, on their devices, read ahead in a thread."""
+        chunks = _padded(fixed_chunks(pieces, chunk_size), chunk_size, dtype)
+        if self._mesh is not None:
+            chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
+        return prefetch(chunks) if read_ahead else chunks
+
+    def _summarize(self, chunks, state, x, bar=None) -> tuple[Linearization, Sums]:
+        """The summary at `x` of all `chunks`, and the sums of their residuals."""
+        running = _zeros(x.size, state.lower.dtype)
+        if self._mesh is not None:
+            running = _sharding.sharded_zeros(running, self._mesh)
         for chunk in chunks:
-            running = _fold(running, self._fitter.model, state, x, chunk)
+            if self._mesh is None:
+                running = _fold(running, self._fitter.model, state, x, chunk)
+            else:
+                running = _sharding.sharded_fold(
+                    _fold_chunk, running, self._fitter.model, state, x, chunk, self._mesh
+                )
             if bar is not None:
                 bar.update(1)
-        if float(running.sums.n_points) == 0:
-            raise ValueError("The source gave no data points.")
+        if self._mesh is not None:
+            running = _sharding.reduce_devices(running, state.factorization)
         return _finish(running, state.factorization), running.sums
+
+    def _pass(self, source: AbstractSource, state, x, chunk_size, bar) -> tuple:
+        """One pass: the summary at `x` and the sums of its residuals."""
+        chunks = self._chunks(source.pieces(), chunk_size, state.lower.dtype, source.read_ahead)
+        lin, sums = self._summarize(chunks, state, x, bar)
+        if float(sums.n_points) == 0:
+            raise ValueError("The source gave no data points.")
+        return lin, sums
 
     def _first_chunk(self, source, dtype) -> Data:
         for x, y, sigma in fixed_chunks(source.pieces(), 1 << 12):
@@ -355,7 +382,11 @@ class StreamingOptimizer:
         state = self._state(self._first_chunk(source, dtype), self.p0)
         strategy, max_nfev = state.strategy, state.max_nfev
         x0 = state.params
-        chunk_size = self._chunk_size(x0.size, dtype)
+        try:
+            n_points = len(source)
+        except TypeError:
+            n_points = None
+        chunk_size = self._chunk_size(x0.size, dtype, n_points)
         bar = self._progress_bar()
         try:
             resumed = self._load(checkpoint, state) if checkpoint is not None else None
@@ -526,14 +557,13 @@ class StreamingOptimizer:
         stream = self._stream
         state, prior = stream["state"], stream["prior"]
         chunk_size = self._chunk_size(state.params.size, dtype)
-        pieces = list(fixed_chunks(iter([(x_chunk, y_chunk, sigma)]), chunk_size))
-        chunks = list(_padded(iter(pieces), chunk_size, dtype))
+        chunks = list(self._chunks(
+            iter([(x_chunk, y_chunk, sigma)]), chunk_size, dtype, read_ahead=False
+        ))
 
         def evaluate(p):
-            running = _zeros(p.size, dtype)
-            for chunk in chunks:
-                running = _fold(running, self._fitter.model, state, p, chunk)
-            return _with_prior(_finish(running, state.factorization), prior, p), running.sums
+            lin, sums = self._summarize(chunks, state, p)
+            return _with_prior(lin, prior, p), sums
 
         n_points = float(stream["sums"].n_points) + y_chunk.shape[0]
         problem = self._problem(state, n_points)
@@ -549,16 +579,11 @@ class StreamingOptimizer:
                 state.strategy, carry, proposal, trial, problem, state.max_nfev
             )
             sums = tree_where(accepted, trial_sums, sums)
-        p = carry.x
-        # Fold the chunk into the quadratic at the new parameters.
-        running = _zeros(p.size, dtype)
-        for chunk in chunks:
-            running = _fold(running, self._fitter.model, state, p, chunk)
-        chunk_lin = _finish(running, state.factorization)
-        cost, grad = prior.at(p)
-        factor = jnp.linalg.qr(jnp.concatenate([prior.factor, chunk_lin.factor]), mode="r")
-        stream["prior"] = _Prior(p, cost + chunk_lin.cost, grad + chunk_lin.grad, factor)
-        stream["sums"] = stream["sums"] + running.sums
+        p, lin = carry.x, carry.linearization
+        # The chunk joins the quadratic linearised at the new parameters: the summary
+        # there (chunk plus quadratic so far) is the new quadratic.
+        stream["prior"] = _Prior(p, lin.cost, lin.grad, lin.factor)
+        stream["sums"] = stream["sums"] + sums
         stream["n_chunks"] += 1
         for name in ("nfev", "njev", "nit"):
             stream[name] += int(getattr(carry, name))

@@ -113,6 +113,13 @@ def _memmap(tmp_path, t, y, sigma):
     return nf.ArraySource(*paths, piece_size=700)
 
 
+def _npy_files(tmp_path, t, y, sigma):
+    for name, values in (("t", t), ("y", y), ("s", sigma)):
+        np.save(tmp_path / f"{name}.npy", values)
+    return nf.NpySource(tmp_path / "t.npy", tmp_path / "y.npy", tmp_path / "s.npy",
+                        piece_size=700)
+
+
 def _callable(tmp_path, t, y, sigma):
     def chunks():  # pieces of uneven sizes: re-chunked to CHUNK points
         for start in range(0, t.size, 777):
@@ -172,9 +179,10 @@ def _pandas_csv(tmp_path, t, y, sigma):
 
 @pytest.mark.parametrize(
     "make_source",
-    [_memmap, _callable, _sqlite, _sqlite_read_ahead, _hdf5, _zarr, _parquet, _pandas_csv],
-    ids=["npy-memmap", "callable", "sqlite", "sqlite-read-ahead", "hdf5", "zarr", "parquet",
-         "pandas-csv"],
+    [_memmap, _npy_files, _callable, _sqlite, _sqlite_read_ahead, _hdf5, _zarr, _parquet,
+     _pandas_csv],
+    ids=["npy-memmap", "npy-files", "callable", "sqlite", "sqlite-read-ahead", "hdf5", "zarr",
+         "parquet", "pandas-csv"],
 )
 def test_each_source_gives_the_in_memory_fit(make_source, small, tmp_path):
     t, y, sigma, reference = small
@@ -195,6 +203,8 @@ def test_lowered_chunk_size_and_two_column_x(small):
                                       method="lm", verbose=0)
     np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
     optimizer.chunk_size //= 2  # as the guide does after an out-of-memory error
+    np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
+    optimizer.chunk_size = None  # from the available memory, at most the data's bucket
     np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
 
 
@@ -380,3 +390,46 @@ def test_clear_errors():
         optimizer.fit((np.zeros(10), np.zeros(11)))
     with pytest.raises(ValueError, match="No data yet"):
         optimizer.result()
+
+
+SHARDED = textwrap.dedent(
+    """
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import nlsq_fn as nf
+
+    def damped(t, a, k, w, c):
+        return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
+
+    assert len(jax.devices()) == 4
+    t = np.linspace(0.0, 10.0, 10_001)
+    y = np.asarray(damped(t, 2.0, 0.3, 3.0, 0.5))
+    y = y + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    y[::97] += 3.0
+    options = dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), loss="huber", f_scale=0.1,
+                   verbose=0)
+    for factorization in ("qr", "normal"):
+        fits = [
+            nf.StreamingOptimizer(damped, [1.5, 0.2, 2.9, 0.0], chunk_size=2_048,
+                                  factorization=factorization, devices=devices,
+                                  **options).fit((t, y))
+            for devices in (None, jax.devices())
+        ]
+        np.testing.assert_allclose(fits[1].x, fits[0].x, rtol=1e-10)
+        np.testing.assert_allclose(fits[1].cost, fits[0].cost, rtol=1e-12)
+        np.testing.assert_allclose(fits[1].pcov, fits[0].pcov, rtol=1e-7)
+    print("ok")
+    """
+)
+
+
+def test_chunks_split_over_four_devices_give_the_single_device_fit(tmp_path):
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
