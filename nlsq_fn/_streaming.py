@@ -126,21 +126,25 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def offer(item) -> bool:
+        """Queue `item` unless the consumer has stopped listening."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((True, item)):
                     return
         except BaseException as error:  # re-raised in the consuming thread
-            items.put((False, error))
+            offer((False, error))
             return
-        items.put((True, done))
+        offer((True, done))
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
