@@ -459,15 +459,22 @@ class StreamingOptimizer:
     # ----------------------------------------------------------------- progress
 
     def _progress_bar(self):
+        """A tqdm bar counting chunks, its label the pass, cost and iterations."""
         if self.verbose == 0:
             return None
-        if self.verbose is None:
-            try:
-                tqdm = optional_import("tqdm.auto", "progress")
-            except ImportError:
+        try:
+            tqdm = optional_import("tqdm.auto", "progress")
+        except ImportError:
+            if self.verbose is None:  # the default: a bar only where tqdm is installed
                 return None
-            return tqdm.tqdm(unit="chunk", delay=2.0, leave=False)
-        return optional_import("tqdm.auto", "progress").tqdm(unit="chunk")
+            raise
+        return tqdm.tqdm(
+            unit="chunk",
+            bar_format="{desc}: {n_fmt} chunks [{elapsed}, {rate_fmt}{postfix}]",
+            # By default, only fits that last (more than two seconds) show a bar.
+            delay=2.0 if self.verbose is None else 0.0,
+            leave=self.verbose is not None,
+        )
 
     @staticmethod
     def _describe(bar, saved):
