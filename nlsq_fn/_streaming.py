@@ -469,6 +469,7 @@ class StreamingOptimizer:
                 return None
             raise
         return tqdm.tqdm(
+            desc="pass 1",
             unit="chunk",
             bar_format="{desc}: {n_fmt} chunks [{elapsed}, {rate_fmt}{postfix}]",
             # By default, only fits that last (more than two seconds) show a bar.
