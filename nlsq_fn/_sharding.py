@@ -4,6 +4,9 @@ The summary of a pass is a sum over points, so each device folds its share of ev
 chunk into a summary of its own (no communication per chunk) and one reduction per
 pass combines them: costs and gradients add, the devices' TSQR factors are stacked and
 factorised once more (``JᵀJ`` add with ``factorization="normal"``).
+
+A batch of independent fits needs no reduction at all: `shard_batch` places each
+device's members on it, and XLA partitions the jitted, vmapped fit along the batch axis.
 """
 
 import equinox as eqx
@@ -88,3 +91,16 @@ def reduce_devices(running, factorization: str):
 def finish(running, factorization: str) -> Linearization:
     factor = _symmetric_root(running.square) if factorization == "normal" else running.square
     return Linearization(running.cost, running.grad, factor)
+
+
+def shard_batch(tree, devices, axis_name: str = "batch"):
+    """Split the leading (batch) axis of every array in `tree` over `devices`, so that
+    a jitted batched fit (`solve_batch`) runs each device's members on that device."""
+    mesh = Mesh(np.asarray(list(devices)), (axis_name,))
+
+    def place(leaf):
+        if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0:
+            return leaf
+        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(axis_name)))
+
+    return jax.tree.map(place, tree)

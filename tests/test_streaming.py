@@ -420,12 +420,33 @@ SHARDED = textwrap.dedent(
         np.testing.assert_allclose(fits[1].x, fits[0].x, rtol=1e-10)
         np.testing.assert_allclose(fits[1].cost, fits[0].cost, rtol=1e-12)
         np.testing.assert_allclose(fits[1].pcov, fits[0].pcov, rtol=1e-7)
+
+    # A batch of 4,000 small fits with its batch axis split over the four devices.
+    import equinox as eqx
+
+    def decay(x, p):
+        return p[0] * jnp.exp(-p[1] * x) + p[2]
+
+    rng = np.random.default_rng(1)
+    x = np.tile(np.linspace(0.0, 4.0, 20), (4_000, 1))
+    true = np.stack([rng.uniform(1, 3, 4_000), rng.uniform(0.5, 2, 4_000),
+                     rng.uniform(-1, 1, 4_000)], axis=1)
+    y = true[:, :1] * np.exp(-true[:, 1:2] * x) + true[:, 2:]
+    data = nf.Data(x, y + 0.01 * rng.standard_normal(y.shape))
+    state = nf.init_batch(decay, data, jnp.array([1.0, 1.0, 0.0]))
+    fit = eqx.filter_jit(nf.solve_batch)
+    one = fit(decay, data, state)
+    four = fit(decay, nf.shard_batch(data, jax.devices()), state)
+    assert len(four.x.sharding.device_set) == 4
+    np.testing.assert_allclose(four.x, one.x, rtol=1e-10)
+    np.testing.assert_array_equal(four.status, one.status)
+    assert np.all(np.asarray(one.success))
     print("ok")
     """
 )
 
 
-def test_chunks_split_over_four_devices_give_the_single_device_fit(tmp_path):
+def test_four_devices_give_the_single_device_fits(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED)
     env = dict(os.environ, JAX_PLATFORMS="cpu",
