@@ -24,6 +24,7 @@ from ._loss import (
     Linear as Linear,
     SoftL1 as SoftL1,
 )
+from ._memory import estimate_memory as estimate_memory
 from ._multistart import (
     MultiStartResult as MultiStartResult,
     latin_hypercube as latin_hypercube,
@@ -32,10 +33,27 @@ from ._multistart import (
 )
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
+from ._sharding import shard_batch as shard_batch
 from ._solve import solve as solve
 from ._solver import Solver as Solver, SolverState as SolverState, init as init
+from ._sources import (
+    AbstractSource as AbstractSource,
+    ArraySource as ArraySource,
+    CallableSource as CallableSource,
+    HDF5Source as HDF5Source,
+    NpySource as NpySource,
+    PandasSource as PandasSource,
+    ParquetSource as ParquetSource,
+    SQLSource as SQLSource,
+    ZarrSource as ZarrSource,
+)
 from ._stats import student_t_ppf as student_t_ppf
 from ._strategy import AbstractStrategy as AbstractStrategy
+from ._streaming import (
+    StreamedFitResult as StreamedFitResult,
+    StreamingOptimizer as StreamingOptimizer,
+    StreamUpdate as StreamUpdate,
+)
 from ._trf import TRF as TRF
 from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 

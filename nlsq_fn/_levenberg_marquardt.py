@@ -30,6 +30,14 @@ class _LMState(eqx.Module):
     first_iteration: Bool[Array, ""]
 
 
+class _LMProposal(eqx.Module):
+    x_new: Float[Array, " n"]
+    p: Float[Array, " n"]
+    p_norm: Float[Array, ""]  # the step's norm in the variables scaled by `diag`
+    delta: Float[Array, ""]
+    par: Float[Array, ""]
+
+
 def _scaled_gradient_norm(linearization):
     """MINPACK's ``gnorm``: the largest cosine between ``f`` and a column of ``J``."""
     norms = linearization.column_norms
@@ -67,8 +75,7 @@ class LevenbergMarquardt(AbstractStrategy):
     def optimality(self, x, linearization, problem):
         return jnp.max(jnp.abs(linearization.grad))
 
-    def step(self, x, linearization, state, evaluate, problem):
-        eps = jnp.finfo(x.dtype).eps
+    def propose(self, x, linearization, state, problem):
         diag_inv = 1 / state.diag
         _, s, vt = jnp.linalg.svd(linearization.factor * diag_inv[None, :])
         q, par = solve_subproblem(
@@ -80,7 +87,12 @@ class LevenbergMarquardt(AbstractStrategy):
         p_norm = jnp.linalg.norm(q)
         delta = jnp.where(state.first_iteration, jnp.minimum(state.delta, p_norm), state.delta)
         x_new = x + p
-        trial = evaluate(x_new)
+        return x_new, _LMProposal(x_new, p, p_norm, delta, par)
+
+    def judge(self, x, linearization, state, proposal, trial, problem):
+        eps = jnp.finfo(x.dtype).eps
+        x_new, p, p_norm = proposal.x_new, proposal.p, proposal.p_norm
+        delta, par = proposal.delta, proposal.par
         finite = trial.finite
 
         f_norm = jnp.sqrt(2 * linearization.cost)

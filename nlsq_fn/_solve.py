@@ -44,6 +44,31 @@ class _Stats(eqx.Module):
     active_mask: Int[Array, " n"]
 
 
+def start(strategy, x0, lin0, problem, max_nfev, valid=True) -> _Carry:
+    """The loop's carry after the first evaluation (at `x0`); `valid` is False for input
+    found improper inside a traced program (status -1)."""
+    strategy_state, status = strategy.init(x0, lin0, problem)
+    status = jnp.where(lin0.finite & valid, status, IMPROPER_INPUT)
+    one = jnp.asarray(1, jnp.int32)
+    status = jnp.where((status == RUNNING) & (max_nfev <= 1), MAX_NFEV, status)
+    return _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
+
+
+def advance(carry: _Carry, out, strategy, max_nfev) -> _Carry:
+    """The loop's carry after one trial step `out` (one more evaluation): counts
+    evaluations and iterations and stops at the evaluation budget."""
+    nfev = carry.nfev + 1
+    status = jnp.where(
+        (out.status == RUNNING) & (nfev >= max_nfev), MAX_NFEV, out.status
+    ).astype(jnp.int32)
+    nit = carry.nit + (out.accepted | (status != RUNNING)).astype(jnp.int32)
+    new_jacobian = out.accepted
+    if not strategy.jacobian_after_last_step:
+        new_jacobian = new_jacobian & (out.status == RUNNING)
+    njev = carry.njev + new_jacobian.astype(jnp.int32)
+    return _Carry(out.x, out.linearization, out.strategy_state, nfev, njev, nit, status)
+
+
 def residual_function(
     model: Callable, data: Data, unravel: Callable
 ) -> Callable[[Float[Array, " n"]], Float[Array, " m"]]:
@@ -138,11 +163,7 @@ def _iterate(inputs):
         return linearization_at(model, data, state, unravel, x)
 
     lin0 = evaluate(x0)
-    strategy_state, status = strategy.init(x0, lin0, problem)
-    status = jnp.where(lin0.finite & valid, status, IMPROPER_INPUT)
-    one = jnp.asarray(1, jnp.int32)
-    status = jnp.where((status == RUNNING) & (state.max_nfev <= 1), MAX_NFEV, status)
-    carry = _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
+    carry = start(strategy, x0, lin0, problem, state.max_nfev, valid)
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
     if state.verbose == 2:
@@ -155,16 +176,7 @@ def _iterate(inputs):
         out = strategy.step(
             carry.x, carry.linearization, carry.strategy_state, evaluate, problem
         )
-        nfev = carry.nfev + 1
-        status = jnp.where(
-            (out.status == RUNNING) & (nfev >= state.max_nfev), MAX_NFEV, out.status
-        ).astype(jnp.int32)
-        nit = carry.nit + (out.accepted | (status != RUNNING)).astype(jnp.int32)
-        new_jacobian = out.accepted
-        if not strategy.jacobian_after_last_step:
-            new_jacobian = new_jacobian & (out.status == RUNNING)
-        njev = carry.njev + new_jacobian.astype(jnp.int32)
-        new = _Carry(out.x, out.linearization, out.strategy_state, nfev, njev, nit, status)
+        new = advance(carry, out, strategy, state.max_nfev)
         if watched:
             status = _progress.after_iteration(
                 carry, new, state, unravel,

@@ -42,6 +42,13 @@ class AbstractStrategy(eqx.Module):
 
     Each call of `step` evaluates the problem exactly once (at the trial point), so the
     loop counts one function evaluation per call.
+
+    A strategy may define `step` as `propose` (the trial point, from the summary alone),
+    one evaluation at the trial point, then `judge` (accept or not, update the state).
+    The split lets a host loop drive the fit when an evaluation cannot run inside a
+    compiled loop (one pass over a file: `nlsq_fn.StreamingOptimizer`); `solve`'s
+    compiled loop calls `step`, their composition. A strategy that defines only `step`
+    works everywhere except in such host loops.
     """
 
     @abc.abstractmethod
@@ -50,7 +57,6 @@ class AbstractStrategy(eqx.Module):
     ) -> tuple[PyTree, Int[Array, ""]]:
         """The strategy's state at the start, and `GTOL` if the start is optimal."""
 
-    @abc.abstractmethod
     def step(
         self,
         x: Float[Array, " n"],
@@ -59,7 +65,43 @@ class AbstractStrategy(eqx.Module):
         evaluate: Callable[[Float[Array, " n"]], Linearization],
         problem: Problem,
     ) -> StepOutcome:
-        """Try one step from `x`."""
+        """Try one step from `x`: `propose`, evaluate the trial point, `judge`."""
+        x_trial, proposal = self.propose(x, linearization, state, problem)
+        trial = evaluate(x_trial)
+        return self.judge(x, linearization, state, proposal, trial, problem)
+
+    def propose(
+        self,
+        x: Float[Array, " n"],
+        linearization: Linearization,
+        state: PyTree,
+        problem: Problem,
+    ) -> tuple[Float[Array, " n"], PyTree]:
+        """The trial point, and what `judge` needs to know about the step to it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines only `step`: it cannot be driven step by "
+            "step from a host loop (streamed fits)."
+        )
+
+    def judge(
+        self,
+        x: Float[Array, " n"],
+        linearization: Linearization,
+        state: PyTree,
+        proposal: PyTree,
+        trial: Linearization,
+        problem: Problem,
+    ) -> StepOutcome:
+        """Accept or reject the trial point, given the summary `trial` there."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines only `step`: it cannot be driven step by "
+            "step from a host loop (streamed fits)."
+        )
+
+    @property
+    def steps_from_host(self) -> bool:
+        """Whether the strategy defines `propose` and `judge` (a host loop can drive it)."""
+        return type(self).propose is not AbstractStrategy.propose
 
     @abc.abstractmethod
     def optimality(

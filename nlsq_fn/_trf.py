@@ -37,6 +37,14 @@ class _TRFState(eqx.Module):
     scale_inv: Float[Array, " n"]
 
 
+class _TRFProposal(eqx.Module):
+    x_new: Float[Array, " n"]
+    step: Float[Array, " n"]
+    step_h: Float[Array, " n"]  # the step in the scaled variables
+    predicted: Float[Array, ""]  # the model's predicted cost reduction
+    alpha: Float[Array, ""]  # the Levenberg–Marquardt parameter the subproblem found
+
+
 def _scale_inv(linearization, problem, previous=None):
     if problem.x_scale is not None:
         return 1 / problem.x_scale
@@ -126,7 +134,7 @@ class TRF(AbstractStrategy):
         v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
         return jnp.max(jnp.abs(linearization.grad * v))
 
-    def step(self, x, linearization, state, evaluate, problem):
+    def propose(self, x, linearization, state, problem):
         lower, upper = problem.lower, problem.upper
         g = linearization.grad
         scale = 1 / state.scale_inv
@@ -163,13 +171,16 @@ class TRF(AbstractStrategy):
             step, step_h = d * p_h, p_h
             predicted = -quadratic_value(jac_h, g_h, p_h)
             x_new = x + step
-        trial = evaluate(x_new)
+        return x_new, _TRFProposal(x_new, step, step_h, predicted, alpha)
+
+    def judge(self, x, linearization, state, proposal, trial, problem):
+        x_new, step, step_h = proposal.x_new, proposal.step, proposal.step_h
         finite = trial.finite
 
         step_h_norm = jnp.linalg.norm(step_h)
         reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
         new_radius, ratio = update_radius(
-            state.radius, reduction, predicted, step_h_norm,
+            state.radius, reduction, proposal.predicted, step_h_norm,
             step_h_norm > 0.95 * state.radius,
         )
         status = termination_status(
@@ -180,6 +191,7 @@ class TRF(AbstractStrategy):
         going_on = finite & (status == RUNNING)
         safe_new_radius = jnp.where(new_radius > 0, new_radius, 1.0)
         radius = jnp.where(finite, new_radius, 0.25 * step_h_norm)
+        alpha = proposal.alpha
         alpha = jnp.where(going_on, alpha * state.radius / safe_new_radius, alpha)
 
         accepted = finite & (reduction > 0)

@@ -1,0 +1,106 @@
+"""Chunks split over a mesh of devices (``jax.sharding``).
+
+The summary of a pass is a sum over points, so each device folds its share of every
+chunk into a summary of its own (no communication per chunk) and one reduction per
+pass combines them: costs and gradients add, the devices' TSQR factors are stacked and
+factorised once more (``JᵀJ`` add with ``factorization="normal"``).
+
+A batch of independent fits needs no reduction at all: `shard_batch` places each
+device's members on it, and XLA partitions the jitted, vmapped fit along the batch axis.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._linearize import Linearization, _symmetric_root
+
+AXIS = "points"
+
+
+def points_mesh(devices) -> Mesh:
+    """A one-axis mesh named ``"points"`` from a list of devices (or that mesh)."""
+    if isinstance(devices, Mesh):
+        if devices.axis_names != (AXIS,):
+            raise ValueError(
+                f"The mesh must have the one axis {AXIS!r}; it has {devices.axis_names}."
+            )
+        return devices
+    devices = list(devices)
+    if not devices:
+        raise ValueError("`devices` is empty.")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def _points_spec(leaf) -> PartitionSpec:
+    # Points lie along the last axis of x (and the only axis of y, sigma, mask).
+    return PartitionSpec(*([None] * (np.ndim(leaf) - 1)), AXIS)
+
+
+def place_chunk(chunk, mesh: Mesh):
+    """Put each device's share of `chunk`'s points on that device."""
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf, NamedSharding(mesh, _points_spec(leaf))), chunk
+    )
+
+
+def sharded_zeros(zeros, mesh: Mesh):
+    """One running summary per device (a leading device axis, split over the mesh)."""
+    n_devices = mesh.devices.size
+    return jax.tree.map(
+        lambda leaf: jax.device_put(
+            jnp.broadcast_to(leaf, (n_devices, *leaf.shape)),
+            NamedSharding(mesh, PartitionSpec(AXIS)),
+        ),
+        zeros,
+    )
+
+
+@eqx.filter_jit
+def sharded_fold(fold, running, model, state, x, chunk, mesh: Mesh):
+    """`fold` run on every device over its share of `chunk`, into its own summary."""
+
+    def local(running, chunk):
+        mine = jax.tree.map(lambda leaf: leaf[0], running)
+        folded = fold(mine, model, state, x, chunk)
+        return jax.tree.map(lambda leaf: leaf[None], folded)
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(PartitionSpec(AXIS), jax.tree.map(_points_spec, chunk)),
+        out_specs=PartitionSpec(AXIS),
+    )(running, chunk)
+
+
+@eqx.filter_jit
+def reduce_devices(running, factorization: str):
+    """The summary of all devices' summaries (a `_Running` without the device axis)."""
+    square = running.square
+    n = square.shape[-1]
+    if factorization == "normal":
+        square = jnp.sum(square, axis=0)
+    else:
+        square = jnp.linalg.qr(jnp.reshape(square, (-1, n)), mode="r")
+    total = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), running)
+    return eqx.tree_at(lambda r: r.square, total, square)
+
+
+def finish(running, factorization: str) -> Linearization:
+    factor = _symmetric_root(running.square) if factorization == "normal" else running.square
+    return Linearization(running.cost, running.grad, factor)
+
+
+def shard_batch(tree, devices, axis_name: str = "batch"):
+    """Split the leading (batch) axis of every array in `tree` over `devices`, so that
+    a jitted batched fit (`solve_batch`) runs each device's members on that device."""
+    mesh = Mesh(np.asarray(list(devices)), (axis_name,))
+
+    def place(leaf):
+        if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0:
+            return leaf
+        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(axis_name)))
+
+    return jax.tree.map(place, tree)

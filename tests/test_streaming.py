@@ -1,0 +1,456 @@
+"""StreamingOptimizer: exact fits pass by pass over chunk sources, the single-pass
+mode, sources, resume after a killed process, progress, memory estimates."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import nlsq_fn as nf
+from nlsq_fn._sources import optional_import
+
+
+def damped(t, a, k, w, c):
+    return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
+
+
+TRUE = np.array([2.0, 0.3, 3.0, 0.5])
+P0 = [1.5, 0.2, 2.9, 0.0]
+BOUNDS = ([0.0, 0.0, 0.0, -1.0], [10.0, 5.0, 10.0, 1.0])
+HUBER = dict(bounds=BOUNDS, method="trf", loss="huber", f_scale=0.1)
+
+
+def dataset(n, seed=0, outliers=True):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 10.0, n)
+    y = np.asarray(damped(t, *TRUE)) + 0.05 * rng.standard_normal(n)
+    if outliers:
+        y[::97] += 3.0
+    return t, y
+
+
+def assert_same_fit(streamed, in_memory, rtol=1e-10):
+    np.testing.assert_allclose(streamed.x, in_memory.x, rtol=rtol)
+    np.testing.assert_allclose(streamed.cost, in_memory.cost, rtol=1e-12)
+    np.testing.assert_allclose(streamed.pcov, in_memory.pcov, rtol=1e-7)
+    assert streamed.success and in_memory.success
+
+
+@pytest.mark.parametrize(
+    "options", [HUBER, dict(method="lm")], ids=["trf-bounds-huber", "lm"]
+)
+def test_fit_equals_in_memory_fit(options):
+    # 100,003 points in chunks of 16,384: six full chunks and a padded seventh.
+    t, y = dataset(100_003)
+    in_memory = nf.CurveFit(damped, t, y, p0=P0, **options).fit()
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=16_384, verbose=0, **options)
+    streamed = optimizer.fit((t, y))
+    assert_same_fit(streamed, in_memory)
+    # One pass per evaluation of the residuals.
+    assert optimizer.passes == streamed.nfev
+    for name in ("chisqr", "redchi", "rmse", "r_squared", "aic", "bic"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name),
+                                   rtol=1e-9)
+    assert streamed.n_points == t.size
+    if options["method"] == "trf":
+        # And the in-memory fit is SciPy's (independent reference).
+        scipy_fit = scipy.optimize.least_squares(
+            lambda p: np.asarray(damped(t, *p)) - y, P0, method="trf", loss="huber",
+            f_scale=0.1, bounds=BOUNDS, jac=lambda p: np.asarray(
+                jax.jacfwd(lambda q: damped(t, *q))(jnp.asarray(p))
+            ),
+        )
+        np.testing.assert_allclose(streamed.x, scipy_fit.x, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options", [HUBER, dict(method="lm")], ids=["trf-bounds-huber", "lm"]
+)
+def test_fit_of_a_million_points_equals_in_memory_fit(options, tmp_path):
+    t, y = dataset(1_000_000, seed=1)
+    np.save(tmp_path / "t.npy", t)
+    np.save(tmp_path / "y.npy", y)
+    source = nf.ArraySource(
+        np.load(tmp_path / "t.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+    )
+    in_memory = nf.CurveFit(damped, t, y, p0=P0, **options).fit()
+    streamed = nf.StreamingOptimizer(
+        damped, P0, chunk_size=100_000, verbose=0, **options
+    ).fit(source)
+    assert_same_fit(streamed, in_memory)
+
+
+# Small data for the sources: 3,000 points in chunks of 1,024 (the last one padded).
+N_SMALL, CHUNK = 3_000, 1_024
+
+
+@pytest.fixture(scope="module")
+def small():
+    t, y = dataset(N_SMALL, seed=2)
+    sigma = 0.05 * (1.0 + 0.5 * np.sin(t))
+    reference = nf.CurveFit(damped, t, y, p0=P0, sigma=sigma, **HUBER).fit()
+    return t, y, sigma, reference
+
+
+def fit_small(source):
+    return nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit(source)
+
+
+def _memmap(tmp_path, t, y, sigma):
+    paths = []
+    for name, values in (("t", t), ("y", y), ("s", sigma)):
+        np.save(tmp_path / f"{name}.npy", values)
+        paths.append(np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+    return nf.ArraySource(*paths, piece_size=700)
+
+
+def _npy_files(tmp_path, t, y, sigma):
+    for name, values in (("t", t), ("y", y), ("s", sigma)):
+        np.save(tmp_path / f"{name}.npy", values)
+    return nf.NpySource(tmp_path / "t.npy", tmp_path / "y.npy", tmp_path / "s.npy",
+                        piece_size=700)
+
+
+def _callable(tmp_path, t, y, sigma):
+    def chunks():  # pieces of uneven sizes: re-chunked to CHUNK points
+        for start in range(0, t.size, 777):
+            part = slice(start, start + 777)
+            yield t[part], y[part], sigma[part]
+
+    return chunks
+
+
+def _sqlite(tmp_path, t, y, sigma):
+    connection = sqlite3.connect(tmp_path / "data.db")
+    connection.execute("CREATE TABLE m (t REAL, y REAL, s REAL)")
+    connection.executemany("INSERT INTO m VALUES (?, ?, ?)", zip(t, y, sigma, strict=True))
+    connection.commit()
+    return nf.SQLSource(connection, "SELECT t, y, s FROM m ORDER BY t", sigma=True,
+                        batch_size=500)
+
+
+def _sqlite_read_ahead(tmp_path, t, y, sigma):
+    _sqlite(tmp_path, t, y, sigma)  # a connection per pass, opened in the reading thread
+    return nf.SQLSource(lambda: sqlite3.connect(tmp_path / "data.db"),
+                        "SELECT t, y, s FROM m ORDER BY t", sigma=True, batch_size=500)
+
+
+def _hdf5(tmp_path, t, y, sigma):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "data.h5", "w") as file:
+        file["t"], file["y"], file["s"] = t, y, sigma
+    return nf.HDF5Source(tmp_path / "data.h5", x="t", y="y", sigma="s", piece_size=900)
+
+
+def _zarr(tmp_path, t, y, sigma):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
+    for name, values in (("t", t), ("y", y), ("s", sigma)):
+        group.create_array(name, shape=values.shape, chunks=(500,), dtype=values.dtype)
+        group[name][:] = values
+    return nf.ZarrSource(str(tmp_path / "data.zarr"), x="t", y="y", sigma="s",
+                         piece_size=1000)
+
+
+def _parquet(tmp_path, t, y, sigma):
+    pa = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"t": t, "y": y, "s": sigma})
+    parquet.write_table(table, tmp_path / "data.parquet", row_group_size=600)
+    return nf.ParquetSource(tmp_path / "data.parquet", x="t", y="y", sigma="s")
+
+
+def _pandas_csv(tmp_path, t, y, sigma):
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({"t": t, "y": y, "s": sigma}).to_csv(tmp_path / "data.csv", index=False,
+                                                      float_format="%.17g")
+    return nf.PandasSource(lambda: pd.read_csv(tmp_path / "data.csv", chunksize=800),
+                           x="t", y="y", sigma="s")
+
+
+@pytest.mark.parametrize(
+    "make_source",
+    [_memmap, _npy_files, _callable, _sqlite, _sqlite_read_ahead, _hdf5, _zarr, _parquet,
+     _pandas_csv],
+    ids=["npy-memmap", "npy-files", "callable", "sqlite", "sqlite-read-ahead", "hdf5", "zarr",
+         "parquet", "pandas-csv"],
+)
+def test_each_source_gives_the_in_memory_fit(make_source, small, tmp_path):
+    t, y, sigma, reference = small
+    streamed = fit_small(make_source(tmp_path, t, y, sigma))
+    assert_same_fit(streamed, reference)
+
+
+def test_lowered_chunk_size_and_two_column_x(small):
+    # x of shape (2, m), SciPy's convention for several inputs.
+    t, y, _, _ = small
+    x = np.stack([t, np.cos(t)])
+
+    def plane(x, a, b, c):
+        return a + b * x[0] + c * x[1]
+
+    reference = nf.CurveFit(plane, x, y, p0=[0.0, 0.0, 0.0], method="lm").fit()
+    optimizer = nf.StreamingOptimizer(plane, [0.0, 0.0, 0.0], chunk_size=CHUNK,
+                                      method="lm", verbose=0)
+    np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
+    optimizer.chunk_size //= 2  # as the guide does after an out-of-memory error
+    np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
+    optimizer.chunk_size = None  # from the available memory, at most the data's bucket
+    np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
+
+
+def test_update_is_exact_for_a_linear_model():
+    # Recursive Gauss–Newton is exact for models linear in their parameters.
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, 5_000)
+    y = 1.0 - 2.0 * x + 0.5 * x**2 + 0.1 * rng.standard_normal(x.size)
+
+    def parabola(x, a, b, c):
+        return a + b * x + c * x**2
+
+    optimizer = nf.StreamingOptimizer(parabola, [0.0, 0.0, 0.0], chunk_size=CHUNK,
+                                      method="lm", verbose=0)
+    for start in range(0, x.size, 1_250):
+        update = optimizer.update(x[start:start + 1_250], y[start:start + 1_250])
+        seen = slice(0, start + 1_250)
+        design = np.stack([np.ones(update.n_points), x[seen], x[seen] ** 2], axis=1)
+        exact, *_ = np.linalg.lstsq(design, y[seen], rcond=None)
+        np.testing.assert_allclose(update.x, exact, rtol=1e-10)
+    result = optimizer.result()
+    assert isinstance(result, nf.CurveFitResult)
+    reference = nf.CurveFit(parabola, x, y, p0=[0.0, 0.0, 0.0], method="lm").fit()
+    np.testing.assert_allclose(result.x, reference.x, rtol=1e-10)
+    np.testing.assert_allclose(result.pcov, reference.pcov, rtol=1e-8)
+    np.testing.assert_allclose(result.cost, reference.cost, rtol=1e-10)
+    assert result.n_points == x.size
+
+
+def test_update_single_pass_approximates_the_exact_fit():
+    t, y = dataset(20_000, seed=4, outliers=False)
+    order = np.random.default_rng(5).permutation(t.size)  # a stream in random order
+    t, y = t[order], y[order]
+    exact = nf.CurveFit(damped, t, y, p0=P0, **HUBER).fit()
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=4_096, verbose=0, **HUBER)
+    updates = [optimizer.update(t[i:i + 4_000], y[i:i + 4_000]) for i in range(0, t.size, 4_000)]
+    assert [u.n_chunks for u in updates] == [1, 2, 3, 4, 5]
+    assert not any(u.converged for u in updates)  # noisy data keep moving the estimate
+    result = optimizer.result()
+    # Within a small fraction of the standard errors of the exact fit.
+    assert np.all(np.abs(result.x - exact.x) < 0.05 * exact.perr)
+    np.testing.assert_allclose(result.perr, exact.perr, rtol=0.02)
+    np.testing.assert_allclose(updates[-1].grad, 0.0, atol=1e-6 * np.max(np.abs(exact.jac)))
+
+
+def test_update_converges_on_noise_free_data():
+    t = np.linspace(0, 10, 8_000)
+    y = np.asarray(damped(t, *TRUE))
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=2_048, method="lm", verbose=0)
+    for index in range(4):
+        update = optimizer.update(t[index::4], y[index::4])
+        if update.converged:
+            break
+    assert index == 1  # the first chunk fits exactly; the second confirms it
+    np.testing.assert_allclose(optimizer.result().x, TRUE, rtol=1e-8)
+
+
+RESUMABLE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import nlsq_fn as nf
+
+    def damped(t, a, k, w, c):
+        return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
+
+    kill_at = int(sys.argv[2])
+    t = np.linspace(0.0, 10.0, 3_000)
+    noise = 0.05 * np.random.default_rng(2).standard_normal(3_000)
+    y = np.asarray(damped(t, 2.0, 0.3, 3.0, 0.5)) + noise
+    passes = 0
+
+    def chunks():
+        global passes
+        passes += 1
+        for start in range(0, t.size, 1_000):
+            if passes == kill_at and start > 0:
+                os.kill(os.getpid(), signal.SIGKILL)  # killed in the middle of a pass
+            yield t[start:start + 1_000], y[start:start + 1_000]
+
+    optimizer = nf.StreamingOptimizer(
+        damped, [1.5, 0.2, 2.9, 0.0], chunk_size=1_024, bounds=([0, 0, 0, -1], [10, 5, 10, 1]),
+        loss="huber", f_scale=0.1, verbose=0,
+    )
+    result = optimizer.fit(chunks, checkpoint=sys.argv[1])
+    print(passes, result.nfev, *[repr(float(v)) for v in result.x])
+    """
+)
+
+
+def test_killed_fit_resumes_from_its_checkpoint(tmp_path):
+    script = tmp_path / "fit.py"
+    script.write_text(RESUMABLE)
+    checkpoint = str(tmp_path / "fit.eqx")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+
+    def run(kill_at):
+        return subprocess.run(
+            [sys.executable, str(script), checkpoint, str(kill_at)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+
+    # The first call of the source reads one chunk to check the model; the fit's
+    # passes follow: killed during the 5th call, after three full evaluations.
+    killed = run(kill_at=5)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert os.path.exists(checkpoint)
+    resumed = run(kill_at=0)
+    assert resumed.returncode == 0, resumed.stderr
+    calls, nfev, *x = resumed.stdout.split()
+    uninterrupted = nf.StreamingOptimizer(
+        damped, P0, chunk_size=1_024, verbose=0, **HUBER
+    ).fit(_callable_no_sigma(*dataset_plain()))
+    np.testing.assert_allclose(np.array(x, float), uninterrupted.x, rtol=1e-10)
+    assert int(nfev) == uninterrupted.nfev
+    # The resumed process did not redo the evaluations that were checkpointed.
+    assert int(calls) == 1 + uninterrupted.nfev - 3
+
+
+def dataset_plain():
+    t = np.linspace(0.0, 10.0, 3_000)
+    y = np.asarray(damped(t, *TRUE)) + 0.05 * np.random.default_rng(2).standard_normal(3_000)
+    return t, y
+
+
+def _callable_no_sigma(t, y):
+    def chunks():
+        for start in range(0, t.size, 1_000):
+            yield t[start:start + 1_000], y[start:start + 1_000]
+
+    return chunks
+
+
+def test_checkpoint_of_another_fit_is_refused(small, tmp_path):
+    t, y, _, _ = small
+    checkpoint = tmp_path / "fit.eqx"
+    nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        (t, y), checkpoint=checkpoint
+    )
+    other = nf.StreamingOptimizer(damped, [1.0, 0.2, 2.9, 0.0], chunk_size=CHUNK, verbose=0,
+                                  **HUBER)
+    with pytest.raises(ValueError, match="another `p0`"):
+        other.fit((t, y), checkpoint=checkpoint)
+
+
+def test_progress_bar_and_silence(small, capsys):
+    pytest.importorskip("tqdm")
+    t, y, _, _ = small
+    nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=1, **HUBER).fit((t, y))
+    assert "pass" in capsys.readouterr().err
+    nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit((t, y))
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_estimate_memory_follows_the_guide():
+    memory = nf.estimate_memory(n_points=10_000_000, n_params=20)
+    # The guide's breakdown: data 2 m, Jacobian m n, intermediates 3 m n (float32).
+    assert memory["data_gb"] == pytest.approx(0.08)
+    assert memory["jacobian_gb"] == pytest.approx(0.8)
+    assert memory["intermediate_gb"] == pytest.approx(2.4)
+    assert memory["total_gb"] == pytest.approx(3.28)
+    chunked = nf.estimate_memory(10_000_000, 20, dtype="float64", chunk_size=100_000)
+    assert chunked["jacobian_gb"] == pytest.approx(100_000 * 20 * 8 / 1e9)
+    assert chunked["data_gb"] == pytest.approx(3 * 2 * 100_000 * 8 / 1e9)
+    assert chunked["total_gb"] < memory["total_gb"] / 10
+    from nlsq_fn._memory import automatic_chunk_size
+
+    size = automatic_chunk_size(6)
+    assert 1024 <= size <= 1 << 20 and size % 1024 == 0
+
+
+def test_clear_errors():
+    with pytest.raises(ImportError, match=r"nlsq_fn\[hdf5\]"):
+        optional_import("surely_not_installed_module", "hdf5")
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0)
+    with pytest.raises(TypeError, match="generator can be read only once"):
+        optimizer.fit(iter([]))
+    with pytest.raises(ValueError, match="last axis"):
+        optimizer.fit((np.zeros(10), np.zeros(11)))
+    with pytest.raises(ValueError, match="No data yet"):
+        optimizer.result()
+
+
+SHARDED = textwrap.dedent(
+    """
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    import nlsq_fn as nf
+
+    def damped(t, a, k, w, c):
+        return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
+
+    assert len(jax.devices()) == 4
+    t = np.linspace(0.0, 10.0, 10_001)
+    y = np.asarray(damped(t, 2.0, 0.3, 3.0, 0.5))
+    y = y + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    y[::97] += 3.0
+    options = dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), loss="huber", f_scale=0.1,
+                   verbose=0)
+    for factorization in ("qr", "normal"):
+        fits = [
+            nf.StreamingOptimizer(damped, [1.5, 0.2, 2.9, 0.0], chunk_size=2_048,
+                                  factorization=factorization, devices=devices,
+                                  **options).fit((t, y))
+            for devices in (None, jax.devices())
+        ]
+        np.testing.assert_allclose(fits[1].x, fits[0].x, rtol=1e-10)
+        np.testing.assert_allclose(fits[1].cost, fits[0].cost, rtol=1e-12)
+        np.testing.assert_allclose(fits[1].pcov, fits[0].pcov, rtol=1e-7)
+
+    # A batch of 4,000 small fits with its batch axis split over the four devices.
+    import equinox as eqx
+
+    def decay(x, p):
+        return p[0] * jnp.exp(-p[1] * x) + p[2]
+
+    rng = np.random.default_rng(1)
+    x = np.tile(np.linspace(0.0, 4.0, 20), (4_000, 1))
+    true = np.stack([rng.uniform(1, 3, 4_000), rng.uniform(0.5, 2, 4_000),
+                     rng.uniform(-1, 1, 4_000)], axis=1)
+    y = true[:, :1] * np.exp(-true[:, 1:2] * x) + true[:, 2:]
+    data = nf.Data(x, y + 0.01 * rng.standard_normal(y.shape))
+    state = nf.init_batch(decay, data, jnp.array([1.0, 1.0, 0.0]))
+    fit = eqx.filter_jit(nf.solve_batch)
+    one = fit(decay, data, state)
+    four = fit(decay, nf.shard_batch(data, jax.devices()), state)
+    assert len(four.x.sharding.device_set) == 4
+    np.testing.assert_allclose(four.x, one.x, rtol=1e-10)
+    np.testing.assert_array_equal(four.status, one.status)
+    assert np.all(np.asarray(one.success))
+    print("ok")
+    """
+)
+
+
+def test_four_devices_give_the_single_device_fits(tmp_path):
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
