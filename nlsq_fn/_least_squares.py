@@ -11,6 +11,7 @@ from beartype import beartype
 from jaxtyping import jaxtyped
 
 from ._data import Data
+from ._dogbox import Dogbox
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import ArrayLikeOrSequence
@@ -43,11 +44,13 @@ def strategy_for(method: str, has_bounds: bool):
     """The strategy SciPy's ``method`` names."""
     if method == "trf":
         return TRF()
+    if method == "dogbox":
+        return Dogbox()
     if method == "lm":
         if has_bounds:
             raise ValueError("Method 'lm' doesn't support bounds.")
         return LevenbergMarquardt()
-    raise ValueError(f"`method` must be 'trf' or 'lm', got {method!r}.")
+    raise ValueError(f"`method` must be 'trf', 'dogbox' or 'lm', got {method!r}.")
 
 
 def has_finite_bounds(bounds) -> bool:

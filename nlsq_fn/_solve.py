@@ -10,7 +10,6 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
-from ._bounds import find_active_constraints
 from ._data import Data
 from ._linearize import (
     Linearization,
@@ -134,11 +133,8 @@ def _iterate(inputs):
         return new
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
-    if strategy.supports_bounds:
-        active = find_active_constraints(final.x, state.lower, state.upper, state.xtol)
-    else:
-        active = jnp.zeros(x0.shape, jnp.int32)
-    stats = _Stats(final.nfev, final.njev, final.nit, final.status, active.astype(jnp.int32))
+    active = strategy.active_constraints(final.x, problem)
+    stats = _Stats(final.nfev, final.njev, final.nit, final.status, active)
     return final.x, stats
 
 

@@ -26,7 +26,8 @@ class Solver(eqx.Module):
 
     **Arguments:**
 
-    - `strategy`: `TRF()` (default; bounds allowed) or `LevenbergMarquardt()`.
+    - `strategy`: `TRF()` (default; bounds allowed), `Dogbox()` (bounds allowed,
+        rectangular trust regions) or `LevenbergMarquardt()`.
     - `loss`: `Linear()` (default), `SoftL1`, `Huber`, `Cauchy`, `Arctan` or a subclass
         of `AbstractLoss`, each with its `f_scale`.
     - `bounds`: ``(lower, upper)``, each a scalar, a flat array or a pytree shaped like
@@ -213,7 +214,7 @@ def init(
             and np.all(np.asarray(x_scale_flat) > 0)
         ):
             raise ValueError("`x_scale` must be 'jac' or finite positive numbers.")
-    if strategy.supports_bounds:
+    if strategy.supports_bounds and strategy.starts_strictly_inside:
         x0 = make_strictly_feasible(x0, lower, upper)
         params = ravel_pytree(params)[1](x0)
     _check_model(model, data, params)
