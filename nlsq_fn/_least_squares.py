@@ -72,6 +72,7 @@ def least_squares(
     x_scale: ArrayLikeOrSequence | str | None = None,
     loss: str | AbstractLoss = "linear",
     f_scale: float = 1.0,
+    diff_step: ArrayLikeOrSequence | None = None,
     max_nfev: int | None = None,
     args: tuple = (),
     verbose: int = 0,
@@ -79,9 +80,10 @@ def least_squares(
 ) -> Solution:
     """Minimise ``0.5 * sum(rho(fun(x, *args)**2))``, as `scipy.optimize.least_squares`.
 
-    Same arguments and meaning as SciPy (``method`` is ``"trf"`` or ``"lm"``; ``jac`` a
-    callable ``jac(x, *args) -> (m, n)``, or None / ``"fwd"`` / ``"rev"`` for JAX's exact
-    Jacobian instead of finite differences). `fun` must be written with `jax.numpy`.
+    Same arguments and meaning as SciPy (``method`` is ``"trf"``, ``"dogbox"`` or
+    ``"lm"``; ``jac`` a callable ``jac(x, *args) -> (m, n)``, None / ``"fwd"`` / ``"rev"``
+    for JAX's exact Jacobian (the default), or SciPy's finite differences ``"2-point"``,
+    ``"3-point"``, ``"cs"`` with its `diff_step`). `fun` must be written with `jax.numpy`.
     ``verbose=2`` prints SciPy's iteration table from inside the compiled loop and
     ``verbose=1`` its closing report; ``callback(iteration, x, cost, grad)`` is called after
     each iteration and stops the fit (status -3) by returning True.
@@ -113,12 +115,12 @@ def least_squares(
         )
     if callable(jac):
         jac_mode = _ResidualJacobian(jac)
-    elif jac in (None, "fwd", "rev"):
+    elif jac in (None, "fwd", "rev", "2-point", "3-point", "cs"):
         jac_mode = jac or "fwd"
     else:
         raise ValueError(
-            f"`jac` must be a callable, None, 'fwd' or 'rev', got {jac!r} (finite "
-            "differences are not needed: JAX computes the exact Jacobian)."
+            f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
+            f"got {jac!r}."
         )
     solver = Solver(
         strategy=strategy,
@@ -130,6 +132,7 @@ def least_squares(
         gtol=gtol,
         max_nfev=max_nfev,
         jac=jac_mode,
+        diff_step=diff_step,
         verbose=2 if verbose == 2 else 0,
         callback=callback,
     )

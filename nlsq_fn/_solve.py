@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
 from ._data import Data
+from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
 from ._linearize import (
     Linearization,
     chunked_linearize,
@@ -60,6 +61,16 @@ def residual_and_jac(model, data, state, unravel, x):
             jac = jac / jnp.broadcast_to(data.sigma, data.y.shape).ravel()[:, None]
         if data.mask is not None:
             jac = jnp.where(data.mask.ravel()[:, None], jac, 0.0)
+        return f, jac
+    if state.jac in FINITE_DIFFERENCE_METHODS:
+        def residual(params):
+            return data.weighted_residual(model(data.x, params))
+
+        f = residual(unravel(x))
+        jac = finite_difference_jacobian(
+            residual, x, unravel, f, state.jac, state.diff_step, state.lower, state.upper,
+            state.bounded,
+        )
         return f, jac
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
 

@@ -12,13 +12,14 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
+from ._finite_difference import FINITE_DIFFERENCE_METHODS
 from ._linearize import check_chunkable
 from ._loss import AbstractLoss, Linear
 from ._misc import is_concrete
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
-JacobianMode = Literal["fwd", "rev"] | Callable
+JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable
 
 
 class Solver(eqx.Module):
@@ -41,7 +42,11 @@ class Solver(eqx.Module):
     - `jac`: ``"fwd"`` (forward-mode autodiff, default), ``"rev"`` (reverse mode, for
         models with many parameters and few outputs) or a function
         ``jac(x, params) -> (m, n)`` array of the model's derivatives with respect to the
-        flattened parameters.
+        flattened parameters; or, on request, SciPy's finite differences ``"2-point"``,
+        ``"3-point"`` or ``"cs"`` (complex step), with SciPy's steps (see `diff_step`)
+        kept inside the bounds.
+    - `diff_step`: relative step of the finite differences (scalar or one per flattened
+        parameter), as SciPy's; None takes SciPy's default.
     - `factorization`: ``"qr"`` (default, keeps the Jacobian's conditioning) or
         ``"normal"`` (forms ``JᵀJ``: faster for very many points, squares the condition
         number).
@@ -71,6 +76,7 @@ class Solver(eqx.Module):
     gtol: float = eqx.field(default=1e-8, static=True)
     max_nfev: int | None = eqx.field(default=None, static=True)
     jac: JacobianMode = eqx.field(default="fwd", static=True)
+    diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
     factorization: Literal["qr", "normal"] = eqx.field(default="qr", static=True)
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
@@ -101,6 +107,7 @@ class SolverState(eqx.Module):
     chunk_size: int | None = eqx.field(default=None, static=True)
     # False when every bound is known (concretely) to be infinite.
     bounded: bool = eqx.field(default=True, static=True)
+    diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
 
 
 def _flat_like(value, params, name, dtype):
@@ -228,6 +235,13 @@ def init(
     if chunk_size is not None:
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
+    jac = solver.jac
+    if not callable(jac) and jac not in ("fwd", "rev", *FINITE_DIFFERENCE_METHODS):
+        raise ValueError(
+            f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
+            f"{jac!r}."
+        )
+    diff_step = _diff_step(solver.diff_step, n)
     max_nfev = 100 * n if solver.max_nfev is None else int(solver.max_nfev)
     if solver.verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {solver.verbose!r}.")
@@ -246,7 +260,8 @@ def init(
         xtol=solver.xtol,
         gtol=solver.gtol,
         max_nfev=max_nfev,
-        jac=solver.jac,
+        jac=jac,
+        diff_step=diff_step,
         factorization=solver.factorization,
         verbose=solver.verbose,
         callback=solver.callback,
@@ -257,6 +272,21 @@ def init(
             and not np.any(np.isfinite(np.asarray(upper)))
         ),
     )
+
+
+def _diff_step(diff_step, n):
+    """`diff_step` as a hashable static value: None, a float or one float per entry."""
+    if diff_step is None:
+        return None
+    steps = np.asarray(diff_step, dtype=float)
+    if steps.ndim == 0:
+        return float(steps)
+    if steps.shape != (n,):
+        raise ValueError(
+            f"`diff_step` has shape {steps.shape}; give a scalar or one step for each of "
+            f"the {n} parameters."
+        )
+    return tuple(float(s) for s in steps)
 
 
 def _names_at(params, where) -> str:
