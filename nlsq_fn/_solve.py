@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
 from ._data import Data
+from ._host_model import HostModel
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
 from ._linearize import (
     Linearization,
@@ -159,7 +160,10 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     first-order optimality condition, never from unrolling the iterations (see
     `nlsq_fn._adjoint`). Arrays the model closes over are differentiable too.
     """
-    model = with_explicit_closure(model, data, state.params)
+    if state.host_model:
+        model = HostModel(model, data.y.shape)
+    else:
+        model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))
     x0, unravel = ravel_pytree(state.params)
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no

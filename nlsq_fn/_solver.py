@@ -13,6 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
+from ._host_model import call_on_host, is_untraceable, warn_host_model
 from ._linearize import check_chunkable
 from ._loss import AbstractLoss, Linear
 from ._misc import is_concrete
@@ -108,6 +109,8 @@ class SolverState(eqx.Module):
     # False when every bound is known (concretely) to be infinite.
     bounded: bool = eqx.field(default=True, static=True)
     diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
+    # True for a model JAX cannot trace (NumPy): `solve` runs it on the host.
+    host_model: bool = eqx.field(default=False, static=True)
 
 
 def _flat_like(value, params, name, dtype):
@@ -224,7 +227,7 @@ def init(
     if strategy.supports_bounds and strategy.starts_strictly_inside:
         x0 = make_strictly_feasible(x0, lower, upper)
         params = ravel_pytree(params)[1](x0)
-    _check_model(model, data, params)
+    on_host = _check_model(model, data, params)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
         if not value >= 0:
@@ -241,6 +244,16 @@ def init(
             f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
             f"{jac!r}."
         )
+    if on_host:
+        if callable(jac):
+            raise ValueError(
+                "A model that runs on the host (NumPy) takes finite-difference Jacobians "
+                "('2-point', '3-point', 'cs'), not a `jac` function."
+            )
+        if jac in ("fwd", "rev"):  # JAX cannot differentiate it: SciPy's default
+            jac = "2-point"
+        if chunk_size is not None:
+            raise ValueError("`chunk_size` needs a model written with jax.numpy.")
     diff_step = _diff_step(solver.diff_step, n)
     max_nfev = 100 * n if solver.max_nfev is None else int(solver.max_nfev)
     if solver.verbose not in (0, 1, 2):
@@ -262,6 +275,7 @@ def init(
         max_nfev=max_nfev,
         jac=jac,
         diff_step=diff_step,
+        host_model=on_host,
         factorization=solver.factorization,
         verbose=solver.verbose,
         callback=solver.callback,
@@ -294,13 +308,20 @@ def _names_at(params, where) -> str:
     return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
-def _check_model(model, data, params):
+def _check_model(model, data, params) -> bool:
+    """Check the model's output at `p0`; True if it has to run on the host (NumPy)."""
+    on_host = False
     try:
         out = jax.eval_shape(model, data.x, params)
     except Exception as error:
-        raise ValueError(
-            f"Calling the model as model(x, params) at p0 failed: {error}"
-        ) from error
+        failed = ValueError(f"Calling the model as model(x, params) at p0 failed: {error}")
+        if not (is_untraceable(error) and is_concrete(data, params)):
+            raise failed from error
+        try:
+            out = call_on_host(model, data.x, params)
+        except Exception:
+            raise failed from error
+        on_host = True
     shape = getattr(out, "shape", None)
     if shape is None:
         raise ValueError(
@@ -311,10 +332,12 @@ def _check_model(model, data, params):
             f"The model returns shape {shape} but `y` has shape {data.y.shape}; "
             "they must match."
         )
+    if on_host:
+        warn_host_model()
     if is_concrete(data, params):
-        prediction = model(data.x, params)
+        prediction = out if on_host else model(data.x, params)
         if not is_concrete(prediction):  # the model closes over traced values
-            return
+            return on_host
         prediction = np.asarray(prediction)
         counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
         if not np.all(np.isfinite(prediction[counted])):
@@ -322,3 +345,4 @@ def _check_model(model, data, params):
                 "The model returns NaN or inf at p0; choose another starting point or "
                 "check the model."
             )
+    return on_host

@@ -1,0 +1,101 @@
+"""Models written with NumPy (``scipy.special``, ``np.`` calls): run on the host.
+
+JAX cannot trace such a model; `init` notices when tracing it fails with one of JAX's
+conversion errors and calling it on concrete NumPy arrays works, and then the fit
+evaluates it through `jax.pure_callback` with finite-difference Jacobians (SciPy's
+``"2-point"`` unless another method is asked for). The loop stays compiled, but every
+evaluation is a Python call of the model, as in SciPy, so the fit runs at SciPy's
+speed; it is not differentiable (JAX has no derivatives of a host call).
+"""
+
+import warnings
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class HostModelWarning(UserWarning):
+    """The model is not traceable by JAX and runs on the host, at SciPy's speed."""
+
+
+HOST_MODEL_MESSAGE = (
+    "The model could not be traced by JAX (it uses NumPy or SciPy functions), so it runs "
+    "on the host through jax.pure_callback with finite-difference Jacobians: this fit "
+    "runs at SciPy's speed. Write the model with jax.numpy for compiled speed, exact "
+    "Jacobians, jax.vmap and derivatives of the fit."
+)
+
+
+def is_untraceable(error: Exception) -> bool:
+    """Whether `error` is JAX refusing to turn a tracer into a concrete value (what a
+    NumPy function does with its input)."""
+    return isinstance(error, jax.errors.JAXTypeError)
+
+
+def warn_host_model() -> None:
+    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=4)
+
+
+def call_on_host(model: Callable, x, params) -> np.ndarray:
+    """`model` called on NumPy copies of its (concrete) inputs."""
+    return np.asarray(model(*jax.tree.map(np.asarray, (x, params))))
+
+
+class HostModelWarning(UserWarning):
+    """The model is not traceable by JAX and runs on the host, at SciPy's speed."""
+
+
+HOST_MODEL_MESSAGE = (
+    "The model could not be traced by JAX (it uses NumPy or SciPy functions), so it runs "
+    "on the host through jax.pure_callback with finite-difference Jacobians: this fit "
+    "runs at SciPy's speed. Write the model with jax.numpy for compiled speed, exact "
+    "Jacobians, jax.vmap and derivatives of the fit."
+)
+
+
+def is_untraceable(error: Exception) -> bool:
+    """Whether `error` is JAX refusing to turn a tracer into a concrete value (what a
+    NumPy function does with its input)."""
+    return isinstance(error, jax.errors.JAXTypeError)
+
+
+def runs_on_host(model: Callable, x, params) -> bool:
+    """True if `model` cannot be traced but runs on concrete NumPy inputs (warning
+    once that it will run on the host); False if it traces. Re-raises the tracing error
+    when the model fails on concrete inputs too, or when the inputs are traced."""
+    try:
+        jax.eval_shape(model, x, params)
+        return False
+    except Exception as error:
+        if not is_untraceable(error):
+            raise
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x, params))):
+            raise
+        try:
+            model(*jax.tree.map(np.asarray, (x, params)))
+        except Exception:
+            raise error from None
+    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=3)
+    return True
+
+
+class HostModel(eqx.Module):
+    """``model(x, params)`` evaluated in Python on NumPy arrays via `jax.pure_callback`
+    (one call per evaluation; under `jax.vmap` one after the other)."""
+
+    model: Callable = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __call__(self, x, params):
+        dtype = jnp.result_type(*jax.tree.leaves(params), float)
+
+        def on_host(x, params):
+            return np.asarray(self.model(x, params), dtype=dtype)
+
+        return jax.pure_callback(
+            on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
+            vmap_method="sequential",
+        )
