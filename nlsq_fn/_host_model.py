@@ -44,44 +44,6 @@ def call_on_host(model: Callable, x, params) -> np.ndarray:
     return np.asarray(model(*jax.tree.map(np.asarray, (x, params))))
 
 
-class HostModelWarning(UserWarning):
-    """The model is not traceable by JAX and runs on the host, at SciPy's speed."""
-
-
-HOST_MODEL_MESSAGE = (
-    "The model could not be traced by JAX (it uses NumPy or SciPy functions), so it runs "
-    "on the host through jax.pure_callback with finite-difference Jacobians: this fit "
-    "runs at SciPy's speed. Write the model with jax.numpy for compiled speed, exact "
-    "Jacobians, jax.vmap and derivatives of the fit."
-)
-
-
-def is_untraceable(error: Exception) -> bool:
-    """Whether `error` is JAX refusing to turn a tracer into a concrete value (what a
-    NumPy function does with its input)."""
-    return isinstance(error, jax.errors.JAXTypeError)
-
-
-def runs_on_host(model: Callable, x, params) -> bool:
-    """True if `model` cannot be traced but runs on concrete NumPy inputs (warning
-    once that it will run on the host); False if it traces. Re-raises the tracing error
-    when the model fails on concrete inputs too, or when the inputs are traced."""
-    try:
-        jax.eval_shape(model, x, params)
-        return False
-    except Exception as error:
-        if not is_untraceable(error):
-            raise
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((x, params))):
-            raise
-        try:
-            model(*jax.tree.map(np.asarray, (x, params)))
-        except Exception:
-            raise error from None
-    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=3)
-    return True
-
-
 class HostModel(eqx.Module):
     """``model(x, params)`` evaluated in Python on NumPy arrays via `jax.pure_callback`
     (one call per evaluation; under `jax.vmap` one after the other)."""

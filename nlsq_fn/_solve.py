@@ -11,8 +11,8 @@ from jaxtyping import Array, Float, Int, PyTree
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
 from ._data import Data
-from ._host_model import HostModel
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
+from ._host_model import HostModel
 from ._linearize import (
     Linearization,
     chunked_linearize,

@@ -2,7 +2,6 @@
 
 import abc
 from collections.abc import Callable
-
 from typing import ClassVar
 
 import equinox as eqx

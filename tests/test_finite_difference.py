@@ -87,7 +87,8 @@ def bessel_decay(x, a, b, c):
 
 
 X_BESSEL = np.linspace(0.5, 10.0, 50)
-Y_BESSEL = bessel_decay(X_BESSEL, 2.0, 0.8, 0.3) + 0.01 * np.random.default_rng(0).standard_normal(50)
+NOISE = 0.01 * np.random.default_rng(0).standard_normal(50)
+Y_BESSEL = bessel_decay(X_BESSEL, 2.0, 0.8, 0.3) + NOISE
 P0_BESSEL = [1.5, 0.7, 0.0]
 
 
