@@ -36,8 +36,23 @@ def _fit(case, method):
     return solve(model, data, nf.init(model, data, jnp.asarray(case.p0), solver))
 
 
-@pytest.mark.parametrize("method", ["trf", "dogbox", "lm"])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+# Dogbox runs every case, but only those that also check its path by default (compile
+# time); the rest are slow tests.
+DOGBOX_PATH_CASES = (
+    "exp_decay", "logistic4_bounded", "exp_decay_upper_bound_active",
+    "exp_decay_lower_bound_active", "outliers_soft_l1", "misra1a_bounded_xscale_jac",
+)
+AGREEMENT_RUNS = [
+    pytest.param(
+        case, method, id=f"{name}-{method}",
+        marks=[pytest.mark.slow] if method == "dogbox" and name not in DOGBOX_PATH_CASES else [],
+    )
+    for method in ("trf", "dogbox", "lm")
+    for case, name in zip(CASES, CASE_IDS, strict=True)
+]
+
+
+@pytest.mark.parametrize(("case", "method"), AGREEMENT_RUNS)
 def test_matches_scipy_least_squares(case, method):
     if method == "lm" and (case.bounded or case.loss != "linear"):
         pytest.skip("SciPy's 'lm' supports neither bounds nor robust losses.")
@@ -52,11 +67,6 @@ def test_matches_scipy_least_squares(case, method):
         assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
         assert int(ours.status) == reference.status
 
-
-DOGBOX_PATH_CASES = (
-    "exp_decay", "logistic4_bounded", "exp_decay_upper_bound_active",
-    "exp_decay_lower_bound_active", "outliers_soft_l1", "misra1a_bounded_xscale_jac",
-)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.bounded][:4], ids=lambda c: c.name)
