@@ -1,11 +1,13 @@
 """Models written with NumPy (``scipy.special``, ``np.`` calls): run on the host.
 
-JAX cannot trace such a model; `init` notices when tracing it fails with one of JAX's
-conversion errors and calling it on concrete NumPy arrays works, and then the fit
+JAX cannot trace such a model; `init` notices when tracing it fails (a tracer converted
+to NumPy, used as a Python bool, assigned into...) while calling it on concrete NumPy
+arrays works, and then the fit
 evaluates it through `jax.pure_callback` with finite-difference Jacobians (SciPy's
 ``"2-point"`` unless another method is asked for). The loop stays compiled, but every
 evaluation is a Python call of the model, as in SciPy, so the fit runs at SciPy's
-speed; it is not differentiable (JAX has no derivatives of a host call).
+speed; it is not differentiable (JAX has no derivatives of a host call). A `jac`
+function written with NumPy is run on the host the same way.
 """
 
 import warnings
@@ -27,12 +29,6 @@ HOST_MODEL_MESSAGE = (
     "runs at SciPy's speed. Write the model with jax.numpy for compiled speed, exact "
     "Jacobians, jax.vmap and derivatives of the fit."
 )
-
-
-def is_untraceable(error: Exception) -> bool:
-    """Whether `error` is JAX refusing to turn a tracer into a concrete value (what a
-    NumPy function does with its input)."""
-    return isinstance(error, jax.errors.JAXTypeError)
 
 
 def warn_host_model() -> None:

@@ -12,7 +12,7 @@ from jaxtyping import jaxtyped
 
 from ._data import Data
 from ._dogbox import Dogbox
-from ._host_model import call_on_host, is_untraceable
+from ._host_model import call_on_host
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import ArrayLikeOrSequence
@@ -105,14 +105,12 @@ def least_squares(
         raise ValueError("method='lm' supports only the 'linear' loss.")
     model = _ResidualModel(fun)
     try:
-        try:
-            out = jax.eval_shape(model, args, x0)
-        except Exception as error:
-            if not is_untraceable(error):
-                raise
-            out = call_on_host(model, args, x0)  # a NumPy `fun`: `init` runs it on the host
+        out = jax.eval_shape(model, args, x0)
     except Exception as error:
-        raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
+        try:
+            out = call_on_host(model, args, x0)  # a NumPy `fun`: `init` runs it on the host
+        except Exception:
+            raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
     m = int(np.prod(out.shape))
     if method == "lm" and m < x0.size:
         raise ValueError(

@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
-from ._host_model import call_on_host, is_untraceable, warn_host_model
+from ._host_model import HostModel, call_on_host, warn_host_model
 from ._linearize import check_chunkable
 from ._loss import AbstractLoss, Linear
 from ._misc import is_concrete
@@ -244,12 +244,9 @@ def init(
             f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
             f"{jac!r}."
         )
+    if callable(jac):
+        jac = _jacobian_function(jac, data, params)
     if on_host:
-        if callable(jac):
-            raise ValueError(
-                "A model that runs on the host (NumPy) takes finite-difference Jacobians "
-                "('2-point', '3-point', 'cs'), not a `jac` function."
-            )
         if jac in ("fwd", "rev"):  # JAX cannot differentiate it: SciPy's default
             jac = "2-point"
         if chunk_size is not None:
@@ -308,6 +305,30 @@ def _names_at(params, where) -> str:
     return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
+def _jacobian_function(jac, data, params):
+    """The user's `jac`, run on the host when it is written with NumPy; its output must
+    hold one row per residual and one column per flattened parameter."""
+    m, n = data.y.size, ravel_pytree(params)[0].size
+    try:
+        out = jax.eval_shape(jac, data.x, params)
+    except Exception as error:
+        failed = ValueError(f"Calling jac(x, params) at p0 failed: {error}")
+        if not is_concrete(data, params):
+            raise failed from error
+        try:
+            out = call_on_host(jac, data.x, params)
+        except Exception:
+            raise failed from error
+        warn_host_model()
+        jac = HostModel(jac, out.shape)
+    if int(np.prod(out.shape)) != m * n:
+        raise ValueError(
+            f"`jac` returns shape {tuple(out.shape)}; expected ({m}, {n}): one row per "
+            "residual, one column per parameter."
+        )
+    return jac
+
+
 def _check_model(model, data, params) -> bool:
     """Check the model's output at `p0`; True if it has to run on the host (NumPy)."""
     on_host = False
@@ -315,7 +336,7 @@ def _check_model(model, data, params) -> bool:
         out = jax.eval_shape(model, data.x, params)
     except Exception as error:
         failed = ValueError(f"Calling the model as model(x, params) at p0 failed: {error}")
-        if not (is_untraceable(error) and is_concrete(data, params)):
+        if not is_concrete(data, params):
             raise failed from error
         try:
             out = call_on_host(model, data.x, params)

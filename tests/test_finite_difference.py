@@ -124,9 +124,29 @@ def test_numpy_model_through_least_squares_matches_scipy():
     assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
 
 
-def test_numpy_model_rejects_a_jax_jacobian_function():
-    model = lambda x, p: bessel_decay(x, *p)  # noqa: E731
-    data = nf.Data(X_BESSEL, Y_BESSEL)
-    solver = nf.Solver(jac=lambda x, p: np.zeros((50, 3)))
-    with pytest.warns(nf._host_model.HostModelWarning), pytest.raises(ValueError, match="host"):
-        nf.init(model, data, jnp.asarray(P0_BESSEL), solver)
+def test_numpy_model_with_numpy_jacobian_matches_scipy():
+    """`fun` and `jac` both written with NumPy (in-place assignment included): both run
+    on the host; the analytic Jacobian is used, not differences."""
+
+    def fun(p, x, y):
+        return bessel_decay(x, *p) - y
+
+    def jac(p, x, y):
+        out = np.empty((x.size, 3))
+        decay = np.exp(-0.1 * x)
+        out[:, 0] = scipy.special.j0(p[1] * x) * decay
+        out[:, 1] = -p[0] * scipy.special.j1(p[1] * x) * x * decay
+        out[:, 2] = 1.0
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
+        ours = nf.least_squares(
+            fun, P0_BESSEL, jac=jac, method="dogbox", args=(X_BESSEL, Y_BESSEL), **TOLERANCES
+        )
+    reference = scipy.optimize.least_squares(
+        fun, P0_BESSEL, jac=jac, method="dogbox", args=(X_BESSEL, Y_BESSEL), **TOLERANCES
+    )
+    np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ours.jac), reference.jac, rtol=1e-6, atol=1e-10)
+    assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
