@@ -54,9 +54,9 @@ def test_jacobian_equals_scipys_approx_derivative_near_bounds(method):
 @pytest.mark.parametrize(
     ("name", "method", "jac"),
     [
-        ("exp_decay", "trf", "3-point"),
+        pytest.param("exp_decay", "trf", "3-point", marks=pytest.mark.slow),
         ("exp_decay_upper_bound_active", "dogbox", "2-point"),
-        ("logistic4_bounded", "trf", "cs"),
+        pytest.param("logistic4_bounded", "trf", "cs", marks=pytest.mark.slow),
     ],
 )
 def test_least_squares_with_finite_differences_matches_scipy(name, method, jac):
@@ -124,6 +124,7 @@ def test_numpy_model_through_least_squares_matches_scipy():
     assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
 
 
+@pytest.mark.slow
 def test_numpy_model_with_numpy_jacobian_matches_scipy():
     """`fun` and `jac` both written with NumPy (in-place assignment included): both run
     on the host; the analytic Jacobian is used, not differences."""
