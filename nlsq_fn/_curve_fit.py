@@ -5,9 +5,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from beartype import beartype
-from jaxtyping import jaxtyped
 
+from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, OptimizeWarning
 from ._loss import AbstractLoss
 from ._misc import ArrayLikeOrSequence
@@ -15,7 +14,6 @@ from ._misc import ArrayLikeOrSequence
 __all__ = ["OptimizeWarning", "curve_fit"]
 
 
-@jaxtyped(typechecker=beartype)
 def curve_fit(
     f: Callable,
     xdata: Any,
@@ -39,6 +37,7 @@ def curve_fit(
     x_scale: ArrayLikeOrSequence | str | None = None,
     verbose: int = 0,
     callback: Callable | None = None,
+    pad: bool = False,
     diff_step: ArrayLikeOrSequence | None = None,
 ) -> tuple:
     """Fit ``f(xdata, *params)`` to `ydata`, as `scipy.optimize.curve_fit`.
@@ -49,20 +48,21 @@ def curve_fit(
     Jacobian, times the reduced chi-square unless `absolute_sigma`). `method` defaults
     to ``"lm"`` without bounds and ``"trf"`` with them or with a robust loss; `jac`
     defaults to JAX's exact Jacobian. `f` must be written with `jax.numpy`. Raises
-    `RuntimeError` when the fit fails, like SciPy. Calls with data of similar length
-    share compiled code (see `CurveFit`).
+    `RuntimeError` when the fit fails, like SciPy. Calls with data of the same shape
+    share compiled code; ``pad=True`` extends that to similar lengths for pointwise
+    models (see `CurveFit`).
     """
     del check_finite  # Non-finite data are always rejected (or omitted by nan_policy).
     fitter = CurveFit(
         f, xdata, ydata, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
         bounds=bounds, method=method, loss=loss, f_scale=f_scale, x_scale=x_scale,
         jac=jac, ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev, verbose=verbose,
-        callback=callback, nan_policy=nan_policy, diff_step=diff_step,
+        callback=callback, nan_policy=nan_policy, pad=pad, diff_step=diff_step,
     )
     result = fitter.fit()
     if not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
-    if full_output:
+    if as_flag(full_output, "full_output"):
         infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
         return result.popt, result.pcov, infodict, result.message, result.status
     return result.popt, result.pcov

@@ -7,9 +7,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from beartype import beartype
-from jaxtyping import jaxtyped
 
+from ._arguments import as_bounds, as_count, as_real, as_verbose
 from ._data import Data
 from ._dogbox import Dogbox
 from ._host_model import call_on_host
@@ -60,7 +59,6 @@ def has_finite_bounds(bounds) -> bool:
     )
 
 
-@jaxtyped(typechecker=beartype)
 def least_squares(
     fun: Callable,
     x0: ArrayLikeOrSequence,
@@ -92,7 +90,15 @@ def least_squares(
     ``grad``, ``optimality``, ``active_mask``, ``nfev``, ``njev``, ``status``,
     ``message``, ``success``) plus ``nit`` and ``initial_cost``.
     """
+    verbose = as_verbose(verbose)
+    ftol, xtol, gtol = as_real(ftol, "ftol"), as_real(xtol, "xtol"), as_real(gtol, "gtol")
+    f_scale = as_real(f_scale, "f_scale")
+    max_nfev = as_count(max_nfev, "max_nfev")
+    bounds = as_bounds(bounds)
+    args = tuple(args)
     x0 = jnp.asarray(x0)
+    if jnp.iscomplexobj(x0):
+        raise ValueError("`x0` must be real numbers, got complex values.")
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     x0 = jnp.atleast_1d(x0)
@@ -141,8 +147,6 @@ def least_squares(
         callback=callback,
     )
     data = Data(x=tuple(jnp.asarray(a) for a in args), y=jnp.zeros((m,), out.dtype))
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
     state = init(model, data, x0, solver)
     solution = _solve(model, data, state)
     if verbose >= 1:

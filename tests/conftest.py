@@ -22,9 +22,13 @@ def pytest_terminal_summary(terminalreporter):
     write(f"{'strategy':8} {'problem':10} {'start':>5} {'LRE':>6} {'nfev':>6} {'RSS':>12}")
     for strategy, name, start, lre, nfev, rss in sorted(rows):
         write(f"{strategy:8} {name:10} {start:>5} {lre:6.2f} {nfev:6d} {rss:12.5e}")
+    write("")
+    write("The README's accuracy table (paste it from here):")
+    write("| strategy | runs with LRE ≥ 6 | median LRE | minimum LRE |")
+    write("|---|---|---|---|")
     for strategy in sorted({row[0] for row in rows}):
         lres = np.array([row[3] for row in rows if row[0] == strategy])
         write(
-            f"{strategy}: {np.sum(lres >= 6)}/{lres.size} runs with LRE >= 6, "
-            f"median {np.median(lres):.2f}, minimum {np.min(lres):.2f}"
+            f"| {strategy} | {np.sum(lres >= 6)}/{lres.size} | {np.median(lres):.2f} | "
+            f"{np.min(lres):.2f} |"
         )

@@ -166,3 +166,48 @@ def _make_cases():
 
 CASES = _make_cases()
 CASE_IDS = [case.name for case in CASES]
+
+
+def standard_errors(jac, cost):
+    """Standard errors of the parameters of a least-squares fit from its (scaled) Jacobian
+    and cost, as `curve_fit` computes them: ``sqrt(diag(pinv(JᵀJ)) * 2 cost / (m - n))``."""
+    jac = np.asarray(jac, float)
+    m, n = jac.shape
+    covariance = np.linalg.pinv(jac.T @ jac) * 2.0 * float(cost) / max(m - n, 1)
+    return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+
+
+def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1e-4,
+                        cost_rtol=1e-10, err_msg=""):
+    """Two fits of the same problem reached the same optimum, to what the algorithm
+    guarantees on every machine.
+
+    A trust-region fit stops once cost reductions reach rounding level (``~eps * cost``),
+    which determines each parameter to about ``sqrt(eps * m)`` of its standard error; two
+    code paths (a batched and a single fit, chunked and one-shot evaluation, ...) that round
+    differently can end anywhere inside that region. So parameters are compared as a
+    fraction of their standard error (1e-4: three orders of magnitude above that
+    resolution, and far below any real difference), and costs, which are stationary at the
+    optimum, to `cost_rtol`. Leading batch axes are allowed.
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    reference_x = np.atleast_1d(np.asarray(reference_x, float))
+    jac = np.asarray(jac, float)
+    cost, reference_cost = np.asarray(cost, float), np.asarray(reference_cost, float)
+    np.testing.assert_allclose(cost, reference_cost, rtol=cost_rtol, atol=1e-300,
+                               err_msg=err_msg)
+    flat_x = x.reshape(-1, x.shape[-1])
+    flat_reference = reference_x.reshape(-1, x.shape[-1])
+    flat_jac = jac.reshape(-1, *jac.shape[-2:])
+    flat_cost = np.broadcast_to(reference_cost, x.shape[:-1]).reshape(-1)
+    for index, (a, b, j, c) in enumerate(
+        zip(flat_x, flat_reference, flat_jac, flat_cost, strict=True)
+    ):
+        tolerance = fraction * standard_errors(j, c)
+        # A perfect fit (zero cost) has zero standard errors: fall back to rounding level.
+        tolerance = np.maximum(tolerance, 1e-12 * np.maximum(np.abs(b), 1.0))
+        excess = np.abs(a - b) / tolerance
+        assert np.all(excess <= 1.0), (
+            f"{err_msg} member {index}: parameters differ by {np.abs(a - b)} "
+            f"(> {fraction} standard errors = {tolerance})"
+        )

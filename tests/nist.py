@@ -95,8 +95,12 @@ def load_problems():
 
 
 def log_relative_error(estimate, certified, cap=11.0):
-    """Minimum over parameters of -log10(|p - p_cert| / |p_cert|), capped."""
-    rel = np.abs(np.asarray(estimate) - certified) / np.abs(certified)
+    """Minimum over parameters of -log10(|p - p_cert| / |p_cert|), capped; 0 (no correct
+    digit) when any estimate is not finite, so a NaN can never pass for a good fit."""
+    estimate = np.asarray(estimate, float)
+    if not np.all(np.isfinite(estimate)):
+        return 0.0
+    rel = np.abs(estimate - certified) / np.abs(certified)
     with np.errstate(divide="ignore"):
         lre = -np.log10(rel)
     return float(np.min(np.clip(lre, 0.0, cap)))

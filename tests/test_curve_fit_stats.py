@@ -100,6 +100,7 @@ def test_confidence_and_prediction_bands_match_finite_difference_delta_method(re
     noise = 0.1**2 * (1.0 if result.absolute_sigma else result.redchi)
     lower, upper = result.prediction_band(grid, sigma=0.1)
     np.testing.assert_allclose(upper - y, t * np.sqrt(variance + noise), rtol=1e-6)
+    np.testing.assert_allclose(y - lower, t * np.sqrt(variance + noise), rtol=1e-6)
     with pytest.raises(ValueError, match="give `sigma` at the new points"):
         result.prediction_band(grid)
     # At the data, the data's own sigma is used.
@@ -107,9 +108,10 @@ def test_confidence_and_prediction_bands_match_finite_difference_delta_method(re
     g = _finite_difference_gradient(X, result.popt)
     variance = np.einsum("ij,jk,ik->i", g, result.pcov, g)
     scale = 1.0 if result.absolute_sigma else result.redchi
-    np.testing.assert_allclose(
-        0.5 * (upper - lower), t * np.sqrt(variance + SIGMA**2 * scale), rtol=1e-6
-    )
+    y = _model_np(X, result.popt)
+    half_width = t * np.sqrt(variance + SIGMA**2 * scale)
+    np.testing.assert_allclose(upper - y, half_width, rtol=1e-6)
+    np.testing.assert_allclose(y - lower, half_width, rtol=1e-6)
 
 
 def test_band_coverage_is_nominal():
