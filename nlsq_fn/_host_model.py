@@ -35,9 +35,14 @@ def warn_host_model() -> None:
     warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=4)
 
 
+def _numpy_copies(tree):
+    # Writable copies, as SciPy passes: the model may write into its inputs.
+    return jax.tree.map(np.array, tree)
+
+
 def call_on_host(model: Callable, x, params) -> np.ndarray:
     """`model` called on NumPy copies of its (concrete) inputs."""
-    return np.asarray(model(*jax.tree.map(np.asarray, (x, params))))
+    return np.asarray(model(*_numpy_copies((x, params))))
 
 
 class HostModel(eqx.Module):
@@ -50,8 +55,8 @@ class HostModel(eqx.Module):
     def __call__(self, x, params):
         dtype = jnp.result_type(*jax.tree.leaves(params), float)
 
-        def on_host(x, params):
-            return np.asarray(self.model(x, params), dtype=dtype)
+        def on_host(x, params):  # called with JAX arrays: give the model NumPy ones
+            return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
 
         return jax.pure_callback(
             on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
