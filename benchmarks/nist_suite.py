@@ -25,7 +25,12 @@ def _fitters(name, tol):
 
         import nlsq_fn as nf
 
-        strategy = nf.TRF() if "TRF" in name else nf.LevenbergMarquardt()
+        if "TRF" in name:
+            strategy = nf.TRF()
+        elif "Dogbox" in name:
+            strategy = nf.Dogbox()
+        else:
+            strategy = nf.LevenbergMarquardt()
         factorization = "normal" if "normal" in name else "qr"
         solver = nf.Solver(
             strategy=strategy, factorization=factorization, ftol=tol, xtol=tol, gtol=tol,

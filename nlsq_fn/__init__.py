@@ -12,6 +12,7 @@ from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
 from ._curve_fit_class import CurveFit as CurveFit
 from ._data import Data as Data
+from ._dogbox import Dogbox as Dogbox
 from ._fit_result import CurveFitResult as CurveFitResult
 from ._least_squares import least_squares as least_squares
 from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt

@@ -145,9 +145,10 @@ def with_starts(state: SolverState, starts: PyTree) -> SolverState:
     """`state` repeated over a batch of starting points.
 
     `starts` is shaped like the parameters with a leading batch axis on every leaf.
-    Starts on or outside a bound are moved strictly inside, as `init` does. The result
-    has a leading batch axis on every array, so `solve_batch` (or ``eqx.filter_vmap``
-    with ``in_axes=0`` for the state) fits each start.
+    Starts on or outside a bound are moved strictly inside, as `init` does (onto the
+    box for `Dogbox`, which may start on a bound). The result has a leading batch axis
+    on every array, so `solve_batch` (or ``eqx.filter_vmap`` with ``in_axes=0`` for the
+    state) fits each start.
     """
     flat = jax.vmap(lambda p: ravel_pytree(p)[0])(starts)
     _, unravel = ravel_pytree(state.params)
@@ -155,10 +156,12 @@ def with_starts(state: SolverState, starts: PyTree) -> SolverState:
         raise ValueError(
             "`starts` must be shaped like the parameters, with a leading batch axis."
         )
-    if state.strategy.supports_bounds:
+    if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
         flat = jax.vmap(make_strictly_feasible, in_axes=(0, None, None))(
             flat.astype(state.lower.dtype), state.lower, state.upper
         )
+    elif state.strategy.supports_bounds:  # Dogbox starts on the bounds, not inside
+        flat = jnp.clip(flat.astype(state.lower.dtype), state.lower, state.upper)
     size = flat.shape[0]
     batched = jax.tree.map(
         lambda leaf: jnp.broadcast_to(leaf, (size, *jnp.shape(leaf))),

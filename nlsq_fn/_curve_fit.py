@@ -38,6 +38,7 @@ def curve_fit(
     verbose: int = 0,
     callback: Callable | None = None,
     pad: bool = False,
+    diff_step: ArrayLikeOrSequence | None = None,
 ) -> tuple:
     """Fit ``f(xdata, *params)`` to `ydata`, as `scipy.optimize.curve_fit`.
 
@@ -56,7 +57,7 @@ def curve_fit(
         f, xdata, ydata, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
         bounds=bounds, method=method, loss=loss, f_scale=f_scale, x_scale=x_scale,
         jac=jac, ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev, verbose=verbose,
-        callback=callback, nan_policy=nan_policy, pad=pad,
+        callback=callback, nan_policy=nan_policy, pad=pad, diff_step=diff_step,
     )
     result = fitter.fit()
     if not result.success:

@@ -237,6 +237,7 @@ class CurveFit:
         callback: Callable | None = None,
         nan_policy: str | None = None,
         pad: bool = False,
+        diff_step=None,
     ):
         if not callable(f):
             raise TypeError("`f` must be callable: f(x, *params) or an nlsq_fn model.")
@@ -260,6 +261,7 @@ class CurveFit:
         self.strategy = strategy_for(method, self._has_bounds())
         self.x_scale = x_scale
         self.jac = jac
+        self.diff_step = diff_step
         self.tolerances = dict(ftol=ftol, xtol=xtol, gtol=gtol)
         self.max_nfev = max_nfev
         self.verbose = verbose
@@ -332,9 +334,12 @@ class CurveFit:
     def _jacobian(self):
         if callable(self.jac):
             return PositionalJacobian(self.jac)
-        if self.jac in (None, "fwd", "rev"):
+        if self.jac in (None, "fwd", "rev", "2-point", "3-point", "cs"):
             return self.jac or "fwd"
-        raise ValueError(f"`jac` must be a callable, None, 'fwd' or 'rev', got {self.jac!r}.")
+        raise ValueError(
+            "`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
+            f"got {self.jac!r}."
+        )
 
     def prepare(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
@@ -414,6 +419,7 @@ class CurveFit:
             x_scale=self.x_scale,
             max_nfev=self.max_nfev,
             jac=self._jacobian(),
+            diff_step=self.diff_step,
             # Only the table is printed from inside the loop; verbose=1 reports after
             # the fit and shares the compiled code of verbose=0.
             verbose=2 if self.verbose == 2 else 0,

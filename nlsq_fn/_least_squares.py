@@ -10,6 +10,8 @@ import numpy as np
 
 from ._arguments import as_bounds, as_count, as_real, as_verbose
 from ._data import Data
+from ._dogbox import Dogbox
+from ._host_model import call_on_host
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import ArrayLikeOrSequence
@@ -42,11 +44,13 @@ def strategy_for(method: str, has_bounds: bool):
     """The strategy SciPy's ``method`` names."""
     if method == "trf":
         return TRF()
+    if method == "dogbox":
+        return Dogbox()
     if method == "lm":
         if has_bounds:
             raise ValueError("Method 'lm' doesn't support bounds.")
         return LevenbergMarquardt()
-    raise ValueError(f"`method` must be 'trf' or 'lm', got {method!r}.")
+    raise ValueError(f"`method` must be 'trf', 'dogbox' or 'lm', got {method!r}.")
 
 
 def has_finite_bounds(bounds) -> bool:
@@ -67,6 +71,7 @@ def least_squares(
     x_scale: ArrayLikeOrSequence | str | None = None,
     loss: str | AbstractLoss = "linear",
     f_scale: float = 1.0,
+    diff_step: ArrayLikeOrSequence | None = None,
     max_nfev: int | None = None,
     args: tuple = (),
     verbose: int = 0,
@@ -74,9 +79,10 @@ def least_squares(
 ) -> Solution:
     """Minimise ``0.5 * sum(rho(fun(x, *args)**2))``, as `scipy.optimize.least_squares`.
 
-    Same arguments and meaning as SciPy (``method`` is ``"trf"`` or ``"lm"``; ``jac`` a
-    callable ``jac(x, *args) -> (m, n)``, or None / ``"fwd"`` / ``"rev"`` for JAX's exact
-    Jacobian instead of finite differences). `fun` must be written with `jax.numpy`.
+    Same arguments and meaning as SciPy (``method`` is ``"trf"``, ``"dogbox"`` or
+    ``"lm"``; ``jac`` a callable ``jac(x, *args) -> (m, n)``, None / ``"fwd"`` / ``"rev"``
+    for JAX's exact Jacobian (the default), or SciPy's finite differences ``"2-point"``,
+    ``"3-point"``, ``"cs"`` with its `diff_step`). `fun` must be written with `jax.numpy`.
     ``verbose=2`` prints SciPy's iteration table from inside the compiled loop and
     ``verbose=1`` its closing report; ``callback(iteration, x, cost, grad)`` is called after
     each iteration and stops the fit (status -3) by returning True.
@@ -107,7 +113,10 @@ def least_squares(
     try:
         out = jax.eval_shape(model, args, x0)
     except Exception as error:
-        raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
+        try:
+            out = call_on_host(model, args, x0)  # a NumPy `fun`: `init` runs it on the host
+        except Exception:
+            raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
     m = int(np.prod(out.shape))
     if method == "lm" and m < x0.size:
         raise ValueError(
@@ -116,12 +125,12 @@ def least_squares(
         )
     if callable(jac):
         jac_mode = _ResidualJacobian(jac)
-    elif jac in (None, "fwd", "rev"):
+    elif jac in (None, "fwd", "rev", "2-point", "3-point", "cs"):
         jac_mode = jac or "fwd"
     else:
         raise ValueError(
-            f"`jac` must be a callable, None, 'fwd' or 'rev', got {jac!r} (finite "
-            "differences are not needed: JAX computes the exact Jacobian)."
+            f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
+            f"got {jac!r}."
         )
     solver = Solver(
         strategy=strategy,
@@ -133,6 +142,7 @@ def least_squares(
         gtol=gtol,
         max_nfev=max_nfev,
         jac=jac_mode,
+        diff_step=diff_step,
         verbose=2 if verbose == 2 else 0,
         callback=callback,
     )

@@ -10,8 +10,10 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
-from ._bounds import find_active_constraints, make_strictly_feasible
+from ._bounds import make_strictly_feasible
 from ._data import Data
+from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
+from ._host_model import HostModel
 from ._linearize import (
     Linearization,
     chunked_linearize,
@@ -97,6 +99,16 @@ def residual_and_jac(model, data, state, unravel, x):
         if data.mask is not None:
             jac = jnp.where(data.mask.ravel()[:, None], jac, 0.0)
         return f, jac
+    if state.jac in FINITE_DIFFERENCE_METHODS:
+        def residual(params):
+            return data.weighted_residual(model(data.model_x, params))
+
+        f = residual(unravel(x))
+        jac = finite_difference_jacobian(
+            residual, x, unravel, f, state.jac, state.diff_step, state.lower, state.upper,
+            state.bounded,
+        )
+        return f, jac
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
 
 
@@ -143,9 +155,10 @@ def valid_input(x0, data: Data, state: SolverState):
 
 
 def start_point(state: SolverState):
-    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF)."""
+    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF; its
+    dogbox starts at `p0`, possibly on a bound)."""
     x0, unravel = ravel_pytree(state.params)
-    if state.strategy.supports_bounds:
+    if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
         x0 = make_strictly_feasible(x0, state.lower, state.upper)
     return x0, unravel
 
@@ -186,11 +199,8 @@ def _iterate(inputs):
         return new
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
-    if strategy.supports_bounds:
-        active = find_active_constraints(final.x, state.lower, state.upper, state.xtol)
-    else:
-        active = jnp.zeros(x0.shape, jnp.int32)
-    stats = _Stats(final.nfev, final.njev, final.nit, final.status, active.astype(jnp.int32))
+    active = strategy.active_constraints(final.x, problem)
+    stats = _Stats(final.nfev, final.njev, final.nit, final.status, active)
     return final.x, stats
 
 
@@ -204,7 +214,10 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     first-order optimality condition, never from unrolling the iterations (see
     `nlsq_fn._adjoint`). Arrays the model closes over are differentiable too.
     """
-    model = with_explicit_closure(model, data, state.params)
+    if state.host_model:
+        model = HostModel(model, data.y.shape)
+    else:
+        model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))
     x0, unravel = start_point(state)
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no

@@ -13,6 +13,9 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 from ._arguments import as_count
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
+from ._dogbox import Dogbox
+from ._finite_difference import FINITE_DIFFERENCE_METHODS
+from ._host_model import HostModel, call_on_host, warn_host_model
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
@@ -20,19 +23,22 @@ from ._misc import is_concrete
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
-JacobianMode = Literal["fwd", "rev"] | Callable
+JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable
 
 
 def _as_strategy(strategy) -> AbstractStrategy:
-    """A strategy module, or SciPy's name of one ("trf", "lm")."""
+    """A strategy module, or SciPy's name of one ("trf", "dogbox", "lm")."""
     if isinstance(strategy, AbstractStrategy):
         return strategy
     if strategy == "trf":
         return TRF()
+    if strategy == "dogbox":
+        return Dogbox()
     if strategy == "lm":
         return LevenbergMarquardt()
     raise ValueError(
-        f"`strategy` must be TRF(), LevenbergMarquardt() or 'trf' / 'lm', got {strategy!r}."
+        "`strategy` must be TRF(), Dogbox(), LevenbergMarquardt() or 'trf' / 'dogbox' / "
+        f"'lm', got {strategy!r}."
     )
 
 
@@ -50,7 +56,8 @@ class Solver(eqx.Module):
 
     **Arguments:**
 
-    - `strategy`: `TRF()` (default; bounds allowed) or `LevenbergMarquardt()`.
+    - `strategy`: `TRF()` (default; bounds allowed), `Dogbox()` (bounds allowed,
+        rectangular trust regions) or `LevenbergMarquardt()`.
     - `loss`: `Linear()` (default), `SoftL1`, `Huber`, `Cauchy`, `Arctan` or a subclass
         of `AbstractLoss`, each with its `f_scale`.
     - `bounds`: ``(lower, upper)``, each a scalar, a flat array or a pytree shaped like
@@ -64,7 +71,11 @@ class Solver(eqx.Module):
     - `jac`: ``"fwd"`` (forward-mode autodiff, default), ``"rev"`` (reverse mode, for
         models with many parameters and few outputs) or a function
         ``jac(x, params) -> (m, n)`` array of the model's derivatives with respect to the
-        flattened parameters.
+        flattened parameters; or, on request, SciPy's finite differences ``"2-point"``,
+        ``"3-point"`` or ``"cs"`` (complex step), with SciPy's steps (see `diff_step`)
+        kept inside the bounds.
+    - `diff_step`: relative step of the finite differences (scalar or one per flattened
+        parameter), as SciPy's; None takes SciPy's default.
     - `factorization`: ``"qr"`` (default, keeps the Jacobian's conditioning) or
         ``"normal"`` (forms ``JᵀJ``: faster for very many points, squares the condition
         number).
@@ -94,6 +105,7 @@ class Solver(eqx.Module):
     gtol: float = eqx.field(default=1e-8, static=True)
     max_nfev: int | None = eqx.field(default=None, static=True)
     jac: JacobianMode = eqx.field(default="fwd", static=True)
+    diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
     factorization: Literal["qr", "normal"] = eqx.field(default="qr", static=True)
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
@@ -124,6 +136,9 @@ class SolverState(eqx.Module):
     chunk_size: int | None = eqx.field(default=None, static=True)
     # False when every bound is known (concretely) to be infinite.
     bounded: bool = eqx.field(default=True, static=True)
+    diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
+    # True for a model JAX cannot trace (NumPy): `solve` runs it on the host.
+    host_model: bool = eqx.field(default=False, static=True)
 
 
 def _flat_like(value, params, name, dtype):
@@ -252,13 +267,11 @@ def init(
         ):
             raise ValueError("`x_scale` must be 'jac' or finite positive numbers.")
     # The state keeps `p0` as given (summaries show it); `solve` starts strictly inside
-    # the bounds, as SciPy's TRF, and the model is checked there.
+    # the bounds, as SciPy's TRF, and the model is checked there (dogbox starts at p0).
     start = params
-    if strategy.supports_bounds:
+    if strategy.supports_bounds and strategy.starts_strictly_inside:
         start = ravel_pytree(params)[1](make_strictly_feasible(x0, lower, upper))
-    _check_model(model, data, start)
-    if callable(solver.jac):
-        check_jacobian_shape(solver.jac, data, start)
+    on_host = _check_model(model, data, start)
     _check_loss_scale(solver.loss)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
@@ -270,6 +283,20 @@ def init(
     if chunk_size is not None:
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
+    jac = solver.jac
+    if not callable(jac) and jac not in ("fwd", "rev", *FINITE_DIFFERENCE_METHODS):
+        raise ValueError(
+            f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
+            f"{jac!r}."
+        )
+    if callable(jac):
+        jac = _jacobian_function(jac, data, start)
+    if on_host:
+        if jac in ("fwd", "rev"):  # JAX cannot differentiate it: SciPy's default
+            jac = "2-point"
+        if chunk_size is not None:
+            raise ValueError("`chunk_size` needs a model written with jax.numpy.")
+    diff_step = _diff_step(solver.diff_step, n)
     max_nfev = 100 * n if solver.max_nfev is None else as_count(solver.max_nfev, "max_nfev")
     if solver.verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {solver.verbose!r}.")
@@ -288,7 +315,9 @@ def init(
         xtol=solver.xtol,
         gtol=solver.gtol,
         max_nfev=max_nfev,
-        jac=solver.jac,
+        jac=jac,
+        diff_step=diff_step,
+        host_model=on_host,
         factorization=solver.factorization,
         verbose=solver.verbose,
         callback=solver.callback,
@@ -299,6 +328,21 @@ def init(
             and not np.any(np.isfinite(np.asarray(upper)))
         ),
     )
+
+
+def _diff_step(diff_step, n):
+    """`diff_step` as a hashable static value: None, a float or one float per entry."""
+    if diff_step is None:
+        return None
+    steps = np.asarray(diff_step, dtype=float)
+    if steps.ndim == 0:
+        return float(steps)
+    if steps.shape != (n,):
+        raise ValueError(
+            f"`diff_step` has shape {steps.shape}; give a scalar or one step for each of "
+            f"the {n} parameters."
+        )
+    return tuple(float(s) for s in steps)
 
 
 def _check_loss_scale(loss) -> None:
@@ -319,29 +363,46 @@ def _names_at(params, where) -> str:
     return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
-def check_jacobian_shape(jac: Callable, data: Data, params) -> None:
-    """Raise unless ``jac(x, params)`` is ``(m, n)`` (or ``y.shape + (n,)``): a transposed
-    Jacobian must never be reshaped into a wrong one."""
+def _jacobian_function(jac, data, params):
+    """The user's `jac`, checked to return ``(m, n)`` (or ``y.shape + (n,)``): a
+    transposed Jacobian must never be reshaped into a wrong one. A `jac` written with
+    NumPy (which JAX cannot trace) is run on the host."""
     n = ravel_pytree(params)[0].size
     expected = (int(np.prod(data.y.shape)), n)
     try:
         out = jax.eval_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
     except Exception as error:
-        raise ValueError(f"Calling `jac` at p0 failed: {error}") from error
+        failed = ValueError(f"Calling `jac` at p0 failed: {error}")
+        if not is_concrete(data, params):
+            raise failed from error
+        try:
+            out = call_on_host(jac, data.model_x, params)
+        except Exception:
+            raise failed from error
+        warn_host_model()
+        jac = HostModel(jac, out.shape)
     if out.shape not in (expected, (*data.y.shape, n)):
         raise ValueError(
             f"The return value of `jac` has wrong shape: expected {expected}, "
             f"actual {out.shape}."
         )
+    return jac
 
 
-def _check_model(model, data, params):
+def _check_model(model, data, params) -> bool:
+    """Check the model's output at the start; True if it has to run on the host."""
+    on_host = False
     try:
         out = jax.eval_shape(model, data.x, params)
     except Exception as error:
-        raise ValueError(
-            f"Calling the model as model(x, params) at p0 failed: {error}"
-        ) from error
+        failed = ValueError(f"Calling the model as model(x, params) at p0 failed: {error}")
+        if not is_concrete(data, params):
+            raise failed from error
+        try:
+            out = call_on_host(model, data.model_x, params)
+        except Exception:
+            raise failed from error
+        on_host = True
     shape = getattr(out, "shape", None)
     if shape is None:
         raise ValueError(
@@ -352,6 +413,8 @@ def _check_model(model, data, params):
             f"The model returns shape {shape} but `y` has shape {data.y.shape}; "
             "they must match."
         )
+    if on_host:
+        warn_host_model()
     if not jnp.issubdtype(out.dtype, jnp.inexact):
         # Silently casting would fit nothing: the derivatives of integers are zero.
         raise ValueError(
@@ -361,9 +424,9 @@ def _check_model(model, data, params):
     if jnp.issubdtype(out.dtype, jnp.complexfloating):
         raise ValueError("The model returns complex values; they must be real.")
     if is_concrete(data, params):
-        prediction = model(data.model_x, params)
+        prediction = out if on_host else model(data.model_x, params)
         if not is_concrete(prediction):  # the model closes over traced values
-            return
+            return on_host
         prediction = np.asarray(prediction)
         counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
         if not np.all(np.isfinite(prediction[counted])):
@@ -378,3 +441,4 @@ def _check_model(model, data, params):
                     "The cost (half the sum of squared residuals) overflows at p0: the "
                     "residuals are too large for floating point; rescale `y` or `sigma`."
                 )
+    return on_host

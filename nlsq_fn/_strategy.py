@@ -2,10 +2,13 @@
 
 import abc
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
+from ._bounds import find_active_constraints
 from ._linearize import Linearization
 
 
@@ -109,7 +112,20 @@ class AbstractStrategy(eqx.Module):
     ) -> Float[Array, ""]:
         """The first-order optimality measure reported in the result."""
 
+    def active_constraints(
+        self, x: Float[Array, " n"], problem: Problem
+    ) -> Int[Array, " n"]:
+        """SciPy's ``active_mask``: -1 / 1 for variables at their lower / upper bound
+        (within ``xtol``, as SciPy's TRF reports it), 0 elsewhere."""
+        if not self.supports_bounds:
+            return jnp.zeros(x.shape, jnp.int32)
+        active = find_active_constraints(x, problem.lower, problem.upper, problem.xtol)
+        return active.astype(jnp.int32)
+
     supports_bounds: eqx.AbstractClassVar[bool]
     # Whether the Jacobian is evaluated after the final, accepted step (SciPy's TRF does,
     # MINPACK does not); only the reported `njev` depends on it.
     jacobian_after_last_step: eqx.AbstractClassVar[bool]
+    # Whether a bounded fit starts strictly inside the box (TRF needs it; SciPy's dogbox
+    # starts where it is told, possibly on a bound).
+    starts_strictly_inside: ClassVar[bool] = True

@@ -94,6 +94,24 @@ def _bound_case():
     return GradCase("upper_bound_active", make, Y_CLEAN + NOISE, 2.5, p0, active=(1, 0, 0))
 
 
+def _dogbox_bound_case():
+    # Dogbox puts the amplitude exactly on its bound h and holds it there (its active
+    # set), under a robust loss: dx0/dh = 1, the free parameters follow the data.
+    def make(y, x, h):
+        upper = jnp.stack([h, 10.0, 1.0])
+        solver = nf.Solver(
+            strategy=nf.Dogbox(), loss=nf.SoftL1(f_scale=0.2),
+            bounds=(jnp.array([0.0, 0.0, -1.0]), upper), **TIGHT,
+        )
+        return StretchedDecay(jnp.asarray(1.0)), nf.Data(x, y), solver
+
+    p0 = jnp.array([1.0, 0.5, 0.0])
+    return GradCase(
+        "dogbox_upper_bound_soft_l1", make, Y_CLEAN + NOISE + OUTLIERS, 2.5, p0,
+        reverse=False,
+    )
+
+
 def _closure_case():
     # LM, hyperparameter closed over by a plain function.
     def make(y, x, h):
@@ -117,6 +135,7 @@ GRAD_CASES = [
     _module_case("trf_sigma_hyper_in_module", Y_CLEAN + NOISE, {}, sigma=SIGMA, h=1.05),
     _closure_case(),
     _bound_case(),
+    _dogbox_bound_case(),
     _loss_case(nf.SoftL1, nf.TRF()),
     _loss_case(nf.Huber, nf.TRF()),
     _loss_case(nf.Cauchy, nf.LevenbergMarquardt()),
@@ -210,6 +229,9 @@ def test_jacobians_match_central_differences(case):
             # Two compiled programs (each solves the fit itself): they agree to what the
             # fit resolves, far inside the 1e-5 agreement with central differences.
             np.testing.assert_allclose(rev, fwd, rtol=1e-7, atol=1e-9 * scale, err_msg=name)
+    if case.name == "dogbox_upper_bound_soft_l1":
+        assert float(solution.x[0]) == 2.5  # on the bound exactly, as SciPy's dogbox
+        assert np.asarray(solution.active_mask).tolist() == [1, 0, 0]
     if case.name == "upper_bound_active":
         assert float(solution.x[0]) == pytest.approx(2.5, abs=1e-12)
         d_dy = np.asarray(forward[0]).reshape(reference[0].shape)

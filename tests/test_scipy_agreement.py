@@ -1,6 +1,9 @@
 """Parameters and cost agree with `scipy.optimize.least_squares` on shared problems."""
 
+import dataclasses
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,8 +22,11 @@ class _Model(eqx.Module):
         return self.fn(x, p)
 
 
+STRATEGIES = {"trf": nf.TRF, "dogbox": nf.Dogbox, "lm": nf.LevenbergMarquardt}
+
+
 def _fit(case, method):
-    strategy = nf.TRF() if method == "trf" else nf.LevenbergMarquardt()
+    strategy = STRATEGIES[method]()
     solver = nf.Solver(
         strategy=strategy,
         loss=nf._loss.as_loss(case.loss, case.f_scale),
@@ -38,9 +44,18 @@ def _supported(case, method):
     return method != "lm" or not (case.bounded or case.loss != "linear")
 
 
+# Dogbox runs every case, but by default only those that also check its path (compile
+# time); the rest are slow tests.
+DOGBOX_PATH_CASES = (
+    "exp_decay", "logistic4_bounded", "exp_decay_upper_bound_active",
+    "exp_decay_lower_bound_active", "outliers_soft_l1", "misra1a_bounded_xscale_jac",
+)
 METHOD_CASES = [
-    pytest.param(case, method, id=f"{name}-{method}")
-    for method in ("trf", "lm")
+    pytest.param(
+        case, method, id=f"{name}-{method}",
+        marks=[pytest.mark.slow] if method == "dogbox" and name not in DOGBOX_PATH_CASES else [],
+    )
+    for method in ("trf", "dogbox", "lm")
     for case, name in zip(CASES, CASE_IDS, strict=True)
     if _supported(case, method)
 ]
@@ -54,6 +69,11 @@ def test_matches_scipy_least_squares(case, method):
     np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(float(ours.cost), reference.cost, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(ours.active_mask), reference.active_mask)
+    if method == "dogbox" and case.name in DOGBOX_PATH_CASES:
+        # Same algorithm, same iterates (bounds hit and held, robust losses included).
+        assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
+        assert int(ours.status) == reference.status
+
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.bounded][:4], ids=lambda c: c.name)
@@ -101,3 +121,22 @@ def test_least_squares_front_end_options_match_scipy(case):
                                atol=1e-8)
     np.testing.assert_array_equal(np.asarray(ours.active_mask), reference.active_mask)
     assert int(ours.status) == reference.status
+
+
+def test_dogbox_under_vmap_matches_each_scipy_fit():
+    """A batch of starts (one of them on a bound, where dogbox may start) in one
+    compiled call; each member agrees with SciPy's dogbox from the same start."""
+    case = next(c for c in CASES if c.name == "logistic4_bounded")
+    starts = np.array([case.p0, [0.0, 150.0, 2.0, 1.0], [0.5, 80.0, 0.5, 2.0]])
+    model = _Model(case.model)
+    data = nf.Data(case.x, case.y)
+    solver = nf.Solver(strategy=nf.Dogbox(), bounds=case.bounds, **TOLERANCES)
+    states = [nf.init(model, data, jnp.asarray(start), solver) for start in starts]
+    assert float(states[1].params[0]) == 0.0  # dogbox starts on the bound, as SciPy's
+    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    batch = eqx.filter_jit(jax.vmap(nf.solve, in_axes=(None, None, 0)))(model, data, states)
+    for k, start in enumerate(starts):
+        reference = dataclasses.replace(case, p0=start).scipy("dogbox", **TOLERANCES)
+        np.testing.assert_allclose(np.asarray(batch.x[k]), reference.x, rtol=1e-6)
+        np.testing.assert_allclose(float(batch.cost[k]), reference.cost, rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(batch.active_mask[k]), reference.active_mask)

@@ -1,0 +1,64 @@
+"""Models written with NumPy (``scipy.special``, ``np.`` calls): run on the host.
+
+JAX cannot trace such a model; `init` notices when tracing it fails (a tracer converted
+to NumPy, used as a Python bool, assigned into...) while calling it on concrete NumPy
+arrays works, and then the fit
+evaluates it through `jax.pure_callback` with finite-difference Jacobians (SciPy's
+``"2-point"`` unless another method is asked for). The loop stays compiled, but every
+evaluation is a Python call of the model, as in SciPy, so the fit runs at SciPy's
+speed; it is not differentiable (JAX has no derivatives of a host call). A `jac`
+function written with NumPy is run on the host the same way.
+"""
+
+import warnings
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class HostModelWarning(UserWarning):
+    """The model is not traceable by JAX and runs on the host, at SciPy's speed."""
+
+
+HOST_MODEL_MESSAGE = (
+    "The model could not be traced by JAX (it uses NumPy or SciPy functions), so it runs "
+    "on the host through jax.pure_callback with finite-difference Jacobians: this fit "
+    "runs at SciPy's speed. Write the model with jax.numpy for compiled speed, exact "
+    "Jacobians, jax.vmap and derivatives of the fit."
+)
+
+
+def warn_host_model() -> None:
+    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=4)
+
+
+def _numpy_copies(tree):
+    # Writable copies, as SciPy passes: the model may write into its inputs.
+    return jax.tree.map(np.array, tree)
+
+
+def call_on_host(model: Callable, x, params) -> np.ndarray:
+    """`model` called on NumPy copies of its (concrete) inputs."""
+    return np.asarray(model(*_numpy_copies((x, params))))
+
+
+class HostModel(eqx.Module):
+    """``model(x, params)`` evaluated in Python on NumPy arrays via `jax.pure_callback`
+    (one call per evaluation; under `jax.vmap` one after the other)."""
+
+    model: Callable = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __call__(self, x, params):
+        dtype = jnp.result_type(*jax.tree.leaves(params), float)
+
+        def on_host(x, params):  # called with JAX arrays: give the model NumPy ones
+            return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
+
+        return jax.pure_callback(
+            on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
+            vmap_method="sequential",
+        )
