@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _sharding
-from ._curve_fit_class import _pad_last_axis
+from ._curve_fit_class import _pad_points
 from ._data import Data
 from ._linearize import _accumulate
 from ._solve import residual_and_jac
@@ -82,7 +82,7 @@ def _padded(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:
     for x, y, sigma in chunks:
         m = y.shape[0]
         mask = np.arange(chunk_size) < m
-        x = _pad_last_axis(np.asarray(x, dtype), m, chunk_size)
+        x = _pad_points(np.asarray(x, dtype), m, chunk_size)
         y = np.pad(np.asarray(y, dtype), (0, chunk_size - m))
         if sigma is not None:
             sigma = np.pad(np.asarray(sigma, dtype), (0, chunk_size - m), constant_values=1.0)

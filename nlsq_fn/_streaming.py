@@ -454,7 +454,9 @@ class StreamingOptimizer:
             zero = jnp.zeros((), dtype)
             self._stream = dict(
                 state=state,
-                prior=_Prior(start_point(state)[0], zero, jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)),
+                prior=_Prior(
+                    start_point(state)[0], zero, jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)
+                ),
                 sums=Sums.zeros(dtype), n_chunks=0, nfev=0, njev=0, nit=0, status=RUNNING,
                 initial_cost=None, last=None,
             )
