@@ -57,23 +57,22 @@ def scale_for_loss(
 
 
 def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "n n"]:
-    """A square ``r`` with ``rᵀr = JᵀJ``.
+    """A square ``r`` with ``rᵀr = JᵀJ``, from the whole Jacobian.
 
     ``"qr"`` keeps the conditioning of ``J``; ``"normal"`` forms ``JᵀJ`` (cheaper for
-    large ``m``, but squares the condition number) and takes a symmetric square root;
-    ``"auto"`` forms ``JᵀJ`` and keeps its root only where that is safe (see
-    `normal_root_if_safe`), taking the QR factor otherwise.
+    large ``m``, but squares the condition number) and takes a symmetric square root.
+    ``"auto"`` is ``"qr"`` here: with ``J`` in memory its QR costs about what forming
+    ``JᵀJ`` does (and one LAPACK call per member of a `vmap`-ed batch, where the
+    eigendecomposition of ``JᵀJ`` would add a second); ``JᵀJ`` pays off in the chunked
+    evaluation (`chunked_linearize`), which never holds ``J``.
     """
     _check_method(method)
-    if method == "qr":
-        m, n = jac.shape
-        if m < n:
-            jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
-        return jnp.linalg.qr(jac, mode="r")
-    root, safe = normal_root_if_safe(jac.T @ jac)
     if method == "normal":
-        return root
-    return jax.lax.cond(safe, lambda: root, lambda: factorize(jac, "qr"))
+        return normal_root_if_safe(jac.T @ jac)[0]
+    m, n = jac.shape
+    if m < n:
+        jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
+    return jnp.linalg.qr(jac, mode="r")
 
 
 def _check_method(method) -> None:

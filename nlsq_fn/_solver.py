@@ -43,12 +43,14 @@ class Solver(eqx.Module):
         ``jac(x, params) -> (m, n)`` array of the model's derivatives with respect to the
         flattened parameters.
     - `factorization`: how the Jacobian is reduced to the ``n × n`` factor the steps
-        are computed from. ``"auto"`` (default) forms ``JᵀJ`` (one matrix product,
-        fast) and keeps its square root only where the column-scaled ``JᵀJ`` has a
-        condition number below ``1/sqrt(eps)``, so that no accuracy is lost; otherwise
-        it takes the QR factor of ``J`` (chunked: a second, TSQR pass). ``"qr"`` always
-        takes the QR factor (keeps the Jacobian's conditioning); ``"normal"`` always
-        uses ``JᵀJ`` (squares the condition number).
+        are computed from. ``"auto"`` (default): the QR factor of ``J`` when all points
+        are evaluated at once; in chunks, ``JᵀJ`` summed over the chunks (one matrix
+        product per chunk, fast), whose square root is kept only where the
+        column-scaled ``JᵀJ`` has a condition number below ``1/sqrt(eps)`` (about 7e7
+        in float64), so that no accuracy is lost, and otherwise a second, TSQR pass
+        over the chunks. ``"qr"`` always takes the QR factor (TSQR in chunks: several
+        times slower on CPU); ``"normal"`` always uses ``JᵀJ`` (squares the condition
+        number).
     - `verbose`: 0 (silent), 1 (termination report, printed by the front ends) or 2
         (SciPy's iteration table, printed from inside the compiled loop).
     - `callback`: ``callback(iteration, params, cost, grad)`` called after each

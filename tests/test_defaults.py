@@ -14,7 +14,7 @@ import scipy.optimize
 
 import nlsq_fn as nf
 from nlsq_fn._chunking import auto_chunk_size, is_pointwise
-from nlsq_fn._linearize import factorize, normal_root_if_safe
+from nlsq_fn._linearize import chunked_linearize, normal_root_if_safe
 
 M_LARGE = 40_000  # over four chunks of 8,192 points for three parameters
 
@@ -34,6 +34,16 @@ def _data(m, seed=1):
     return x, y
 
 
+def _indexed(data):
+    """`data` whose x holds each point's index, so a chunk knows its rows of J."""
+    return nf.Data(jnp.arange(data.y.shape[0]), data.y)
+
+
+def _rows_like(jac, chunk):
+    rows = jnp.asarray(jac)[chunk.x]
+    return jnp.where(chunk.mask[:, None], rows, 0.0)
+
+
 def _scaled_condition(jac):
     norms = np.linalg.norm(jac, axis=0)
     return np.linalg.cond(jac / norms) ** 2
@@ -51,16 +61,27 @@ def test_normal_root_is_kept_only_where_well_conditioned():
         root, safe = normal_root_if_safe(jnp.asarray(jac.T @ jac))
         assert bool(safe) == expect_safe
         assert (_scaled_condition(jac) <= 1 / np.sqrt(np.finfo(float).eps)) == expect_safe
-        auto = np.asarray(factorize(jnp.asarray(jac), "auto"))
-        qr = np.asarray(factorize(jnp.asarray(jac), "qr"))
-        # Either way a factor of JᵀJ; where unsafe it is the QR factor itself.
+        # Chunked, "auto" keeps the root where safe and takes the TSQR factor otherwise.
+        data = nf.Data(jnp.zeros(300), jnp.zeros(300))
+        chunked = {
+            method: chunked_linearize(
+                lambda chunk, jac=jac: (chunk.y * 0.0, _rows_like(jac, chunk)),
+                _indexed(data), 4, 64, nf.Linear(), method,
+            ).factor
+            for method in ("auto", "qr")
+        }
+        auto, qr = np.asarray(chunked["auto"]), np.asarray(chunked["qr"])
         scale = np.linalg.norm(jac, axis=0)
+        # Either way a factor of JᵀJ; where unsafe it is the TSQR factor itself.
         np.testing.assert_allclose(
             (auto.T @ auto) / np.outer(scale, scale), (jac.T @ jac) / np.outer(scale, scale),
             atol=1e-12,
         )
-        if not expect_safe:
-            np.testing.assert_array_equal(auto, qr)
+        # The same computation up to rounding (summed by chunks vs at once): compare
+        # column by column, relative to each column's norm.
+        expected = np.asarray(root) if expect_safe else qr
+        np.testing.assert_allclose(auto / scale, expected / scale, atol=1e-9)
+        assert np.allclose(auto, np.triu(auto)) == (not expect_safe)  # TSQR: triangular
     # The root of the well-conditioned case keeps its small column exactly (scaled root).
     root, _ = normal_root_if_safe(jnp.asarray(well.T @ well))
     np.testing.assert_allclose(
