@@ -29,14 +29,18 @@ TOLERANCES = dict(ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=10_000)
 
 class _Model(eqx.Module):
     fn: object = eqx.field(static=True)
+    points_first: bool = eqx.field(static=True, default=False)
 
     def __call__(self, x, p):
-        return self.fn(x, p)
+        # Chunks split the leading axis: 2-D inputs are stored points-first for them.
+        return self.fn(x.T if self.points_first else x, p)
 
 
 def lres(problem, strategy, factorization, chunk_size):
-    model = _Model(problem["model"])
-    data = nf.Data(problem["x"], problem["y"])
+    x = np.asarray(problem["x"])
+    points_first = chunk_size is not None and x.ndim == 2
+    model = _Model(problem["model"], points_first)
+    data = nf.Data(x.T if points_first else x, problem["y"])
     solver = nf.Solver(
         strategy=strategy, factorization=factorization, chunk_size=chunk_size, **TOLERANCES
     )
