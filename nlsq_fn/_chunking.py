@@ -54,10 +54,9 @@ def choose_chunk_size(model: Callable, data, params, n_params: int, jac) -> int 
 
 def _probe_rows(leaf):
     """The first ``2k`` rows of `leaf`, or made-up ones of its shape when it is traced."""
-    leaf = jnp.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
     rows = 2 * _PROBE_HALF
     if is_concrete(leaf):
-        return np.asarray(leaf)[:rows]
+        return np.asarray(leaf[:rows])  # slice first: no host copy of all the data
     shape = (rows,) + tuple(leaf.shape[1:])
     if jnp.issubdtype(leaf.dtype, jnp.inexact):
         values = np.linspace(1.0, 2.0, int(np.prod(shape))).reshape(shape)
