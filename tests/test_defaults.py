@@ -171,3 +171,22 @@ def test_curve_fit_defaults_on_large_data_match_scipy():
     np.testing.assert_allclose(
         fitted.jac, jac(x, *expected), rtol=1e-6, atol=1e-9
     )
+
+
+def test_enable_compilation_cache_sets_jax_cache(tmp_path, monkeypatch):
+    keys = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    before = {key: getattr(jax.config, key) for key in keys}
+    try:
+        folder = nf.enable_compilation_cache(tmp_path / "cache")
+        assert folder == tmp_path / "cache" and folder.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(folder)
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+        monkeypatch.setenv("NLSQ_FN_COMPILATION_CACHE", str(tmp_path / "from_env"))
+        assert nf.enable_compilation_cache() == tmp_path / "from_env"
+    finally:
+        for key, value in before.items():
+            jax.config.update(key, value)
