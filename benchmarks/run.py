@@ -203,8 +203,10 @@ def markdown(results: list[dict]) -> str:
                 error = "–"
             else:
                 iterations = _fmt(r["iterations"], "{}")
-                if isinstance(r["cost"], list):
+                if isinstance(r["cost"], list) and len(r["cost"]) > 1:
                     cost = f"{sum(r['cost']) / len(r['cost']):.6g} (mean of {len(r['cost'])})"
+                elif isinstance(r["cost"], list):
+                    cost = f"{r['cost'][0]:.6g}"
                 else:
                     cost = _fmt(r["cost"], "{:.6g}")
                 error = _fmt(r.get("param_error"), "{:.2e}")
