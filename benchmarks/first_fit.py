@@ -85,11 +85,13 @@ def main():
     ]
     rows = {case: [] for case in cases}
     for _ in range(args.repeats):
-        for solver in ("nlsq_fn", "Optimistix"):
-            with tempfile.TemporaryDirectory() as folder:
-                rows[(solver, "no cache")].append(measure(solver, "none"))
-                rows[(solver, "cold cache")].append(measure(solver, folder))
-                rows[(solver, "warm cache")].append(measure(solver, folder))
+        # Interleaved, so that both solvers see the same load (the machine may be shared).
+        with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
+            folders = {"nlsq_fn": ours, "Optimistix": theirs}
+            for cache in ("no cache", "cold cache", "warm cache"):
+                for solver in ("nlsq_fn", "Optimistix"):
+                    folder = "none" if cache == "no cache" else folders[solver]
+                    rows[(solver, cache)].append(measure(solver, folder))
     lines = [
         "| solver | cache | import (s) | first fit (s) | second fit (s) |",
         "|---|---|---|---|---|",
