@@ -1,11 +1,17 @@
 """Time nlsq_fn against SciPy, NLSQ, Optimistix and JAXopt on the same problems.
 
-    python benchmarks/run.py [--quick] [--device gpu] [--only A,B] [--solvers "SciPy,NLSQ"]
+    python benchmarks/run.py [--quick] [--device gpu] [--only A,B] [--sizes 1e6,1e7]
+                             [--solvers "SciPy,NLSQ"] [--update]
 
 Every (solver, problem) pair runs in its own Python process, so first-call times
 include compilation and peak memory (max RSS of that process) belongs to one solver.
 Prints a markdown table, writes `benchmarks/results/<device>[-quick].json` (raw
 results, machine description) and a log-log plot of time against problem size.
+
+Every row is tagged with the run that measured it (its start time, UTC). `--update`
+keeps the rows of earlier runs beside the new ones, but "peer ÷ ours" only ever divides
+times measured in the same run: absolute times move by tens of percent between runs on
+a shared machine, ratios measured side by side much less.
 """
 
 import argparse
@@ -21,11 +27,15 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-ALL_SOLVERS = ("nlsq_fn TRF", "nlsq_fn LM", "SciPy", "Optimistix LM", "JAXopt LM", "NLSQ")
-# Workload D also runs these, to measure what forming JᵀJ costs in accuracy.
-NIST_EXTRA = ("nlsq_fn TRF (normal)", "nlsq_fn LM (normal)")
-OURS = ("nlsq_fn TRF", "nlsq_fn LM") + NIST_EXTRA
-JAX_SOLVERS = ("nlsq_fn TRF", "nlsq_fn LM", "Optimistix LM", "JAXopt LM")
+# nlsq_fn with its defaults (what users get) and with the options tuned by hand.
+OUR_DEFAULTS = ("nlsq_fn TRF (defaults)", "nlsq_fn LM (defaults)")
+OUR_TUNED = ("nlsq_fn TRF (tuned)", "nlsq_fn LM (tuned)")
+PEERS = ("SciPy", "Optimistix LM", "JAXopt LM", "JAXopt LM (defaults)", "NLSQ")
+ALL_SOLVERS = OUR_DEFAULTS + OUR_TUNED + PEERS
+# Workload D also runs these: QR always, the accuracy reference for the defaults.
+NIST_EXTRA = ("nlsq_fn TRF (qr)", "nlsq_fn LM (qr)")
+OURS = OUR_DEFAULTS + OUR_TUNED + NIST_EXTRA
+JAX_SOLVERS = OUR_DEFAULTS + OUR_TUNED + ("Optimistix LM", "JAXopt LM", "JAXopt LM (defaults)")
 # NIST subset for --quick: easy, average and hard problems.
 NIST_QUICK = ("Misra1a", "Chwirut2", "Lanczos3", "Kirby2", "MGH09", "Thurber", "Bennett5")
 
@@ -96,6 +106,8 @@ def plan(args) -> list[dict]:
     specs = []
     if "A" in wanted:
         sizes = workloads.A_SIZES_QUICK if args.quick else workloads.A_SIZES
+        if args.sizes:
+            sizes = [int(float(v)) for v in args.sizes.split(",")]
         specs += [
             dict(workload="A", size=m, solver=s, repeats=repeats) for m in sizes for s in solvers
         ]
@@ -141,48 +153,73 @@ def _fmt(value, spec="{:.3g}"):
     return spec.format(value)
 
 
+def _per_fit(r) -> str:
+    """Batched rows: warm time per fit and the mean cost per fit over the fits timed
+    (NLSQ times only the first `datasets_timed` of them)."""
+    fits = r.get("datasets_timed") or r.get("batch")
+    return f"{1e3 * r['warm_s'] / r['batch']:.3g} ms" if fits else "–"
+
+
 def markdown(results: list[dict]) -> str:
+    """One table; "fastest peer ÷ this" and "JAXopt LM ÷ this" divide warm times of the
+    same workload, size and run only."""
     lines = [
-        "| workload | size | solver | first call (s) | warm (s) | peer ÷ ours | iterations "
-        "| cost | param. error | peak RSS (MB) | warm ÷ (evals × pass) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | workload | size | solver | first call (s) | warm (s) | warm per fit "
+        "| fastest peer ÷ this | JAXopt LM ÷ this | iterations | cost (per fit) "
+        "| param. error | peak RSS (MB) | warm ÷ (evals × pass) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict = {}
     for r in results:
-        groups.setdefault((r["workload"], r["size"]), []).append(r)
-    for (workload, size), rows in groups.items():
-        peers = [r for r in rows if r["solver"] not in OURS and "error" not in r]
+        groups.setdefault((r.get("run", "?"), r["workload"], r["size"]), []).append(r)
+    for (run, workload, size), rows in groups.items():
+        timed = [r for r in rows if "error" not in r and r.get("warm_s") is not None]
+        peers = [r for r in timed if r["solver"] not in OURS]
         fastest = min((r["warm_s"] for r in peers), default=None)
+        jaxopt = next((r["warm_s"] for r in peers if r["solver"] == "JAXopt LM"), None)
         for r in rows:
             label = f"{size:.0e}" if workload in "AB" else (
                 f"{r.get('batch')}×{size}" if workload in "CE" else "NIST"
             )
+            head = f"| {run} | {workload} | {label} | {r['solver']} |"
             if "error" in r:
-                lines.append(f"| {workload} | {label} | {r['solver']} | failed: {r['error']} |")
+                lines.append(f"{head} failed: {r['error']} |")
                 continue
-            speedup = "–"
-            if r["solver"] in OURS and fastest:
-                speedup = f"{fastest / r['warm_s']:.1f}×"
+            warm = r.get("warm_s")
+            speedup = jaxopt_ratio = "–"
+            if r["solver"] in OURS and warm:
+                if fastest:
+                    speedup = f"{fastest / warm:.1f}×"
+                if jaxopt:
+                    jaxopt_ratio = f"{jaxopt / warm:.1f}×"
             fused = "–"
             if r.get("fused_pass_s"):
                 evaluations = (r["nfev"] if isinstance(r["nfev"], int) else 0) + 1
                 fused = f"{r['warm_s'] / (evaluations * r['fused_pass_s']):.2f}"
+            per_fit = _per_fit(r) if workload in "CE" else "–"
             if workload == "D":
                 iterations = f"{r['solved']}/{r['fits']} LRE≥4"
                 cost = f"LRE med {r['lre_median']:.1f}, min {r['lre_min']:.1f}"
                 error = "–"
             else:
                 iterations = _fmt(r["iterations"], "{}")
-                cost = _fmt(
-                    sum(r["cost"]) if isinstance(r["cost"], list) else r["cost"], "{:.6g}"
-                )
+                if isinstance(r["cost"], list) and len(r["cost"]) > 1:
+                    cost = f"{sum(r['cost']) / len(r['cost']):.6g} (mean of {len(r['cost'])})"
+                elif isinstance(r["cost"], list):
+                    cost = f"{r['cost'][0]:.6g}"
+                else:
+                    cost = _fmt(r["cost"], "{:.6g}")
                 error = _fmt(r.get("param_error"), "{:.2e}")
             note = ""
             if r.get("time_scaled_by", 1.0) != 1.0:
                 note = f" (×{r['time_scaled_by']:.0f} from {r['datasets_timed']} fits)"
+            if warm is None:
+                warm_text = f"– ({r.get('raised')} fits raised)"
+            else:
+                warm_text = f"{warm:.4g}{note}"
             lines.append(
-                f"| {workload} | {label} | {r['solver']} | {r['first_s']:.2f} | "
-                f"{r['warm_s']:.4g}{note} | {speedup} | {iterations} | {cost} | {error} | "
+                f"{head} {r['first_s']:.2f} | {warm_text} | {per_fit} | {speedup} | "
+                f"{jaxopt_ratio} | {iterations} | {cost} | {error} | "
                 f"{r['peak_rss_mb']:.0f} | {fused} |"
             )
     return "\n".join(lines)
@@ -257,6 +294,7 @@ def main():
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--only", help="comma-separated workloads (A,B,C,D,E)")
     parser.add_argument("--solvers", help="comma-separated, from: " + ", ".join(ALL_SOLVERS))
+    parser.add_argument("--sizes", help="workload A: comma-separated sizes (e.g. 1e6,1e7)")
     parser.add_argument("--repeats", type=int, default=3, help="warm repeats (at least 3)")
     parser.add_argument(
         "--nlsq-loop-limit", type=int, default=100,
@@ -278,25 +316,20 @@ def main():
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = args.device + ("-quick" if args.quick else "")
-    report = dict(machine=machine(), argv=[sys.argv[1:]], results=[])
+    run = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    report = dict(machine=machine(), argv=[sys.argv[1:]], runs={run: sys.argv[1:]}, results=[])
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
         report["argv"] = previous["argv"] + report["argv"]
+        report["runs"] = {**previous.get("runs", {}), **report["runs"]}
         report["results"] = previous["results"]
-
-    def key(r):
-        return (r["workload"], r["size"], r["solver"])
 
     for spec in plan(args):
         result = run_child(spec, args.device, args.timeout)
+        result["run"] = run
         result["load_average"] = os.getloadavg()[0]
-        rows = report["results"]
-        at = [i for i, r in enumerate(rows) if key(r) == key(result)]
-        if at:
-            rows[at[0]] = result
-        else:
-            rows.append(result)
-        status = result.get("error") or f"warm {result['warm_s']:.4g} s"
+        report["results"].append(result)
+        status = result.get("error") or f"warm {result.get('warm_s')} s"
         print(f"  {spec['workload']} {spec['size']} {spec['solver']}: {status}", file=sys.stderr)
         (out / f"{stem}.json").write_text(dump(report))
     table = markdown(report["results"])

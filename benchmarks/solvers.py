@@ -72,24 +72,22 @@ def _cost_np(model_np, x, y, params):
 # ----- nlsq_fn -------------------------------------------------------------------------
 
 
-def nlsq_fn_solver(strategy: str, m: int, tol: float):
-    """TRF or LM with SciPy's tolerances. The summary is formed from ``JᵀJ``
-    (``factorization="normal"``): these problems are well conditioned, and JAX's CPU QR
-    is slow (see RESULTS.md). NIST (workload D) keeps the default QR."""
-    import os
-
+def nlsq_fn_solver(strategy: str, m: int, tol: float, tuned: bool = False):
+    """TRF or LM with SciPy's tolerances (nlsq_fn's defaults too) and otherwise nlsq_fn's
+    defaults (`factorization="auto"`, `chunk_size="auto"`); or, `tuned`, the options
+    set by hand: ``JᵀJ`` always (``factorization="normal"``; these problems are well
+    conditioned) and chunks of 8,192 points above 16,384 points."""
     import nlsq_fn as nf
 
-    chunk_size = nlsq_fn_chunk_size(m)
-    return nf.Solver(
-        factorization=os.environ.get("NLSQ_FN_FACTORIZATION", "normal"),
+    options = dict(
         strategy=nf.TRF() if strategy == "trf" else nf.LevenbergMarquardt(),
-        ftol=tol,
-        xtol=tol,
-        gtol=tol,
-        chunk_size=chunk_size,
-        max_nfev=1000,
+        ftol=tol, xtol=tol, gtol=tol,
     )
+    if tuned:
+        options.update(
+            factorization="normal", chunk_size=nlsq_fn_chunk_size(m), max_nfev=1000
+        )
+    return nf.Solver(**options)
 
 
 def nlsq_fn_chunk_size(m: int) -> int | None:
@@ -98,7 +96,7 @@ def nlsq_fn_chunk_size(m: int) -> int | None:
     return 8192 if m > 16384 else None
 
 
-def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL):
+def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL, tuned=False):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -112,7 +110,7 @@ def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL):
             return model_jax(x, p)
 
     model = Model()
-    solver = nlsq_fn_solver(strategy, problem.size, tol)
+    solver = nlsq_fn_solver(strategy, problem.size, tol, tuned)
     dtype = jnp.float32 if problem.workload == "E" else jnp.float64
     x = jnp.asarray(problem.x, dtype)
     y = jnp.asarray(problem.y, dtype)
@@ -306,9 +304,17 @@ def run_nlsq(problem, repeats, tol=TOL, loop_limit=None):
     )
 
 
+def _nlsq_fn_runner(strategy, tuned):
+    return lambda problem, repeats, **kw: run_nlsq_fn(
+        problem, repeats, strategy, tuned=tuned, **kw
+    )
+
+
 RUNNERS = {
-    "nlsq_fn TRF": lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, "trf", **kw),
-    "nlsq_fn LM": lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, "lm", **kw),
+    "nlsq_fn TRF (defaults)": _nlsq_fn_runner("trf", tuned=False),
+    "nlsq_fn LM (defaults)": _nlsq_fn_runner("lm", tuned=False),
+    "nlsq_fn TRF (tuned)": _nlsq_fn_runner("trf", tuned=True),
+    "nlsq_fn LM (tuned)": _nlsq_fn_runner("lm", tuned=True),
     "SciPy": run_scipy,
     "Optimistix LM": run_optimistix,
     "JAXopt LM": run_jaxopt,

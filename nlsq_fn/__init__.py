@@ -8,6 +8,7 @@ from ._batch import (
     with_starts as with_starts,
 )
 from ._bounds import find_active_constraints as find_active_constraints
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
 from ._curve_fit_class import CurveFit as CurveFit

@@ -26,7 +26,7 @@ from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
-from ._solve import solve
+from ._solve import solve, with_jacobian
 from ._solver import Solver, init
 
 
@@ -73,8 +73,13 @@ def _fit(model, data, state):
     global trace_count
     trace_count += 1
     solution = solve(model, data, state)
+    # A chunked fit (large data, `chunk_size="auto"`) never formed J; the covariance
+    # comes from its n x n factor (same singular values), the returned `jac` from one
+    # more evaluation.
+    reduced = solution.jac if solution.jac is not None else solution.factor
+    parts = covariance_parts(reduced, solution.cost, data.n_points)
     # `absolute_sigma` is applied outside: one compiled program serves both settings.
-    return solution, covariance_parts(solution.jac, solution.cost, data.n_points)
+    return with_jacobian(model, data, state, solution), parts
 
 
 def parameter_names(f: Callable) -> tuple[str, ...] | None:

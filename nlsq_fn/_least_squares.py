@@ -17,11 +17,15 @@ from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import ArrayLikeOrSequence
 from ._progress import print_final_report
 from ._result import Solution
-from ._solve import solve
+from ._solve import solve, with_jacobian
 from ._solver import Solver, init
 from ._trf import TRF
 
-_solve = eqx.filter_jit(solve)
+
+@eqx.filter_jit
+def _solve(model, data, state):
+    # SciPy returns the Jacobian at the solution: filled in when the fit ran in chunks.
+    return with_jacobian(model, data, state, solve(model, data, state))
 
 
 class _ResidualModel(eqx.Module):

@@ -15,7 +15,9 @@ class Solution(eqx.Module):
     - `cost`: ``0.5 * sum(rho(f**2))`` at the solution (SciPy's `cost`).
     - `fun`: weighted residuals ``(model - y) / sigma`` (zero where masked), flattened.
     - `jac`: Jacobian of the residuals, scaled for the robust loss as SciPy returns it;
-      None when the fit ran in chunks (`Solver(chunk_size=...)`), which never forms it.
+      None when the fit ran in chunks (`Solver(chunk_size=...)`, or the default
+      ``"auto"`` on large data), which never forms it (`curve_fit`, `CurveFit` and
+      `least_squares` then evaluate it once at the solution, as SciPy returns it).
     - `grad`: gradient of the cost. `optimality`: SciPy's first-order optimality (the
       gradient's inf-norm, scaled by the Coleman–Li vector for TRF).
     - `active_mask`: -1 / 1 for parameters at their lower / upper bound, 0 otherwise.
@@ -24,7 +26,8 @@ class Solution(eqx.Module):
       3 `xtol`, 4 `ftol` and `xtol`); `success` is ``status > 0``; `message` reads it.
     - `initial_cost`: the cost at `p0`.
     - `factor`: a square ``r`` with ``rᵀr = JᵀJ`` for that loss-scaled Jacobian at the
-      solution (its R factor with ``factorization="qr"``); always present, so
+      solution (its R factor with ``factorization="qr"`` or in one shot; the root of
+      ``JᵀJ`` when chunked with ``"normal"`` or ``"auto"``); always present, so
       covariances need no ``m x n`` array.
     """
 

@@ -253,3 +253,15 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         initial_cost=initial_cost,
         factor=final.factor,
     )
+
+
+def with_jacobian(model: Callable, data: Data, state: SolverState, solution: Solution):
+    """`solution` with its (loss-scaled) Jacobian filled in after a chunked fit, for
+    front ends that return it as SciPy does: one more evaluation, in one shot."""
+    if solution.jac is not None:
+        return solution
+    model = with_explicit_closure(model, data, state.params)
+    x_flat, unravel = ravel_pytree(solution.x)
+    f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+    _, _, jac_scaled = scale_for_loss(f, jac, state.loss)
+    return eqx.tree_at(lambda s: s.jac, solution, jac_scaled, is_leaf=lambda v: v is None)

@@ -12,12 +12,13 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from ._arguments import as_count
 from ._bounds import make_strictly_feasible
+from ._chunking import choose_chunk_size
 from ._data import Data, validate_data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
 from ._host_model import HostModel, call_on_host, warn_host_model
 from ._levenberg_marquardt import LevenbergMarquardt
-from ._linearize import check_chunkable
+from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
 from ._strategy import AbstractStrategy
@@ -76,8 +77,14 @@ class Solver(eqx.Module):
         kept inside the bounds.
     - `diff_step`: relative step of the finite differences (scalar or one per flattened
         parameter), as SciPy's; None takes SciPy's default.
-    - `factorization`: ``"qr"`` (default, keeps the Jacobian's conditioning) or
-        ``"normal"`` (forms ``JᵀJ``: faster for very many points, squares the condition
+    - `factorization`: how the Jacobian is reduced to the ``n × n`` factor the steps
+        are computed from. ``"auto"`` (default): the QR factor of ``J`` when all points
+        are evaluated at once; in chunks, ``JᵀJ`` summed over the chunks (one matrix
+        product per chunk, fast), whose square root is kept only where the
+        column-scaled ``JᵀJ`` has a condition number below ``1/sqrt(eps)`` (about 7e7
+        in float64), so that no accuracy is lost, and otherwise a second, TSQR pass
+        over the chunks. ``"qr"`` always takes the QR factor (TSQR in chunks: several
+        times slower on CPU); ``"normal"`` always uses ``JᵀJ`` (squares the condition
         number).
     - `verbose`: 0 (silent), 1 (termination report, printed by the front ends) or 2
         (SciPy's iteration table, printed from inside the compiled loop).
@@ -85,15 +92,19 @@ class Solver(eqx.Module):
         iteration from inside the compiled loop; returning True stops the fit (status
         -3). It is static configuration: reuse one callback object to reuse the
         compiled fit. Under `jax.vmap` it is called once per member of the batch.
-    - `chunk_size`: None (default) evaluates all points at once and stores the full
-        Jacobian in the solution. An integer evaluates the residuals and Jacobian
-        `chunk_size` points at a time (along the leading axis of `y` and of every array
-        in `x`) and folds them into the ``n``-sized summary on the fly: memory stays
-        ``O(chunk_size * n)`` instead of ``O(m * n)``, and the solution's `jac` is None
-        (its `factor` gives ``JᵀJ`` for covariances). A few thousand points per chunk is
-        fastest on CPUs; results equal the unchunked ones up to rounding. Chunks are
-        combined by TSQR with ``factorization="qr"`` (a QR per chunk: accurate but
-        several times slower on CPU) and by summing ``JᵀJ`` with ``"normal"``.
+    - `chunk_size`: ``"auto"`` (default), None or an integer. An integer evaluates the
+        residuals and Jacobian `chunk_size` points at a time (along the leading axis of
+        `y` and of every array in `x`) and folds them into the ``n``-sized summary on
+        the fly: memory stays ``O(chunk_size * n)`` instead of ``O(m * n)``, and the
+        solution's `jac` is None (its `factor` gives ``JᵀJ`` for covariances). None
+        evaluates all points at once and stores the full Jacobian in the solution.
+        ``"auto"`` chunks when there are at least four chunks' worth of points (a chunk
+        holds about ``32768 / n`` points, a power of two between 1,024 and 16,384:
+        ``32768`` numbers fit a core's L2 cache), the data have their points along the
+        leading axis, the Jacobian is autodiff's, and a probe shows the model is
+        pointwise (on 16 points it returns what it returns on the two halves of 8), so
+        that chunks see exactly what the whole would; otherwise one shot. Chunked
+        results equal the unchunked ones up to rounding.
     """
 
     strategy: AbstractStrategy = eqx.field(default=TRF(), converter=_as_strategy)
@@ -106,10 +117,10 @@ class Solver(eqx.Module):
     max_nfev: int | None = eqx.field(default=None, static=True)
     jac: JacobianMode = eqx.field(default="fwd", static=True)
     diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
-    factorization: Literal["qr", "normal"] = eqx.field(default="qr", static=True)
+    factorization: Factorization = eqx.field(default="auto", static=True)
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
-    chunk_size: int | None = eqx.field(default=None, static=True)
+    chunk_size: int | Literal["auto"] | None = eqx.field(default="auto", static=True)
 
 
 class SolverState(eqx.Module):
@@ -279,8 +290,20 @@ def init(
             raise ValueError(f"`{name}` must be non-negative, got {value}.")
     if solver.ftol == solver.xtol == solver.gtol == 0:
         raise ValueError("At least one of `ftol`, `xtol`, `gtol` must be positive.")
+    if solver.factorization not in FACTORIZATIONS:
+        raise ValueError(
+            f"`factorization` must be 'auto', 'qr' or 'normal', got "
+            f"{solver.factorization!r}."
+        )
     chunk_size = solver.chunk_size
-    if chunk_size is not None:
+    if isinstance(chunk_size, str):
+        if chunk_size != "auto":
+            raise ValueError(
+                f"`chunk_size` must be 'auto', None or a positive integer, got {chunk_size!r}."
+            )
+        # A NumPy model runs on the host in one piece (SciPy speed anyway).
+        chunk_size = None if on_host else choose_chunk_size(model, data, params, n, solver.jac)
+    elif chunk_size is not None:
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
     jac = solver.jac
