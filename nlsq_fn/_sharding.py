@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._linearize import Linearization, _symmetric_root
+from ._linearize import Linearization, normal_root_if_safe
 
 AXIS = "points"
 
@@ -89,7 +89,9 @@ def reduce_devices(running, factorization: str):
 
 
 def finish(running, factorization: str) -> Linearization:
-    factor = _symmetric_root(running.square) if factorization == "normal" else running.square
+    factor = (
+        normal_root_if_safe(running.square)[0] if factorization == "normal" else running.square
+    )
     return Linearization(running.cost, running.grad, factor)
 
 

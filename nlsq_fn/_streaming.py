@@ -201,6 +201,7 @@ class StreamingOptimizer:
             max_nfev=fitter.max_nfev,
             jac=fitter._jacobian(),
             factorization=self.factorization,
+            chunk_size=None,  # the chunks are this optimizer's own
             **fitter.tolerances,
         )
         if not fitter.strategy.steps_from_host:
