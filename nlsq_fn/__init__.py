@@ -10,7 +10,7 @@ from ._batch import (
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
-from ._curve_fit_class import CurveFit as CurveFit
+from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
 from ._data import Data as Data
 from ._fit_result import CurveFitResult as CurveFitResult
 from ._least_squares import least_squares as least_squares
@@ -30,6 +30,7 @@ from ._multistart import (
     multistart as multistart,
     sample_box as sample_box,
 )
+from ._optimize_result import OptimizeResult as OptimizeResult
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
 from ._solve import solve as solve

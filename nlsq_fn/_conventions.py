@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
+import jax
 import numpy as np
 
 ParamStyle = Literal["array", "unpacked", "named"]
@@ -102,12 +103,15 @@ def model_convention(f: Callable, p0=None, param_style: str | None = None) -> Pa
     names, var_positional = signature
     if var_positional or len(names) != 2:
         return "unpacked"
-    several_values = p0 is not None and not isinstance(p0, dict) and np.size(
-        np.asarray(p0, dtype=object)
-    ) > 1
+    several_values = p0 is not None and not isinstance(p0, dict) and count_values(p0) > 1
     if several_values or names[1].lower() in ARRAY_NAMES:
         return "array"
     return "unpacked"
+
+
+def count_values(p0) -> int:
+    """How many numbers `p0` holds (a list of scalars, an array, traced or not)."""
+    return int(sum(np.size(leaf) for leaf in jax.tree.leaves(p0)))
 
 
 def parameter_names(f: Callable, style: ParamStyle, n: int | None = None):

@@ -1,9 +1,8 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
+import warnings
 from collections.abc import Callable
 from typing import Any
-
-import warnings
 
 import equinox as eqx
 import jax
