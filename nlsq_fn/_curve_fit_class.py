@@ -438,7 +438,7 @@ class CurveFit:
                 )
             white_y = np.linalg.solve(cholesky, ydata)  # triangular: exact enough
             data = Data(xdata, white_y)
-        elif self.pad and m is not None:
+        elif self.pad and m is not None and _points_along_last_axis(xdata, m):
             size = bucket_size(m)
             x_padded = jax.tree.map(lambda leaf: _pad_last_axis(leaf, m, size), xdata)
             y_padded = np.pad(ydata, (0, size - m))
@@ -551,6 +551,13 @@ class CurveFit:
         solution = solve(model, data, state)
         parts = covariance_parts(solution.jac, solution.cost, data.n_points)
         return _fit_solution(solution, parts, self.absolute_sigma, y.size, state.params)
+
+
+def _points_along_last_axis(xdata, m) -> bool:
+    """Whether some array in `xdata` runs along the points (so a padded `x` gives a
+    padded prediction); a model that ignores `x` (SciPy allows ``xdata=None``) is not
+    padded."""
+    return any(np.ndim(leaf) and np.shape(leaf)[-1] == m for leaf in jax.tree.leaves(xdata))
 
 
 def _one_of(value, alias, name, alias_name, unset):

@@ -94,7 +94,7 @@ def test_three_gaussian_peaks_with_baseline_bounds_and_soft_l1():
     n_peaks = 3
     bounds_lower = []
     bounds_upper = []
-    for i in range(n_peaks):
+    for i in range(n_peaks):  # noqa: B007  (as the guide writes it)
         bounds_lower.extend([0, 1000, 10])
         bounds_upper.extend([1000, 3000, 200])
     bounds_lower.append(0)
