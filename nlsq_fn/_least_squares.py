@@ -112,8 +112,9 @@ def least_squares(
     ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
     fit by raising `StopIteration` (status -2), as in SciPy 1.16+; nlsq_fn's
     ``callback(iteration, x, cost, grad)`` may also stop it by returning True.
-    `tr_solver`, `tr_options`, `jac_sparsity` and `workers` are accepted for SciPy
-    compatibility and have no effect (the trust-region step is always exact).
+    `tr_solver` (None, 'exact' or 'lsmr'), `tr_options` and `workers` are accepted for
+    SciPy compatibility and have no effect (the trust-region step is always the exact,
+    dense one); `jac_sparsity` is refused.
 
     Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
     (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
@@ -122,8 +123,8 @@ def least_squares(
     `args`) it returns the `Solution` pytree of JAX arrays instead.
     """
     del tr_options, workers  # always the exact (dense SVD) trust-region step
-    if tr_solver not in (None, "exact"):
-        raise ValueError("`tr_solver` must be None or 'exact' (the dense step).")
+    if tr_solver not in (None, "exact", "lsmr"):
+        raise ValueError("`tr_solver` must be None, 'exact' or 'lsmr'.")
     if jac_sparsity is not None:
         raise ValueError("`jac_sparsity` is not supported: JAX computes the exact Jacobian.")
     if not callable(fun):
@@ -156,6 +157,8 @@ def least_squares(
     loss_module = as_loss(loss, f_scale)
     if method == "lm" and not isinstance(loss_module, Linear):
         raise ValueError("method='lm' supports only 'linear' loss function.")
+    if x_scale is not None and not isinstance(x_scale, str) and np.iscomplexobj(x_scale):
+        raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
     ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
     if method == "lm" and callback is not None:
         warnings.warn(
@@ -167,6 +170,8 @@ def least_squares(
     model = _ResidualModel(fun, rest)
     try:
         out = jax.eval_shape(model, arrays, x0)
+    except TypeError as error:  # wrong arguments: SciPy's error type
+        raise TypeError(f"Calling fun(x0, *args, **kwargs) failed: {error}") from error
     except Exception as error:
         raise ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}") from error
     m = int(np.prod(out.shape))
@@ -206,7 +211,10 @@ def least_squares(
         return solution
     if verbose >= 1:
         print_final_report(solution)
-    return as_optimize_result(solution)
+    result = as_optimize_result(solution)
+    if method == "lm":
+        result["njev"] = None  # as SciPy, whose MINPACK does not count them
+    return result
 
 
 def as_optimize_result(solution: Solution) -> OptimizeResult:
