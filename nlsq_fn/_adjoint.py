@@ -48,7 +48,7 @@ def optimality_condition(
     _, unravel = ravel_pytree(state.params)
 
     def cost(x):
-        return state.loss.cost(data.weighted_residual(model(data.x, unravel(x))))
+        return state.loss.cost(data.weighted_residual(model(data.model_x, unravel(x))))
 
     grad = jax.grad(cost)(x)
     side = held_by_bound(x, grad, state.lower, state.upper, stats.active_mask)

@@ -21,24 +21,34 @@ from ._solve import solve
 from ._solver import Solver, SolverState, init
 
 
-def _fields(dataset) -> tuple:
+def _fields(dataset, index: int) -> tuple:
     """``(x, y, sigma, mask)`` of one dataset as NumPy arrays (no device round trips)."""
     if isinstance(dataset, Data):
         x, y, sigma, mask = dataset.x, dataset.y, dataset.sigma, dataset.mask
-    elif isinstance(dataset, tuple) and len(dataset) in (2, 3):
+    elif isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3):
         x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))
+        x = Data(x, y).x  # a list `x` is an array, as `Data` takes it
     else:
         raise TypeError(
-            "Each dataset must be an nlsq_fn.Data or a tuple (x, y) or (x, y, sigma), got "
-            f"{type(dataset).__name__}."
+            f"Dataset {index} must be an nlsq_fn.Data or a tuple (x, y) or (x, y, sigma), "
+            f"got {type(dataset).__name__}."
         )
     y = np.asarray(y)
-    if y.ndim == 0:
-        raise ValueError("Each dataset's `y` needs a first axis counting its points.")
-    sigma = None if sigma is None else np.broadcast_to(np.asarray(sigma), y.shape)
+    if y.ndim == 0 or y.shape[0] == 0:
+        raise ValueError(f"Dataset {index} has no points (`y` has shape {y.shape}).")
+    if sigma is not None:
+        sigma = np.asarray(sigma)
+        if sigma.shape not in ((), y.shape):
+            raise ValueError(
+                f"Dataset {index}: `sigma` has shape {sigma.shape} but `y` has shape "
+                f"{y.shape}."
+            )
+        sigma = np.broadcast_to(sigma, y.shape)
     mask = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != y.shape:
-        raise ValueError(f"`mask` has shape {mask.shape} but `y` has shape {y.shape}.")
+        raise ValueError(
+            f"Dataset {index}: `mask` has shape {mask.shape} but `y` has shape {y.shape}."
+        )
     return jax.tree.map(np.asarray, x), y, sigma, mask
 
 
@@ -66,7 +76,7 @@ def pad_datasets(datasets: Sequence, length: int | None = None) -> Data:
     dataset's last point, so the model stays finite there; they count for nothing.
     Fit it with `solve_batch`, or ``eqx.filter_vmap(nf.solve, in_axes=(None, 0, None))``.
     """
-    members = [_fields(d) for d in datasets]
+    members = [_fields(d, i) for i, d in enumerate(datasets)]
     if not members:
         raise ValueError("`datasets` is empty.")
     counts = [y.shape[0] for _, y, _, _ in members]
@@ -102,7 +112,15 @@ def pad_datasets(datasets: Sequence, length: int | None = None) -> Data:
             [_pad(np.ones(m[1].shape) if m[2] is None else m[2], length, 1.0) for m in members]
         )
     batch = Data(x, y, sigma=sigma, mask=mask)
-    validate_data(batch)  # NaN/inf, sigma > 0: once, over the whole (masked) batch
+    try:
+        validate_data(batch)  # NaN/inf, sigma > 0: once, over the whole (masked) batch
+    except ValueError as error:  # name the dataset at fault
+        for index, (x, y, sigma, mask) in enumerate(members):
+            try:
+                validate_data(Data(x, y, sigma=sigma, mask=mask))
+            except ValueError as member_error:
+                raise ValueError(f"Dataset {index}: {member_error}") from None
+        raise error
     return batch
 
 

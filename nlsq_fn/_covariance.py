@@ -2,7 +2,7 @@
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 
 class CovarianceParts(eqx.Module):
@@ -12,15 +12,23 @@ class CovarianceParts(eqx.Module):
     residual_variance: Float[Array, ""]  # 2 cost / (m - n), inf without dof
     rank: Int[Array, ""]
     singular_values: Float[Array, " n"]
+    # Parameters that move along a direction the data do not determine (a null
+    # direction of J): their variances and covariances are infinite.
+    undetermined: Bool[Array, " n"]
 
     def covariance(self, absolute_sigma: bool) -> Float[Array, "n n"]:
         pcov = self.unscaled if absolute_sigma else self.unscaled * self.residual_variance
-        return jnp.where(jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+        pcov = jnp.where(jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+        infinite = self.undetermined[:, None] | self.undetermined[None, :]
+        return jnp.where(infinite, jnp.inf, pcov)
 
 
 def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points):
     """SciPy's recipe: singular values below ``eps * max(m, n) * s_max`` are dropped
-    (``m`` the number of counted points, so zero padding rows change nothing)."""
+    (``m`` the number of counted points, so zero padding rows change nothing). Parameters
+    the data do not determine get infinite (co)variances, as in SciPy's default
+    (``method='lm'``, whose covariance is infinite when ``J`` is rank-deficient); the
+    others keep the pseudo-inverse's values."""
     m, n = jac.shape
     _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
     rows = m if n_points is None else n_points
@@ -28,7 +36,13 @@ def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points)
     inv_s2 = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
     dof = rows - n
     residual_variance = jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.inf)
-    return CovarianceParts((vt.T * inv_s2) @ vt, residual_variance, jnp.sum(kept), s)
+    # A parameter's share of the null space: 1 - its squared norm in the kept directions
+    # (the rows of vt that were dropped, or never computed when m < n, are the rest).
+    null_share = 1.0 - jnp.sum(jnp.where(kept[:, None], vt, 0.0) ** 2, axis=0)
+    undetermined = null_share > 1e-9
+    return CovarianceParts(
+        (vt.T * inv_s2) @ vt, residual_variance, jnp.sum(kept), s, undetermined
+    )
 
 
 def covariance_from_jacobian(
@@ -43,6 +57,7 @@ def covariance_from_jacobian(
     `jac` is the robust-loss-scaled Jacobian and ``cost = 0.5 * sum(rho(f**2))``, so
     with a robust loss this is SciPy's estimate too (SciPy uses ``res.jac`` and
     ``res.cost`` of `least_squares`). Returns ``inf`` everywhere when the covariance
-    cannot be estimated (``m <= n`` without `absolute_sigma`, or non-finite values).
+    cannot be estimated (``m <= n`` without `absolute_sigma`, or non-finite values), and
+    ``inf`` in the rows and columns of parameters the data do not determine.
     """
     return covariance_parts(jac, cost, n_points).covariance(absolute_sigma)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, _finite
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
@@ -107,9 +108,10 @@ def curve_fit(
     ``check_finite`` (default: True unless `nan_policy` is given) rejects NaN or inf in
     the data as SciPy does; `nan_policy` is None, ``"raise"`` or ``"omit"``. Non-finite
     data are rejected even with ``check_finite=False`` (a fit to NaN means nothing).
-    Raises `RuntimeError` when the fit fails, like SciPy. Calls with data of similar
-    length share compiled code (see `CurveFit`). Under `jax.jit` / `jax.vmap` /
-    `jax.grad` it returns JAX arrays and raises nothing for a failed fit (check
+    Raises `RuntimeError` when the fit fails, like SciPy. Calls with data of the same
+    shape share compiled code; ``pad=True`` extends that to similar lengths for
+    pointwise models (see `CurveFit`). Under `jax.jit` / `jax.vmap` / `jax.grad` it
+    returns JAX arrays and raises nothing for a failed fit (check
     ``infodict["result"].success`` with `full_output`).
     """
     if check_finite is None:
@@ -139,7 +141,7 @@ def curve_fit(
     traced = not isinstance(result.success, (bool, np.bool_))
     if not traced and not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
-    if not full_output:
+    if not as_flag(full_output, "full_output"):
         return result.popt, result.pcov
     infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
     ier = result.status

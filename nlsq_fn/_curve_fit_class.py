@@ -1,9 +1,12 @@
 """``CurveFit``: a reusable, compiled curve fit (NLSQ's class), over `init` and `solve`.
 
-One compiled program serves every dataset of the same size bucket: data are padded to
-the next power of two (at least 16 points) and the padding is masked out, and the data,
-`p0`, `sigma` and bounds are traced arrays, so new values never recompile. (A fit with no
-finite bound at all uses TRF's simpler unbounded step, a second compiled variant.)
+The data, `p0`, `sigma` and bounds are traced arrays, so new values of the same shape
+never recompile. With ``pad=True`` one compiled program also serves every dataset of the
+same size bucket: data are padded to the next power of two (at least 16 points) and the
+padding is masked out. Padding is opt-in because it changes what the model sees (a model
+using ``x.mean()`` or ``x.size`` would be fitted to other data), and it is checked: the
+padded model must reproduce the unpadded one at `p0`. (A fit with no finite bound at all
+uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
 import re
@@ -16,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _progress
+from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
 from ._conventions import (
     NamedModel,
     UnpackedJacobian,
@@ -31,7 +35,7 @@ from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
-from ._scipy_compat import OptimizeWarning, as_bound_pair, as_core_callback, warn_optimize
+from ._scipy_compat import OptimizeWarning, as_core_callback, check_tolerances, warn_optimize
 from ._solve import solve
 from ._solver import Solver, init
 from ._trust_region import STATUS_MESSAGES
@@ -133,7 +137,7 @@ def _fit(model, data, state):
 
 
 def _finite(bounds) -> bool:
-    bounds = as_bound_pair(bounds)
+    bounds = as_bounds(bounds)
     if isinstance(bounds, dict):
         return any(has_finite_bounds(pair) for pair in bounds.values())
     return has_finite_bounds(bounds)
@@ -144,12 +148,46 @@ def bucket_size(m: int) -> int:
     return max(16, 1 << (int(m) - 1).bit_length())
 
 
-def _pad_last_axis(leaf, m, size):
+def points_axis(leaf, m: int) -> int | None:
+    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
+    ``(k, M)`` convention, else the first (one row per point, as a DataFrame)."""
+    shape = np.shape(leaf)
+    if len(shape) == 0:
+        return None
+    if shape[-1] == m:
+        return len(shape) - 1
+    return 0 if shape[0] == m else None
+
+
+def _pad_points(leaf, m, size):
     leaf = np.asarray(leaf)
-    if leaf.ndim == 0 or leaf.shape[-1] != m or size == m:
+    axis = points_axis(leaf, m)
+    if axis is None or size == m:
         return leaf
-    widths = [(0, 0)] * (leaf.ndim - 1) + [(0, size - m)]
+    widths = [(0, 0)] * leaf.ndim
+    widths[axis] = (0, size - m)
     return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
+
+
+def _check_pointwise(model, x, x_padded, p0, m):
+    """Raise unless the model on the padded `x` gives, on the first `m` points, what it
+    gives on `x` at `p0`: padding must never change the data the model sees."""
+    exact = np.asarray(model(x, p0), dtype=float)
+    padded = np.asarray(model(x_padded, p0), dtype=float)
+    if padded.ndim != 1 or padded.shape[0] < m:
+        raise ValueError(
+            f"pad=True: the model returns shape {padded.shape} on the padded data; it must "
+            "return one value per point. Use pad=False."
+        )
+    scale = np.max(np.abs(exact), initial=0.0)
+    if exact.shape != (m,) or not np.allclose(
+        padded[:m], exact, rtol=1e-9, atol=1e-12 * scale, equal_nan=True
+    ):
+        raise ValueError(
+            "pad=True needs a pointwise model (each output depending only on its own "
+            "point), but this model gives other values on the padded data (it uses `x` "
+            "as a whole, e.g. x.mean(), x.size or a convolution). Use pad=False."
+        )
 
 
 def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
@@ -159,10 +197,9 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
         raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
     y_nan = np.isnan(ydata)
     x_nan = np.zeros(ydata.shape, bool)
-    if x_is_array and np.issubdtype(xdata.dtype, np.floating) and xdata.shape[-1:] == (
-        ydata.shape[-1:]
-    ):
-        x_nan = np.isnan(xdata)
+    axis = points_axis(xdata, ydata.shape[0]) if x_is_array and ydata.ndim == 1 else None
+    if axis is not None and np.issubdtype(xdata.dtype, np.floating):
+        x_nan = np.isnan(np.moveaxis(xdata, axis, -1))
         x_nan = x_nan.any(axis=tuple(range(x_nan.ndim - 1))) if x_nan.ndim > 1 else x_nan
     if nan_policy == "raise" and (y_nan.any() or x_nan.any()):
         where = "`ydata`" if y_nan.any() else "`xdata`"
@@ -172,13 +209,34 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
             raise ValueError("nan_policy='omit' needs 1-D `ydata`.")
         keep = ~(y_nan | x_nan)
         ydata = ydata[keep]
-        if x_is_array:
-            xdata = xdata[..., keep]
+        if axis is not None:
+            xdata = np.compress(keep, xdata, axis=axis)
         if sigma is not None and np.ndim(sigma) == 1:
             sigma = np.asarray(sigma)[keep]
         elif sigma is not None and np.ndim(sigma) == 2:  # a covariance: rows and columns
             sigma = np.asarray(sigma)[keep][:, keep]
     return xdata, ydata, sigma
+
+
+def feasible_start(lower, upper, n: int) -> np.ndarray:
+    """SciPy's start when `p0` is not given but bounds are: 1, or the middle of a finite
+    interval, or one unit inside a single finite bound."""
+    lower, upper = (np.broadcast_to(np.asarray(b, dtype=float), (n,)) for b in (lower, upper))
+    p0 = np.ones(n)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    p0[both] = 0.5 * (lower[both] + upper[both])
+    only_lower = np.isfinite(lower) & ~np.isfinite(upper)
+    p0[only_lower] = lower[only_lower] + 1
+    only_upper = ~np.isfinite(lower) & np.isfinite(upper)
+    p0[only_upper] = upper[only_upper] - 1
+    return p0
+
+
+def _user_message(error, names) -> str:
+    """A core error in the words of `curve_fit`'s arguments."""
+    message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
+    # The core names flat parameters p[0], p[1], ...: use the model's names.
+    return re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
 
 
 class CurveFit:
@@ -211,8 +269,10 @@ class CurveFit:
     - `callback`: ``callback(iteration, params, cost, grad)`` after each iteration,
       returning True (or raising `StopIteration`) stops the fit (status -3); SciPy's
       ``callback(intermediate_result)`` and ``callback(x)`` work too;
-    - `pad`: pad the data to size buckets (powers of two) so that new lengths reuse
-      compiled code; False compiles for each exact shape.
+    - `pad`: False (default) fits exactly the data given, compiling once per data
+      shape. True pads the data to size buckets (powers of two, masked) so that new
+      lengths reuse compiled code; only for pointwise models (each output depending on
+      its own point only), which is checked on the first fit.
 
     `fit()` fits the data given here; ``fit(x, y, p0=..., sigma=...)`` fits new data
     with the same model and options. It returns a `CurveFitResult` (NumPy values,
@@ -243,7 +303,7 @@ class CurveFit:
         verbose: int = 0,
         callback: Callable | None = None,
         nan_policy: str | None = None,
-        pad: bool = True,
+        pad: bool = False,
         param_style: str | None = None,
         diff_step=None,
         *,
@@ -259,12 +319,18 @@ class CurveFit:
                 "`model` must be callable: model(x, params), f(x, *params) or an "
                 f"nlsq_fn model; got {type(model).__name__}."
             )
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
+        verbose = as_verbose(verbose)
+        absolute_sigma = as_flag(absolute_sigma, "absolute_sigma")
+        ftol, xtol, gtol = (
+            None if tol is None else as_real(tol, name)
+            for tol, name in ((ftol, "ftol"), (xtol, "xtol"), (gtol, "gtol"))
+        )
+        f_scale = as_real(f_scale, "f_scale")
+        max_nfev = as_count(max_nfev, "max_nfev")
         self.f = model
         self.xdata, self.ydata, self.p0, self.sigma = x, y, p0, sigma
         self.absolute_sigma = bool(absolute_sigma)
-        self.bounds = as_bound_pair(bounds)
+        self.bounds = as_bounds(bounds)
         self.loss = as_loss(loss, f_scale)
         if method is None:
             robust = not isinstance(self.loss, Linear)
@@ -276,12 +342,14 @@ class CurveFit:
         self.x_scale = x_scale
         self.jac = jac
         self.diff_step = diff_step
+        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
         self.tolerances = dict(ftol=ftol, xtol=xtol, gtol=gtol)
         self.max_nfev = max_nfev
         self.verbose = verbose
         self.callback = as_core_callback(callback)
         self.nan_policy = nan_policy
-        self.pad = pad
+        self.pad = bool(pad)
+        self._pointwise_checked = False
         self.param_style = param_style
         model_convention(model, None, param_style)  # validates param_style early
         self.named = is_named_model(model)
@@ -328,14 +396,27 @@ class CurveFit:
                     f"Unable to determine the number of fit parameters ({what}); give `p0`."
                 )
             p0 = np.ones(len(names))
-        elif isinstance(p0, dict):
-            raise ValueError("`p0` may be a dict only for an nlsq_fn model with named parameters.")
+        elif isinstance(p0, dict):  # by name, as a `bounds` dict: in the signature's order
+            if names is None or style == "array":
+                raise ValueError("`p0` as a dict needs a model with named parameters.")
+            unknown, missing = set(p0) - set(names), set(names) - set(p0)
+            if unknown or missing:
+                raise ValueError(
+                    f"`p0` must name each of the model's parameters {list(names)}; "
+                    f"unknown: {sorted(unknown)}, missing: {sorted(missing)}."
+                )
+            p0 = [p0[name] for name in names]
         if is_concrete(p0):
-            p0 = np.atleast_1d(np.asarray(p0, dtype=float))
+            p0 = np.atleast_1d(np.asarray(p0))
+            if np.iscomplexobj(p0) or p0.dtype.kind not in "biuf":
+                raise ValueError(f"`p0` must be real numbers, got dtype {p0.dtype}.")
+            p0 = p0.astype(float)
         else:  # traced (under jit / vmap / grad): a list of tracers or an array
             p0 = jnp.atleast_1d(jnp.asarray(p0))
             if not jnp.issubdtype(p0.dtype, jnp.inexact):
                 p0 = p0.astype(jnp.result_type(float))
+        if p0.size == 0:
+            raise ValueError("`p0` has no parameters.")
         if p0.ndim != 1:
             raise ValueError(f"`p0` must be 1-D, got shape {p0.shape}.")
         if names is not None and len(names) != p0.size:
@@ -347,7 +428,7 @@ class CurveFit:
 
     @staticmethod
     def _flat_bounds(bounds, names):
-        bounds = as_bound_pair(bounds)
+        bounds = as_bounds(bounds)
         if not isinstance(bounds, dict):
             return bounds
         unknown = set(bounds) - set(names)
@@ -386,7 +467,7 @@ class CurveFit:
         )
 
     def _resolve(self, x, y, p0, sigma, bounds):
-        bounds = self.bounds if bounds is None else bounds
+        bounds = self.bounds if bounds is None else as_bounds(bounds)
         if _finite(bounds) and not self.strategy.supports_bounds:
             raise ValueError(
                 "This CurveFit uses method='lm', which doesn't support bounds; create it "
@@ -407,8 +488,8 @@ class CurveFit:
         ydata = np.asarray(ydata)
         if ydata.size == 0:
             raise ValueError("`ydata` must not be empty!")
-        if not np.issubdtype(ydata.dtype, np.number):
-            raise ValueError(f"`ydata` must be numeric, got dtype {ydata.dtype}.")
+        if not np.issubdtype(ydata.dtype, np.number) or np.iscomplexobj(ydata):
+            raise ValueError(f"`ydata` must be real numbers, got dtype {ydata.dtype}.")
         ydata = ydata.astype(float)
         x_is_array = xdata is not None and not isinstance(xdata, (dict, tuple))
         if x_is_array:
@@ -420,8 +501,11 @@ class CurveFit:
         )
         sigma, cholesky = _check_sigma(sigma, ydata)
         style, model, names = self._convention(p0)
+        no_p0 = p0 is None and style != "named"
         p0 = self._initial_params(p0, xdata, ydata, style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
+        if no_p0 and _finite(bounds):
+            p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
         if self.method == "lm" and ydata.size < p0.size:
             raise TypeError(
                 f"The number of func parameters={p0.size} must not exceed the number of "
@@ -438,9 +522,15 @@ class CurveFit:
                 )
             white_y = np.linalg.solve(cholesky, ydata)  # triangular: exact enough
             data = Data(xdata, white_y)
-        elif self.pad and m is not None and _points_along_last_axis(xdata, m):
+        elif self.pad and m is not None and _has_points_axis(xdata, m):
             size = bucket_size(m)
-            x_padded = jax.tree.map(lambda leaf: _pad_last_axis(leaf, m, size), xdata)
+            x_padded = jax.tree.map(lambda leaf: _pad_points(leaf, m, size), xdata)
+            if not self._pointwise_checked:
+                # Once per CurveFit: checking every fit would cost eager compilations
+                # for each new length, the very thing padding is there to avoid.
+                self._check_model_on(model, xdata, ydata, p0, names)
+                _check_pointwise(model, xdata, x_padded, p0, m)
+                self._pointwise_checked = True
             y_padded = np.pad(ydata, (0, size - m))
             sigma_padded = None if sigma is None else np.pad(
                 sigma, (0, size - m), constant_values=1.0
@@ -452,11 +542,15 @@ class CurveFit:
         try:
             state = init(model, data, p0, solver)
         except ValueError as error:
-            message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
-            # The core names flat parameters p[0], p[1], ...: use the model's names.
-            message = re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
-            raise ValueError(message) from error
+            raise ValueError(_user_message(error, names)) from error
         return model, data, state, unpadded
+
+    def _check_model_on(self, model, xdata, ydata, p0, names):
+        """`init`'s model checks on the unpadded data, so errors name the user's sizes."""
+        try:
+            init(model, Data(xdata, ydata), p0, Solver(strategy=self.strategy))
+        except ValueError as error:
+            raise ValueError(_user_message(error, names)) from error
 
     def fit(
         self, x=UNSET, y=None, p0=None, sigma=None, bounds=None, *, xdata=UNSET, ydata=None
@@ -481,14 +575,17 @@ class CurveFit:
             _progress.print_final_report(solution)
         n_params = state.lower.size
         pcov = np.asarray(pcov)
-        if not np.all(np.isfinite(pcov)):
-            warn_optimize("Covariance of the parameters could not be estimated")
-        elif int(rank) < n_params:
+        if int(rank) < n_params:
+            undetermined = np.flatnonzero(np.asarray(parts.undetermined))
+            names = unpadded["names"]
             warn_optimize(
-                f"The Jacobian at the solution has rank {int(rank)} < {n_params} "
-                "parameters: `pcov` is a pseudo-inverse and some parameter combinations "
-                "are not determined by the data."
+                f"Covariance of the parameters could not be estimated for "
+                f"{[names[i] for i in undetermined]}: the Jacobian at the solution has "
+                f"rank {int(rank)} < {n_params} parameters, so the data do not determine "
+                "them (their variances are inf)."
             )
+        elif not np.all(np.isfinite(pcov)):
+            warn_optimize("Covariance of the parameters could not be estimated")
         fields = {
             name: np.asarray(getattr(solution, name))
             for name in (
@@ -553,11 +650,11 @@ class CurveFit:
         return _fit_solution(solution, parts, self.absolute_sigma, y.size, state.params)
 
 
-def _points_along_last_axis(xdata, m) -> bool:
+def _has_points_axis(xdata, m) -> bool:
     """Whether some array in `xdata` runs along the points (so a padded `x` gives a
     padded prediction); a model that ignores `x` (SciPy allows ``xdata=None``) is not
     padded."""
-    return any(np.ndim(leaf) and np.shape(leaf)[-1] == m for leaf in jax.tree.leaves(xdata))
+    return any(points_axis(leaf, m) is not None for leaf in jax.tree.leaves(xdata))
 
 
 def _one_of(value, alias, name, alias_name, unset):

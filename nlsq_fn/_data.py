@@ -29,6 +29,11 @@ class Data(eqx.Module):
     mask: Bool[Array, "..."] | None = None
 
     def __init__(self, x, y, sigma=None, mask=None):
+        if isinstance(x, list):  # a list is an array (SciPy's xdata), not a pytree of scalars
+            try:
+                x = np.asarray(x)
+            except ValueError:  # ragged: a list of separate inputs
+                pass
         self.x = jax.tree.map(_as_array, x)
         self.y = _as_array(y)
         self.sigma = None if sigma is None else _as_array(sigma)
@@ -41,14 +46,48 @@ class Data(eqx.Module):
             return jnp.asarray(self.y.size)
         return jnp.sum(jnp.broadcast_to(self.mask, self.y.shape))
 
+    @property
+    def model_x(self) -> PyTree[ArrayLike]:
+        """`x` as the model is evaluated on it. Where `mask` is False, the inputs of
+        arrays laid out like `y` (points along the leading or trailing axes) are those of
+        the first counted point: a masked point must not make the model or its
+        derivatives non-finite, since ``0 * inf`` in reverse mode is NaN (the
+        "double where"). Counted points see their own inputs unchanged."""
+        if self.mask is None:
+            return self.x
+        return jax.tree.map(lambda leaf: _at_counted(leaf, self.mask), self.x)
+
     def weighted_residual(self, prediction: Float[Array, "..."]) -> Float[Array, " m"]:
         """``(prediction - y) / sigma``, zero at masked points, flattened."""
-        residual = prediction - self.y
-        if self.sigma is not None:
-            residual = residual / self.sigma
+        y, sigma = self.y, self.sigma
+        if self.mask is not None:  # masked values can't leak NaN into derivatives
+            prediction = jnp.where(self.mask, prediction, 0.0)
+            y = jnp.where(self.mask, y, 0.0)
+            if sigma is not None:
+                sigma = jnp.where(self.mask, sigma, 1.0)
+        residual = prediction - y
+        if sigma is not None:
+            residual = residual / sigma
         if self.mask is not None:
             residual = jnp.where(self.mask, residual, 0.0)
         return residual.ravel()
+
+
+def _at_counted(leaf, mask):
+    """`leaf` with its masked points replaced by the first counted one (see `model_x`)."""
+    shape = jnp.shape(leaf)
+    first = jnp.argmax(mask.ravel())
+    if shape[: mask.ndim] == mask.shape:
+        rest = shape[mask.ndim :]
+        keep = jnp.reshape(mask, mask.shape + (1,) * len(rest))
+        fill = jnp.reshape(leaf, (-1, *rest))[first]
+        return jnp.where(keep, leaf, fill)
+    if mask.ndim and shape[len(shape) - mask.ndim :] == mask.shape:
+        lead = shape[: len(shape) - mask.ndim]
+        fill = jnp.reshape(leaf, (*lead, -1))[..., first]
+        fill = jnp.reshape(fill, lead + (1,) * mask.ndim)
+        return jnp.where(mask, leaf, fill)
+    return leaf
 
 
 def _as_array(value):
@@ -75,6 +114,10 @@ def validate_data(data: Data) -> None:
         )
     if y.size == 0:
         raise ValueError("`y` is empty: there is nothing to fit.")
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise ValueError(f"`y` must be real numbers, got dtype {y.dtype}.")
+    if data.sigma is not None and not jnp.issubdtype(data.sigma.dtype, jnp.floating):
+        raise ValueError(f"`sigma` must be real numbers, got dtype {data.sigma.dtype}.")
     x_leaves = jax.tree.leaves(data.x)
     if (
         len(x_leaves) == 1
@@ -89,12 +132,14 @@ def validate_data(data: Data) -> None:
     if not is_concrete(data):
         return
     counted = np.ones(y.shape, bool) if data.mask is None else np.asarray(data.mask)
+    if not counted.any():
+        raise ValueError("Every point is masked out: there is nothing to fit.")
     if not np.all(np.isfinite(np.asarray(y)[counted])):
         raise ValueError(
             "`y` contains NaN or inf; remove those points or mask them out "
             "(curve_fit: nan_policy='omit')."
         )
-    for leaf in jax.tree.leaves(data.x):
+    for leaf in jax.tree.leaves(data.model_x):  # masked points don't count
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not np.all(
             np.isfinite(np.asarray(leaf))
         ):

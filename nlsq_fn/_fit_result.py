@@ -6,6 +6,7 @@ import functools
 import numpy as np
 
 from . import _report, _stats
+from ._data import Data
 from ._trust_region import STATUS_MESSAGES
 
 
@@ -115,13 +116,13 @@ class CurveFitResult:
 
     def eval(self, x=None, params=None) -> np.ndarray:
         """The model at `x` (default: the data's x) with `params` (default: `popt`)."""
-        x = self.xdata if x is None else x
+        x = self.xdata if x is None else Data(x, np.zeros(())).x  # lists as arrays
         params = self.popt if params is None else np.asarray(params, float)
         return np.asarray(self.model(x, params))
 
     def curve_std(self, x=None) -> np.ndarray:
         """Delta-method standard deviation of the fitted curve at `x` (flattened)."""
-        x = self.xdata if x is None else x
+        x = self.xdata if x is None else Data(x, np.zeros(())).x
         return np.sqrt(_stats.curve_variance(self.model, x, self.popt, self.pcov))
 
     def confidence_band(self, x=None, level: float = 0.95):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._arguments import as_bounds, as_count, as_real, as_verbose
 from ._data import Data
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
@@ -16,7 +17,7 @@ from ._misc import ArrayLikeOrSequence, is_concrete
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
-from ._scipy_compat import as_bound_pair, as_core_callback, check_tolerances
+from ._scipy_compat import as_core_callback, check_tolerances
 from ._solve import solve
 from ._solver import Solver, init
 from ._trf import TRF
@@ -131,26 +132,28 @@ def least_squares(
         raise TypeError(f"`fun` must be callable, got {type(fun).__name__}.")
     if method not in ("trf", "lm", "dogbox"):
         raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
-    if verbose not in (0, 1, 2):
-        raise ValueError("`verbose` must be in [0, 1, 2].")
+    verbose = as_verbose(verbose)
+    ftol, xtol, gtol = (
+        None if tol is None else as_real(tol, name)
+        for tol, name in ((ftol, "ftol"), (xtol, "xtol"), (gtol, "gtol"))
+    )
+    f_scale = as_real(f_scale, "f_scale")
+    max_nfev = as_count(max_nfev, "max_nfev")
     if max_nfev is not None and max_nfev <= 0:
         raise ValueError("`max_nfev` must be None or positive integer.")
+    bounds = as_bounds(bounds)
     if kwargs is None:
         kwargs = {}
     if not isinstance(args, tuple):
         args = tuple(args) if isinstance(args, list) else (args,)
-    traced = not is_concrete(x0, args, kwargs)
-    if not traced and np.iscomplexobj(np.asarray(x0)):
-        raise ValueError("`x0` must be real.")
     x0 = jnp.asarray(x0)
+    if jnp.iscomplexobj(x0):
+        raise ValueError("`x0` must be real numbers, got complex values.")
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     x0 = jnp.atleast_1d(x0)
     if not jnp.issubdtype(x0.dtype, jnp.inexact):
         x0 = x0.astype(jnp.result_type(float))
-    bounds = as_bound_pair(bounds)
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise ValueError("`bounds` must contain 2 elements.")
     bounded = has_finite_bounds(bounds)
     if method == "lm" and bounded:
         raise ValueError("Method 'lm' doesn't support bounds.")

@@ -88,6 +88,22 @@ def sample_box(
     return lower + unit * (upper - lower)
 
 
+def _as_key(key) -> jax.Array:
+    """A `jax.random` key; None is key 0 and an integer is a seed."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise TypeError(
+        f"`key` must be a jax.random.key, an integer seed or None, got {key!r}."
+    )
+
+
 def multistart(
     model: Callable,
     data: Data,
@@ -109,7 +125,7 @@ def multistart(
     - `n_starts`: how many fits in all (`p0` included).
     - `method`: ``"latin"`` (Latin hypercube, default), ``"random"`` (uniform) or
         ``"sobol"`` (scrambled Sobol, needs SciPy and a concrete `key`).
-    - `key`: a ``jax.random`` key (default ``jax.random.key(0)``).
+    - `key`: a ``jax.random`` key or an integer seed (default ``jax.random.key(0)``).
     - `sample_bounds`: ``(lower, upper)`` of the sampling box (scalars, flat arrays or
         pytrees like `p0`); default the solver's bounds. Must be finite.
     - `starts`: instead of sampling, the starting points themselves, shaped like `p0`
@@ -122,6 +138,8 @@ def multistart(
     state = init(model, data, p0, solver)
     flat_p0, unravel = ravel_pytree(state.params)
     if starts is None:
+        if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)):
+            raise TypeError(f"`n_starts` must be an integer, got {n_starts!r}.")
         if n_starts < 1:
             raise ValueError(f"`n_starts` must be at least 1, got {n_starts}.")
         if sample_bounds is None:
@@ -140,7 +158,7 @@ def multistart(
                 "Sampling starting points needs a finite box: give finite solver bounds, "
                 "`sample_bounds=(lower, upper)`, or the `starts` themselves."
             )
-        key = jax.random.key(0) if key is None else key
+        key = _as_key(key)
         sampled = sample_box(key, n_starts - 1, lower, upper, method)
         flat_starts = jnp.concatenate([flat_p0[None], sampled])
         starts = jax.vmap(unravel)(flat_starts)

@@ -37,20 +37,35 @@ def print_row(iteration, nfev, cost, cost_reduction, step_norm, optimality) -> N
 
 def _host_start(cost, optimality):
     if np.ndim(cost):  # a batch (under vmap): one table per member would interleave
-        return
+        print(
+            f"verbose=2: {np.size(cost)} fits run as one batch (vmap); the iteration "
+            "table is printed for single fits only."
+        )
+        return np.ones(np.shape(cost), bool)
     print_header()
     print_row(0, 1, cost, math.nan, math.nan, optimality)
+    return np.asarray(True)
 
 
 def _host_row(finished, iteration, nfev, cost, reduction, step_norm, optimality):
-    if np.ndim(finished) or not finished:
-        return
-    print_row(iteration, nfev, cost, reduction, step_norm, optimality)
+    if np.ndim(finished) == 0 and finished:
+        print_row(iteration, nfev, cost, reduction, step_norm, optimality)
+    return np.ones(np.shape(finished), bool)
 
 
-def report_start(cost, optimality) -> None:
-    """Traced: the table's header and iteration 0."""
-    jax.debug.callback(_host_start, cost, optimality, ordered=True)
+def _print_on_host(host, *args):
+    """Call `host` once, with whole batches under vmap (``expand_dims``), so that it
+    can tell a batch from a single fit. Its answer (always True) is returned to be
+    folded into the loop's status: a used result keeps the call (and its place in the
+    sequence of iterations) alive."""
+    return jax.pure_callback(
+        host, jax.ShapeDtypeStruct((), jnp.bool_), *args, vmap_method="expand_dims"
+    )
+
+
+def report_start(cost, optimality):
+    """Traced: the table's header and iteration 0 (True, to be used by the caller)."""
+    return _print_on_host(_host_start, cost, optimality)
 
 
 def _finished_iteration(old, new):
@@ -59,9 +74,10 @@ def _finished_iteration(old, new):
     return (new.nit > old.nit) & (old.status == RUNNING)
 
 
-def report_iteration(old, new, optimality) -> None:
-    """Traced: a row when an iteration has finished (a step accepted, or the end)."""
-    jax.debug.callback(
+def report_iteration(old, new, optimality):
+    """Traced: a row when an iteration has finished (a step accepted, or the end);
+    True, to be used by the caller."""
+    return _print_on_host(
         _host_row,
         _finished_iteration(old, new),
         new.nit,
@@ -70,7 +86,6 @@ def report_iteration(old, new, optimality) -> None:
         old.linearization.cost - new.linearization.cost,
         jnp.linalg.norm(new.x - old.x),
         optimality,
-        ordered=True,
     )
 
 
@@ -106,7 +121,8 @@ def after_iteration(old, new, state, unravel, optimality_of):
     status, set to `STOPPED` when the callback asks to stop."""
     status = new.status
     if state.verbose == 2:
-        report_iteration(old, new, optimality_of(new.x, new.linearization))
+        printed = report_iteration(old, new, optimality_of(new.x, new.linearization))
+        status = jnp.where(printed, status, STOPPED).astype(status.dtype)
     if state.callback is not None:
         finished = _finished_iteration(old, new)
         stop = ask_callback(

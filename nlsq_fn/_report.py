@@ -12,6 +12,7 @@ GRADIENT_COSINE_LIMIT = 1e-4
 SCALE_RATIO_LIMIT = 1e6
 BIAS_Z_LIMIT = 3.0
 RUNS_Z_LIMIT = -3.0
+ROUNDING_LIMIT = 1e4  # residual norm, in units of eps * |weighted data|: an exact fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,9 @@ def diagnose(result) -> list[Diagnostic]:
       and the MAD as spread), or a runs test on the signs of the residuals (in x order)
       with ``z < -3`` (systematic misfit);
     - poorly scaled parameters: column norms of the Jacobian spanning more than 1e6.
+
+    The gradient and residual checks are skipped for an exact fit (residual norm below
+    ``1e4 * eps`` times that of the weighted data): rounding noise has no direction.
     """
     found = []
     names = result.names
@@ -106,9 +110,14 @@ def diagnose(result) -> list[Diagnostic]:
         ))
     jac = np.asarray(result.jac)
     f_norm = np.linalg.norm(result.fun)
+    # Residuals at the rounding level of the data (an exact fit) have no direction and
+    # no bias worth reporting: the gradient and residual checks would only see noise.
+    weights = 1.0 if result.sigma is None else np.ravel(result.sigma)
+    data_norm = np.linalg.norm(np.ravel(result.ydata) / weights)
+    exact = f_norm <= ROUNDING_LIMIT * np.finfo(float).eps * data_norm
     norms = np.linalg.norm(jac, axis=0)
     free = result.active_mask == 0
-    if f_norm > 0 and np.any(free):
+    if not exact and np.any(free):
         cosines = np.abs(result.grad) / np.where(norms > 0, norms * f_norm, np.inf)
         worst = int(np.argmax(np.where(free, cosines, 0.0)))
         if cosines[worst] > GRADIENT_COSINE_LIMIT:
@@ -121,7 +130,7 @@ def diagnose(result) -> list[Diagnostic]:
             ))
     residual = -np.ravel(result.fun)  # data minus model, weighted
     n = residual.size
-    if n > 2:
+    if n > 2 and not exact:
         if result.loss == "Linear":
             statistic, centre = "average", np.mean(residual)
             standard_error = np.std(residual) / math.sqrt(n)

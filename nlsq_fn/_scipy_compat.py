@@ -16,7 +16,7 @@ EPS = float(np.finfo(float).eps)
 
 
 class OptimizeWarning(UserWarning):
-    """The covariance could not be estimated, or only as a pseudo-inverse (as SciPy's
+    """The covariance could not be estimated, for all or some parameters (as SciPy's
     warning of that name)."""
 
 
@@ -38,14 +38,6 @@ def _both_warnings(scipy_class):
     if scipy_class not in _BOTH:
         _BOTH[scipy_class] = type("OptimizeWarning", (OptimizeWarning, scipy_class), {})
     return _BOTH[scipy_class]
-
-
-def as_bound_pair(bounds):
-    """``(lower, upper)`` from a pair or from a `scipy.optimize.Bounds` (anything with
-    ``lb`` and ``ub``)."""
-    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
-        return bounds.lb, bounds.ub
-    return bounds
 
 
 def check_tolerances(ftol, xtol, gtol, method: str) -> tuple[float, float, float]:

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
-from ._bounds import find_active_constraints
+from ._bounds import find_active_constraints, make_strictly_feasible
 from ._data import Data
 from ._linearize import (
     Linearization,
@@ -48,17 +48,27 @@ def residual_function(
     model: Callable, data: Data, unravel: Callable
 ) -> Callable[[Float[Array, " n"]], Float[Array, " m"]]:
     """Flat parameters -> weighted, masked, flattened residuals."""
-    return lambda x: data.weighted_residual(model(data.x, unravel(x)))
+    return lambda x: data.weighted_residual(model(data.model_x, unravel(x)))
 
 
 def residual_and_jac(model, data, state, unravel, x):
     """Weighted residuals and their Jacobian at flat parameters `x`."""
     if callable(state.jac):
         params = unravel(x)
-        f = data.weighted_residual(model(data.x, params))
-        jac = jnp.reshape(jnp.asarray(state.jac(data.x, params), f.dtype), (f.size, -1))
+        f = data.weighted_residual(model(data.model_x, params))
+        jac = jnp.asarray(state.jac(data.model_x, params), f.dtype)
+        n = x.size
+        if jac.shape not in ((f.size, n), (*data.y.shape, n)):  # static: checked once
+            raise ValueError(
+                "The return value of `jac` has wrong shape: expected "
+                f"{(f.size, n)}, actual {jac.shape}."
+            )
+        jac = jnp.reshape(jac, (f.size, n))
         if data.sigma is not None:
-            jac = jac / jnp.broadcast_to(data.sigma, data.y.shape).ravel()[:, None]
+            sigma = jnp.broadcast_to(data.sigma, data.y.shape)
+            if data.mask is not None:
+                sigma = jnp.where(data.mask, sigma, 1.0)
+            jac = jac / sigma.ravel()[:, None]
         if data.mask is not None:
             jac = jnp.where(data.mask.ravel()[:, None], jac, 0.0)
         return f, jac
@@ -90,10 +100,37 @@ def _problem(data, state):
     )
 
 
+def valid_input(x0, data: Data, state: SolverState):
+    """The checks `init` makes in Python on concrete inputs, as one traced flag, so that
+    bad input under `jax.jit` / `jax.vmap` ends with status -1 instead of garbage."""
+    counted = jnp.ones(data.y.shape, bool) if data.mask is None else data.mask
+    ok = jnp.any(counted) & jnp.all(jnp.isfinite(x0))
+    if data.sigma is not None:
+        sigma = jnp.broadcast_to(data.sigma, data.y.shape)
+        ok &= jnp.all(jnp.where(counted, jnp.isfinite(sigma) & (sigma > 0), True))
+    lower, upper = state.lower, state.upper
+    ok &= jnp.all(lower < upper)  # False for NaN bounds too
+    ok &= jnp.all((x0 >= lower) & (x0 <= upper))
+    if state.x_scale is not None:
+        ok &= jnp.all(jnp.isfinite(state.x_scale) & (state.x_scale > 0))
+    f_scale = jnp.asarray(state.loss.f_scale, x0.dtype)
+    return ok & jnp.isfinite(f_scale) & (f_scale > 0) & jnp.isfinite(1 / f_scale**2)
+
+
+def start_point(state: SolverState):
+    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF)."""
+    x0, unravel = ravel_pytree(state.params)
+    if state.strategy.supports_bounds:
+        x0 = make_strictly_feasible(x0, state.lower, state.upper)
+    return x0, unravel
+
+
 def _iterate(inputs):
     """The fit itself: a single `lax.while_loop` over trial steps."""
     model, data, state = inputs
-    x0, unravel = ravel_pytree(state.params)
+    x_given, _ = ravel_pytree(state.params)
+    valid = valid_input(x_given, data, state)
+    x0, unravel = start_point(state)
     problem = _problem(data, state)
     strategy = state.strategy
 
@@ -102,14 +139,17 @@ def _iterate(inputs):
 
     lin0 = evaluate(x0)
     strategy_state, status = strategy.init(x0, lin0, problem)
-    status = jnp.where(lin0.finite, status, IMPROPER_INPUT)
+    status = jnp.where(lin0.finite & valid, status, IMPROPER_INPUT)
     one = jnp.asarray(1, jnp.int32)
     status = jnp.where((status == RUNNING) & (state.max_nfev <= 1), MAX_NFEV, status)
     carry = _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
     if state.verbose == 2:
-        _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
+        printed = _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
+        carry = eqx.tree_at(
+            lambda c: c.status, carry, jnp.where(printed, carry.status, IMPROPER_INPUT)
+        )
 
     def body(carry):
         out = strategy.step(
@@ -154,7 +194,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     """
     model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))
-    x0, unravel = ravel_pytree(state.params)
+    x0, unravel = start_point(state)
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no
     # derivatives), so that the initial cost is differentiable in the data too.
     initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))

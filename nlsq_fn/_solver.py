@@ -10,15 +10,39 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
+from ._arguments import as_count
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
+from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import check_chunkable
-from ._loss import AbstractLoss, Linear
+from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
 JacobianMode = Literal["fwd", "rev"] | Callable
+
+
+def _as_strategy(strategy) -> AbstractStrategy:
+    """A strategy module, or SciPy's name of one ("trf", "lm")."""
+    if isinstance(strategy, AbstractStrategy):
+        return strategy
+    if strategy == "trf":
+        return TRF()
+    if strategy == "lm":
+        return LevenbergMarquardt()
+    raise ValueError(
+        f"`strategy` must be TRF(), LevenbergMarquardt() or 'trf' / 'lm', got {strategy!r}."
+    )
+
+
+def _as_loss(loss) -> AbstractLoss:
+    """A loss module, or SciPy's name of one ("huber", ...) with ``f_scale=1``."""
+    if isinstance(loss, str):
+        return as_loss(loss)
+    if not isinstance(loss, AbstractLoss):
+        raise TypeError(f"`loss` must be an AbstractLoss or a loss name, got {loss!r}.")
+    return loss
 
 
 class Solver(eqx.Module):
@@ -61,8 +85,8 @@ class Solver(eqx.Module):
         several times slower on CPU) and by summing ``JᵀJ`` with ``"normal"``.
     """
 
-    strategy: AbstractStrategy = TRF()
-    loss: AbstractLoss = Linear()
+    strategy: AbstractStrategy = eqx.field(default=TRF(), converter=_as_strategy)
+    loss: AbstractLoss = eqx.field(default=Linear(), converter=_as_loss)
     bounds: tuple[PyTree[ArrayLike], PyTree[ArrayLike]] | None = None
     x_scale: PyTree[ArrayLike] | str | None = eqx.field(default=None, static=False)
     ftol: float = eqx.field(default=1e-8, static=True)
@@ -106,13 +130,20 @@ def _flat_like(value, params, name, dtype):
     """A bound or scale given as a scalar, a flat array or a params-shaped pytree."""
     flat_params, _ = ravel_pytree(params)
     n = flat_params.size
-    if jax.tree.structure(value) == jax.tree.structure(params) and not isinstance(
-        value, (int, float)
-    ) and jax.tree.structure(params).num_leaves > 1:
-        parts = [
-            jnp.broadcast_to(jnp.asarray(v, dtype), jnp.shape(p))
-            for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
-        ]
+    structure = jax.tree.structure(params)
+    if jax.tree.structure(value) == structure and not jax.tree_util.treedef_is_leaf(
+        structure
+    ):
+        try:
+            parts = [
+                jnp.broadcast_to(jnp.asarray(v, dtype), jnp.shape(p))
+                for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
+            ]
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Each entry of `{name}` must be a scalar or shaped like the parameter "
+                f"it bounds: {error}"
+            ) from None
         return jnp.concatenate([jnp.ravel(part) for part in parts]).astype(dtype)
     try:
         array = jnp.asarray(value, dtype)
@@ -150,6 +181,8 @@ def _float_params(p0):
     if not leaves:
         raise ValueError("`p0` has no parameters.")
     dtype = jnp.result_type(*[jnp.asarray(leaf) for leaf in leaves])
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError("`p0` must be real numbers, got complex values.")
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), p0), dtype
@@ -171,6 +204,8 @@ def init(
     params, dtype = _float_params(p0)
     x0, _ = ravel_pytree(params)
     n = x0.size
+    if n == 0:
+        raise ValueError("`p0` has no parameters.")
     strategy = solver.strategy
     if solver.bounds is None:
         lower = jnp.full((n,), -jnp.inf, dtype)
@@ -191,6 +226,9 @@ def init(
         x_scale_flat = _flat_like(x_scale, params, "x_scale", dtype)
     if is_concrete(lower, upper, x0):
         lower_np, upper_np, x0_np = map(np.asarray, (lower, upper, x0))
+        if np.any(np.isnan(lower_np) | np.isnan(upper_np)):
+            bad = _names_at(params, np.isnan(lower_np) | np.isnan(upper_np))
+            raise ValueError(f"`bounds` contain NaN (for {bad}); use -inf / inf for none.")
         if np.any(lower_np >= upper_np):
             raise ValueError(
                 "Each lower bound must be strictly less than its upper bound "
@@ -213,10 +251,15 @@ def init(
             and np.all(np.asarray(x_scale_flat) > 0)
         ):
             raise ValueError("`x_scale` must be 'jac' or finite positive numbers.")
+    # The state keeps `p0` as given (summaries show it); `solve` starts strictly inside
+    # the bounds, as SciPy's TRF, and the model is checked there.
+    start = params
     if strategy.supports_bounds:
-        x0 = make_strictly_feasible(x0, lower, upper)
-        params = ravel_pytree(params)[1](x0)
-    _check_model(model, data, params)
+        start = ravel_pytree(params)[1](make_strictly_feasible(x0, lower, upper))
+    _check_model(model, data, start)
+    if callable(solver.jac):
+        check_jacobian_shape(solver.jac, data, start)
+    _check_loss_scale(solver.loss)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
         if not value >= 0:
@@ -227,7 +270,7 @@ def init(
     if chunk_size is not None:
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
-    max_nfev = 100 * n if solver.max_nfev is None else int(solver.max_nfev)
+    max_nfev = 100 * n if solver.max_nfev is None else as_count(solver.max_nfev, "max_nfev")
     if solver.verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {solver.verbose!r}.")
     if solver.callback is not None and not callable(solver.callback):
@@ -258,9 +301,38 @@ def init(
     )
 
 
+def _check_loss_scale(loss) -> None:
+    if not is_concrete(loss.f_scale):
+        return  # under jit: `solve` reports it with status -1
+    f_scale = np.asarray(loss.f_scale, float)
+    with np.errstate(over="ignore", divide="ignore"):
+        usable = np.isfinite(f_scale) and f_scale > 0 and np.isfinite(1 / f_scale**2)
+    if not usable:
+        raise ValueError(
+            f"The loss's `f_scale` must be positive and finite (and not so small that "
+            f"its square underflows), got {float(f_scale)!r}."
+        )
+
+
 def _names_at(params, where) -> str:
     names = flat_parameter_names(params)
     return ", ".join(names[i] for i in np.flatnonzero(where))
+
+
+def check_jacobian_shape(jac: Callable, data: Data, params) -> None:
+    """Raise unless ``jac(x, params)`` is ``(m, n)`` (or ``y.shape + (n,)``): a transposed
+    Jacobian must never be reshaped into a wrong one."""
+    n = ravel_pytree(params)[0].size
+    expected = (int(np.prod(data.y.shape)), n)
+    try:
+        out = jax.eval_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
+    except Exception as error:
+        raise ValueError(f"Calling `jac` at p0 failed: {error}") from error
+    if out.shape not in (expected, (*data.y.shape, n)):
+        raise ValueError(
+            f"The return value of `jac` has wrong shape: expected {expected}, "
+            f"actual {out.shape}."
+        )
 
 
 def _check_model(model, data, params):
@@ -280,8 +352,16 @@ def _check_model(model, data, params):
             f"The model returns shape {shape} but `y` has shape {data.y.shape}; "
             "they must match."
         )
+    if not jnp.issubdtype(out.dtype, jnp.inexact):
+        # Silently casting would fit nothing: the derivatives of integers are zero.
+        raise ValueError(
+            f"The model returns {out.dtype} values; it must return floating-point values "
+            "(the derivatives of integer values are zero, so nothing could be fitted)."
+        )
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise ValueError("The model returns complex values; they must be real.")
     if is_concrete(data, params):
-        prediction = model(data.x, params)
+        prediction = model(data.model_x, params)
         if not is_concrete(prediction):  # the model closes over traced values
             return
         prediction = np.asarray(prediction)
@@ -291,3 +371,10 @@ def _check_model(model, data, params):
                 "The model returns NaN or inf at p0; choose another starting point or "
                 "check the model."
             )
+        residual = np.asarray(data.weighted_residual(jnp.asarray(prediction)))
+        with np.errstate(over="ignore"):
+            if not np.isfinite(0.5 * np.sum(np.square(residual))):
+                raise ValueError(
+                    "The cost (half the sum of squared residuals) overflows at p0: the "
+                    "residuals are too large for floating point; rescale `y` or `sigma`."
+                )

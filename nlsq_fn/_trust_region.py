@@ -23,8 +23,10 @@ STATUS_MESSAGES = {
     STOPPED: "Stopped by the callback.",
     RUNNING: "The solver has not finished.",
     IMPROPER_INPUT: (
-        "Improper input: the data, or the model at the initial parameters, "
-        "contains NaN or inf."
+        "Improper input: NaN or inf in the data or in the model, its Jacobian or the "
+        "cost (which may overflow) at the initial parameters; or sigma <= 0, every point "
+        "masked, NaN bounds, lower >= upper, p0 outside the bounds, x_scale <= 0 or "
+        "f_scale <= 0."
     ),
     MAX_NFEV: "The maximum number of function evaluations is exceeded.",
     GTOL: "`gtol` termination condition is satisfied.",

@@ -30,7 +30,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf")
+        fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf", pad=True)
         traces = _curve_fit_class.trace_count
         results = []
         # Five datasets of one shape, with new values of x, y, p0 and bounds.
@@ -68,7 +68,7 @@ def test_padding_does_not_change_the_result():
     x, y, _ = _dataset(37, 0)
     sigma = 0.02 + 0.01 * np.random.default_rng(5).random(37)
     options = dict(p0=[1.0, 1.0, 0.0], sigma=sigma, method="trf", ftol=1e-12, xtol=1e-12)
-    padded = nf.CurveFit(decay, x, y, **options).fit()
+    padded = nf.CurveFit(decay, x, y, pad=True, **options).fit()
     exact = nf.CurveFit(decay, x, y, pad=False, **options).fit()
     np.testing.assert_allclose(padded.popt, exact.popt, rtol=1e-10)
     np.testing.assert_allclose(padded.pcov, exact.pcov, rtol=1e-8)

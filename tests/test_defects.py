@@ -1,0 +1,414 @@
+"""Front-end defects that once gave wrong answers or confusing errors (issue 9): each
+test reproduces one and compares with SciPy's behaviour on the same input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import nlsq_fn as nf
+from nlsq_fn._trust_region import STATUS_MESSAGES
+
+X40 = np.linspace(0, 4, 40)
+
+
+def _centred_line(x, a, b):
+    return a * (x - x.mean()) + b
+
+
+# --- 1. padding must never change the data the model sees -------------------------------
+
+
+def test_model_using_x_as_a_whole_gets_scipys_answer():
+    y = 2 * X40 + 1
+    expected, _ = scipy.optimize.curve_fit(_centred_line, X40, y, p0=[1, 1])
+    popt, pcov = nf.curve_fit(_centred_line, X40, y, p0=[1, 1])
+    np.testing.assert_allclose(popt, expected, rtol=1e-8)  # b = 5, not 6.5
+    np.testing.assert_allclose(popt, [2.0, 5.0], rtol=1e-8)
+    result = nf.CurveFit(_centred_line, X40, y, p0=[1, 1]).fit()
+    np.testing.assert_allclose(result.popt, expected, rtol=1e-8)
+
+
+def test_padding_refuses_a_model_that_is_not_pointwise():
+    y = 2 * X40 + 1
+    with pytest.raises(ValueError, match="pointwise"):
+        nf.curve_fit(_centred_line, X40, y, p0=[1, 1], pad=True)
+    with pytest.raises(ValueError, match="pointwise"):
+        nf.CurveFit(_centred_line, X40, y, p0=[1, 1], pad=True).fit()
+
+
+def _plane(x, a, b, c):  # x has one row per point: (M, 2), as a DataFrame's values
+    return a * x[:, 0] + b * x[:, 1] + c
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_xdata_with_one_row_per_point_works_as_in_scipy(pad):
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 2))
+    y = 1.5 * x[:, 0] - 2 * x[:, 1] + 0.5 + 0.01 * rng.standard_normal(40)
+    expected, expected_cov = scipy.optimize.curve_fit(_plane, x, y, p0=[1, 1, 1])
+    popt, pcov = nf.curve_fit(_plane, x, y, p0=[1, 1, 1], pad=pad)
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    np.testing.assert_allclose(pcov, expected_cov, rtol=1e-5)
+
+
+def test_shape_errors_name_the_users_sizes():
+    x = np.random.default_rng(0).random((40, 2))
+    for pad in (False, True):
+        with pytest.raises(ValueError) as error:
+            nf.curve_fit(lambda x, a: a * x[:-1, 0], x, np.ones(40), p0=[1.0], pad=pad)
+        assert "(39,)" in str(error.value) and "(40,)" in str(error.value)
+        assert "64" not in str(error.value)
+
+
+# --- 2. a user Jacobian of the wrong orientation is an error, never reshaped -------------
+
+
+def _exp_residual(p, x, y):
+    return p[0] * jnp.exp(-p[1] * x) + p[2] - y
+
+
+def _exp_jac_columns(p, x, y):  # a list of columns: the natural way to write it, (3, m)
+    e = jnp.exp(-p[1] * x)
+    return [e, -p[0] * x * e, jnp.ones_like(x)]
+
+
+def _scipy_error(call):
+    with pytest.raises(ValueError) as error:
+        call()
+    return str(error.value)
+
+
+def test_transposed_jacobian_raises_as_scipy():
+    y = 2 * np.exp(-X40) + 0.5
+    numpy_jac = lambda p, x, y: np.array(_exp_jac_columns(p, x, y))  # noqa: E731
+    numpy_fun = lambda p, x, y: p[0] * np.exp(-p[1] * x) + p[2] - y  # noqa: E731
+    expected = _scipy_error(
+        lambda: scipy.optimize.least_squares(
+            numpy_fun, [1.0, 1.0, 0.0], jac=numpy_jac, args=(X40, y)
+        )
+    )
+    assert "expected (40, 3), actual (3, 40)" in expected
+    with pytest.raises(ValueError) as error:
+        nf.least_squares(_exp_residual, [1.0, 1.0, 0.0], jac=_exp_jac_columns, args=(X40, y))
+    assert "The return value of `jac` has wrong shape: expected (40, 3), actual (3, 40)" in str(
+        error.value
+    )
+    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
+        nf.curve_fit(
+            lambda x, a, b, c: a * jnp.exp(-b * x) + c, X40, y, p0=[1.0, 1.0, 0.0],
+            jac=lambda x, a, b, c: _exp_jac_columns([a, b, c], x, None),
+        )
+    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
+        nf.init(
+            lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2], nf.Data(X40, y),
+            jnp.array([1.0, 1.0, 0.0]),
+            nf.Solver(jac=lambda x, p: jnp.stack(_exp_jac_columns(p, x, None))),
+        )
+
+
+def test_jacobian_with_too_many_columns_is_named():
+    fun = lambda p: jnp.array([p[0] - 1, p[1] - 2])  # noqa: E731
+    jac = lambda p: jnp.ones((3, 2))  # noqa: E731
+    expected = _scipy_error(
+        lambda: scipy.optimize.least_squares(lambda p: np.asarray(fun(p)), [0.0, 0.0],
+                                             jac=lambda p: np.ones((3, 2)))
+    )
+    with pytest.raises(ValueError) as error:
+        nf.least_squares(fun, [0.0, 0.0], jac=jac)
+    assert "expected (2, 2), actual (3, 2)" in expected
+    assert "expected (2, 2), actual (3, 2)" in str(error.value)
+
+
+# --- 3. ordinary inputs SciPy accepts: NumPy scalars, ints, lists, Bounds, pandas --------
+
+
+def _line(x, a, b):
+    return a * x + b
+
+
+X10 = np.linspace(0, 1, 10)
+Y10 = 3 * X10 - 1 + 0.05 * np.sin(7 * X10)
+
+
+def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
+    pd = pytest.importorskip("pandas")
+    sigma = 0.1 + 0.01 * np.arange(10)
+    odd_inputs = dict(
+        sigma=list(sigma), absolute_sigma=np.True_, ftol=np.float32(1e-10),
+        max_nfev=np.int64(50),
+    )
+    expected, expected_cov = scipy.optimize.curve_fit(
+        _line, X10, pd.Series(Y10), p0=np.array([1, 1]), bounds=[[-10, -10], [10, 10]],
+        **odd_inputs,
+    )
+    for bounds in ([[-10, -10], [10, 10]], scipy.optimize.Bounds([-10, -10], [10, 10])):
+        popt, pcov, _, _, ier = nf.curve_fit(
+            _line, pd.Series(X10), pd.Series(Y10), p0=np.array([1, 1]), bounds=bounds,
+            verbose=np.int64(0), full_output=1, **odd_inputs,
+        )
+        assert ier > 0
+        np.testing.assert_allclose(popt, expected, rtol=1e-7)
+        np.testing.assert_allclose(pcov, expected_cov, rtol=1e-6)
+    # A DataFrame as x: one row per point (SciPy hands it to the model as it is, so it
+    # is compared with SciPy's fit of the same values as an array).
+    frame = pd.DataFrame({"u": X10, "v": X10**2})
+    plane = lambda x, a, b: a * x[:, 0] + b * x[:, 1]  # noqa: E731
+    expected, _ = scipy.optimize.curve_fit(plane, frame.to_numpy(), Y10, p0=[1, 1])
+    np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected,
+                               rtol=1e-7)
+
+
+def test_least_squares_takes_scipys_scalar_types():
+    fun = lambda p, x, y: p[0] * x + p[1] - y  # noqa: E731
+    options = dict(args=[X10, Y10], loss="soft_l1", f_scale=1, ftol=np.float32(1e-10),
+                   bounds=scipy.optimize.Bounds([-10, -10], [10, 10]), max_nfev=np.inf)
+    expected = scipy.optimize.least_squares(fun, [1, 1], **options)
+    result = nf.least_squares(fun, np.array([1, 1]), verbose=np.int64(0), **options)
+    assert result.success
+    np.testing.assert_allclose(result.x, expected.x, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(ftol="tight"), "`ftol` must be a real number, got str."),
+        (dict(max_nfev=2.5), "`max_nfev` must be None or a positive integer"),
+        (dict(verbose=3), "`verbose` must be 0, 1 or 2, got 3."),
+        (dict(absolute_sigma="yes"), "`absolute_sigma` must be True or False, got str."),
+        (dict(bounds=(0, 1, 2)), "`bounds` must be a pair (lower, upper)"),
+    ],
+)
+def test_bad_scalar_arguments_get_one_short_line(options, message):
+    with pytest.raises((TypeError, ValueError)) as error:
+        nf.curve_fit(_line, X10, Y10, p0=[1, 1], **options)
+    assert message in str(error.value)
+    assert len(str(error.value)) < 200
+
+
+# --- 4. undetermined parameters have infinite variance; integer models are refused -------
+
+
+def test_undetermined_parameter_gets_infinite_variance_as_in_scipy():
+    model = lambda x, a, b: a * x  # noqa: E731  (b does not enter the model)
+    y = 2 * X10 + 0.01 * np.cos(9 * X10)
+    with pytest.warns(scipy.optimize.OptimizeWarning):
+        _, scipy_default = scipy.optimize.curve_fit(model, X10, y)  # lm: all inf
+    _, scipy_trf = scipy.optimize.curve_fit(model, X10, y, method="trf")  # pinv: b +/- 0
+    assert np.isinf(scipy_default[1, 1]) and scipy_trf[1, 1] == 0
+    with pytest.warns(nf.OptimizeWarning, match=r"could not be estimated for \['b'\]"):
+        popt, pcov = nf.curve_fit(model, X10, y)
+    assert np.isinf(pcov[1, 1]) and np.isinf(pcov[0, 1]) and np.isinf(pcov[1, 0])
+    np.testing.assert_allclose(pcov[0, 0], scipy_trf[0, 0], rtol=1e-6)  # a stays known
+
+
+def test_model_returning_integers_is_refused():
+    with pytest.raises(ValueError, match="must return floating-point values"):
+        nf.curve_fit(lambda x, a: (a * x).astype(jnp.int32), X10, Y10, p0=[1.0])
+
+
+# --- 5. bounds without p0: a feasible start, as SciPy picks -----------------------------
+
+
+def test_bounds_without_p0_start_inside_as_in_scipy():
+    model = lambda x, a, b: a * jnp.exp(-b * x)  # noqa: E731
+    numpy_model = lambda x, a, b: a * np.exp(-b * x)  # noqa: E731
+    y = 3 * np.exp(-2.5 * X10)
+    bounds = ([2, 2], [5, np.inf])  # 1 is outside for both parameters
+    expected, _ = scipy.optimize.curve_fit(numpy_model, X10, y, bounds=bounds)
+    popt, _ = nf.curve_fit(model, X10, y, bounds=bounds)
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    np.testing.assert_allclose(popt, [3, 2.5], rtol=1e-6)
+    start = nf.CurveFit(model, X10, y, bounds=bounds).fit().p0
+    np.testing.assert_array_equal(start, [3.5, 3.0])  # SciPy's _initialize_feasible
+
+
+# --- 7. validation gaps -----------------------------------------------------------------
+
+
+def _exp_model(x, p):
+    return p[0] * jnp.exp(-p[1] * x)
+
+
+Y_EXP = 2 * np.exp(-1.3 * X10)
+
+
+def _nf_init(data=None, p0=(1.0, 1.0), **solver):
+    data = nf.Data(X10, Y_EXP) if data is None else data
+    return nf.init(_exp_model, data, jnp.asarray(p0), nf.Solver(**solver))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10])),
+         "`bounds` contain NaN"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0], bounds=(np.nan, 5)),
+         "`bounds` contain NaN"),
+        (lambda: _nf_init(bounds=([0.0, np.nan], [5.0, 5.0])), "`bounds` contain NaN (for p[1])"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=0.0)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=np.nan)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=np.inf)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=1e-300)), "`f_scale` must be positive"),
+        (lambda: _nf_init(loss=nf.Huber(f_scale=-2.0)), "`f_scale` must be positive"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0], loss="huber", f_scale=np.inf),
+         "`f_scale` must be positive"),
+        (lambda: nf.curve_fit(_line, X10, Y10, p0={"a": 1.0, "c": 2.0}),
+         "unknown: ['c'], missing: ['b']"),
+        (lambda: nf.least_squares(lambda p: p - 1, [1.0 + 1j]), "`x0` must be real"),
+        (lambda: nf.curve_fit(_line, X10, Y10, p0=[1.0, 1j]), "`p0` must be real"),
+        (lambda: nf.curve_fit(_line, X10, Y10 + 0j, p0=[1.0, 1.0]), "`ydata` must be real"),
+        (lambda: nf.curve_fit(lambda x, a, b: a * x + b * 1j, X10, Y10, p0=[1.0, 1.0]),
+         "The model returns complex values; they must be real"),
+        (lambda: _nf_init(nf.Data(X10, Y_EXP + 0j)), "`y` must be real"),
+        (lambda: nf.least_squares(lambda p: 1e200 * (p - 1), [3.0]), "overflows"),
+        (lambda: _nf_init(nf.Data(X10, Y_EXP, mask=np.zeros(10, bool))), "Every point is masked"),
+        (lambda: nf.least_squares(lambda p: jnp.ones(3), np.zeros(0)), "`p0` has no parameters"),
+        (lambda: nf.Solver(strategy="newton"), "`strategy` must be"),
+        (lambda: nf.Solver(loss="l7"), "`loss` must be one of"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10[:0], Y10[:0])]), "Dataset 1 has no points"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10, Y10, np.ones(9))]),
+         "Dataset 1: `sigma` has shape (9,)"),
+        (lambda: nf.pad_datasets([(X10, Y10), (X10, np.where(X10 > 0.5, np.nan, Y10))]),
+         "Dataset 1: `y` contains NaN"),
+        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
+                               nf.Solver(bounds=(0.0, 5.0)), n_starts=2.5), "`n_starts` must"),
+        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
+                               nf.Solver(bounds=(0.0, 5.0)), key="seed"), "`key` must"),
+    ],
+)
+def test_validation_gaps_raise_clear_errors(make, message):
+    with pytest.raises((ValueError, TypeError)) as error:
+        make()
+    assert message in str(error.value)
+    assert len(str(error.value)) < 400
+
+
+def test_nan_bounds_are_refused_as_by_scipy():
+    with pytest.raises(ValueError):
+        scipy.optimize.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
+    with pytest.raises(ValueError, match="NaN"):
+        nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
+
+
+def test_inputs_that_used_to_be_refused_now_fit():
+    # A single-leaf pytree p0 with bounds of the same structure.
+    model = lambda x, p: p["a"] * x  # noqa: E731
+    state = nf.init(model, nf.Data(X10, 3 * X10), {"a": 1.0},
+                    nf.Solver(bounds=({"a": 0.0}, {"a": 5.0})))
+    np.testing.assert_allclose(nf.solve(model, nf.Data(X10, 3 * X10), state).x["a"], 3.0)
+    # A p0 dict for a plain f(x, a, b): mapped to the signature, as a `bounds` dict.
+    expected, _ = scipy.optimize.curve_fit(_line, X10, Y10, p0=[1.0, 2.0])
+    popt, _ = nf.curve_fit(_line, X10, Y10, p0={"b": 2.0, "a": 1.0})
+    np.testing.assert_allclose(popt, expected, rtol=1e-7)
+    # Loss and strategy by SciPy's names; max_nfev=inf (no limit) as SciPy.
+    solver = nf.Solver(loss="huber", strategy="trf", max_nfev=np.inf)
+    data = nf.Data(X10, Y_EXP)
+    result = nf.solve(_exp_model, data, nf.init(_exp_model, data, jnp.ones(2), solver))
+    assert result.success
+    np.testing.assert_allclose(result.x, [2.0, 1.3], rtol=1e-6)
+    # A list is an array for Data (not a pytree of scalars), for eval, for pad_datasets.
+    assert nf.Data(list(X10), Y10).x.shape == (10,)
+    batch = nf.pad_datasets([[list(X10), Y10], (X10[:7], Y10[:7])])
+    assert batch.y.shape == (2, 10) and batch.mask.sum() == 17
+    fit = nf.CurveFit(_line, X10, Y10, p0=[1, 1]).fit()
+    np.testing.assert_allclose(fit.eval([0, 1]), _line(np.array([0.0, 1.0]), *fit.popt))
+    # An integer key is a seed.
+    best = nf.multistart(_exp_model, data, jnp.ones(2), nf.Solver(bounds=(0.0, 5.0)),
+                         n_starts=3, key=1).best
+    np.testing.assert_allclose(best.x, [2.0, 1.3], rtol=1e-6)
+
+
+# --- 8. under jit, bad input ends with status -1 ----------------------------------------
+
+
+def test_bad_input_under_jit_gives_status_minus_one():
+    """One compiled fit, fed good and bad values (all traced): sigma < 0, p0 outside the
+    bounds, lower > upper, NaN bounds, x_scale <= 0 or NaN, every point masked."""
+
+    @jax.jit
+    def fit(sigma, p0, lower, upper, x_scale, mask):
+        data = nf.Data(X10, Y_EXP, sigma=sigma, mask=mask)
+        solver = nf.Solver(bounds=(lower, upper), x_scale=x_scale)
+        return nf.solve(_exp_model, data, nf.init(_exp_model, data, p0, solver)).status
+
+    good = dict(sigma=jnp.ones(10), p0=jnp.ones(2), lower=jnp.zeros(2),
+                upper=jnp.full(2, 5.0), x_scale=jnp.ones(2), mask=jnp.ones(10, bool))
+    assert fit(**good) > 0
+    bad = [
+        dict(sigma=-jnp.ones(10)),
+        dict(p0=jnp.array([1.0, 7.0])),
+        dict(lower=jnp.array([0.0, 6.0])),
+        dict(upper=jnp.array([5.0, jnp.nan])),
+        dict(x_scale=jnp.array([1.0, 0.0])),
+        dict(x_scale=jnp.array([jnp.nan, 1.0])),
+        dict(mask=jnp.zeros(10, bool)),
+    ]
+    statuses = [int(fit(**{**good, **change})) for change in bad]
+    assert statuses == [-1] * len(bad)
+    message = STATUS_MESSAGES[-1]  # what `Solution.message` says for status -1
+    for reason in ("sigma <= 0", "p0 outside the bounds", "lower >= upper", "NaN bounds",
+                   "x_scale <= 0", "every point masked"):
+        assert reason in message
+
+
+# --- 6. masked points where the model is not finite -------------------------------------
+
+
+def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
+    model = lambda x, p: p[0] * jnp.sqrt(x) + p[1]  # noqa: E731  (NaN for x < 0)
+    x = np.linspace(0.5, 3, 12)
+    y = 1.7 * np.sqrt(x) - 0.4 + 0.01 * np.cos(5 * x)
+    x[3], x[8] = -1.0, np.nan  # masked: the model is NaN there, in value and derivative
+    mask = np.isfinite(x) & (x > 0)
+    kept = mask.nonzero()[0]
+    expected, _ = scipy.optimize.curve_fit(lambda x, a, b: a * np.sqrt(x) + b, x[kept],
+                                           y[kept], p0=[1.0, 0.0])
+
+    def fitted(y_values, data_x, data_mask, jac):
+        data = nf.Data(data_x, y_values, mask=data_mask)
+        state = nf.init(model, data, jnp.array([1.0, 0.0]), nf.Solver(jac=jac))
+        return nf.solve(model, data, state)
+
+    for jac in ("rev", "fwd"):
+        result = fitted(jnp.asarray(y), x, mask, jac)
+        assert result.success, result.message
+        np.testing.assert_allclose(result.x, expected, rtol=1e-7)
+    # Differentiating through the fit: finite, and equal to the fit of the kept points.
+    grad = jax.grad(lambda v: fitted(v, x, mask, "rev").x[0])(jnp.asarray(y))
+    grad_kept = jax.grad(lambda v: fitted(v, x[kept], None, "rev").x[0])(jnp.asarray(y[kept]))
+    assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~mask] == 0)
+    np.testing.assert_allclose(np.asarray(grad)[kept], grad_kept, rtol=1e-8, atol=1e-12)
+
+
+# --- 9. diagnostics: no false alarms on exact data; p0 shown as given; vmap tables ------
+
+
+def test_exact_data_raise_no_diagnostic():
+    model = lambda x, a, b, c: a * jnp.exp(-b * x) + c  # noqa: E731
+    x = np.linspace(0, 4, 40)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5  # exact: residuals at the rounding level
+    result = nf.CurveFit(model, x, y, p0=[1.0, 1.0, 0.0]).fit()
+    assert result.success and np.linalg.norm(result.fun) < 1e-12
+    assert result.diagnostics == []
+
+
+def test_p0_on_a_bound_is_reported_as_given():
+    result = nf.CurveFit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5])).fit()
+    np.testing.assert_array_equal(result.p0, [0.0, 1.0])
+    assert "init = 0)" in result.summary() and "1e-10" not in result.summary()
+    np.testing.assert_allclose(result.popt, scipy.optimize.curve_fit(
+        _line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0], rtol=1e-7)
+
+
+def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
+    batch = nf.pad_datasets([(X10, 2 * np.exp(-s * X10)) for s in (1.0, 1.5, 2.0)])
+    state = nf.init_batch(_exp_model, batch, jnp.ones(2), nf.Solver(verbose=2))
+    result = nf.solve_batch(_exp_model, batch, state)
+    jax.effects_barrier()
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["verbose=2: 3 fits run as one batch (vmap); the iteration table is "
+                   "printed for single fits only."]
+    np.testing.assert_allclose(result.x[:, 1], [1.0, 1.5, 2.0], rtol=1e-6)
+    assert np.all(result.status > 0)
