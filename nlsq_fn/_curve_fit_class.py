@@ -35,7 +35,13 @@ from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
-from ._scipy_compat import OptimizeWarning, as_core_callback, check_tolerances, warn_optimize
+from ._scipy_compat import (
+    OptimizeWarning,
+    as_core_callback,
+    check_tolerances,
+    finite_difference_options,
+    warn_optimize,
+)
 from ._solve import solve
 from ._solver import Solver, init
 from ._trust_region import STATUS_MESSAGES
@@ -450,7 +456,7 @@ class CurveFit:
         )
 
     def _solver(self, bounds, style):
-        options = {} if self.diff_step is None else {"diff_step": self.diff_step}
+        options = finite_difference_options(self.diff_step)
         return Solver(
             strategy=self.strategy,
             loss=self.loss,

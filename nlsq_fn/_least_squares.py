@@ -17,7 +17,7 @@ from ._misc import ArrayLikeOrSequence, is_concrete
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
-from ._scipy_compat import as_core_callback, check_tolerances
+from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve
 from ._solver import Solver, init
 from ._trf import TRF
@@ -192,7 +192,7 @@ def least_squares(
             f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
             f"got {jac!r}."
         )
-    solver_options = {} if diff_step is None else {"diff_step": diff_step}
+    solver_options = finite_difference_options(diff_step)
     solver = Solver(
         strategy=strategy,
         loss=loss_module,

@@ -120,3 +120,14 @@ def as_core_callback(callback: Callable | None) -> Callable | None:
     if _required_positional(callback) == 4:
         return callback
     return ScipyCallback(callback, with_result=False)
+
+
+def finite_difference_options(diff_step) -> dict:
+    """``diff_step`` for the core `Solver` when it takes one (finite-difference
+    Jacobians, ``jac="2-point"`` and co.); with JAX's exact Jacobian a step size means
+    nothing, so without such a field it is dropped."""
+    from ._solver import Solver
+
+    if diff_step is None or "diff_step" not in Solver.__dataclass_fields__:
+        return {}
+    return {"diff_step": diff_step}
