@@ -65,8 +65,8 @@ def _check_finite(xdata, ydata):
             continue
         if not is_concrete(value):
             continue
-        array = np.asarray(value, dtype=float)
-        if not np.all(np.isfinite(array)):
+        array = np.asarray(value)
+        if array.dtype.kind in "biufc" and not np.all(np.isfinite(array)):
             raise ValueError(f"array must not contain infs or NaNs (`{name}`)")
 
 

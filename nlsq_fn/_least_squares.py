@@ -60,8 +60,10 @@ def strategy_for(method: str, has_bounds: bool):
 
 
 def has_finite_bounds(bounds) -> bool:
+    """Whether any bound is finite; a traced bound (under jit / vmap) may be."""
     return any(
-        np.any(np.isfinite(np.asarray(b, dtype=float))) for b in jax.tree.leaves(bounds)
+        isinstance(b, jax.core.Tracer) or np.any(np.isfinite(np.asarray(b, dtype=float)))
+        for b in jax.tree.leaves(bounds)
     )
 
 

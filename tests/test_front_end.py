@@ -312,3 +312,17 @@ def test_curve_fit_xdata_none_and_scipys_warning_class():
         _, pcov = nf.curve_fit(lambda x, a, b: a + b * x, np.array([0.0, 1.0]),
                                np.array([1.0, 3.0]))
     assert np.all(np.isinf(pcov))
+
+
+def test_curve_fit_vmapped_over_bounds_members_equal_their_own_fits():
+    uppers = jnp.array([2.3, 10.0])  # the first is active at the solution
+
+    def fitted(upper):
+        return nf.CurveFit(decay_array, X, Y, P0, bounds=(0.0, upper), **TIGHT).fit()
+
+    batch = jax.vmap(fitted)(uppers)
+    for i, upper in enumerate(uppers):
+        single = fitted(float(upper))
+        assert np.all(np.abs(np.asarray(batch.x[i]) - single.x) <= 1e-3 * single.perr)
+        np.testing.assert_array_equal(np.asarray(batch.active_mask[i]), single.active_mask)
+    assert np.asarray(batch.x)[0, 0] == pytest.approx(2.3)
