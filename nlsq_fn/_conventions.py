@@ -8,12 +8,14 @@ The rule, in order (`model_convention`):
 3. ``f(x, *p)`` (a ``*args`` parameter) or three or more positional parameters
    (``f(x, a, b)``): unpacked, as SciPy calls it.
 4. Exactly two positional parameters, ``f(x, q)``: this is either the guide's array
-   model or a SciPy model with one parameter. It is the array convention when
+   model or a SciPy model with one parameter. Without `p0` it is SciPy's
+   one-parameter model (as SciPy counts parameters; an array model could not tell its
+   length anyway). With `p0` it is the array convention when
    - `p0` has more than one value (a single named parameter cannot take several), or
    - the second parameter is named like a parameter vector (`ARRAY_NAMES`: ``params``,
      ``p``, ``theta``, ``beta``, ...),
-   and SciPy's one-parameter model otherwise (``f(x, k)`` with ``p0=[1.0]`` or no `p0`
-   receives a scalar ``k``, as in SciPy).
+   and SciPy's one-parameter model otherwise (``f(x, k)`` with ``p0=[1.0]`` receives
+   a scalar ``k``, as in SciPy).
 5. No inspectable signature (a builtin, some C-extension callables): unpacked, as
    SciPy calls it.
 
@@ -103,7 +105,9 @@ def model_convention(f: Callable, p0=None, param_style: str | None = None) -> Pa
     names, var_positional = signature
     if var_positional or len(names) != 2:
         return "unpacked"
-    several_values = p0 is not None and not isinstance(p0, dict) and count_values(p0) > 1
+    if p0 is None or isinstance(p0, dict):
+        return "unpacked"
+    several_values = count_values(p0) > 1
     if several_values or names[1].lower() in ARRAY_NAMES:
         return "array"
     return "unpacked"

@@ -548,7 +548,17 @@ class CurveFit:
         try:
             state = init(model, data, p0, solver)
         except ValueError as error:
-            raise ValueError(_user_message(error, names)) from error
+            hint = ""
+            if no_p0 and style == "unpacked" and len(names) == 1:
+                hint = (
+                    f" Without `p0` the model was called with one scalar parameter "
+                    f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
+                    "give `p0`."
+                )
+            message = _user_message(error, names)
+            if hint:
+                message = message.rstrip(".") + "." + hint
+            raise ValueError(message) from error
         return model, data, state, unpadded
 
     def _check_model_on(self, model, xdata, ydata, p0, names):

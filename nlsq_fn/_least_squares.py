@@ -45,7 +45,8 @@ class _ResidualJacobian(eqx.Module):
 
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
-        return self.jac(params, *args, **kwargs)
+        # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
+        return jnp.atleast_2d(self.jac(params, *args, **kwargs))
 
 
 def strategy_for(method: str, has_bounds: bool):

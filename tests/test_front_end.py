@@ -57,8 +57,10 @@ def test_convention_rule():
     def one_vector(x, theta):
         return theta[0] * x
 
-    assert model_convention(decay_array) == "array"
+    assert model_convention(decay_array, [1.0, 2.0, 3.0]) == "array"
     assert model_convention(decay_array, [1.0]) == "array"  # the name says vector
+    # No p0: SciPy counts one parameter (an array model could not tell its length).
+    assert model_convention(decay_array) == "unpacked"
     assert model_convention(scipy_style) == "unpacked"
     assert model_convention(star, [1.0, 2.0]) == "unpacked"
     assert model_convention(one_named) == "unpacked"  # SciPy's one-parameter model
@@ -92,10 +94,11 @@ def test_one_parameter_models_scalar_or_array_closed_form():
     np.testing.assert_allclose(scalar.x, [expected], rtol=1e-10)
     np.testing.assert_allclose(array.x, [expected], rtol=1e-10)
     assert scalar.names == ("k",) and array.names == ("params[0]",)
-    # Without p0, SciPy's one-parameter model starts at 1; the array model cannot know n.
+    # Without p0 both are SciPy's one-parameter model, started at 1 (as SciPy does);
+    # an array model that needs its length is told to give p0.
     np.testing.assert_allclose(nf.CurveFit(slope, x, y, **TIGHT).fit().x, [expected])
     with pytest.raises(ValueError, match="give `p0`"):
-        nf.CurveFit(slope_array, x, y).fit()
+        nf.CurveFit(decay_array, x, y).fit()
 
 
 def test_both_conventions_and_keyword_spellings_give_scipys_fit():
