@@ -260,7 +260,8 @@ class CurveFit:
     or it is a model of `nlsq_fn.models` (named parameters, initial values from its
     ``guess(x, y)`` when `p0` is None). ``f(x, q)`` with a single parameter after `x`
     is ambiguous: it takes the array when `p0` has several values or ``q`` is named
-    like a vector (``params``, ``p``, ``theta``...), a scalar otherwise;
+    like a vector (``params``, ``p``, ``theta``...), a scalar otherwise or without
+    `p0` (SciPy's one-parameter model);
     ``param_style="array"`` / ``"unpacked"`` overrides the rule.
 
     The other arguments mean what they mean in `scipy.optimize.curve_fit` /
