@@ -46,7 +46,7 @@ class _ResidualJacobian(eqx.Module):
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
         # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
-        return jnp.atleast_2d(self.jac(params, *args, **kwargs))
+        return jnp.atleast_2d(jnp.asarray(self.jac(params, *args, **kwargs)))
 
 
 def strategy_for(method: str, has_bounds: bool):
