@@ -11,7 +11,7 @@ from ._bounds import find_active_constraints as find_active_constraints
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
-from ._curve_fit_class import CurveFit as CurveFit
+from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
 from ._data import Data as Data
 from ._dogbox import Dogbox as Dogbox
 from ._fit_result import CurveFitResult as CurveFitResult
@@ -33,6 +33,7 @@ from ._multistart import (
     multistart as multistart,
     sample_box as sample_box,
 )
+from ._optimize_result import OptimizeResult as OptimizeResult
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
 from ._sharding import shard_batch as shard_batch

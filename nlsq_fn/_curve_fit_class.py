@@ -9,59 +9,124 @@ padded model must reproduce the unpadded one at `p0`. (A fit with no finite boun
 uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
-import inspect
 import re
-import warnings
 from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _progress
 from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
+from ._conventions import (
+    NamedModel,
+    UnpackedJacobian,
+    UnpackedModel,
+    count_values,
+    is_named_model,
+    model_convention,
+    parameter_names,
+)
 from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
+from ._misc import is_concrete
+from ._scipy_compat import (
+    OptimizeWarning,
+    as_core_callback,
+    check_tolerances,
+    finite_difference_options,
+    warn_optimize,
+)
 from ._solve import solve, with_jacobian
 from ._solver import Solver, init
+from ._trust_region import STATUS_MESSAGES
+
+__all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
 
 
-class OptimizeWarning(UserWarning):
-    """The covariance could not be estimated, for all or some parameters (as SciPy's
-    warning of that name)."""
+class _Unset:
+    """Marks an argument that was not given (None is a valid `x`: SciPy passes it on)."""
+
+    def __repr__(self):
+        return "<not given>"
 
 
-class PositionalModel(eqx.Module):
-    """``f(x, *params)`` (SciPy's convention) seen as ``model(x, params)``. The
-    function is a static field: wrappers of the same function compare and hash equal,
-    so they share compiled code."""
-
-    f: Callable = eqx.field(static=True)
-
-    def __call__(self, x, params):
-        return self.f(x, *params)
+UNSET = _Unset()
 
 
-class NamedModel(eqx.Module):
-    """A model taking a dict of named parameters (`nlsq_fn.models`), seen as a model of
-    the flat parameter vector in the order of `names`."""
+class WhitenedModel(eqx.Module):
+    """``L⁻¹ model(x, params)`` for a covariance ``sigma = L Lᵀ`` (SciPy's 2-D `sigma`):
+    with ``y`` whitened the same way, the residuals are ``L⁻¹ (model - y)``."""
 
-    model: Callable = eqx.field(static=True)
-    names: tuple[str, ...] = eqx.field(static=True)
+    model: Callable
+    cholesky: Float[Array, "m m"]
 
     def __call__(self, x, params):
-        return self.model(x, {name: params[i] for i, name in enumerate(self.names)})
+        prediction = self.model(x, params)
+        return jax.scipy.linalg.solve_triangular(self.cholesky, prediction, lower=True)
 
 
-class PositionalJacobian(eqx.Module):
-    jac: Callable = eqx.field(static=True)
+class WhitenedJacobian(eqx.Module):
+    jac: Callable
+    cholesky: Float[Array, "m m"]
 
     def __call__(self, x, params):
-        return self.jac(x, *params)
+        jac = jnp.reshape(self.jac(x, params), (self.cholesky.shape[0], -1))
+        return jax.scipy.linalg.solve_triangular(self.cholesky, jac, lower=True)
+
+
+class FitSolution(eqx.Module):
+    """What `CurveFit.fit` returns when it runs under `jax.jit`, `jax.vmap` or
+    `jax.grad` (traced inputs): a pytree of JAX arrays with the fields of
+    `CurveFitResult` that need no concrete values. Batched fits give a leading batch
+    axis on every field."""
+
+    x: Float[Array, " n"]
+    cost: Float[Array, ""]
+    fun: Float[Array, " m"]
+    jac: Float[Array, "m n"]
+    grad: Float[Array, " n"]
+    optimality: Float[Array, ""]
+    active_mask: Int[Array, " n"]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    success: Bool[Array, ""]
+    initial_cost: Float[Array, ""]
+    pcov: Float[Array, "n n"]
+    rank: Int[Array, ""]
+    p0: PyTree = None
+
+    @property
+    def popt(self):
+        return self.x
+
+    @property
+    def cov(self):
+        return self.pcov
+
+    @property
+    def perr(self):
+        """Standard errors, ``sqrt(diag(pcov))``."""
+        return jnp.sqrt(jnp.diagonal(self.pcov, axis1=-2, axis2=-1))
+
+    stderr = perr
+
+    @property
+    def message(self) -> str | list[str]:
+        status = np.asarray(self.status)
+        if status.ndim == 0:
+            return STATUS_MESSAGES[int(status)]
+        return [STATUS_MESSAGES[int(s)] for s in status.ravel()]
+
+    def __iter__(self):
+        return iter((self.popt, self.pcov))
 
 
 # How many times the fit has been traced (each trace is one compilation): tests read it.
@@ -82,24 +147,8 @@ def _fit(model, data, state):
     return with_jacobian(model, data, state, solution), parts
 
 
-def parameter_names(f: Callable) -> tuple[str, ...] | None:
-    """Names of the fit parameters of ``f(x, p1, p2, ...)``, None if ``*args``."""
-    names = getattr(f, "param_names", None)
-    if names is not None:
-        return tuple(names)
-    try:
-        parameters = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
-        return None
-    positional = [
-        p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return tuple(positional[1:]) if len(positional) >= 2 else None
-
-
 def _finite(bounds) -> bool:
+    bounds = as_bounds(bounds)
     if isinstance(bounds, dict):
         return any(has_finite_bounds(pair) for pair in bounds.values())
     return has_finite_bounds(bounds)
@@ -153,6 +202,8 @@ def _check_pointwise(model, x, x_padded, p0, m):
 
 
 def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
+    if nan_policy == "propagate":
+        raise ValueError("`nan_policy='propagate'` is not supported by this function.")
     if nan_policy not in (None, "raise", "omit"):
         raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
     y_nan = np.isnan(ydata)
@@ -173,6 +224,8 @@ def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
             xdata = np.compress(keep, xdata, axis=axis)
         if sigma is not None and np.ndim(sigma) == 1:
             sigma = np.asarray(sigma)[keep]
+        elif sigma is not None and np.ndim(sigma) == 2:  # a covariance: rows and columns
+            sigma = np.asarray(sigma)[keep][:, keep]
     return xdata, ydata, sigma
 
 
@@ -200,37 +253,58 @@ def _user_message(error, names) -> str:
 class CurveFit:
     """A curve fit that compiles once and can be rerun on new data (NLSQ's class).
 
-    `f` is either SciPy-style, ``f(x, p1, p2, ...)``, or a model of `nlsq_fn.models`
-    (named parameters, initial values from its ``guess(x, y)`` when `p0` is None).
-    The other arguments mean what they mean in `scipy.optimize.curve_fit` /
-    `least_squares`; in addition
+    ``CurveFit(model, x, y, p0, ...).fit()``. The model takes its parameters in one of
+    two ways, told apart by the rule documented in `nlsq_fn._conventions`:
 
-    - `bounds` may be a dict ``{name: (lower, upper)}``;
+    - the NLSQ guide's ``model(x, params)``: one array of parameters (indexed,
+      unpacked, ``len(params)``, ``params.at[i]``); a user ``jac(x, params)`` returns
+      the ``(m, n)`` Jacobian;
+    - SciPy's ``f(x, a, b, c)``: one argument per parameter, whose names appear in
+      reports; a user ``jac(x, a, b, c)`` returns ``(m, n)``;
+
+    or it is a model of `nlsq_fn.models` (named parameters, initial values from its
+    ``guess(x, y)`` when `p0` is None). ``f(x, q)`` with a single parameter after `x`
+    is ambiguous: it takes the array when `p0` has several values or ``q`` is named
+    like a vector (``params``, ``p``, ``theta``...), a scalar otherwise or without
+    `p0` (SciPy's one-parameter model);
+    ``param_style="array"`` / ``"unpacked"`` overrides the rule.
+
+    The other arguments mean what they mean in `scipy.optimize.curve_fit` /
+    `least_squares` (SciPy's keyword names ``f``, ``xdata``, ``ydata`` are accepted as
+    well as the guide's ``model``, ``x``, ``y``); in addition
+
+    - `sigma`: 1-D standard deviations, or a 2-D covariance matrix (residuals whitened
+      by its Cholesky factor, as SciPy);
+    - `bounds`: a pair, a `scipy.optimize.Bounds` or a dict ``{name: (lower, upper)}``;
     - `verbose`: 0, 1 (termination report) or 2 (SciPy's iteration table, printed from
       inside the compiled loop);
-    - `callback`: ``callback(iteration, params, cost, grad)`` after each iteration;
-      returning True stops the fit (status -3);
+    - `callback`: ``callback(iteration, params, cost, grad)`` after each iteration,
+      returning True (or raising `StopIteration`) stops the fit (status -3); SciPy's
+      ``callback(intermediate_result)`` and ``callback(x)`` work too;
     - `pad`: False (default) fits exactly the data given, compiling once per data
       shape. True pads the data to size buckets (powers of two, masked) so that new
       lengths reuse compiled code; only for pointwise models (each output depending on
       its own point only), which is checked on the first fit.
 
-    `fit()` fits the data given here; ``fit(xdata, ydata, p0=..., sigma=...)`` fits new
-    data with the same model and options. It returns a `CurveFitResult` and does not
-    raise when the fit fails (check ``result.success``).
+    `fit()` fits the data given here; ``fit(x, y, p0=..., sigma=...)`` fits new data
+    with the same model and options. It returns a `CurveFitResult` (NumPy values,
+    statistics, report) and does not raise when the fit fails (check
+    ``result.success``). Inside `jax.jit`, `jax.vmap` or `jax.grad` (traced data, `p0`,
+    `sigma` or bounds, or a model closing over traced arrays) it returns a
+    `FitSolution` pytree of JAX arrays instead, without warnings or printing.
     """
 
     def __init__(
         self,
-        f: Callable,
-        xdata=None,
-        ydata=None,
+        model: Callable | None = None,
+        x=UNSET,
+        y=None,
         p0=None,
         sigma=None,
         absolute_sigma: bool = False,
         bounds=(-np.inf, np.inf),
         method: str | None = None,
-        loss: str | AbstractLoss = "linear",
+        loss: str | Callable | AbstractLoss = "linear",
         f_scale: float = 1.0,
         x_scale=None,
         jac: Callable | str | None = None,
@@ -242,20 +316,33 @@ class CurveFit:
         callback: Callable | None = None,
         nan_policy: str | None = None,
         pad: bool = False,
+        param_style: str | None = None,
         diff_step=None,
+        *,
+        f: Callable | None = None,
+        xdata=UNSET,
+        ydata=None,
     ):
-        if not callable(f):
-            raise TypeError("`f` must be callable: f(x, *params) or an nlsq_fn model.")
+        model = _one_of(model, f, "model", "f", None)
+        x = _one_of(x, xdata, "x", "xdata", UNSET)
+        y = _one_of(y, ydata, "y", "ydata", None)
+        if not callable(model):
+            raise TypeError(
+                "`model` must be callable: model(x, params), f(x, *params) or an "
+                f"nlsq_fn model; got {type(model).__name__}."
+            )
         verbose = as_verbose(verbose)
         absolute_sigma = as_flag(absolute_sigma, "absolute_sigma")
-        ftol, xtol, gtol = as_real(ftol, "ftol"), as_real(xtol, "xtol"), as_real(gtol, "gtol")
+        ftol, xtol, gtol = (
+            None if tol is None else as_real(tol, name)
+            for tol, name in ((ftol, "ftol"), (xtol, "xtol"), (gtol, "gtol"))
+        )
         f_scale = as_real(f_scale, "f_scale")
         max_nfev = as_count(max_nfev, "max_nfev")
-        bounds = as_bounds(bounds)
-        self.f = f
-        self.xdata, self.ydata, self.p0, self.sigma = xdata, ydata, p0, sigma
+        self.f = model
+        self.xdata, self.ydata, self.p0, self.sigma = x, y, p0, sigma
         self.absolute_sigma = bool(absolute_sigma)
-        self.bounds = bounds
+        self.bounds = as_bounds(bounds)
         self.loss = as_loss(loss, f_scale)
         if method is None:
             robust = not isinstance(self.loss, Linear)
@@ -267,66 +354,93 @@ class CurveFit:
         self.x_scale = x_scale
         self.jac = jac
         self.diff_step = diff_step
+        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
         self.tolerances = dict(ftol=ftol, xtol=xtol, gtol=gtol)
         self.max_nfev = max_nfev
         self.verbose = verbose
-        self.callback = callback
+        self.callback = as_core_callback(callback)
         self.nan_policy = nan_policy
         self.pad = bool(pad)
         self._pointwise_checked = False
-        self.named = hasattr(f, "param_names") and hasattr(f, "guess")
-        self.names = parameter_names(f)
-        self.model = NamedModel(f, self.names) if self.named else PositionalModel(f)
+        self.param_style = param_style
+        model_convention(model, None, param_style)  # validates param_style early
+        self.named = is_named_model(model)
 
     def _has_bounds(self):
         return _finite(self.bounds)
 
-    def _initial_params(self, p0, xdata, ydata):
-        if self.named:
+    def _convention(self, p0):
+        """``(style, wrapped model, names or None)`` for this `p0`."""
+        style = model_convention(self.f, p0, self.param_style)
+        n = None
+        if p0 is not None and not isinstance(p0, dict):
+            n = count_values(p0)
+        names = parameter_names(self.f, style, n)
+        if style == "named":
+            return style, NamedModel(self.f, names), names
+        if style == "unpacked":
+            return style, UnpackedModel(self.f), names
+        return style, self.f, names
+
+    def _initial_params(self, p0, xdata, ydata, style, names):
+        if style == "named":
             values = {}
             if p0 is None or isinstance(p0, dict):
                 given = dict(p0 or {})
-                if not set(self.names) <= set(given):  # complete p0 from the guess
+                if not set(names) <= set(given):  # complete p0 from the guess
                     values = dict(self.f.guess(xdata, ydata))
                 values.update(given)
-                unknown = set(values) - set(self.names)
+                unknown = set(values) - set(names)
                 if unknown:
                     raise ValueError(
                         f"`p0` names unknown parameters {sorted(unknown)}; the model's "
-                        f"parameters are {list(self.names)}."
+                        f"parameters are {list(names)}."
                     )
-                p0 = [values[name] for name in self.names]
+                p0 = [values[name] for name in names]
+        elif p0 is None:
+            if names is None:
+                what = (
+                    "model(x, params) takes an array of unknown length"
+                    if style == "array"
+                    else "the model takes *args"
+                )
+                raise ValueError(
+                    f"Unable to determine the number of fit parameters ({what}); give `p0`."
+                )
+            p0 = np.ones(len(names))
         elif isinstance(p0, dict):  # by name, as a `bounds` dict: in the signature's order
-            if self.names is None:
+            if names is None or style == "array":
                 raise ValueError("`p0` as a dict needs a model with named parameters.")
-            unknown, missing = set(p0) - set(self.names), set(self.names) - set(p0)
+            unknown, missing = set(p0) - set(names), set(names) - set(p0)
             if unknown or missing:
                 raise ValueError(
-                    f"`p0` must name each of the model's parameters {list(self.names)}; "
+                    f"`p0` must name each of the model's parameters {list(names)}; "
                     f"unknown: {sorted(unknown)}, missing: {sorted(missing)}."
                 )
-            p0 = [p0[name] for name in self.names]
-        elif p0 is None:
-            if self.names is None:
-                raise ValueError("Unable to determine the number of fit parameters; give `p0`.")
-            p0 = np.ones(len(self.names))
-        p0 = np.atleast_1d(np.asarray(p0))
-        if np.iscomplexobj(p0) or p0.dtype.kind not in "biuf":
-            raise ValueError(f"`p0` must be real numbers, got dtype {p0.dtype}.")
-        p0 = p0.astype(float)
+            p0 = [p0[name] for name in names]
+        if is_concrete(p0):
+            p0 = np.atleast_1d(np.asarray(p0))
+            if np.iscomplexobj(p0) or p0.dtype.kind not in "biuf":
+                raise ValueError(f"`p0` must be real numbers, got dtype {p0.dtype}.")
+            p0 = p0.astype(float)
+        else:  # traced (under jit / vmap / grad): a list of tracers or an array
+            p0 = jnp.atleast_1d(jnp.asarray(p0))
+            if not jnp.issubdtype(p0.dtype, jnp.inexact):
+                p0 = p0.astype(jnp.result_type(float))
         if p0.size == 0:
             raise ValueError("`p0` has no parameters.")
         if p0.ndim != 1:
             raise ValueError(f"`p0` must be 1-D, got shape {p0.shape}.")
-        if self.names is not None and len(self.names) != p0.size:
+        if names is not None and len(names) != p0.size:
             raise ValueError(
-                f"`p0` has {p0.size} values but the model has {len(self.names)} "
-                f"parameters {list(self.names)}."
+                f"`p0` has {p0.size} values but the model has {len(names)} "
+                f"parameters {list(names)}."
             )
         return p0
 
     @staticmethod
     def _flat_bounds(bounds, names):
+        bounds = as_bounds(bounds)
         if not isinstance(bounds, dict):
             return bounds
         unknown = set(bounds) - set(names)
@@ -336,38 +450,60 @@ class CurveFit:
         upper = [bounds.get(name, (-np.inf, np.inf))[1] for name in names]
         return np.asarray(lower, float), np.asarray(upper, float)
 
-    def _jacobian(self):
+    def _jacobian(self, style):
         if callable(self.jac):
-            return PositionalJacobian(self.jac)
-        if self.jac in (None, "fwd", "rev", "2-point", "3-point", "cs"):
+            return UnpackedJacobian(self.jac) if style == "unpacked" else self.jac
+        if self.jac is None or self.jac in ("fwd", "rev", "2-point", "3-point", "cs"):
+            # SciPy's finite-difference names are passed on to the core's Solver.
             return self.jac or "fwd"
         raise ValueError(
             "`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
             f"got {self.jac!r}."
         )
 
-    def prepare(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None):
-        """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
-        `unpadded` holds the cleaned NumPy data of the counted points."""
+    def _solver(self, bounds, style):
+        options = finite_difference_options(self.diff_step)
+        return Solver(
+            strategy=self.strategy,
+            loss=self.loss,
+            bounds=bounds if has_finite_bounds(bounds) else None,
+            x_scale=self.x_scale,
+            max_nfev=self.max_nfev,
+            jac=self._jacobian(style),
+            # Only the table is printed from inside the loop; verbose=1 reports after
+            # the fit and shares the compiled code of verbose=0.
+            verbose=2 if self.verbose == 2 else 0,
+            callback=self.callback,
+            **self.tolerances,
+            **options,
+        )
+
+    def _resolve(self, x, y, p0, sigma, bounds):
         bounds = self.bounds if bounds is None else as_bounds(bounds)
         if _finite(bounds) and not self.strategy.supports_bounds:
             raise ValueError(
                 "This CurveFit uses method='lm', which doesn't support bounds; create it "
                 "with method='trf' (or with bounds)."
             )
-        xdata = self.xdata if xdata is None else xdata
-        ydata = self.ydata if ydata is None else ydata
+        x = self.xdata if x is UNSET else x
+        y = self.ydata if y is None else y
         p0 = self.p0 if p0 is None else p0
         sigma = self.sigma if sigma is None else sigma
-        if xdata is None or ydata is None:
-            raise ValueError("Give `xdata` and `ydata` (to CurveFit or to fit).")
+        if x is UNSET or y is None:
+            raise ValueError("Give `x` and `y` (to CurveFit or to fit).")
+        return x, y, p0, sigma, bounds
+
+    def prepare(self, xdata=UNSET, ydata=None, p0=None, sigma=None, bounds=None):
+        """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
+        `unpadded` holds the cleaned NumPy data of the counted points."""
+        xdata, ydata, p0, sigma, bounds = self._resolve(xdata, ydata, p0, sigma, bounds)
         ydata = np.asarray(ydata)
         if ydata.size == 0:
             raise ValueError("`ydata` must not be empty!")
         if not np.issubdtype(ydata.dtype, np.number) or np.iscomplexobj(ydata):
             raise ValueError(f"`ydata` must be real numbers, got dtype {ydata.dtype}.")
         ydata = ydata.astype(float)
-        x_is_array = not isinstance(xdata, (dict, tuple))
+        x_is_array = xdata is not None and not isinstance(xdata, (dict, tuple))
         if x_is_array:
             xdata = np.asarray(xdata)
             if np.issubdtype(xdata.dtype, np.integer) or xdata.dtype == bool:
@@ -375,21 +511,11 @@ class CurveFit:
         xdata, ydata, sigma = _omit_or_raise_nan(
             xdata, ydata, sigma, self.nan_policy, x_is_array
         )
-        if sigma is not None:
-            sigma = np.asarray(sigma, dtype=float)
-            if sigma.ndim > 1 and ydata.ndim == 1:
-                raise ValueError(
-                    "`sigma` must be 1-D standard deviations (2-D covariance matrices are "
-                    "not supported)."
-                )
-            if sigma.size != 1 and sigma.shape != ydata.shape:
-                raise ValueError(
-                    f"`sigma` has shape {sigma.shape} but `ydata` has shape {ydata.shape}."
-                )
-            sigma = np.broadcast_to(sigma, ydata.shape)
-        no_p0 = p0 is None and not self.named
-        p0 = self._initial_params(p0, xdata, ydata)
-        names = self.names or tuple(f"p{i}" for i in range(p0.size))
+        sigma, cholesky = _check_sigma(sigma, ydata)
+        style, model, names = self._convention(p0)
+        no_p0 = p0 is None and style != "named"
+        p0 = self._initial_params(p0, xdata, ydata, style, names)
+        names = names or tuple(f"p{i}" for i in range(p0.size))
         if no_p0 and _finite(bounds):
             p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
         if self.method == "lm" and ydata.size < p0.size:
@@ -398,15 +524,24 @@ class CurveFit:
                 f"data points={ydata.size}"
             )
         unpadded = dict(xdata=xdata, ydata=ydata, sigma=sigma, names=names)
+        solver = self._solver(self._flat_bounds(bounds, names), style)
         m = ydata.shape[0] if ydata.ndim == 1 else None
-        if self.pad and m is not None:
+        if cholesky is not None:  # correlated errors: whitened, not padded
+            model = WhitenedModel(model, jnp.asarray(cholesky))
+            if callable(solver.jac):
+                solver = eqx.tree_at(
+                    lambda s: s.jac, solver, WhitenedJacobian(solver.jac, model.cholesky)
+                )
+            white_y = np.linalg.solve(cholesky, ydata)  # triangular: exact enough
+            data = Data(xdata, white_y)
+        elif self.pad and m is not None and _has_points_axis(xdata, m):
             size = bucket_size(m)
             x_padded = jax.tree.map(lambda leaf: _pad_points(leaf, m, size), xdata)
             if not self._pointwise_checked:
                 # Once per CurveFit: checking every fit would cost eager compilations
                 # for each new length, the very thing padding is there to avoid.
-                self._check_model_on(xdata, ydata, p0, names)
-                _check_pointwise(self.model, xdata, x_padded, p0, m)
+                self._check_model_on(model, xdata, ydata, p0, names)
+                _check_pointwise(model, xdata, x_padded, p0, m)
                 self._pointwise_checked = True
             y_padded = np.pad(ydata, (0, size - m))
             sigma_padded = None if sigma is None else np.pad(
@@ -416,40 +551,46 @@ class CurveFit:
             data = Data(x_padded, y_padded, sigma=sigma_padded, mask=mask)
         else:
             data = Data(xdata, ydata, sigma=sigma)
-        bounds = self._flat_bounds(bounds, names)
-        solver = Solver(
-            strategy=self.strategy,
-            loss=self.loss,
-            bounds=bounds if has_finite_bounds(bounds) else None,
-            x_scale=self.x_scale,
-            max_nfev=self.max_nfev,
-            jac=self._jacobian(),
-            diff_step=self.diff_step,
-            # Only the table is printed from inside the loop; verbose=1 reports after
-            # the fit and shares the compiled code of verbose=0.
-            verbose=2 if self.verbose == 2 else 0,
-            callback=self.callback,
-            **self.tolerances,
-        )
         try:
-            state = init(self.model, data, p0, solver)
+            state = init(model, data, p0, solver)
         except ValueError as error:
-            raise ValueError(_user_message(error, names)) from error
-        return self.model, data, state, unpadded
+            hint = ""
+            if no_p0 and style == "unpacked" and len(names) == 1:
+                hint = (
+                    f" Without `p0` the model was called with one scalar parameter "
+                    f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
+                    "give `p0`."
+                )
+            message = _user_message(error, names)
+            if hint:
+                message = message.rstrip(".") + "." + hint
+            raise ValueError(message) from error
+        return model, data, state, unpadded
 
-    def _check_model_on(self, xdata, ydata, p0, names):
+    def _check_model_on(self, model, xdata, ydata, p0, names):
         """`init`'s model checks on the unpadded data, so errors name the user's sizes."""
         try:
-            init(self.model, Data(xdata, ydata), p0, Solver(strategy=self.strategy))
+            init(model, Data(xdata, ydata), p0, Solver(strategy=self.strategy))
         except ValueError as error:
             raise ValueError(_user_message(error, names)) from error
 
-    def fit(self, xdata=None, ydata=None, p0=None, sigma=None, bounds=None) -> CurveFitResult:
+    def fit(
+        self, x=UNSET, y=None, p0=None, sigma=None, bounds=None, *, xdata=UNSET, ydata=None
+    ) -> "CurveFitResult | FitSolution":
         """Fit (new) data; arguments not given are the ones given to `CurveFit`. New
         values of all of them reuse the compiled fit, as long as the data stay in the
-        same size bucket and `sigma` stays given (or not)."""
-        model, data, state, unpadded = self.prepare(xdata, ydata, p0, sigma, bounds)
+        same size bucket and `sigma` stays given (or not). Traced inputs (inside
+        `jax.jit`, `jax.vmap`, `jax.grad`) give a `FitSolution` pytree."""
+        x = _one_of(x, xdata, "x", "xdata", UNSET)
+        y = _one_of(y, ydata, "y", "ydata", None)
+        resolved = self._resolve(x, y, p0, sigma, bounds)
+        if not is_concrete(*resolved):
+            return self._fit_traced(*resolved)
+        model, data, state, unpadded = self.prepare(*resolved)
         solution, parts = _fit(model, data, state)
+        m = unpadded["ydata"].size
+        if not is_concrete(solution):  # the model closes over traced arrays
+            return _fit_solution(solution, parts, self.absolute_sigma, m, state.params)
         pcov = parts.covariance(self.absolute_sigma)
         rank, singular_values = parts.rank, parts.singular_values
         if self.verbose >= 1:
@@ -459,21 +600,14 @@ class CurveFit:
         if int(rank) < n_params:
             undetermined = np.flatnonzero(np.asarray(parts.undetermined))
             names = unpadded["names"]
-            warnings.warn(
+            warn_optimize(
                 f"Covariance of the parameters could not be estimated for "
                 f"{[names[i] for i in undetermined]}: the Jacobian at the solution has "
                 f"rank {int(rank)} < {n_params} parameters, so the data do not determine "
-                "them (their variances are inf).",
-                OptimizeWarning,
-                stacklevel=2,
+                "them (their variances are inf)."
             )
         elif not np.all(np.isfinite(pcov)):
-            warnings.warn(
-                "Covariance of the parameters could not be estimated",
-                OptimizeWarning,
-                stacklevel=2,
-            )
-        m = unpadded["ydata"].size
+            warn_optimize("Covariance of the parameters could not be estimated")
         fields = {
             name: np.asarray(getattr(solution, name))
             for name in (
@@ -484,7 +618,7 @@ class CurveFit:
         fields["fun"] = fields["fun"][:m]
         fields["jac"] = fields["jac"][:m]
         return CurveFitResult(
-            model=model,
+            model=model.model if isinstance(model, WhitenedModel) else model,
             pcov=pcov,
             absolute_sigma=self.absolute_sigma,
             lower=np.asarray(state.lower),
@@ -497,3 +631,100 @@ class CurveFit:
             **unpadded,
             **fields,
         )
+
+    def _fit_traced(self, x, y, p0, sigma, bounds) -> "FitSolution":
+        """The pure path: `init` and `solve` on JAX arrays, no padding, no NumPy, no
+        warnings (it runs inside a transformation)."""
+        if self.nan_policy == "omit":
+            raise ValueError(
+                "nan_policy='omit' needs concrete data (it changes the number of points); "
+                "it cannot be used inside jax.jit / jax.vmap / jax.grad."
+            )
+        y = jnp.asarray(y)
+        if not jnp.issubdtype(y.dtype, jnp.inexact):
+            y = y.astype(jnp.result_type(float))
+        if isinstance(x, (list, np.ndarray)) or (
+            isinstance(x, jax.Array) and not jnp.issubdtype(x.dtype, jnp.inexact)
+        ):
+            x = jnp.asarray(x, jnp.result_type(float))
+        cholesky = None
+        if sigma is not None:
+            sigma = jnp.asarray(sigma, y.dtype)
+            if sigma.ndim == 2 and y.ndim == 1 and sigma.shape == (y.size, y.size):
+                cholesky, sigma = jnp.linalg.cholesky(sigma), None
+            elif sigma.size != 1 and sigma.shape != y.shape:
+                raise ValueError(f"`sigma` has shape {sigma.shape} but `y` has shape {y.shape}.")
+        style, model, names = self._convention(p0)
+        p0 = self._initial_params(p0, x, y, style, names)
+        names = names or tuple(f"p{i}" for i in range(p0.size))
+        solver = self._solver(self._flat_bounds(bounds, names), style)
+        if cholesky is not None:
+            model = WhitenedModel(model, cholesky)
+            if callable(solver.jac):
+                solver = eqx.tree_at(
+                    lambda s: s.jac, solver, WhitenedJacobian(solver.jac, cholesky)
+                )
+            y = jax.scipy.linalg.solve_triangular(cholesky, y, lower=True)
+        data = Data(x, y, sigma=sigma)
+        state = init(model, data, p0, solver)
+        solution = solve(model, data, state)
+        parts = covariance_parts(solution.jac, solution.cost, data.n_points)
+        return _fit_solution(solution, parts, self.absolute_sigma, y.size, state.params)
+
+
+def _has_points_axis(xdata, m) -> bool:
+    """Whether some array in `xdata` runs along the points (so a padded `x` gives a
+    padded prediction); a model that ignores `x` (SciPy allows ``xdata=None``) is not
+    padded."""
+    return any(points_axis(leaf, m) is not None for leaf in jax.tree.leaves(xdata))
+
+
+def _one_of(value, alias, name, alias_name, unset):
+    """The guide's keyword (`model`, `x`, `y`) or SciPy's (`f`, `xdata`, `ydata`)."""
+    if alias is unset:
+        return value
+    if value is not unset:
+        raise TypeError(f"Give `{name}` or `{alias_name}`, not both.")
+    return alias
+
+
+def _check_sigma(sigma, ydata):
+    """1-D standard deviations (broadcast to `ydata`), or a 2-D covariance matrix and
+    its lower Cholesky factor, as SciPy's `curve_fit` takes them."""
+    if sigma is None:
+        return None, None
+    sigma = np.asarray(sigma, dtype=float)
+    if sigma.ndim == 2 and ydata.ndim == 1 and sigma.shape == (ydata.size, ydata.size):
+        try:
+            cholesky = np.linalg.cholesky(sigma)
+        except np.linalg.LinAlgError as error:
+            raise ValueError("`sigma` must be positive definite.") from error
+        return sigma, cholesky
+    if sigma.size != 1 and sigma.shape != ydata.shape:
+        raise ValueError(
+            f"`sigma` has shape {sigma.shape} but `ydata` has shape {ydata.shape}; give "
+            f"standard deviations of that shape, a scalar, or a {ydata.size}x{ydata.size} "
+            "covariance matrix."
+        )
+    return np.broadcast_to(sigma, ydata.shape), None
+
+
+def _fit_solution(solution, parts, absolute_sigma, m, p0) -> FitSolution:
+    return FitSolution(
+        x=solution.x,
+        cost=solution.cost,
+        fun=solution.fun[:m],
+        jac=solution.jac[:m],
+        grad=solution.grad,
+        optimality=solution.optimality,
+        active_mask=solution.active_mask,
+        nfev=solution.nfev,
+        njev=solution.njev,
+        nit=solution.nit,
+        status=solution.status,
+        success=solution.success,
+        initial_cost=solution.initial_cost,
+        pcov=parts.covariance(absolute_sigma),
+        rank=parts.rank,
+        p0=p0,
+    )

@@ -84,6 +84,8 @@ class CurveFitResult:
     @property
     def best_fit(self) -> np.ndarray:
         """The model at the data (from the residuals: no new evaluation)."""
+        if self.sigma is not None and np.ndim(self.sigma) == 2:  # whitened by L⁻¹
+            return self.ydata + np.linalg.cholesky(self.sigma) @ self.fun
         sigma = 1.0 if self.sigma is None else self.sigma
         return self.ydata + np.reshape(self.fun, self.ydata.shape) * sigma
 
@@ -137,6 +139,8 @@ class CurveFitResult:
         if sigma is None:
             if self.sigma is None:
                 sigma = 1.0
+            elif x is None and np.ndim(self.sigma) == 2:  # a covariance matrix
+                sigma = np.sqrt(np.diag(self.sigma))
             elif x is None:
                 sigma = np.ravel(self.sigma)
             else:

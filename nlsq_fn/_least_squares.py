@@ -1,5 +1,6 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,12 +15,15 @@ from ._dogbox import Dogbox
 from ._host_model import call_on_host
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
-from ._misc import ArrayLikeOrSequence
+from ._misc import ArrayLikeOrSequence, is_concrete
+from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
+from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
 from ._solver import Solver, init
 from ._trf import TRF
+from ._trust_region import STATUS_MESSAGES, STOPPED
 
 
 @eqx.filter_jit
@@ -29,19 +33,26 @@ def _solve(model, data, state):
 
 
 class _ResidualModel(eqx.Module):
-    """``fun(params, *args)`` seen as a model ``model(args, params)`` with ``y = 0``."""
+    """``fun(params, *args, **kwargs)`` seen as a model ``model(arrays, params)`` with
+    ``y = 0``: the array leaves of ``(args, kwargs)`` travel as data (new values reuse
+    the compiled fit), everything else is passed to `fun` unchanged."""
 
     fun: Callable = eqx.field(static=True)
+    rest: Any  # (args, kwargs) with the arrays taken out: static (hashed) leaves
 
-    def __call__(self, args, params):
-        return jnp.ravel(self.fun(params, *args))
+    def __call__(self, arrays, params):
+        args, kwargs = eqx.combine(arrays, self.rest)
+        return jnp.ravel(self.fun(params, *args, **kwargs))
 
 
 class _ResidualJacobian(eqx.Module):
     jac: Callable = eqx.field(static=True)
+    rest: Any
 
-    def __call__(self, args, params):
-        return self.jac(params, *args)
+    def __call__(self, arrays, params):
+        args, kwargs = eqx.combine(arrays, self.rest)
+        # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
+        return jnp.atleast_2d(jnp.asarray(self.jac(params, *args, **kwargs)))
 
 
 def strategy_for(method: str, has_bounds: bool):
@@ -58,48 +69,94 @@ def strategy_for(method: str, has_bounds: bool):
 
 
 def has_finite_bounds(bounds) -> bool:
+    """Whether any bound is finite; a traced bound (under jit / vmap) may be."""
     return any(
-        np.any(np.isfinite(np.asarray(b, dtype=float))) for b in jax.tree.leaves(bounds)
+        isinstance(b, jax.core.Tracer) or np.any(np.isfinite(np.asarray(b, dtype=float)))
+        for b in jax.tree.leaves(bounds)
     )
+
+
+# SciPy reports a stop by the callback as -2 (nlsq_fn's core uses -2 for "running").
+_SCIPY_STOPPED = -2
+_SCIPY_MESSAGES = {
+    **STATUS_MESSAGES,
+    _SCIPY_STOPPED: "Stopped because `callback` function raised `StopIteration` or "
+    "returned `True`",
+}
+_JACOBIAN_NAMES = ("fwd", "rev", "2-point", "3-point", "cs")
 
 
 def least_squares(
     fun: Callable,
     x0: ArrayLikeOrSequence,
     jac: Callable | str | None = None,
-    bounds: tuple[Any, Any] = (-np.inf, np.inf),
+    bounds: Any = (-np.inf, np.inf),
     method: str = "trf",
-    ftol: float = 1e-8,
-    xtol: float = 1e-8,
-    gtol: float = 1e-8,
+    ftol: float | None = 1e-8,
+    xtol: float | None = 1e-8,
+    gtol: float | None = 1e-8,
     x_scale: ArrayLikeOrSequence | str | None = None,
-    loss: str | AbstractLoss = "linear",
+    loss: str | Callable | AbstractLoss = "linear",
     f_scale: float = 1.0,
     diff_step: ArrayLikeOrSequence | None = None,
+    tr_solver: str | None = None,
+    tr_options: dict | None = None,
+    jac_sparsity: Any = None,
     max_nfev: int | None = None,
-    args: tuple = (),
     verbose: int = 0,
+    args: tuple = (),
+    kwargs: dict | None = None,
     callback: Callable | None = None,
-) -> Solution:
-    """Minimise ``0.5 * sum(rho(fun(x, *args)**2))``, as `scipy.optimize.least_squares`.
+    workers: Any = None,
+) -> "OptimizeResult | Solution":
+    """Minimise ``0.5 * sum(rho(fun(x, *args, **kwargs)**2))``, as
+    `scipy.optimize.least_squares`.
 
-    Same arguments and meaning as SciPy (``method`` is ``"trf"``, ``"dogbox"`` or
-    ``"lm"``; ``jac`` a callable ``jac(x, *args) -> (m, n)``, None / ``"fwd"`` / ``"rev"``
+    Same arguments and meaning as SciPy: ``method`` ``"trf"``, ``"dogbox"`` or ``"lm"``;
+    ``jac`` a callable ``jac(x, *args, **kwargs) -> (m, n)``, None / ``"fwd"`` / ``"rev"``
     for JAX's exact Jacobian (the default), or SciPy's finite differences ``"2-point"``,
-    ``"3-point"``, ``"cs"`` with its `diff_step`). `fun` must be written with `jax.numpy`.
-    ``verbose=2`` prints SciPy's iteration table from inside the compiled loop and
-    ``verbose=1`` its closing report; ``callback(iteration, x, cost, grad)`` is called after
-    each iteration and stops the fit (status -3) by returning True.
-    Returns a `Solution` with SciPy's fields (``x``, ``cost``, ``fun``, ``jac``,
-    ``grad``, ``optimality``, ``active_mask``, ``nfev``, ``njev``, ``status``,
-    ``message``, ``success``) plus ``nit`` and ``initial_cost``.
+    ``"3-point"``, ``"cs"`` with its `diff_step`; ``loss`` a name, an `AbstractLoss` or
+    SciPy's callable ``rho(z) -> (3, m)``; ``bounds`` a pair or a `scipy.optimize.Bounds`; a tolerance of None disables
+    its criterion. `fun` must be written with `jax.numpy`. ``verbose=2`` prints SciPy's
+    iteration table from inside the compiled loop and ``verbose=1`` its closing report.
+
+    ``callback(intermediate_result)`` (an `OptimizeResult` with ``x``, ``cost``,
+    ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
+    fit by raising `StopIteration` (status -2), as in SciPy 1.16+; nlsq_fn's
+    ``callback(iteration, x, cost, grad)`` may also stop it by returning True.
+    `tr_solver` (None, 'exact' or 'lsmr'), `tr_options` and `workers` are accepted for
+    SciPy compatibility and have no effect (the trust-region step is always the exact,
+    dense one); `jac_sparsity` is refused.
+
+    Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
+    (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
+    ``nfev``, ``njev``, ``status``, ``message``, ``success``) plus ``nit`` and
+    ``initial_cost``. Under `jax.jit`, `jax.vmap` or `jax.grad` (traced `x0` or
+    `args`) it returns the `Solution` pytree of JAX arrays instead.
     """
+    del tr_options, workers  # always the exact (dense SVD) trust-region step
+    if tr_solver not in (None, "exact", "lsmr"):
+        raise ValueError("`tr_solver` must be None, 'exact' or 'lsmr'.")
+    if jac_sparsity is not None:
+        raise ValueError("`jac_sparsity` is not supported: JAX computes the exact Jacobian.")
+    if not callable(fun):
+        raise TypeError(f"`fun` must be callable, got {type(fun).__name__}.")
+    if method not in ("trf", "lm", "dogbox"):
+        raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
     verbose = as_verbose(verbose)
-    ftol, xtol, gtol = as_real(ftol, "ftol"), as_real(xtol, "xtol"), as_real(gtol, "gtol")
+    ftol, xtol, gtol = (
+        None if tol is None else as_real(tol, name)
+        for tol, name in ((ftol, "ftol"), (xtol, "xtol"), (gtol, "gtol"))
+    )
     f_scale = as_real(f_scale, "f_scale")
     max_nfev = as_count(max_nfev, "max_nfev")
+    if max_nfev is not None and max_nfev <= 0:
+        raise ValueError("`max_nfev` must be None or positive integer.")
     bounds = as_bounds(bounds)
-    args = tuple(args)
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(args, tuple):
+        args = tuple(args) if isinstance(args, list) else (args,)
     x0 = jnp.asarray(x0)
     if jnp.iscomplexobj(x0):
         raise ValueError("`x0` must be real numbers, got complex values.")
@@ -109,18 +166,33 @@ def least_squares(
     if not jnp.issubdtype(x0.dtype, jnp.inexact):
         x0 = x0.astype(jnp.result_type(float))
     bounded = has_finite_bounds(bounds)
-    strategy = strategy_for(method, bounded)
+    if method == "lm" and bounded:
+        raise ValueError("Method 'lm' doesn't support bounds.")
     loss_module = as_loss(loss, f_scale)
     if method == "lm" and not isinstance(loss_module, Linear):
-        raise ValueError("method='lm' supports only the 'linear' loss.")
-    model = _ResidualModel(fun)
+        raise ValueError("method='lm' supports only 'linear' loss function.")
+    if x_scale is not None and not isinstance(x_scale, str) and np.iscomplexobj(x_scale):
+        raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
+    ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
+    if method == "lm" and callback is not None:
+        warnings.warn(
+            "Callback function specified, but not supported with `lm` method.", stacklevel=2
+        )
+        callback = None
+    strategy = strategy_for(method, bounded)
+    arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
+    model = _ResidualModel(fun, rest)
     try:
-        out = jax.eval_shape(model, args, x0)
+        out = jax.eval_shape(model, arrays, x0)
+    except TypeError as error:  # wrong arguments: SciPy's error type
+        raise TypeError(f"Calling fun(x0, *args, **kwargs) failed: {error}") from error
     except Exception as error:
         try:
-            out = call_on_host(model, args, x0)  # a NumPy `fun`: `init` runs it on the host
+            out = call_on_host(model, arrays, x0)  # a NumPy `fun`: `init` runs it on the host
         except Exception:
-            raise ValueError(f"Calling fun(x0, *args) failed: {error}") from error
+            raise ValueError(
+                f"Calling fun(x0, *args, **kwargs) failed: {error}"
+            ) from error
     m = int(np.prod(out.shape))
     if method == "lm" and m < x0.size:
         raise ValueError(
@@ -128,14 +200,15 @@ def least_squares(
             "number of variables."
         )
     if callable(jac):
-        jac_mode = _ResidualJacobian(jac)
-    elif jac in (None, "fwd", "rev", "2-point", "3-point", "cs"):
+        jac_mode = _ResidualJacobian(jac, rest)
+    elif jac is None or jac in _JACOBIAN_NAMES:
         jac_mode = jac or "fwd"
     else:
         raise ValueError(
             f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
             f"got {jac!r}."
         )
+    solver_options = finite_difference_options(diff_step)
     solver = Solver(
         strategy=strategy,
         loss=loss_module,
@@ -146,13 +219,42 @@ def least_squares(
         gtol=gtol,
         max_nfev=max_nfev,
         jac=jac_mode,
-        diff_step=diff_step,
         verbose=2 if verbose == 2 else 0,
-        callback=callback,
+        callback=as_core_callback(callback),
+        **solver_options,
     )
-    data = Data(x=tuple(jnp.asarray(a) for a in args), y=jnp.zeros((m,), out.dtype))
+    data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
     state = init(model, data, x0, solver)
     solution = _solve(model, data, state)
+    if not is_concrete(solution):
+        return solution
     if verbose >= 1:
         print_final_report(solution)
-    return solution
+    result = as_optimize_result(solution)
+    if method == "lm":
+        result["njev"] = None  # as SciPy, whose MINPACK does not count them
+    return result
+
+
+def as_optimize_result(solution: Solution) -> OptimizeResult:
+    """SciPy's result from a concrete `Solution`: NumPy arrays and Python scalars."""
+    status = int(solution.status)
+    if status == STOPPED:
+        status = _SCIPY_STOPPED
+    result = OptimizeResult(
+        x=np.asarray(solution.x),
+        cost=float(solution.cost),
+        fun=np.asarray(solution.fun),
+        jac=None if solution.jac is None else np.asarray(solution.jac),
+        grad=np.asarray(solution.grad),
+        optimality=float(solution.optimality),
+        active_mask=np.asarray(solution.active_mask),
+        nfev=int(solution.nfev),
+        njev=int(solution.njev),
+        status=status,
+        message=_SCIPY_MESSAGES[status],
+        success=status > 0,
+    )
+    result["nit"] = int(solution.nit)
+    result["initial_cost"] = float(solution.initial_cost)
+    return result

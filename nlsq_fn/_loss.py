@@ -6,9 +6,12 @@ smaller than ``C`` are treated quadratically and larger ones are down-weighted.
 """
 
 import abc
+from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 
@@ -96,6 +99,34 @@ class Arctan(AbstractLoss):
         return jnp.arctan(z), 1 / t, -2 * z / t**2
 
 
+class CallableLoss(AbstractLoss):
+    """A loss given as SciPy takes one: ``loss(z)`` returns an array of shape (3, m),
+    ``rho(z)`` and its first two derivatives, for ``f_scale = 1`` (scaled here as
+    SciPy scales it). Written with `jax.numpy` it is traced; a NumPy function (one that
+    assigns into arrays, say) is called on the host through `jax.pure_callback`."""
+
+    rho: Callable = eqx.field(static=True)
+    f_scale: Float[ArrayLike, ""] = 1.0
+
+    def rho_unscaled(self, z):
+        try:
+            out = jnp.asarray(self.rho(z), z.dtype)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            shape = jax.ShapeDtypeStruct((3,) + z.shape, z.dtype)
+            out = jax.pure_callback(
+                lambda z: np.asarray(self.rho(np.asarray(z)), z.dtype),
+                shape,
+                z,
+                vmap_method="sequential",
+            )
+        if out.shape != (3,) + z.shape:
+            raise ValueError(
+                f"The `loss` callable must return shape {(3,) + z.shape} (rho, rho', "
+                f"rho'' of z = f**2), got {out.shape}."
+            )
+        return out[0], out[1], out[2]
+
+
 _LOSSES_BY_NAME = {
     "linear": Linear,
     "soft_l1": SoftL1,
@@ -105,15 +136,20 @@ _LOSSES_BY_NAME = {
 }
 
 
-def as_loss(loss: "str | AbstractLoss", f_scale: float = 1.0) -> AbstractLoss:
-    """A loss module from SciPy's loss name (``"huber"``, ...) or a module."""
+def as_loss(loss: "str | Callable | AbstractLoss", f_scale: float = 1.0) -> AbstractLoss:
+    """A loss module from SciPy's loss name (``"huber"``, ...), a SciPy-style callable
+    ``loss(z) -> (3, m)`` or a module."""
     if isinstance(loss, AbstractLoss):
         return loss
+    if callable(loss) and not isinstance(loss, str):
+        if not f_scale > 0:
+            raise ValueError(f"`f_scale` must be positive, got {f_scale}.")
+        return CallableLoss(loss, f_scale=f_scale)
     if isinstance(loss, str) and loss in _LOSSES_BY_NAME:
         if not f_scale > 0:
             raise ValueError(f"`f_scale` must be positive, got {f_scale}.")
         return _LOSSES_BY_NAME[loss](f_scale=f_scale)
     raise ValueError(
-        f"`loss` must be one of {sorted(_LOSSES_BY_NAME)} or an AbstractLoss, "
+        f"`loss` must be one of {sorted(_LOSSES_BY_NAME)}, a callable or an AbstractLoss, "
         f"got {loss!r}."
     )

@@ -91,12 +91,16 @@ def report_iteration(old, new, optimality):
 
 def ask_callback(callback, finished, iteration, params, cost, grad):
     """Traced: call ``callback(iteration, params, cost, grad)`` on the host after a
-    finished iteration; True (as a traced bool) when it asks to stop."""
+    finished iteration; True (as a traced bool) when it asks to stop (returns True or
+    raises `StopIteration`)."""
 
     def host(finished, iteration, params, cost, grad):
         if not finished:
             return np.asarray(False)
-        return np.asarray(bool(callback(int(iteration), params, cost, grad)))
+        try:
+            return np.asarray(bool(callback(int(iteration), params, cost, grad)))
+        except StopIteration:  # SciPy's way of stopping (1.16+)
+            return np.asarray(True)
 
     # A pure callback (whose answer is used, so it is never dropped) rather than an IO
     # one: JAX supports it in a while loop under `vmap`, one host call per member.

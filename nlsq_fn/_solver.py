@@ -264,7 +264,10 @@ def init(
             raise ValueError("`p0` contains NaN or inf.")
         if np.any((x0_np < lower_np) | (x0_np > upper_np)):
             bad = _names_at(params, (x0_np < lower_np) | (x0_np > upper_np))
-            raise ValueError(f"`p0` is outside the bounds for {bad}.")
+            raise ValueError(
+                f"`p0` is outside the bounds for {bad} (SciPy: Initial guess is outside "
+                "of provided bounds)."
+            )
         if not strategy.supports_bounds and (
             np.any(np.isfinite(lower_np)) or np.any(np.isfinite(upper_np))
         ):

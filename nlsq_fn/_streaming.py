@@ -29,6 +29,7 @@ from ._least_squares import has_finite_bounds
 from ._linearize import Linearization
 from ._memory import automatic_chunk_size
 from ._misc import tree_where
+from ._scipy_compat import finite_difference_options
 from ._solve import _Carry, advance, start, start_point
 from ._solver import Solver, SolverState, init
 from ._sources import AbstractSource, as_source, fixed_chunks, optional_import
@@ -190,8 +191,11 @@ class StreamingOptimizer:
     def _state(self, first: Data, p0) -> SolverState:
         """Validated configuration, from the first chunk (checks the model's output)."""
         fitter = self._fitter
-        p0 = fitter._initial_params(p0, np.asarray(first.x), np.asarray(first.y))
-        names = fitter.names or tuple(f"p{i}" for i in range(p0.size))
+        # CurveFit's rule for the model's convention (SciPy's f(x, *p), the guide's
+        # model(x, params), named models), so both optimizers read a model alike.
+        style, model, names = fitter._convention(p0)
+        p0 = fitter._initial_params(p0, np.asarray(first.x), np.asarray(first.y), style, names)
+        names = names or tuple(f"p{i}" for i in range(p0.size))
         bounds = fitter._flat_bounds(fitter.bounds, names)
         solver = Solver(
             strategy=fitter.strategy,
@@ -199,22 +203,24 @@ class StreamingOptimizer:
             bounds=bounds if has_finite_bounds(bounds) else None,
             x_scale=fitter.x_scale,
             max_nfev=fitter.max_nfev,
-            jac=fitter._jacobian(),
+            jac=fitter._jacobian(style),
             factorization=self.factorization,
             chunk_size=None,  # the chunks are this optimizer's own
             **fitter.tolerances,
+            **finite_difference_options(fitter.diff_step),
         )
         if not fitter.strategy.steps_from_host:
             raise ValueError(
                 f"{type(fitter.strategy).__name__} cannot be driven from a host loop."
             )
         try:
-            state = init(fitter.model, first, p0, solver)
+            state = init(model, first, p0, solver)
         except ValueError as error:
             raise ValueError(
                 str(error).replace("`y`", "the chunk's `y`").replace("`x`", "the chunk's `x`")
             ) from error
         self.names = names
+        self._model = model
         return state
 
     def _problem(self, state: SolverState, n_points) -> Problem:
@@ -240,10 +246,10 @@ class StreamingOptimizer:
             running = _sharding.sharded_zeros(running, self._mesh)
         for chunk in chunks:
             if self._mesh is None:
-                running = _fold(running, self._fitter.model, state, x, chunk)
+                running = _fold(running, self._model, state, x, chunk)
             else:
                 running = _sharding.sharded_fold(
-                    _fold_chunk, running, self._fitter.model, state, x, chunk, self._mesh
+                    _fold_chunk, running, self._model, state, x, chunk, self._mesh
                 )
             if bar is not None:
                 bar.update(1)
@@ -389,7 +395,7 @@ class StreamingOptimizer:
             active = jnp.zeros(x.shape, jnp.int32)
         return StreamedFitResult(
             sums=jax.tree.map(float, sums),
-            model=self._fitter.model,
+            model=self._model,
             names=self.names,
             xdata=None,
             ydata=None,
