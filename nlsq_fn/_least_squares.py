@@ -117,8 +117,10 @@ def least_squares(
     for JAX's exact Jacobian (the default), or SciPy's finite differences ``"2-point"``,
     ``"3-point"``, ``"cs"`` with its `diff_step`; ``loss`` a name, an `AbstractLoss` or
     SciPy's callable ``rho(z) -> (3, m)``; ``bounds`` a pair or a
-    `scipy.optimize.Bounds`; a tolerance of None disables its criterion. `fun` must be written with `jax.numpy`. ``verbose=2`` prints SciPy's
-    iteration table from inside the compiled loop and ``verbose=1`` its closing report.
+    `scipy.optimize.Bounds`; a tolerance of None disables its criterion. `fun` must be
+    written with `jax.numpy` (or runs on the host, at SciPy's speed). ``verbose=2``
+    prints SciPy's iteration table from inside the compiled loop and ``verbose=1`` its
+    closing report.
 
     ``callback(intermediate_result)`` (an `OptimizeResult` with ``x``, ``cost``,
     ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
