@@ -145,11 +145,29 @@ def curve_fit(
         return result.popt, result.pcov
     infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
     ier = result.status
+    message = result.message if not traced else None
     if method == "lm" and not traced:
         infodict.update(_minpack_factors(result.jac, result.fun))
         ier = _MINPACK_INFO.get(ier, ier)
-    message = result.message if not traced else None
+        message = _minpack_message(ier, **fitter.tolerances)
     return result.popt, result.pcov, infodict, message, ier
+
+
+def _minpack_message(info: int, ftol: float, xtol: float, gtol: float) -> str:
+    """`leastsq`'s message for MINPACK's `info` (what SciPy's `curve_fit` returns as
+    `mesg` with method='lm')."""
+    ftol, xtol, gtol = (0.0 if tol is None else tol for tol in (ftol, xtol, gtol))
+    messages = {
+        1: "Both actual and predicted relative reductions in the sum of squares\n  are at "
+        f"most {ftol:f}",
+        2: f"The relative error between two consecutive iterates is at most {xtol:f}",
+        3: "Both actual and predicted relative reductions in the sum of squares\n  are at "
+        f"most {ftol:f} and the relative error between two consecutive iterates is at "
+        f"\n  most {xtol:f}",
+        4: "The cosine of the angle between func(x) and any column of the\n  Jacobian is "
+        f"at most {gtol:f} in absolute value",
+    }
+    return messages.get(info, "")
 
 
 def _minpack_factors(jac, fvec) -> dict:
