@@ -186,11 +186,13 @@ def least_squares(
     model = _ResidualModel(fun, rest)
     try:
         out = jax.eval_shape(model, arrays, x0)
-    except TypeError as error:  # wrong arguments: SciPy's error type
-        raise TypeError(f"Calling fun(x0, *args, **kwargs) failed: {error}") from error
     except Exception as error:
         try:
             out = call_on_host(model, arrays, x0)  # a NumPy `fun`: `init` runs it on the host
+        except TypeError as host_error:  # wrong arguments: SciPy's error type
+            raise TypeError(
+                f"Calling fun(x0, *args, **kwargs) failed: {host_error}"
+            ) from error
         except Exception:
             raise ValueError(
                 f"Calling fun(x0, *args, **kwargs) failed: {error}"

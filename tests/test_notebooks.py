@@ -3,7 +3,8 @@
 Each notebook asserts its own key numbers (fitted parameters near the truth within a few
 standard errors, peak areas, EC50, ...), so a notebook whose fit silently goes wrong fails
 here. ``CI=true`` is set for the kernel: the notebooks then use their smaller sizes.
-``differentiable_fitting`` is marked slow (``pytest -m slow``). The committed copies are
+These tests carry the ``notebook`` mark: the default run leaves them out and CI runs them
+as their own step (``pytest -n 2 -m notebook``, see `.ci/run`). The committed copies are
 not modified (their outputs are refreshed with ``jupyter nbconvert --execute --inplace``)."""
 
 import pathlib
@@ -16,10 +17,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parents[1] / "notebooks").glob("*.ipy
 
 
 def _case(path):
-    marks = []
-    if path.stem == "differentiable_fitting":
-        # About 140 s of CPU (many compilations): kept out of the default run (-m slow).
-        marks.append(pytest.mark.slow)
+    marks = [pytest.mark.notebook]
     if path.stem.startswith("06_") and not hasattr(nlsq_fn, "StreamingOptimizer"):
         # Written against the streaming work (issue 11); runs once that is merged.
         marks.append(pytest.mark.skip(reason="needs nlsq_fn.StreamingOptimizer"))

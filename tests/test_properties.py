@@ -120,7 +120,7 @@ def _gradient_scale(problem):
     return np.linalg.norm(jac) * max(np.linalg.norm(y), 1.0)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=12, deadline=None, derandomize=True)
 @given(bounded_problems())
 @example(_TRUTH_CUT_OFF)
 def test_float32_succeeds_where_float64_does(problem):
