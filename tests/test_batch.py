@@ -158,6 +158,7 @@ def _global_minimum_cost():
     return result.cost
 
 
+@pytest.mark.slow
 def test_multistart_finds_the_global_minimum():
     data = nf.Data(X_SINE, Y_SINE)
     solver = nf.Solver(bounds=(LOWER, UPPER), **TOLERANCES)

@@ -317,6 +317,7 @@ def test_curve_fit_xdata_none_and_scipys_warning_class():
     assert np.all(np.isinf(pcov))
 
 
+@pytest.mark.slow
 def test_curve_fit_vmapped_over_bounds_members_equal_their_own_fits():
     uppers = jnp.array([2.3, 10.0])  # the first is active at the solution
 

@@ -252,7 +252,9 @@ def test_vmap_of_curve_fit_block_members_equal_their_own_fits():
         np.testing.assert_allclose(float(all_costs[i]), single.cost, rtol=1e-9)
 
 
-@pytest.mark.parametrize("transform", ["jit", "grad"])
+@pytest.mark.parametrize(
+    "transform", ["jit", pytest.param("grad", marks=pytest.mark.slow)]
+)
 def test_curve_fit_inside_jit_and_grad(transform):
     x = jnp.linspace(0, 4, 30)
     y = model(x, jnp.array([2.0, 1.1, 0.2])) + 0.02 * jnp.cos(5 * x)

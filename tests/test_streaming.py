@@ -446,6 +446,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess with 4 host devices: ~20 s
 def test_four_devices_give_the_single_device_fits(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED)
