@@ -461,8 +461,10 @@ class CurveFit:
             f"got {self.jac!r}."
         )
 
-    def _solver(self, bounds, style):
-        options = finite_difference_options(self.diff_step)
+    def _solver(self, bounds, style, **overrides):
+        """The core `Solver` for these options; `overrides` replace fields (the streaming
+        optimizer sets its own `factorization` and `chunk_size`)."""
+        options = finite_difference_options(self.diff_step) | overrides
         return Solver(
             strategy=self.strategy,
             loss=self.loss,

@@ -25,13 +25,11 @@ from ._covariance import covariance_parts
 from ._curve_fit_class import CurveFit, bucket_size
 from ._data import Data
 from ._fit_result import CurveFitResult
-from ._least_squares import has_finite_bounds
 from ._linearize import Linearization
 from ._memory import automatic_chunk_size
 from ._misc import tree_where
-from ._scipy_compat import finite_difference_options
 from ._solve import _Carry, advance, start, start_point
-from ._solver import Solver, SolverState, init
+from ._solver import SolverState, init
 from ._sources import AbstractSource, as_source, fixed_chunks, optional_import
 from ._strategy import Problem
 from ._trust_region import RUNNING
@@ -197,17 +195,10 @@ class StreamingOptimizer:
         p0 = fitter._initial_params(p0, np.asarray(first.x), np.asarray(first.y), style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
         bounds = fitter._flat_bounds(fitter.bounds, names)
-        solver = Solver(
-            strategy=fitter.strategy,
-            loss=fitter.loss,
-            bounds=bounds if has_finite_bounds(bounds) else None,
-            x_scale=fitter.x_scale,
-            max_nfev=fitter.max_nfev,
-            jac=fitter._jacobian(style),
+        solver = fitter._solver(
+            bounds, style,
             factorization=self.factorization,
             chunk_size=None,  # the chunks are this optimizer's own
-            **fitter.tolerances,
-            **finite_difference_options(fitter.diff_step),
         )
         if not fitter.strategy.steps_from_host:
             raise ValueError(
