@@ -6,6 +6,7 @@ Every runner is called in a fresh process (see `run.py`), so first-call times in
 compilation and peak memory belongs to that solver alone.
 """
 
+import os
 import statistics
 import time
 
@@ -14,6 +15,17 @@ from workloads import MODELS
 
 # SciPy's default tolerances, used by every solver for workloads A, B, C and E.
 TOL = 1e-8
+
+
+def problem_dtype(problem):
+    """float32 for workload E (Gpufit's precision), float64 otherwise; the environment
+    variable ``NLSQ_FN_BENCH_DTYPE`` (``float32`` or ``float64``) overrides both."""
+    import jax.numpy as jnp
+
+    name = os.environ.get("NLSQ_FN_BENCH_DTYPE")
+    if name:
+        return jnp.dtype(name)
+    return jnp.float32 if problem.workload == "E" else jnp.float64
 
 
 def _timed(call, repeats):
@@ -111,7 +123,7 @@ def run_nlsq_fn(problem, repeats, strategy="trf", tol=TOL, tuned=False):
 
     model = Model()
     solver = nlsq_fn_solver(strategy, problem.size, tol, tuned)
-    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+    dtype = problem_dtype(problem)
     x = jnp.asarray(problem.x, dtype)
     y = jnp.asarray(problem.y, dtype)
     p0 = jnp.asarray(problem.p0, dtype)
@@ -211,7 +223,7 @@ def run_optimistix(problem, repeats, tol=TOL):
     import optimistix as optx
 
     model_jax = MODELS[problem.workload][0]
-    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+    dtype = problem_dtype(problem)
 
     def residual(p, args):
         x, y = args
@@ -240,7 +252,7 @@ def run_jaxopt(problem, repeats, tol=TOL, defaults=False):
     import jaxopt
 
     model_jax = MODELS[problem.workload][0]
-    dtype = jnp.float32 if problem.workload == "E" else jnp.float64
+    dtype = problem_dtype(problem)
 
     def residual(p, x, y):
         return model_jax(x, p) - y

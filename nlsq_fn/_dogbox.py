@@ -23,6 +23,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._bounds import in_bounds, step_size_to_bound
 from ._misc import tree_where
+from ._small_linalg import singular_values_and_vt
 from ._strategy import AbstractStrategy, StepOutcome
 from ._trf import _scale_inv
 from ._trust_region import (
@@ -55,7 +56,7 @@ def _free(x, grad, problem) -> Bool[Array, " n"]:
 
 def _gauss_newton_step(factor, grad, free) -> Float[Array, " n"]:
     """Minimum-norm minimiser of ``||J_free p + f||``, from ``rᵀr = JᵀJ`` and ``Jᵀf``."""
-    _, s, vt = jnp.linalg.svd(factor * free[None, :])
+    s, vt = singular_values_and_vt(factor * free[None, :])
     usable = s > jnp.finfo(s.dtype).eps * s[0]
     safe_s2 = jnp.where(usable, s**2, 1.0)
     p = -vt.T @ jnp.where(usable, (vt @ grad) / safe_s2, 0.0)

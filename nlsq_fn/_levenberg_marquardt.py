@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ._misc import tree_where
+from ._small_linalg import singular_values_and_vt
 from ._strategy import AbstractStrategy, StepOutcome
 from ._trust_region import (
     FTOL,
@@ -77,7 +78,7 @@ class LevenbergMarquardt(AbstractStrategy):
 
     def propose(self, x, linearization, state, problem):
         diag_inv = 1 / state.diag
-        _, s, vt = jnp.linalg.svd(linearization.factor * diag_inv[None, :])
+        s, vt = singular_values_and_vt(linearization.factor * diag_inv[None, :])
         q, par = solve_subproblem(
             s, vt, vt @ (diag_inv * linearization.grad), state.delta, state.par,
             problem.n_rows, rtol=0.1, gauss_newton_slack=1.1, to_boundary=False,

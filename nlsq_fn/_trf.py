@@ -18,6 +18,7 @@ from ._bounds import (
     step_size_to_bound,
 )
 from ._misc import tree_where
+from ._small_linalg import singular_values_and_vt
 from ._strategy import AbstractStrategy, StepOutcome
 from ._trust_region import (
     GTOL,
@@ -147,14 +148,14 @@ class TRF(AbstractStrategy):
             diag_h = g * dv * scale
             jac_h = linearization.factor * d[None, :]
             augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
-            _, s, vt = jnp.linalg.svd(augmented, full_matrices=False)
+            s, vt = singular_values_and_vt(augmented)
         else:
             # Without bounds the Coleman–Li vector is all ones: SciPy's `trf_no_bounds`.
             g_norm = jnp.max(jnp.abs(g))
             d = scale
             diag_h = jnp.zeros_like(g)
             jac_h = linearization.factor * d[None, :]
-            _, s, vt = jnp.linalg.svd(jac_h, full_matrices=False)
+            s, vt = singular_values_and_vt(jac_h)
         g_h = d * g
         theta = jnp.maximum(0.995, 1 - g_norm)
 
