@@ -15,6 +15,7 @@ import scipy.optimize
 import nlsq_fn as nf
 from nlsq_fn._chunking import auto_chunk_size, is_pointwise
 from nlsq_fn._linearize import chunked_linearize, normal_root_if_safe
+from nlsq_fn._memory import estimate_memory
 
 M_LARGE = 40_000  # over four chunks of 8,192 points for three parameters
 
@@ -94,6 +95,22 @@ def test_chunk_size_from_problem_size():
     assert auto_chunk_size(4 * 8192 - 1, 3) is None  # under four chunks: one shot
     assert auto_chunk_size(10**6, 64) == 512 * 2  # never below 1,024 points
     assert auto_chunk_size(10**6, 1) == 16384
+
+
+def test_chunk_size_on_accelerators_only_where_memory_requires(monkeypatch):
+    import nlsq_fn._chunking as chunking
+
+    monkeypatch.setattr(chunking.jax, "default_backend", lambda: "gpu")
+    free = 8 << 30
+    monkeypatch.setattr(chunking, "available_memory_bytes", lambda: free)
+    # 1e7 points of a 3-parameter float64 fit need well under half of 8 GiB: one shot.
+    assert estimate_memory(10**7, 3, "float64")["total_gb"] * 1e9 < free / 2
+    assert auto_chunk_size(10**7, 3) is None
+    # 1e9 points do not fit: chunks of the memory-based size.
+    assert estimate_memory(10**9, 3, "float64")["total_gb"] * 1e9 > free / 2
+    chunk = auto_chunk_size(10**9, 3)
+    assert chunk is not None and chunk >= 8192
+    assert estimate_memory(chunk, 3, "float64")["total_gb"] * 1e9 < free / 2
 
 
 def test_pointwise_probe():
