@@ -88,8 +88,8 @@ def solve_subproblem(
 
     alpha = jnp.where(~full_rank & (alpha == 0), reset(alpha_lower, alpha_upper), alpha)
 
-    def newton(_, carry):
-        alpha, evaluated, lower, upper, done = carry
+    def newton(carry):
+        alpha, evaluated, lower, upper, done, count = carry
         alpha_try = jnp.where((alpha < lower) | (alpha > upper), reset(lower, upper), alpha)
         phi, phi_prime = phi_and_derivative(alpha_try)
         new_upper = jnp.where(phi < 0, alpha_try, upper)
@@ -104,10 +104,14 @@ def solve_subproblem(
             keep(lower, new_lower),
             keep(upper, new_upper),
             done | finished,
+            count + 1,
         )
 
-    alpha, evaluated, _, _, _ = jax.lax.fori_loop(
-        0, 10, newton, (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(False))
+    # At most 10 iterations, as SciPy; a `vmap`-ed batch stops when all members are done.
+    alpha, evaluated, _, _, _, _ = jax.lax.while_loop(
+        lambda carry: ~carry[4] & (carry[5] < 10),
+        newton,
+        (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(False), 0),
     )
     if last_evaluated:
         alpha = evaluated
