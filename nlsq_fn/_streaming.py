@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from . import _sharding
+from . import _processes, _sharding
 from ._bounds import find_active_constraints
 from ._chunks import Sums, _finish, _fold, _fold_chunk, _padded, _zeros, prefetch
 from ._covariance import covariance_parts
@@ -64,7 +64,8 @@ class _Checkpoint(eqx.Module):
 
 def _save(path, checkpoint):
     # Write then rename: a process killed while writing leaves the last checkpoint intact.
-    temporary = f"{path}.tmp"
+    # (A name of this process's own: processes of one fit may share a file system.)
+    temporary = f"{path}.{os.getpid()}.tmp"
     eqx.tree_serialise_leaves(temporary, checkpoint)
     os.replace(temporary, path)
 
@@ -128,6 +129,11 @@ class StreamingOptimizer:
     0 is silent, 1 always shows it. `devices`: None (the default device), or a list of
     devices (or a one-axis `jax.sharding.Mesh` named ``"points"``) to split every chunk
     over: each device folds its share into its own summary, combined once per pass.
+
+    Under `jax.distributed` (several processes, each with its own devices), `fit`
+    splits the points over the processes (see `fit`'s `split`) and combines their
+    summaries once per pass with JAX's collectives: every process takes the same steps
+    and returns the same result. `update` stays local to its process.
     """
 
     def __init__(
@@ -223,15 +229,18 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- exact fit
 
-    def _chunks(self, pieces, chunk_size, dtype, read_ahead=True):
-        """Fixed-shape chunks as `Data`, on their devices, read ahead in a thread."""
-        chunks = _padded(fixed_chunks(pieces, chunk_size), chunk_size, dtype)
+    def _chunks(self, chunks, chunk_size, dtype, read_ahead=True):
+        """`chunks` (of at most `chunk_size` points) padded to one shape as `Data`, on
+        their devices, read ahead in a thread."""
+        chunks = _padded(chunks, chunk_size, dtype)
         if self._mesh is not None:
             chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
         return prefetch(chunks) if read_ahead else chunks
 
-    def _summarize(self, chunks, state, x, bar=None) -> tuple[Linearization, Sums]:
-        """The summary at `x` of all `chunks`, and the sums of their residuals."""
+    def _summarize(self, chunks, state, x, bar=None, *, across_processes=False
+                   ) -> tuple[Linearization, Sums]:
+        """The summary at `x` of all `chunks` (and, `across_processes`, of the other
+        processes' chunks), and the sums of their residuals."""
         running = _zeros(x.size, state.lower.dtype)
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
@@ -246,12 +255,16 @@ class StreamingOptimizer:
                 bar.update(1)
         if self._mesh is not None:
             running = _sharding.reduce_devices(running, state.factorization)
+        if across_processes:
+            running = _processes.combine(running, state.factorization)
         return _finish(running, state.factorization), running.sums
 
-    def _pass(self, source: AbstractSource, state, x, chunk_size, bar) -> tuple:
-        """One pass: the summary at `x` and the sums of its residuals."""
-        chunks = self._chunks(source.pieces(), chunk_size, state.lower.dtype, source.read_ahead)
-        lin, sums = self._summarize(chunks, state, x, bar)
+    def _pass(self, source: AbstractSource, state, x, chunk_size, bar, split) -> tuple:
+        """One pass: the summary at `x` and the sums of its residuals (of all
+        processes' shares)."""
+        chunks = self._chunks(_processes.share(source, chunk_size, split), chunk_size,
+                              state.lower.dtype, source.read_ahead)
+        lin, sums = self._summarize(chunks, state, x, bar, across_processes=True)
         if float(sums.n_points) == 0:
             raise ValueError("The source gave no data points.")
         return lin, sums
@@ -262,7 +275,9 @@ class StreamingOptimizer:
                         sigma=None if sigma is None else np.asarray(sigma, dtype))
         raise ValueError("The source gave no data points.")
 
-    def fit(self, source, checkpoint: str | os.PathLike | None = None) -> CurveFitResult:
+    def fit(
+        self, source, checkpoint: str | os.PathLike | None = None, *, split: bool = True
+    ) -> CurveFitResult:
         """The exact fit of all the data in `source` (each evaluation one pass over it).
 
         With `checkpoint` (a file path), the fit's state is saved there after each
@@ -270,10 +285,22 @@ class StreamingOptimizer:
         of the same fit: same `p0`, options and data). Returns a `CurveFitResult` like
         `CurveFit.fit` (no per-point residuals: statistics come from sums over the
         last pass).
+
+        Under `jax.distributed` every process calls `fit`, and the result is the fit of
+        all processes' points. `split`: True (default) when every process passes the
+        same `source`: each takes its share, one contiguous block of rows for arrays
+        and `.npy` files (read only by that process), every ``process_count``-th chunk
+        for other sources (read by every process, folded by one). False when each
+        process passes its own part of the data (e.g. its own files). The initial
+        parameters are process 0's. With a `checkpoint` on a shared file system, give
+        each process a path of its own.
         """
         source = as_source(source)
         dtype = jnp.result_type(float)
         state = self._state(self._first_chunk(source, dtype), self.p0)
+        # Every process starts from the same point (a model's guess of `p0` could read
+        # a different first chunk in each).
+        state = eqx.tree_at(lambda s: s.params, state, _processes.agree(state.params))
         strategy, max_nfev = state.strategy, state.max_nfev
         x0, _ = start_point(state)  # strictly inside the bounds, as `solve` starts
         try:
@@ -285,7 +312,7 @@ class StreamingOptimizer:
         try:
             resumed = self._load(checkpoint, state) if checkpoint is not None else None
             if resumed is None:
-                lin0, sums = self._pass(source, state, x0, chunk_size, bar)
+                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split)
                 problem = self._problem(state, sums.n_points)
                 carry = _start(strategy, x0, lin0, problem, max_nfev)
                 saved = _Checkpoint(carry, x0, sums.n_points, lin0.cost, sums, jnp.ones(()))
@@ -298,7 +325,7 @@ class StreamingOptimizer:
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
                 x_trial, proposal = _propose(strategy, carry, problem)
-                trial, sums = self._pass(source, state, x_trial, chunk_size, bar)
+                trial, sums = self._pass(source, state, x_trial, chunk_size, bar, split)
                 carry, accepted = _judge(strategy, carry, proposal, trial, problem, max_nfev)
                 saved = _Checkpoint(
                     carry, saved.x0, saved.n_points, saved.initial_cost,
@@ -350,7 +377,7 @@ class StreamingOptimizer:
 
     def _progress_bar(self):
         """A tqdm bar counting chunks, its label the pass, cost and iterations."""
-        if self.verbose == 0:
+        if self.verbose == 0 or not _processes.is_main():
             return None
         try:
             tqdm = optional_import("tqdm.auto", "progress")
@@ -462,7 +489,8 @@ class StreamingOptimizer:
         state, prior = stream["state"], stream["prior"]
         chunk_size = self._chunk_size(state.params.size, dtype)
         chunks = list(self._chunks(
-            iter([(x_chunk, y_chunk, sigma)]), chunk_size, dtype, read_ahead=False
+            fixed_chunks(iter([(x_chunk, y_chunk, sigma)]), chunk_size), chunk_size, dtype,
+            read_ahead=False,
         ))
 
         def evaluate(p):
