@@ -36,7 +36,7 @@ from ._multistart import (
 from ._optimize_result import OptimizeResult as OptimizeResult
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
-from ._sharding import shard_batch as shard_batch
+from ._sharding import shard_batch as shard_batch, shard_points as shard_points
 from ._solve import solve as solve
 from ._solver import Solver as Solver, SolverState as SolverState, init as init
 from ._sources import (
