@@ -60,6 +60,17 @@ def agree(tree):
     return jax.tree.map(jnp.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
+def check_local(devices) -> None:
+    """Each process splits its chunks over devices of its own."""
+    others = [d for d in devices if d.process_index != jax.process_index()]
+    if others:
+        raise ValueError(
+            f"`devices` holds {len(others)} devices of other processes; under "
+            "jax.distributed give each process its own, `devices=jax.local_devices()` "
+            "(the processes' summaries are combined once per pass)."
+        )
+
+
 def is_main() -> bool:
     """The process that shows progress (process 0)."""
     return jax.process_index() == 0

@@ -235,6 +235,8 @@ class StreamingOptimizer:
         each process a path of its own.
         """
         source = as_source(source)
+        if self._mesh is not None and _processes.several():
+            _processes.check_local(self._mesh.devices.flat)
         dtype = jnp.result_type(float)
         state = self._state(self._first_chunk(source, dtype), self.p0)
         # Every process starts from the same point (a model's guess of `p0` could read

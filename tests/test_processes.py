@@ -63,6 +63,7 @@ WORKER = textwrap.dedent(
         "memmap": ((np.load(t_path, mmap_mode="r"), np.load(y_path, mmap_mode="r")), True),
         "callable": (every_process_reads_all, True),
         "own": (my_own_pieces, False),
+        "npy-devices": (nf.NpySource(t_path, y_path, piece_size=2_500), True),
     }
     options = {
         "trf": dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), method="trf", loss="huber",
@@ -75,9 +76,19 @@ WORKER = textwrap.dedent(
     for method in methods.split(","):
         for mode in modes.split(","):
             source, split = sources[mode]
+            devices = jax.local_devices() if mode == "npy-devices" else None
+            if devices is not None:
+                assert len(devices) == 2
+                try:  # other processes' devices are refused
+                    nf.StreamingOptimizer(damped, [1.5, 0.2, 2.9, 0.0],
+                                          devices=jax.devices()).fit(source)
+                except ValueError as error:
+                    assert "jax.local_devices()" in str(error), error
+                else:
+                    raise AssertionError("global devices were accepted")
             optimizer = nf.StreamingOptimizer(
                 damped, [1.5, 0.2, 2.9, 0.0], chunk_size=2_048, verbose=0,
-                **options[method],
+                devices=devices, **options[method],
             )
             fit = optimizer.fit(source, split=split)
             out[f"{method}/{mode}"] = dict(
@@ -106,13 +117,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(tmp_path, methods, modes, timeout=600, meanwhile=lambda: None):
+def run_two_processes(tmp_path, methods, modes, timeout=600, meanwhile=lambda: None,
+                      devices_each=1):
     """Both processes' outputs (stdout, stderr, return code), run concurrently, and
     what `meanwhile()` returns (computed while they run)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_each}"
     port = free_port()
     workers = [
         subprocess.Popen(
@@ -146,7 +158,7 @@ def write_data(tmp_path, n=20_000):
     return t, y
 
 
-def check_against_one_process(tmp_path, methods, modes, in_memory=True):
+def check_against_one_process(tmp_path, methods, modes, in_memory=True, devices_each=1):
     t, y = write_data(tmp_path)
 
     def references():  # while the two processes run
@@ -162,7 +174,8 @@ def check_against_one_process(tmp_path, methods, modes, in_memory=True):
         }
 
     outputs, fits = run_two_processes(
-        tmp_path, ",".join(methods), ",".join(modes), meanwhile=references
+        tmp_path, ",".join(methods), ",".join(modes), meanwhile=references,
+        devices_each=devices_each,
     )
     for _, err, code in outputs:
         assert code == 0, err[-3000:]
@@ -196,6 +209,13 @@ def test_two_processes_each_source_split(tmp_path):
     check_against_one_process(
         tmp_path, ["trf", "lm"], ["npy", "memmap", "callable", "own"]
     )
+
+
+@pytest.mark.slow  # two processes with two host devices each: ~30 s
+def test_two_processes_of_two_devices_each(tmp_path):
+    # Each process splits its chunks over its own two devices: two reductions a pass.
+    check_against_one_process(tmp_path, ["trf"], ["npy-devices"], in_memory=False,
+                              devices_each=2)
 
 
 @pytest.mark.slow  # ~30 s each: the survivor waits for the collective's timeout
