@@ -61,11 +61,8 @@ def save_checkpoint(path, checkpoint: FitCheckpoint) -> None:
     os.replace(temporary, path)
 
 
-def load_checkpoint(path, state: SolverState, problem: Problem) -> FitCheckpoint | None:
-    """The checkpoint saved at `path` by this fit (None if there is none yet); an error
-    if it belongs to another fit."""
-    if not os.path.exists(path):
-        return None
+def checkpoint_like(state: SolverState, problem: Problem) -> FitCheckpoint:
+    """A checkpoint of this fit's structure (zeros): what loading fills in."""
     n = state.params.size
     dtype = state.lower.dtype
     shape_only = jax.eval_shape(
@@ -80,7 +77,15 @@ def load_checkpoint(path, state: SolverState, problem: Problem) -> FitCheckpoint
             Sums.zeros(dtype), jnp.zeros((), dtype),
         )
     )
-    like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
+
+
+def load_checkpoint(path, state: SolverState, problem: Problem) -> FitCheckpoint | None:
+    """The checkpoint saved at `path` by this fit (None if there is none yet); an error
+    if it belongs to another fit."""
+    if not os.path.exists(path):
+        return None
+    like = checkpoint_like(state, problem)
     try:
         saved = eqx.tree_deserialise_leaves(path, like)
     except Exception as error:

@@ -18,6 +18,7 @@ process's source as its share as it is.
 import itertools
 from collections.abc import Iterator
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
@@ -57,7 +58,9 @@ def agree(tree):
     guess could otherwise take from different data in each process)."""
     if not several():
         return tree
-    return jax.tree.map(jnp.asarray, multihost_utils.broadcast_one_to_all(tree))
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    arrays = jax.tree.map(jnp.asarray, multihost_utils.broadcast_one_to_all(arrays))
+    return eqx.combine(arrays, rest)
 
 
 def check_local(devices) -> None:

@@ -26,6 +26,7 @@ from ._data import Data
 from ._fit_result import CurveFitResult
 from ._host_loop import (
     FitCheckpoint,
+    checkpoint_like,
     judge_step,
     load_checkpoint,
     propose_step,
@@ -231,8 +232,8 @@ class StreamingOptimizer:
         and `.npy` files (read only by that process), every ``process_count``-th chunk
         for other sources (read by every process, folded by one). False when each
         process passes its own part of the data (e.g. its own files). The initial
-        parameters are process 0's. With a `checkpoint` on a shared file system, give
-        each process a path of its own.
+        parameters are process 0's. Only process 0 saves the `checkpoint`, and on
+        resuming gives its checkpoint to every process (the others need no copy).
         """
         source = as_source(source)
         if self._mesh is not None and _processes.several():
@@ -251,10 +252,7 @@ class StreamingOptimizer:
         chunk_size = self._chunk_size(x0.size, dtype, n_points)
         bar = self._progress_bar()
         try:
-            resumed = (
-                None if checkpoint is None
-                else load_checkpoint(checkpoint, state, self._problem(state, 1))
-            )
+            resumed = None if checkpoint is None else self._resume(checkpoint, state)
             if resumed is None:
                 lin0, sums = self._pass(source, state, x0, chunk_size, bar, split)
                 problem = self._problem(state, sums.n_points)
@@ -264,7 +262,7 @@ class StreamingOptimizer:
                 saved = resumed
                 problem = self._problem(state, saved.n_points)
             self._describe(bar, saved)
-            if checkpoint is not None:
+            if checkpoint is not None and _processes.is_main():
                 save_checkpoint(checkpoint, saved)
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
@@ -277,13 +275,24 @@ class StreamingOptimizer:
                     saved.passes + 1,
                 )
                 self._describe(bar, saved)
-                if checkpoint is not None:
+                if checkpoint is not None and _processes.is_main():
                     save_checkpoint(checkpoint, saved)
         finally:
             if bar is not None:
                 bar.close()
         self.passes = int(saved.passes)
         return self._result(state, problem, saved.carry, saved.sums, saved.initial_cost)
+
+    def _resume(self, path, state) -> FitCheckpoint | None:
+        """The checkpoint to resume from; with several processes, process 0's (the one
+        that saves them), given to every process."""
+        problem = self._problem(state, 1)
+        if not _processes.several():
+            return load_checkpoint(path, state, problem)
+        mine = load_checkpoint(path, state, problem) if _processes.is_main() else None
+        if not bool(_processes.agree(jnp.asarray(int(mine is not None)))):
+            return None
+        return _processes.agree(mine if mine is not None else checkpoint_like(state, problem))
 
     # ----------------------------------------------------------------- progress
 

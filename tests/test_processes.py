@@ -64,6 +64,7 @@ WORKER = textwrap.dedent(
         "callable": (every_process_reads_all, True),
         "own": (my_own_pieces, False),
         "npy-devices": (nf.NpySource(t_path, y_path, piece_size=2_500), True),
+        "checkpoint": (nf.NpySource(t_path, y_path, piece_size=2_500), True),
     }
     options = {
         "trf": dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), method="trf", loss="huber",
@@ -91,6 +92,17 @@ WORKER = textwrap.dedent(
                 devices=devices, **options[method],
             )
             fit = optimizer.fit(source, split=split)
+            if mode == "checkpoint":  # only process 0 saves; resuming, all take its
+                path = f"{directory}/{method}{index}.eqx"
+                first = optimizer.fit(source, checkpoint=path)
+                assert os.path.exists(path) == (index == 0)
+                again = nf.StreamingOptimizer(
+                    damped, [1.5, 0.2, 2.9, 0.0], chunk_size=2_048, verbose=0,
+                    **options[method],
+                )
+                fit = again.fit(source, checkpoint=path)  # resumed at its end: no pass
+                assert again.passes == optimizer.passes, (again.passes, optimizer.passes)
+                assert fit.x.tolist() == first.x.tolist()
             out[f"{method}/{mode}"] = dict(
                 x=fit.x.tolist(), cost=float(fit.cost), pcov=fit.pcov.tolist(),
                 nfev=int(fit.nfev), n_points=fit.n_points, passes=optimizer.passes,
@@ -204,10 +216,10 @@ def test_two_processes_give_the_single_process_fit(tmp_path):
     check_against_one_process(tmp_path, ["lm"], ["npy"], in_memory=False)
 
 
-@pytest.mark.slow  # two processes, eight fits: ~40 s
+@pytest.mark.slow  # two processes, twelve fits: ~50 s
 def test_two_processes_each_source_split(tmp_path):
     check_against_one_process(
-        tmp_path, ["trf", "lm"], ["npy", "memmap", "callable", "own"]
+        tmp_path, ["trf", "lm"], ["npy", "memmap", "callable", "own", "checkpoint"]
     )
 
 
