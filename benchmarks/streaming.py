@@ -3,13 +3,20 @@ from `.npy` memory maps, as the NLSQ guide's "10M+ time series" application.
 
     python benchmarks/streaming.py [--points 100000000] [--chunk-size 1000000]
         [--dir /tmp/nlsq_fn_stream] [--float32] [--factorization normal]
-        [--reader files|memmap]
+        [--reader files|memmap] [--peer nlsq-large|nlsq-hybrid]
 
 Writes `t.npy` and `y.npy` (block by block, never the whole array in memory) unless they
 already exist with that many points, fits them with `StreamingOptimizer.fit` (TRF, Huber
 loss, the guide's bounds), and prints a table: passes, time per pass, total time, peak
 RSS of this process, the fitted parameters against the true ones. Appends one JSON line
 to `benchmarks/results/streaming.jsonl`.
+
+`--peer nlsq-large` fits the same files with NLSQ's large-data path instead
+(`nlsq.curve_fit_large`: chunks fitted one by one and combined), `--peer nlsq-hybrid`
+with its full-data streaming optimizer (`curve_fit_large(method="hybrid_streaming")`):
+same model, p0, bounds, loss and tolerances; both take the arrays as `.npy` memory maps
+(NLSQ takes arrays, not files). Their parameters are compared with the exact
+least-squares fit, this script's own last run on the same file (run it first).
 """
 
 import argparse
@@ -75,8 +82,11 @@ def main():
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--factorization", default="normal", choices=("qr", "normal"))
     parser.add_argument("--reader", default="files", choices=("files", "memmap"))
+    parser.add_argument("--peer", choices=("nlsq-large", "nlsq-hybrid"))
     args = parser.parse_args()
     points = int(args.points)
+    if args.peer:
+        return run_peer(args, points)
 
     import jax
 
@@ -135,6 +145,76 @@ def main():
     out = HERE / "results" / "streaming.jsonl"
     out.parent.mkdir(exist_ok=True)
     with open(out, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def exact_fit(points: int, dtype) -> dict:
+    """This script's last exact fit of the same file (from `streaming.jsonl`)."""
+    out = HERE / "results" / "streaming.jsonl"
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    ours = [r for r in records if r.get("solver", "nlsq_fn") == "nlsq_fn"
+            and r["points"] == points and r["dtype"] == np.dtype(dtype).name and r["success"]]
+    if not ours:
+        raise SystemExit(f"Run `python benchmarks/streaming.py --points {points}` first: "
+                         "the peer's parameters are compared with its exact fit.")
+    return ours[-1]
+
+
+def run_peer(args, points: int) -> None:
+    """NLSQ's large-data path on the same files, against the exact fit."""
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    import nlsq
+
+    dtype = np.float32 if args.float32 else np.float64
+    t_path, y_path = write_data(pathlib.Path(args.dir), points, dtype)
+    exact = exact_fit(points, dtype)
+    t = np.load(t_path, mmap_mode="r")
+    y = np.load(y_path, mmap_mode="r")
+    if args.peer == "nlsq-large":
+        options = dict(method="trf", loss="huber", ftol=1e-9, xtol=1e-9,
+                       chunk_size=args.chunk_size)
+    else:  # its own options: no loss (Huber = linear here: all |residuals| < f_scale)
+        options = dict(method="hybrid_streaming", gauss_newton_tol=1e-9,
+                       chunk_size=args.chunk_size, enable_checkpoints=False, verbose=0)
+    options.update(p0=P0, bounds=BOUNDS)
+    error = None
+    start = time.perf_counter()
+    try:
+        popt, _ = nlsq.curve_fit_large(damped_oscillation, t, y, **options)
+        popt = np.asarray(popt, float)
+    except Exception as failure:  # recorded: how the peer fails is a result
+        popt, error = None, f"{type(failure).__name__}: {str(failure)[:300]}"
+    total = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB
+    x_exact, perr = np.array(exact["x"]), np.array(exact["perr"])
+    record = dict(
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        solver=f"nlsq {nlsq.__version__} {args.peer}", points=points,
+        chunk_size=args.chunk_size if args.peer == "nlsq-large" else None,
+        dtype=np.dtype(dtype).name, device=str(jax.devices()[0]),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs", load=os.getloadavg()[0],
+        fit_s=round(total, 2), peak_rss_gib=round(peak_rss, 3), error=error,
+        x=None if popt is None else popt.tolist(), exact_x=exact["x"], exact_perr=exact["perr"],
+    )
+    if popt is not None:
+        record["max_dev_in_sigma"] = float(np.max(np.abs(popt - x_exact) / perr))
+        record["max_rel_dev"] = float(np.max(np.abs(popt - x_exact) / np.abs(x_exact)))
+    print("| solver | points | total s (compile included) | peak RSS GiB | "
+          "max |p - exact| / σ | max rel. |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {record['solver']} | {points:,} | {record['fit_s']} | "
+          f"{record['peak_rss_gib']} | {record.get('max_dev_in_sigma', error)} | "
+          f"{record.get('max_rel_dev', '')} |")
+    if popt is not None:
+        for name, fitted, best, err in zip(
+            ("amplitude", "decay", "freq", "phase", "drift", "offset"), popt, x_exact, perr,
+            strict=True,
+        ):
+            print(f"  {name:10s} {fitted: .10f}   exact {best: .10f} ± {err:.2e}")
+    with open(HERE / "results" / "streaming.jsonl", "a") as file:
         file.write(json.dumps(record) + "\n")
 
 

@@ -36,7 +36,8 @@ from ._multistart import (
 from ._optimize_result import OptimizeResult as OptimizeResult
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
-from ._sharding import shard_batch as shard_batch
+from ._sharding import shard_batch as shard_batch, shard_points as shard_points
+from ._single_pass import StreamUpdate as StreamUpdate
 from ._solve import solve as solve
 from ._solver import Solver as Solver, SolverState as SolverState, init as init
 from ._sources import (
@@ -52,11 +53,8 @@ from ._sources import (
 )
 from ._stats import student_t_ppf as student_t_ppf
 from ._strategy import AbstractStrategy as AbstractStrategy
-from ._streaming import (
-    StreamedFitResult as StreamedFitResult,
-    StreamingOptimizer as StreamingOptimizer,
-    StreamUpdate as StreamUpdate,
-)
+from ._streamed_result import StreamedFitResult as StreamedFitResult
+from ._streaming import StreamingOptimizer as StreamingOptimizer
 from ._trf import TRF as TRF
 from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 

@@ -7,6 +7,11 @@ factorised once more (``JᵀJ`` add with ``factorization="normal"``).
 
 A batch of independent fits needs no reduction at all: `shard_batch` places each
 device's members on it, and XLA partitions the jitted, vmapped fit along the batch axis.
+
+In-memory data may be placed over devices too (`shard_points`): the jitted `solve`
+then gives the single-device fit, but XLA's sharding propagation gathers the Jacobian
+(or, chunked, the data) onto every device for the factorisation, so it does not split
+the memory; `StreamingOptimizer(devices=...)` does.
 """
 
 import equinox as eqx
@@ -106,3 +111,29 @@ def shard_batch(tree, devices, axis_name: str = "batch"):
         return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(axis_name)))
 
     return jax.tree.map(place, tree)
+
+
+def shard_points(data, devices):
+    """`data` (a `Data`) with its points split over `devices`: `y`, `sigma`, `mask` and
+    every array of `x` along their leading axis (where the points are), a one-axis mesh
+    named ``"points"``. A jitted `solve` on it gives the single-device fit: the model
+    and its Jacobian are evaluated where the points are, and XLA gathers what the
+    factorisation needs (each device then holds the whole Jacobian, or in chunked fits
+    the whole data: no memory is saved; for that, `StreamingOptimizer(devices=...)`).
+    The number of points must be a multiple of the number of devices."""
+    mesh = points_mesh(devices)
+    n_devices = mesh.devices.size
+    m = data.y.shape[0] if data.y.ndim else 0
+    if m % n_devices:
+        raise ValueError(
+            f"`data` has {m} points along its leading axis, not a multiple of the "
+            f"{n_devices} devices; pad it with masked points (`Data(mask=...)`)."
+        )
+
+    def place(leaf):
+        if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != m:
+            return leaf  # not laid out along the points (e.g. a scalar sigma)
+        spec = PartitionSpec(AXIS, *([None] * (jnp.ndim(leaf) - 1)))
+        return jax.device_put(leaf, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, data)

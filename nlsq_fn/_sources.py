@@ -13,6 +13,7 @@ used, with an error naming the extra that installs them.
 """
 
 import abc
+import copy
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 
@@ -48,6 +49,19 @@ class AbstractSource(abc.ABC):
     def __len__(self) -> int:
         raise TypeError(f"{type(self).__name__} does not know its length in advance.")
 
+    def part(self, index: int, count: int) -> "AbstractSource | None":
+        """The `index`-th of `count` contiguous blocks of rows, as a source that reads
+        only those rows (each process's share in a multi-process fit); None where the
+        source cannot start at an arbitrary row."""
+        return None
+
+
+def _block(length: int, index: int, count: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of the `index`-th of `count` nearly equal blocks."""
+    if not 0 <= index < count:
+        raise ValueError(f"Block {index} of {count} does not exist.")
+    return length * index // count, length * (index + 1) // count
+
 
 class ArraySource(AbstractSource):
     """In-memory arrays or `.npy` memory maps (`np.load(path, mmap_mode="r")`): pieces
@@ -69,6 +83,12 @@ class ArraySource(AbstractSource):
 
     def __len__(self):
         return int(np.shape(self.y)[0])
+
+    def part(self, index, count):
+        start, stop = _block(len(self), index, count)
+        rows = slice(start, stop)  # a view: a memory map stays on disk
+        sigma = None if self.sigma is None else self.sigma[rows]
+        return ArraySource(self.x[..., rows], self.y[rows], sigma, self.piece_size)
 
     def pieces(self):
         for start in range(0, len(self), self.piece_size):
@@ -98,16 +118,24 @@ class NpySource(AbstractSource):
         if headers[2] is not None and headers[2][0] != y_shape:
             raise ValueError(f"`sigma` has shape {headers[2][0]}; it must be {y_shape}.")
         self.headers = headers
+        self.row_range = (0, y_shape[0])  # the rows read: all, or one process's block
 
     def __len__(self):
-        return self.headers[1][0][0]
+        return self.row_range[1] - self.row_range[0]
+
+    def part(self, index, count):
+        start, stop = _block(len(self), index, count)
+        part = copy.copy(self)
+        part.row_range = (self.row_range[0] + start, self.row_range[0] + stop)
+        return part
 
     def pieces(self):
-        m = len(self)
+        m = self.headers[1][0][0]  # the rows of each file
+        first, last = self.row_range
         files = [None if path is None else open(path, "rb") for path in self.paths]
         try:
-            for start in range(0, m, self.piece_size):
-                count = min(self.piece_size, m - start)
+            for start in range(first, last, self.piece_size):
+                count = min(self.piece_size, last - start)
                 parts = []
                 for file, header in zip(files, self.headers, strict=True):
                     if file is None:

@@ -6,102 +6,43 @@ chunks of a source: each evaluation is one pass, chunks are padded to one shape 
 compiled program serves them all) and read by a background thread while the previous
 chunk is computed. The trust-region iterations are the strategy's own `propose` and
 `judge` (the same code `solve` runs inside its compiled loop), driven from Python, and
-the state between iterations is a pytree that is checkpointed to disk after each one.
+the state between iterations is a pytree that is checkpointed to disk after each one
+(`_host_loop`). Devices split each chunk (`_sharding`), processes split the source
+(`_processes`); the single-pass `update` lives in `_single_pass`, the result type in
+`_streamed_result`.
 """
 
 import os
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
-from . import _sharding
-from ._bounds import find_active_constraints
+from . import _processes, _sharding
 from ._chunks import Sums, _finish, _fold, _fold_chunk, _padded, _zeros, prefetch
-from ._covariance import covariance_parts
 from ._curve_fit_class import CurveFit, bucket_size
 from ._data import Data
 from ._fit_result import CurveFitResult
+from ._host_loop import (
+    FitCheckpoint,
+    checkpoint_like,
+    judge_step,
+    load_checkpoint,
+    propose_step,
+    save_checkpoint,
+    start_loop,
+)
 from ._linearize import Linearization
 from ._memory import automatic_chunk_size
 from ._misc import tree_where
-from ._solve import _Carry, advance, start, start_point
+from ._single_pass import StreamUpdate, stream_result, update_stream
+from ._solve import start_point
 from ._solver import SolverState, init
 from ._sources import AbstractSource, as_source, fixed_chunks, optional_import
 from ._strategy import Problem
+from ._streamed_result import streamed_result
 from ._trust_region import RUNNING
-
-
-@eqx.filter_jit
-def _propose(strategy, carry: _Carry, problem: Problem):
-    return strategy.propose(carry.x, carry.linearization, carry.strategy_state, problem)
-
-
-@eqx.filter_jit
-def _judge(strategy, carry: _Carry, proposal, trial: Linearization, problem, max_nfev):
-    out = strategy.judge(
-        carry.x, carry.linearization, carry.strategy_state, proposal, trial, problem
-    )
-    return advance(carry, out, strategy, max_nfev), out.accepted
-
-
-_start = eqx.filter_jit(start)
-
-
-class _Checkpoint(eqx.Module):
-    """What a resumed fit needs: the loop's carry and the facts of the first pass."""
-
-    carry: _Carry
-    x0: Float[Array, " n"]
-    n_points: Float[Array, ""]
-    initial_cost: Float[Array, ""]
-    sums: Sums  # at the current iterate
-    passes: Float[Array, ""]
-
-
-def _save(path, checkpoint):
-    # Write then rename: a process killed while writing leaves the last checkpoint intact.
-    temporary = f"{path}.tmp"
-    eqx.tree_serialise_leaves(temporary, checkpoint)
-    os.replace(temporary, path)
-
-
-class StreamUpdate(eqx.Module):
-    """What `StreamingOptimizer.update` returns after each chunk."""
-
-    x: Float[Array, " n"]  # the parameters after this chunk
-    cost: Float[Array, ""]  # approximate cost of all points so far (see `update`)
-    grad: Float[Array, " n"]  # its gradient at `x`
-    step_norm: Float[Array, ""]  # how far this chunk moved the parameters
-    n_points: int = eqx.field(static=True)
-    n_chunks: int = eqx.field(static=True)
-    status: int = eqx.field(static=True)  # of the fit on this chunk
-    converged: bool = eqx.field(static=True)
-
-
-class _Prior(eqx.Module):
-    """The quadratic model ``c + gᵀ(p - centre) + ½‖r (p - centre)‖²`` of the cost of
-    the chunks already seen, each linearised at the parameters fitted right after it."""
-
-    centre: Float[Array, " n"]
-    cost: Float[Array, ""]
-    grad: Float[Array, " n"]
-    factor: Float[Array, "n n"]
-
-    def at(self, p):
-        d = p - self.centre
-        rd = self.factor @ d
-        return self.cost + self.grad @ d + 0.5 * rd @ rd, self.grad + self.factor.T @ rd
-
-
-@eqx.filter_jit
-def _with_prior(lin: Linearization, prior: _Prior, p) -> Linearization:
-    cost, grad = prior.at(p)
-    factor = jnp.linalg.qr(jnp.concatenate([lin.factor, prior.factor]), mode="r")
-    return Linearization(lin.cost + cost, lin.grad + grad, factor)
 
 
 class StreamingOptimizer:
@@ -128,6 +69,11 @@ class StreamingOptimizer:
     0 is silent, 1 always shows it. `devices`: None (the default device), or a list of
     devices (or a one-axis `jax.sharding.Mesh` named ``"points"``) to split every chunk
     over: each device folds its share into its own summary, combined once per pass.
+
+    Under `jax.distributed` (several processes, each with its own devices), `fit`
+    splits the points over the processes (see `fit`'s `split`) and combines their
+    summaries once per pass with JAX's collectives: every process takes the same steps
+    and returns the same result. `update` stays local to its process.
     """
 
     def __init__(
@@ -223,15 +169,18 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- exact fit
 
-    def _chunks(self, pieces, chunk_size, dtype, read_ahead=True):
-        """Fixed-shape chunks as `Data`, on their devices, read ahead in a thread."""
-        chunks = _padded(fixed_chunks(pieces, chunk_size), chunk_size, dtype)
+    def _chunks(self, chunks, chunk_size, dtype, read_ahead=True):
+        """`chunks` (of at most `chunk_size` points) padded to one shape as `Data`, on
+        their devices, read ahead in a thread."""
+        chunks = _padded(chunks, chunk_size, dtype)
         if self._mesh is not None:
             chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
         return prefetch(chunks) if read_ahead else chunks
 
-    def _summarize(self, chunks, state, x, bar=None) -> tuple[Linearization, Sums]:
-        """The summary at `x` of all `chunks`, and the sums of their residuals."""
+    def _summarize(self, chunks, state, x, bar=None, *, across_processes=False
+                   ) -> tuple[Linearization, Sums]:
+        """The summary at `x` of all `chunks` (and, `across_processes`, of the other
+        processes' chunks), and the sums of their residuals."""
         running = _zeros(x.size, state.lower.dtype)
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
@@ -246,12 +195,16 @@ class StreamingOptimizer:
                 bar.update(1)
         if self._mesh is not None:
             running = _sharding.reduce_devices(running, state.factorization)
+        if across_processes:
+            running = _processes.combine(running, state.factorization)
         return _finish(running, state.factorization), running.sums
 
-    def _pass(self, source: AbstractSource, state, x, chunk_size, bar) -> tuple:
-        """One pass: the summary at `x` and the sums of its residuals."""
-        chunks = self._chunks(source.pieces(), chunk_size, state.lower.dtype, source.read_ahead)
-        lin, sums = self._summarize(chunks, state, x, bar)
+    def _pass(self, source: AbstractSource, state, x, chunk_size, bar, split) -> tuple:
+        """One pass: the summary at `x` and the sums of its residuals (of all
+        processes' shares)."""
+        chunks = self._chunks(_processes.share(source, chunk_size, split), chunk_size,
+                              state.lower.dtype, source.read_ahead)
+        lin, sums = self._summarize(chunks, state, x, bar, across_processes=True)
         if float(sums.n_points) == 0:
             raise ValueError("The source gave no data points.")
         return lin, sums
@@ -262,7 +215,9 @@ class StreamingOptimizer:
                         sigma=None if sigma is None else np.asarray(sigma, dtype))
         raise ValueError("The source gave no data points.")
 
-    def fit(self, source, checkpoint: str | os.PathLike | None = None) -> CurveFitResult:
+    def fit(
+        self, source, checkpoint: str | os.PathLike | None = None, *, split: bool = True
+    ) -> CurveFitResult:
         """The exact fit of all the data in `source` (each evaluation one pass over it).
 
         With `checkpoint` (a file path), the fit's state is saved there after each
@@ -270,10 +225,24 @@ class StreamingOptimizer:
         of the same fit: same `p0`, options and data). Returns a `CurveFitResult` like
         `CurveFit.fit` (no per-point residuals: statistics come from sums over the
         last pass).
+
+        Under `jax.distributed` every process calls `fit`, and the result is the fit of
+        all processes' points. `split`: True (default) when every process passes the
+        same `source`: each takes its share, one contiguous block of rows for arrays
+        and `.npy` files (read only by that process), every ``process_count``-th chunk
+        for other sources (read by every process, folded by one). False when each
+        process passes its own part of the data (e.g. its own files). The initial
+        parameters are process 0's. Only process 0 saves the `checkpoint`, and on
+        resuming gives its checkpoint to every process (the others need no copy).
         """
         source = as_source(source)
+        if self._mesh is not None and _processes.several():
+            _processes.check_local(self._mesh.devices.flat)
         dtype = jnp.result_type(float)
         state = self._state(self._first_chunk(source, dtype), self.p0)
+        # Every process starts from the same point (a model's guess of `p0` could read
+        # a different first chunk in each).
+        state = eqx.tree_at(lambda s: s.params, state, _processes.agree(state.params))
         strategy, max_nfev = state.strategy, state.max_nfev
         x0, _ = start_point(state)  # strictly inside the bounds, as `solve` starts
         try:
@@ -283,74 +252,53 @@ class StreamingOptimizer:
         chunk_size = self._chunk_size(x0.size, dtype, n_points)
         bar = self._progress_bar()
         try:
-            resumed = self._load(checkpoint, state) if checkpoint is not None else None
+            resumed = None if checkpoint is None else self._resume(checkpoint, state)
             if resumed is None:
-                lin0, sums = self._pass(source, state, x0, chunk_size, bar)
+                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split)
                 problem = self._problem(state, sums.n_points)
-                carry = _start(strategy, x0, lin0, problem, max_nfev)
-                saved = _Checkpoint(carry, x0, sums.n_points, lin0.cost, sums, jnp.ones(()))
+                carry = start_loop(strategy, x0, lin0, problem, max_nfev)
+                saved = FitCheckpoint(carry, x0, sums.n_points, lin0.cost, sums, jnp.ones(()))
             else:
                 saved = resumed
                 problem = self._problem(state, saved.n_points)
             self._describe(bar, saved)
-            if checkpoint is not None:
-                _save(checkpoint, saved)
+            if checkpoint is not None and _processes.is_main():
+                save_checkpoint(checkpoint, saved)
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
-                x_trial, proposal = _propose(strategy, carry, problem)
-                trial, sums = self._pass(source, state, x_trial, chunk_size, bar)
-                carry, accepted = _judge(strategy, carry, proposal, trial, problem, max_nfev)
-                saved = _Checkpoint(
+                x_trial, proposal = propose_step(strategy, carry, problem)
+                trial, sums = self._pass(source, state, x_trial, chunk_size, bar, split)
+                carry, accepted = judge_step(strategy, carry, proposal, trial, problem, max_nfev)
+                saved = FitCheckpoint(
                     carry, saved.x0, saved.n_points, saved.initial_cost,
                     tree_where(accepted, sums, saved.sums),
                     saved.passes + 1,
                 )
                 self._describe(bar, saved)
-                if checkpoint is not None:
-                    _save(checkpoint, saved)
+                if checkpoint is not None and _processes.is_main():
+                    save_checkpoint(checkpoint, saved)
         finally:
             if bar is not None:
                 bar.close()
         self.passes = int(saved.passes)
         return self._result(state, problem, saved.carry, saved.sums, saved.initial_cost)
 
-    def _load(self, path, state) -> _Checkpoint | None:
-        if not os.path.exists(path):
+    def _resume(self, path, state) -> FitCheckpoint | None:
+        """The checkpoint to resume from; with several processes, process 0's (the one
+        that saves them), given to every process."""
+        problem = self._problem(state, 1)
+        if not _processes.several():
+            return load_checkpoint(path, state, problem)
+        mine = load_checkpoint(path, state, problem) if _processes.is_main() else None
+        if not bool(_processes.agree(jnp.asarray(int(mine is not None)))):
             return None
-        n = state.params.size
-        dtype = state.lower.dtype
-        shape_only = jax.eval_shape(
-            lambda: _Checkpoint(
-                _start(
-                    state.strategy, state.params,
-                    Linearization(jnp.zeros((), dtype), jnp.zeros(n, dtype),
-                                  jnp.zeros((n, n), dtype)),
-                    self._problem(state, 1), state.max_nfev,
-                ),
-                state.params, jnp.zeros((), dtype), jnp.zeros((), dtype),
-                Sums.zeros(dtype), jnp.zeros((), dtype),
-            )
-        )
-        like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
-        try:
-            saved = eqx.tree_deserialise_leaves(path, like)
-        except Exception as error:
-            raise ValueError(
-                f"The checkpoint {os.fspath(path)!r} is not one of this fit (another "
-                f"model, method or number of parameters?): {error}"
-            ) from error
-        if not np.array_equal(np.asarray(saved.x0), np.asarray(state.params)):
-            raise ValueError(
-                f"The checkpoint {os.fspath(path)!r} belongs to a fit from another `p0`; "
-                "delete it to start afresh."
-            )
-        return saved
+        return _processes.agree(mine if mine is not None else checkpoint_like(state, problem))
 
     # ----------------------------------------------------------------- progress
 
     def _progress_bar(self):
         """A tqdm bar counting chunks, its label the pass, cost and iterations."""
-        if self.verbose == 0:
+        if self.verbose == 0 or not _processes.is_main():
             return None
         try:
             tqdm = optional_import("tqdm.auto", "progress")
@@ -376,45 +324,8 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- results
 
-    def _result(self, state, problem, carry, sums, initial_cost, **extra) -> CurveFitResult:
-        x, lin = carry.x, carry.linearization
-        parts = covariance_parts(lin.factor, lin.cost, sums.n_points)
-        pcov = np.asarray(parts.covariance(self._fitter.absolute_sigma))
-        if state.strategy.supports_bounds:
-            active = find_active_constraints(x, state.lower, state.upper, state.xtol)
-        else:
-            active = jnp.zeros(x.shape, jnp.int32)
-        return StreamedFitResult(
-            sums=jax.tree.map(float, sums),
-            model=self._model,
-            names=self.names,
-            xdata=None,
-            ydata=None,
-            sigma=None,
-            absolute_sigma=self._fitter.absolute_sigma,
-            pcov=pcov,
-            x=np.asarray(x),
-            cost=lin.cost,
-            fun=np.zeros(0),
-            jac=np.asarray(lin.factor),
-            grad=np.asarray(lin.grad),
-            optimality=state.strategy.optimality(x, lin, problem),
-            active_mask=np.asarray(active),
-            nfev=carry.nfev,
-            njev=carry.njev,
-            nit=carry.nit,
-            status=carry.status,
-            success=carry.status > 0,
-            initial_cost=initial_cost,
-            lower=np.asarray(state.lower),
-            upper=np.asarray(state.upper),
-            rank=int(parts.rank),
-            singular_values=np.asarray(parts.singular_values),
-            method=self.method,
-            loss=type(self._fitter.loss).__name__,
-            p0=np.asarray(state.params),
-            **extra,
-        )
+    def _result(self, state, problem, carry, sums, initial_cost) -> CurveFitResult:
+        return streamed_result(self, state, problem, carry, sums, initial_cost)
 
     # ----------------------------------------------------------------- single pass
 
@@ -442,132 +353,14 @@ class StreamingOptimizer:
         noisy data every new chunk moves the estimate by about its standard error times
         ``sqrt(chunk / points so far)``: raise `xtol` to stop a stream early.
         """
-        dtype = jnp.result_type(float)
-        x_chunk, y_chunk = np.asarray(x_chunk, dtype), np.asarray(y_chunk, dtype)
-        sigma = None if sigma is None else np.asarray(sigma, dtype)
-        if self._stream is None:
-            first = Data(x_chunk, y_chunk, sigma=sigma)
-            state = self._state(first, self.p0)
-            n = state.params.size
-            zero = jnp.zeros((), dtype)
-            self._stream = dict(
-                state=state,
-                prior=_Prior(
-                    start_point(state)[0], zero, jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)
-                ),
-                sums=Sums.zeros(dtype), n_chunks=0, nfev=0, njev=0, nit=0, status=RUNNING,
-                initial_cost=None, last=None,
-            )
-        stream = self._stream
-        state, prior = stream["state"], stream["prior"]
-        chunk_size = self._chunk_size(state.params.size, dtype)
-        chunks = list(self._chunks(
-            iter([(x_chunk, y_chunk, sigma)]), chunk_size, dtype, read_ahead=False
-        ))
-
-        def evaluate(p):
-            lin, sums = self._summarize(chunks, state, p)
-            return _with_prior(lin, prior, p), sums
-
-        n_points = float(stream["sums"].n_points) + y_chunk.shape[0]
-        problem = self._problem(state, n_points)
-        p_before = prior.centre
-        lin, sums = evaluate(p_before)
-        if stream["initial_cost"] is None:
-            stream["initial_cost"] = lin.cost
-        carry = _start(state.strategy, p_before, lin, problem, state.max_nfev)
-        while int(carry.status) == RUNNING:
-            x_trial, proposal = _propose(state.strategy, carry, problem)
-            trial, trial_sums = evaluate(x_trial)
-            carry, accepted = _judge(
-                state.strategy, carry, proposal, trial, problem, state.max_nfev
-            )
-            sums = tree_where(accepted, trial_sums, sums)
-        p, lin = carry.x, carry.linearization
-        # The chunk joins the quadratic linearised at the new parameters: the summary
-        # there (chunk plus quadratic so far) is the new quadratic.
-        stream["prior"] = _Prior(p, lin.cost, lin.grad, lin.factor)
-        stream["sums"] = stream["sums"] + sums
-        stream["n_chunks"] += 1
-        for name in ("nfev", "njev", "nit"):
-            stream[name] += int(getattr(carry, name))
-        status = int(carry.status)
-        stream["status"] = status
-        step_norm = jnp.linalg.norm(p - p_before)
-        converged = (
-            status > 0 and stream["n_chunks"] > 1
-            and float(step_norm) < state.xtol * (state.xtol + float(jnp.linalg.norm(p)))
-        )
-        stream["last"] = (carry, problem)
-        return StreamUpdate(
-            x=p, cost=carry.linearization.cost, grad=carry.linearization.grad,
-            step_norm=step_norm, n_points=int(n_points), n_chunks=stream["n_chunks"],
-            status=status, converged=bool(converged),
-        )
+        return update_stream(self, x_chunk, y_chunk, sigma)
 
     def result(self) -> CurveFitResult:
         """The single-pass estimate after the chunks given to `update` (see there for
         what it approximates): parameters, covariance from the accumulated Jacobian
         factor, statistics from the residuals of each chunk at its own fit."""
-        if self._stream is None or self._stream["last"] is None:
-            raise ValueError("No data yet: call `update(x_chunk, y_chunk)` first.")
-        stream = self._stream
-        carry, problem = stream["last"]
-        prior = stream["prior"]
-        cost, grad = prior.at(prior.centre)
-        carry = eqx.tree_at(
-            lambda c: (c.linearization, c.nfev, c.njev, c.nit),
-            carry,
-            (Linearization(cost, grad, prior.factor), jnp.asarray(stream["nfev"]),
-             jnp.asarray(stream["njev"]), jnp.asarray(stream["nit"])),
-        )
-        return self._result(stream["state"], problem, carry, stream["sums"],
-                            stream["initial_cost"])
+        return stream_result(self)
 
     def reset(self) -> None:
         """Forget the chunks given to `update` (start a new stream)."""
         self._reset_stream()
-
-
-class StreamedFitResult(CurveFitResult):
-    """A `CurveFitResult` without per-point arrays: `fun` is empty and `jac` is the
-    ``n × n`` Jacobian factor (``jacᵀ jac = JᵀJ``); the statistics (`chisqr`,
-    `redchi`, `rmse`, `r_squared`, `aic`, `bic`) come from sums over the data."""
-
-    def __init__(self, *, sums: dict, **fields):
-        self.sums = sums
-        super().__init__(**fields)
-
-    @property
-    def n_points(self) -> int:
-        return int(self.sums.n_points)
-
-    @property
-    def _goodness(self) -> dict:
-        s = self.sums
-        n = s.n_points
-        # The formulas of `nlsq_fn._stats.goodness_of_fit`, from sums:
-        # Σ (y - ȳ)² = Σ y² - (Σ y)² / n.
-        dof = n - self.n_params
-        ss_tot = s.sum_y2 - s.sum_y**2 / n
-        tiny = np.finfo(float).tiny
-        log_term = n * np.log(max(s.chisqr, tiny) / n)
-        return dict(
-            chisqr=s.chisqr,
-            redchi=s.chisqr / dof if dof > 0 else float("inf"),
-            rmse=float(np.sqrt(s.ss_res / n)),
-            r_squared=1 - s.ss_res / ss_tot if ss_tot > 0 else float("nan"),
-            aic=float(log_term + 2 * self.n_params),
-            bic=float(log_term + np.log(n) * self.n_params),
-        )
-
-    @property
-    def best_fit(self):
-        raise AttributeError("A streamed fit keeps no per-point values; use eval(x).")
-
-    residual = best_fit
-
-    def eval(self, x=None, params=None):
-        if x is None:
-            raise ValueError("A streamed fit keeps no data: give `x`.")
-        return super().eval(x, params)

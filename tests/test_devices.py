@@ -1,0 +1,69 @@
+"""In-memory points placed over four (host) devices: the jitted `solve` gives the
+single-device fit."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import nlsq_fn as nf
+
+    def damped(t, p):
+        a, k, w, c = p
+        return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
+
+    assert len(jax.devices()) == 4
+    n = 20_000
+    t = np.linspace(0.0, 10.0, n)
+    y = np.asarray(damped(t, jnp.array([2.0, 0.3, 3.0, 0.5])))
+    y = y + 0.05 * np.random.default_rng(0).standard_normal(n)
+    y[::97] += 3.0
+    sigma = 0.05 * (1.0 + 0.5 * np.sin(t))
+    huber = dict(loss=nf.Huber(0.1), bounds=([0, 0, 0, -1], [10, 5, 10, 1]))
+    solvers = {
+        "trf-huber-bounds": nf.Solver(**huber, chunk_size=None),
+        "lm": nf.Solver(strategy=nf.LevenbergMarquardt(), chunk_size=None),
+        "trf-huber-bounds-chunked": nf.Solver(**huber, chunk_size=2_048),
+    }
+    fit = eqx.filter_jit(nf.solve)
+    one_device = nf.Data(t, y, sigma=sigma)
+    four_devices = nf.shard_points(one_device, jax.devices())
+    assert len(four_devices.y.sharding.device_set) == 4
+    assert len(four_devices.x.sharding.device_set) == 4
+    for name, solver in solvers.items():
+        state = nf.init(damped, one_device, jnp.array([1.5, 0.2, 2.9, 0.0]), solver)
+        one, four = fit(damped, one_device, state), fit(damped, four_devices, state)
+        assert int(one.status) > 0 and int(four.status) == int(one.status), name
+        np.testing.assert_allclose(four.x, one.x, rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(four.cost, one.cost, rtol=1e-12, err_msg=name)
+        # The per-point residuals stay where their points are.
+        assert len(four.fun.sharding.device_set) == 4
+    try:
+        nf.shard_points(nf.Data(t[:-1], y[:-1]), jax.devices())
+    except ValueError as error:
+        assert "19999 points" in str(error), error
+    else:
+        raise AssertionError("19,999 points over 4 devices were accepted")
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow  # a subprocess with 4 host devices, six compilations: ~30 s
+def test_in_memory_points_over_four_devices_give_the_single_device_fit(tmp_path):
+    script = tmp_path / "points.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
