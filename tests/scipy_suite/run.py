@@ -101,7 +101,14 @@ def main() -> None:
         ]
         if expression:
             command += ["-k", " and ".join(expression)]
-        subprocess.run(command, cwd=folder, stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        if not (folder / "report.xml").exists():
+            raise SystemExit(
+                f"pytest ended with code {done.returncode} before writing its report:\n"
+                + "\n".join(done.stderr.strip().splitlines()[-25:])
+            )
         passed, total, failed = failures(folder / "report.xml")
     print(f"SciPy's tests against nlsq_fn: {passed} of {total} pass")
     for failure in failed:
