@@ -61,18 +61,22 @@ def fit():
 times = []
 for _ in range(2):
     t = time.perf_counter(); params = fit(); times.append(time.perf_counter() - t)
+source = (nf if solver == "nlsq_fn" else optx).__file__
 print("RESULT " + json.dumps(dict(import_s=imported, first_s=times[0], second_s=times[1],
-                                 params=params.tolist())))
+                                 params=params.tolist(), source=source)))
 """
 
 
 def measure(solver, cache, baseline=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    folder = None
     if solver == BASELINE:
+        # `python -c` puts the working folder first on sys.path: run from the baseline.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
-        solver = "nlsq_fn"
+        solver, folder = "nlsq_fn", baseline
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, solver, cache], capture_output=True, text=True, env=env
+        [sys.executable, "-c", CHILD, solver, cache],
+        capture_output=True, text=True, env=env, cwd=folder,
     )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
