@@ -159,8 +159,9 @@ def _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid) -> 
     so that the compiled program holds one evaluation (model, Jacobian, factorization)
     instead of two: every pass evaluates its pending point, then either starts (the
     first pass: `start` at `x0`) or judges the trial step (`strategy.judge`, counted
-    by `advance`), then proposes the next trial point. Same evaluations, same order,
-    same results as `start` followed by a loop of `strategy.step`."""
+    by `advance`), then proposes the next trial point. The same evaluations and
+    arithmetic, in the same order, as `start` followed by a loop of `strategy.step`
+    (which a strategy without `propose` / `judge`, or a watched fit, still uses)."""
     # The carry's shapes and dtypes before the first evaluation (a trace, no code).
     shapes = jax.eval_shape(
         lambda: start(strategy, x0, evaluate(x0), problem, state.max_nfev, valid)
