@@ -2,12 +2,14 @@
 against Optimistix's first `least_squares` on the same data, with and without JAX's
 persistent compilation cache (`nf.enable_compilation_cache`).
 
-    python benchmarks/first_fit.py [--repeats 3]
+    python benchmarks/first_fit.py [--repeats 3] [--baseline PATH]
 
 Each measurement runs in its own Python process (float64, CPU). "cold" is a process
 that fills an empty cache folder, "warm" the next process on the same folder. Prints
 a markdown table (medians over the repeats, processes interleaved) and writes
-`results/first_fit.json`.
+`results/first_fit.json`. ``--baseline PATH`` adds the nlsq_fn found in the source
+tree at PATH (e.g. an older checkout) as a third solver, interleaved with the others,
+for before/after numbers from one run.
 """
 
 import argparse
@@ -59,15 +61,22 @@ def fit():
 times = []
 for _ in range(2):
     t = time.perf_counter(); params = fit(); times.append(time.perf_counter() - t)
+source = (nf if solver == "nlsq_fn" else optx).__file__
 print("RESULT " + json.dumps(dict(import_s=imported, first_s=times[0], second_s=times[1],
-                                 params=params.tolist())))
+                                 params=params.tolist(), source=source)))
 """
 
 
-def measure(solver, cache):
+def measure(solver, cache, baseline=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    folder = None
+    if solver == BASELINE:
+        # `python -c` puts the working folder first on sys.path: run from the baseline.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
+        solver, folder = "nlsq_fn", baseline
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, solver, cache], capture_output=True, text=True, env=env
+        [sys.executable, "-c", CHILD, solver, cache],
+        capture_output=True, text=True, env=env, cwd=folder,
     )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -75,23 +84,27 @@ def measure(solver, cache):
     raise RuntimeError(done.stderr[-2000:])
 
 
+BASELINE = "nlsq_fn (baseline)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="source tree of an nlsq_fn to compare with")
     args = parser.parse_args()
-    cases = [
-        ("nlsq_fn", "no cache"), ("nlsq_fn", "cold cache"), ("nlsq_fn", "warm cache"),
-        ("Optimistix", "no cache"), ("Optimistix", "cold cache"), ("Optimistix", "warm cache"),
-    ]
-    rows = {case: [] for case in cases}
+    solvers = ["nlsq_fn", "Optimistix"] + ([BASELINE] if args.baseline else [])
+    caches = ("no cache", "cold cache", "warm cache")
+    rows = {(solver, cache): [] for solver in solvers for cache in caches}
     for _ in range(args.repeats):
-        # Interleaved, so that both solvers see the same load (the machine may be shared).
-        with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
-            folders = {"nlsq_fn": ours, "Optimistix": theirs}
-            for cache in ("no cache", "cold cache", "warm cache"):
-                for solver in ("nlsq_fn", "Optimistix"):
+        # Interleaved, so that the solvers see the same load (the machine may be shared).
+        with tempfile.TemporaryDirectory() as root:
+            folders = {solver: os.path.join(root, str(i)) for i, solver in enumerate(solvers)}
+            for folder in folders.values():
+                os.makedirs(folder)
+            for cache in caches:
+                for solver in solvers:
                     folder = "none" if cache == "no cache" else folders[solver]
-                    rows[(solver, cache)].append(measure(solver, folder))
+                    rows[(solver, cache)].append(measure(solver, folder, args.baseline))
     lines = [
         "| solver | cache | import (s) | first fit (s) | second fit (s) |",
         "|---|---|---|---|---|",
@@ -107,9 +120,15 @@ def main():
             f"| {solver} | {cache} | {median['import_s']:.2f} | {median['first_s']:.3f} | "
             f"{median['second_s']:.4f} |"
         )
-    ratio = summary["nlsq_fn, no cache"]["first_s"] / summary["Optimistix, no cache"]["first_s"]
     lines.append("")
-    lines.append(f"First fit, no cache: nlsq_fn ÷ Optimistix = {ratio:.2f} (same run).")
+    for solver in solvers:
+        if solver != "Optimistix":
+            ratio = (
+                summary[f"{solver}, no cache"]["first_s"]
+                / summary["Optimistix, no cache"]["first_s"]
+            )
+            lines.append(f"First fit, no cache: {solver} ÷ Optimistix = {ratio:.2f} (same run).")
+    lines.append(f"Load average at the end: {os.getloadavg()[0]:.1f}.")
     table = "\n".join(lines)
     print(table)
     out = HERE / "results"

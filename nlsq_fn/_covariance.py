@@ -2,6 +2,7 @@
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 
@@ -17,10 +18,13 @@ class CovarianceParts(eqx.Module):
     undetermined: Bool[Array, " n"]
 
     def covariance(self, absolute_sigma: bool) -> Float[Array, "n n"]:
+        """With NumPy parts (after a compiled fit) computed with NumPy: no eager `jnp`
+        calls, each of which would compile a program."""
+        xp = np if isinstance(self.unscaled, np.ndarray) else jnp
         pcov = self.unscaled if absolute_sigma else self.unscaled * self.residual_variance
-        pcov = jnp.where(jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+        pcov = xp.where(xp.all(xp.isfinite(pcov)), pcov, xp.inf)
         infinite = self.undetermined[:, None] | self.undetermined[None, :]
-        return jnp.where(infinite, jnp.inf, pcov)
+        return xp.where(infinite, xp.inf, pcov)
 
 
 def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points):

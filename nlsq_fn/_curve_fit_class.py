@@ -43,7 +43,7 @@ from ._scipy_compat import (
     warn_optimize,
 )
 from ._solve import solve, with_jacobian
-from ._solver import Solver, init
+from ._solver import Solver, build_state, init, raise_for_start, start_flags
 from ._trust_region import STATUS_MESSAGES
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
@@ -135,16 +135,27 @@ trace_count = 0
 
 @eqx.filter_jit
 def _fit(model, data, state):
+    """The whole fit as one compiled program: the checks of the model at the start,
+    the solve, the covariance's parts. (Every other compiled program on the way,
+    even an eager `jnp` call, would be one more compilation in a fresh process.)"""
     global trace_count
     trace_count += 1
+    # `prepare` leaves these checks to this program (`raise_for_start` after it);
+    # a model run on the host was checked there.
+    checks = None if state.host_model else start_flags(model, data, state)
     solution = solve(model, data, state)
     # A chunked fit (large data, `chunk_size="auto"`) never formed J; the covariance
     # comes from its n x n factor (same singular values), the returned `jac` from one
     # more evaluation.
-    reduced = solution.jac if solution.jac is not None else solution.factor
-    parts = covariance_parts(reduced, solution.cost, data.n_points)
+    if solution.jac is not None:
+        parts = covariance_parts(solution.jac, solution.cost, data.n_points)
+        # No one reads the factor of J here: leaving it out of the outputs lets XLA
+        # drop its QR from the program.
+        solution = eqx.tree_at(lambda s: s.factor, solution, None)
+    else:
+        parts = covariance_parts(solution.factor, solution.cost, data.n_points)
     # `absolute_sigma` is applied outside: one compiled program serves both settings.
-    return with_jacobian(model, data, state, solution), parts
+    return with_jacobian(model, data, state, solution), parts, checks
 
 
 def _finite(bounds) -> bool:
@@ -241,6 +252,19 @@ def feasible_start(lower, upper, n: int) -> np.ndarray:
     only_upper = ~np.isfinite(lower) & np.isfinite(upper)
     p0[only_upper] = upper[only_upper] - 1
     return p0
+
+
+def _init_message(error, names, no_p0, style) -> str:
+    """An error of `init` in the words of `curve_fit`, with a hint where the model got
+    one scalar parameter by SciPy's rule for lack of `p0`."""
+    message = _user_message(error, names)
+    if no_p0 and style == "unpacked" and len(names) == 1:
+        message = message.rstrip(".") + "." + (
+            f" Without `p0` the model was called with one scalar parameter "
+            f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
+            "give `p0`."
+        )
+    return message
 
 
 def _user_message(error, names) -> str:
@@ -554,19 +578,10 @@ class CurveFit:
         else:
             data = Data(xdata, ydata, sigma=sigma)
         try:
-            state = init(model, data, p0, solver)
+            # The model's values at the start are checked inside the compiled fit.
+            state = build_state(model, data, p0, solver, check_start=False)
         except ValueError as error:
-            hint = ""
-            if no_p0 and style == "unpacked" and len(names) == 1:
-                hint = (
-                    f" Without `p0` the model was called with one scalar parameter "
-                    f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
-                    "give `p0`."
-                )
-            message = _user_message(error, names)
-            if hint:
-                message = message.rstrip(".") + "." + hint
-            raise ValueError(message) from error
+            raise ValueError(_init_message(error, names, no_p0, style)) from error
         return model, data, state, unpadded
 
     def _check_model_on(self, model, xdata, ydata, p0, names):
@@ -589,10 +604,21 @@ class CurveFit:
         if not is_concrete(*resolved):
             return self._fit_traced(*resolved)
         model, data, state, unpadded = self.prepare(*resolved)
-        solution, parts = _fit(model, data, state)
+        solution, parts, checks = _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays
             return _fit_solution(solution, parts, self.absolute_sigma, m, state.params)
+        if checks is not None:
+            try:
+                raise_for_start(*checks)
+            except ValueError as error:
+                p0 = resolved[2]
+                style = self._convention(p0)[0]
+                no_p0 = p0 is None and style != "named"
+                names = unpadded["names"]
+                raise ValueError(_init_message(error, names, no_p0, style)) from error
+        # NumPy from here on: an eager `jnp` call would compile a program each.
+        parts = jax.tree.map(np.asarray, parts)
         pcov = parts.covariance(self.absolute_sigma)
         rank, singular_values = parts.rank, parts.singular_values
         if self.verbose >= 1:
@@ -629,7 +655,7 @@ class CurveFit:
             singular_values=np.asarray(singular_values),
             method=self.method,
             loss=type(self.loss).__name__,
-            p0=np.asarray(jnp.asarray(state.params)),
+            p0=np.asarray(state.params),
             **unpadded,
             **fields,
         )

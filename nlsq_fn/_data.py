@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
 
-from ._misc import is_concrete
+from ._misc import as_jax_array, is_concrete
 
 
 class Data(eqx.Module):
@@ -37,7 +37,7 @@ class Data(eqx.Module):
         self.x = jax.tree.map(_as_array, x)
         self.y = _as_array(y)
         self.sigma = None if sigma is None else _as_array(sigma)
-        self.mask = None if mask is None else jnp.asarray(mask, dtype=bool)
+        self.mask = None if mask is None else as_jax_array(mask, bool)
 
     @property
     def n_points(self):
@@ -95,8 +95,8 @@ def _as_array(value):
         return value
     array = np.asarray(value)
     if array.dtype.kind in "iub":
-        return jnp.asarray(array, dtype=jnp.result_type(float))
-    return jnp.asarray(array)
+        return as_jax_array(array, jnp.result_type(float))
+    return as_jax_array(array)
 
 
 def validate_data(data: Data) -> None:

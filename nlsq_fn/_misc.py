@@ -1,11 +1,25 @@
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import ArrayLike
 
 
 def tree_where(pred, on_true, on_false):
     """``jnp.where`` leaf by leaf over two pytrees of the same structure."""
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def as_jax_array(value, dtype=None) -> jax.Array:
+    """``jnp.asarray(value, dtype)``, without compiling anything for host data.
+
+    JAX compiles a small program for each `jnp.asarray` of a NumPy array (one per
+    shape and dtype), which a fresh process pays at every call site of a fit's front
+    end; `jax.device_put` copies the same (canonical) dtype without one. Traced and
+    device values go through `jnp.asarray`.
+    """
+    if isinstance(value, (jax.Array, jax.core.Tracer)):
+        return jnp.asarray(value, dtype)
+    return jax.device_put(np.asarray(value, dtype), may_alias=False)
 
 
 def is_concrete(*arrays) -> bool:

@@ -10,7 +10,6 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
-from ._bounds import make_strictly_feasible
 from ._data import Data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
 from ._host_model import HostModel
@@ -22,8 +21,9 @@ from ._linearize import (
     residual_and_jacobian,
     scale_for_loss,
 )
+from ._misc import tree_where
 from ._result import Solution
-from ._solver import SolverState
+from ._solver import SolverState, start_point
 from ._strategy import Problem
 from ._trust_region import IMPROPER_INPUT, MAX_NFEV, RUNNING
 
@@ -154,13 +154,44 @@ def valid_input(x0, data: Data, state: SolverState):
     return ok & jnp.isfinite(f_scale) & (f_scale > 0) & jnp.isfinite(1 / f_scale**2)
 
 
-def start_point(state: SolverState):
-    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF; its
-    dogbox starts at `p0`, possibly on a bound)."""
-    x0, unravel = ravel_pytree(state.params)
-    if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
-        x0 = make_strictly_feasible(x0, state.lower, state.upper)
-    return x0, unravel
+def _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid) -> _Carry:
+    """The loop of `_iterate` with the evaluation at the start made by its first pass,
+    so that the compiled program holds one evaluation (model, Jacobian, factorization)
+    instead of two: every pass evaluates its pending point, then either starts (the
+    first pass: `start` at `x0`) or judges the trial step (`strategy.judge`, counted
+    by `advance`), then proposes the next trial point. The same evaluations and
+    arithmetic, in the same order, as `start` followed by a loop of `strategy.step`
+    (which a strategy without `propose` / `judge`, or a watched fit, still uses)."""
+    # The carry's shapes and dtypes before the first evaluation (a trace, no code).
+    shapes = jax.eval_shape(
+        lambda: start(strategy, x0, evaluate(x0), problem, state.max_nfev, valid)
+    )
+    blank = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
+    proposal = jax.eval_shape(
+        lambda: strategy.propose(blank.x, blank.linearization, blank.strategy_state, problem)
+    )[1]
+    proposal = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), proposal)
+
+    def body(loop):
+        carry, pending, proposal, begun = loop
+        trial = evaluate(pending)
+        started = start(strategy, pending, trial, problem, state.max_nfev, valid)
+        # (On the first pass `judge` sees the blank carry; its result is discarded.)
+        out = strategy.judge(
+            carry.x, carry.linearization, carry.strategy_state, proposal, trial, problem
+        )
+        carry = tree_where(begun, advance(carry, out, strategy, state.max_nfev), started)
+        pending, proposal = strategy.propose(
+            carry.x, carry.linearization, carry.strategy_state, problem
+        )
+        return carry, pending, proposal, jnp.asarray(True)
+
+    def going_on(loop):
+        carry, _, _, begun = loop
+        return ~begun | (carry.status == RUNNING)
+
+    loop = (blank, x0, proposal, jnp.asarray(False))
+    return jax.lax.while_loop(going_on, body, loop)[0]
 
 
 def _iterate(inputs):
@@ -175,10 +206,15 @@ def _iterate(inputs):
     def evaluate(x):
         return linearization_at(model, data, state, unravel, x)
 
-    lin0 = evaluate(x0)
-    carry = start(strategy, x0, lin0, problem, state.max_nfev, valid)
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
+    if strategy.steps_from_host and not watched:
+        final = _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid)
+        active = strategy.active_constraints(final.x, problem)
+        stats = _Stats(final.nfev, final.njev, final.nit, final.status, active)
+        return final.x, stats
+    lin0 = evaluate(x0)
+    carry = start(strategy, x0, lin0, problem, state.max_nfev, valid)
     if state.verbose == 2:
         printed = _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
         carry = eqx.tree_at(

@@ -20,7 +20,7 @@ from ._host_model import HostModel, call_on_host, warn_host_model
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
-from ._misc import is_concrete
+from ._misc import as_jax_array, is_concrete
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
@@ -157,12 +157,15 @@ def _flat_like(value, params, name, dtype):
     flat_params, _ = ravel_pytree(params)
     n = flat_params.size
     structure = jax.tree.structure(params)
+    # Host values are shaped with NumPy: a `jnp` call on them would compile a small
+    # program each (see `as_jax_array`).
+    xp = np if is_concrete(value) else jnp
     if jax.tree.structure(value) == structure and not jax.tree_util.treedef_is_leaf(
         structure
     ):
         try:
             parts = [
-                jnp.broadcast_to(jnp.asarray(v, dtype), jnp.shape(p))
+                xp.broadcast_to(xp.asarray(v, dtype), np.shape(p))
                 for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True)
             ]
         except (TypeError, ValueError) as error:
@@ -170,23 +173,25 @@ def _flat_like(value, params, name, dtype):
                 f"Each entry of `{name}` must be a scalar or shaped like the parameter "
                 f"it bounds: {error}"
             ) from None
-        return jnp.concatenate([jnp.ravel(part) for part in parts]).astype(dtype)
+        return as_jax_array(xp.concatenate([xp.ravel(part) for part in parts]), dtype)
     try:
-        array = jnp.asarray(value, dtype)
-    except TypeError as error:
+        if value is None:  # NumPy would make it NaN
+            raise TypeError(f"`{name}` is None")
+        array = xp.asarray(value, dtype)
+    except (TypeError, ValueError) as error:
         raise ValueError(
             f"`{name}` must be a scalar, a length-{n} array or a pytree with the same "
             f"structure as the parameters ({jax.tree.structure(params)}); got "
             f"{jax.tree.structure(value)}."
         ) from error
     if array.ndim == 0:
-        return jnp.full((n,), array, dtype)
+        return as_jax_array(xp.full((n,), array, dtype))
     if array.shape != (n,):
         raise ValueError(
             f"`{name}` has shape {array.shape}, but the parameters have {n} entries; "
             "give a scalar, a length-n array or a pytree shaped like the parameters."
         )
-    return array
+    return as_jax_array(array)
 
 
 def flat_parameter_names(params) -> list[str]:
@@ -206,12 +211,12 @@ def _float_params(p0):
     leaves = jax.tree.leaves(p0)
     if not leaves:
         raise ValueError("`p0` has no parameters.")
-    dtype = jnp.result_type(*[jnp.asarray(leaf) for leaf in leaves])
+    dtype = jnp.result_type(*leaves)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise ValueError("`p0` must be real numbers, got complex values.")
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
-    return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), p0), dtype
+    return jax.tree.map(lambda leaf: as_jax_array(leaf, dtype), p0), dtype
 
 
 def init(
@@ -224,6 +229,15 @@ def init(
     `ValueError` that names the problem. Value checks are skipped for traced inputs
     (under `jax.jit` or `jax.vmap`), where `solve` reports bad input through its status.
     """
+    return build_state(model, data, p0, solver)
+
+
+def build_state(
+    model: Callable, data: Data, p0, solver: Solver, check_start: bool = True
+) -> SolverState:
+    """`init`; with ``check_start=False`` the model's values at the start are not
+    checked here (a JAX model's checks need a compiled evaluation): the caller checks
+    them with `start_flags` inside its own compiled fit and `raise_for_start`."""
     if not isinstance(data, Data):
         raise TypeError(f"`data` must be an nlsq_fn.Data, got {type(data).__name__}.")
     validate_data(data)
@@ -234,8 +248,8 @@ def init(
         raise ValueError("`p0` has no parameters.")
     strategy = solver.strategy
     if solver.bounds is None:
-        lower = jnp.full((n,), -jnp.inf, dtype)
-        upper = jnp.full((n,), jnp.inf, dtype)
+        lower = as_jax_array(np.full((n,), -np.inf, dtype))
+        upper = as_jax_array(np.full((n,), np.inf, dtype))
     else:
         if len(solver.bounds) != 2:
             raise ValueError("`bounds` must be a pair (lower, upper).")
@@ -282,10 +296,14 @@ def init(
             raise ValueError("`x_scale` must be 'jac' or finite positive numbers.")
     # The state keeps `p0` as given (summaries show it); `solve` starts strictly inside
     # the bounds, as SciPy's TRF, and the model is checked there (dogbox starts at p0).
-    start = params
-    if strategy.supports_bounds and strategy.starts_strictly_inside:
-        start = ravel_pytree(params)[1](make_strictly_feasible(x0, lower, upper))
-    on_host = _check_model(model, data, start)
+    # Shapes are checked abstractly (the start has the shape of `p0`); only a model or
+    # `jac` run on the host needs the start's values.
+    def start():
+        if strategy.supports_bounds and strategy.starts_strictly_inside:
+            return ravel_pytree(params)[1](make_strictly_feasible(x0, lower, upper))
+        return params
+
+    on_host, host_prediction = _check_model(model, data, params, start)
     _check_loss_scale(solver.loss)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
@@ -316,7 +334,7 @@ def init(
             f"{jac!r}."
         )
     if callable(jac):
-        jac = _jacobian_function(jac, data, start)
+        jac = _jacobian_function(jac, data, params, start)
     if on_host:
         if jac in ("fwd", "rev"):  # JAX cannot differentiate it: SciPy's default
             jac = "2-point"
@@ -330,7 +348,7 @@ def init(
         raise TypeError("`callback` must be callable or None.")
     if max_nfev <= 0:
         raise ValueError(f"`max_nfev` must be positive, got {max_nfev}.")
-    return SolverState(
+    state = SolverState(
         params=params,
         lower=lower,
         upper=upper,
@@ -354,6 +372,14 @@ def init(
             and not np.any(np.isfinite(np.asarray(upper)))
         ),
     )
+    if on_host:
+        if host_prediction is not None:
+            raise_for_start(*_host_start_flags(host_prediction, data))
+    elif check_start and is_concrete(data, params):
+        flags = _start_flags_compiled(model, data, state)
+        if is_concrete(flags):  # else the model closes over traced values
+            raise_for_start(*flags)
+    return state
 
 
 def _diff_step(diff_step, n):
@@ -389,10 +415,10 @@ def _names_at(params, where) -> str:
     return ", ".join(names[i] for i in np.flatnonzero(where))
 
 
-def _jacobian_function(jac, data, params):
+def _jacobian_function(jac, data, params, start):
     """The user's `jac`, checked to return ``(m, n)`` (or ``y.shape + (n,)``): a
     transposed Jacobian must never be reshaped into a wrong one. A `jac` written with
-    NumPy (which JAX cannot trace) is run on the host."""
+    NumPy (which JAX cannot trace) is run on the host, at `start()`."""
     n = ravel_pytree(params)[0].size
     expected = (int(np.prod(data.y.shape)), n)
     try:
@@ -402,7 +428,7 @@ def _jacobian_function(jac, data, params):
         if not is_concrete(data, params):
             raise failed from error
         try:
-            out = call_on_host(jac, data.model_x, params)
+            out = call_on_host(jac, data.model_x, start())
         except Exception:
             raise failed from error
         warn_host_model()
@@ -415,9 +441,11 @@ def _jacobian_function(jac, data, params):
     return jac
 
 
-def _check_model(model, data, params) -> bool:
-    """Check the model's output at the start; True if it has to run on the host."""
-    on_host = False
+def _check_model(model, data, params, start) -> tuple[bool, np.ndarray | None]:
+    """Check the model's output shape and dtype (abstractly, with `params` for their
+    shapes); ``(True, its values at start())`` if it has to run on the host, else
+    ``(False, None)``."""
+    on_host, prediction = False, None
     try:
         out = jax.eval_shape(model, data.x, params)
     except Exception as error:
@@ -425,7 +453,7 @@ def _check_model(model, data, params) -> bool:
         if not is_concrete(data, params):
             raise failed from error
         try:
-            out = call_on_host(model, data.model_x, params)
+            out = prediction = call_on_host(model, data.model_x, start())
         except Exception:
             raise failed from error
         on_host = True
@@ -449,22 +477,56 @@ def _check_model(model, data, params) -> bool:
         )
     if jnp.issubdtype(out.dtype, jnp.complexfloating):
         raise ValueError("The model returns complex values; they must be real.")
-    if is_concrete(data, params):
-        prediction = out if on_host else model(data.model_x, params)
-        if not is_concrete(prediction):  # the model closes over traced values
-            return on_host
-        prediction = np.asarray(prediction)
-        counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
-        if not np.all(np.isfinite(prediction[counted])):
-            raise ValueError(
-                "The model returns NaN or inf at p0; choose another starting point or "
-                "check the model."
-            )
-        residual = np.asarray(data.weighted_residual(jnp.asarray(prediction)))
-        with np.errstate(over="ignore"):
-            if not np.isfinite(0.5 * np.sum(np.square(residual))):
-                raise ValueError(
-                    "The cost (half the sum of squared residuals) overflows at p0: the "
-                    "residuals are too large for floating point; rescale `y` or `sigma`."
-                )
-    return on_host
+    return on_host, prediction
+
+
+def start_point(state: SolverState):
+    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF; its
+    dogbox starts at `p0`, possibly on a bound)."""
+    x0, unravel = ravel_pytree(state.params)
+    if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
+        x0 = make_strictly_feasible(x0, state.lower, state.upper)
+    return x0, unravel
+
+
+def start_flags(model, data: Data, state: SolverState):
+    """Traced: whether the model is finite at the start (at the counted points), and
+    whether the cost there is (it may overflow). See `raise_for_start`."""
+    x0, unravel = start_point(state)
+    prediction = model(data.model_x, unravel(x0))
+    finite = jnp.isfinite(prediction)
+    if data.mask is not None:
+        finite = finite | ~data.mask
+    residual = data.weighted_residual(prediction)
+    return jnp.all(finite), jnp.isfinite(0.5 * jnp.sum(jnp.square(residual)))
+
+
+# One compiled program for `init`'s value checks (each eager `jnp` call would be one).
+_start_flags_compiled = eqx.filter_jit(start_flags)
+
+
+def _host_start_flags(prediction, data: Data):
+    prediction = np.asarray(prediction)
+    counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
+    y = np.asarray(data.y)
+    residual = np.where(counted, prediction, 0.0) - np.where(counted, y, 0.0)
+    if data.sigma is not None:
+        residual = residual / np.where(counted, np.asarray(data.sigma), 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cost = 0.5 * np.sum(np.square(np.where(counted, residual, 0.0)))
+    return np.all(np.isfinite(prediction[counted])), np.isfinite(cost)
+
+
+def raise_for_start(model_finite, cost_finite) -> None:
+    """The errors of a model that is not finite at the start, or a cost that overflows
+    there (flags from `start_flags`)."""
+    if not model_finite:
+        raise ValueError(
+            "The model returns NaN or inf at p0; choose another starting point or "
+            "check the model."
+        )
+    if not cost_finite:
+        raise ValueError(
+            "The cost (half the sum of squared residuals) overflows at p0: the "
+            "residuals are too large for floating point; rescale `y` or `sigma`."
+        )

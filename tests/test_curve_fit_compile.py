@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import nlsq_fn as nf
 from nlsq_fn import _curve_fit_class
@@ -82,3 +83,51 @@ def test_bucket_sizes():
     assert [_curve_fit_class.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
         16, 16, 32, 64, 128, 1024,
     ]
+
+
+def test_a_first_fit_compiles_one_program():
+    """A fresh `curve_fit` compiles its fit and nothing else: the front end's checks run
+    in NumPy, the model's checks at p0 and the covariance inside the fit's program (each
+    eager `jnp` call would compile a program of its own in a fresh process). New shapes
+    (41 points, a bounded 4-parameter model), so no earlier test has compiled any of it."""
+
+    def decay_with_slope(x, a, b, c, d):
+        return a * jnp.exp(-b * x) + c + d * x
+
+    x = np.linspace(0.0, 4.0, 41)
+    rng = np.random.default_rng(3)
+    y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(41)
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        popt, pcov = nf.curve_fit(
+            decay_with_slope, x, y, p0=[1.0, 1.0, 0.0, 0.0],
+            bounds=([0, 0, -1, -1], [10, 10, 10, 1]),
+        )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(compiles) == 1
+    # The truth within five standard errors (the noise is 0.01).
+    assert np.all(np.abs(popt - [2.0, 1.2, 0.5, 0.1]) <= 5 * np.sqrt(np.diag(pcov)))
+
+
+def test_curve_fit_reports_a_model_not_finite_at_p0():
+    """The check at p0 runs inside the compiled fit, and still raises SciPy's-style
+    errors before anything is returned (with the scalar-parameter hint without p0)."""
+
+    def logarithmic(x, a):
+        return jnp.log(a - 1.0) * x
+
+    x = np.linspace(1.0, 2.0, 11)
+    with pytest.raises(ValueError, match="The model returns NaN or inf at p0") as error:
+        nf.curve_fit(logarithmic, x, 2 * x)  # p0 = 1: log(0)
+    assert "Without `p0` the model was called with one scalar parameter 'a'" in str(
+        error.value
+    )
+    with pytest.raises(ValueError, match="overflows at p0"):
+        nf.curve_fit(lambda x, a: 1e200 * (x - a), x, 2 * x, p0=[0.0])
