@@ -16,6 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import _sharding
+from ._compiled import compiled
 from ._curve_fit_class import _pad_points
 from ._data import Data
 from ._linearize import _accumulate
@@ -72,8 +73,8 @@ def _fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) ->
     return _Running(cost, grad, square, sums)
 
 
-_fold = eqx.filter_jit(_fold_chunk)
-_finish = eqx.filter_jit(_sharding.finish)
+_fold = compiled(_fold_chunk)
+_finish = compiled(_sharding.finish)
 
 
 def _padded(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:

@@ -20,6 +20,7 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _progress
 from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
+from ._compiled import compiled, note_model
 from ._conventions import (
     NamedModel,
     UnpackedJacobian,
@@ -133,7 +134,7 @@ class FitSolution(eqx.Module):
 trace_count = 0
 
 
-@eqx.filter_jit
+@compiled
 def _fit(model, data, state):
     """The whole fit as one compiled program: the checks of the model at the start,
     the solve, the covariance's parts. (Every other compiled program on the way,
@@ -604,6 +605,7 @@ class CurveFit:
         if not is_concrete(*resolved):
             return self._fit_traced(*resolved)
         model, data, state, unpadded = self.prepare(*resolved)
+        note_model(model)
         solution, parts, checks = _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_bounds, as_count, as_real, as_verbose
+from ._compiled import compiled, note_model
 from ._data import Data
 from ._dogbox import Dogbox
 from ._host_model import call_on_host
@@ -26,7 +27,7 @@ from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
 
 
-@eqx.filter_jit
+@compiled
 def _solve(model, data, state):
     # SciPy returns the Jacobian at the solution: filled in when the fit ran in chunks.
     return with_jacobian(model, data, state, solve(model, data, state))
@@ -229,6 +230,7 @@ def least_squares(
     )
     data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
     state = init(model, data, x0, solver)
+    note_model(model)
     solution = _solve(model, data, state)
     if not is_concrete(solution):
         return solution

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._compiled import compiled
 from ._linearize import Linearization, normal_root_if_safe
 
 AXIS = "points"
@@ -63,7 +64,7 @@ def sharded_zeros(zeros, mesh: Mesh):
     )
 
 
-@eqx.filter_jit
+@compiled
 def sharded_fold(fold, running, model, state, x, chunk, mesh: Mesh):
     """`fold` run on every device over its share of `chunk`, into its own summary."""
 
@@ -80,7 +81,7 @@ def sharded_fold(fold, running, model, state, x, chunk, mesh: Mesh):
     )(running, chunk)
 
 
-@eqx.filter_jit
+@compiled
 def reduce_devices(running, factorization: str):
     """The summary of all devices' summaries (a `_Running` without the device axis)."""
     square = running.square

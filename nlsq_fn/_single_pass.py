@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._chunks import Sums
+from ._compiled import compiled
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._host_loop import judge_step, propose_step, start_loop
@@ -51,7 +52,7 @@ class _Prior(eqx.Module):
         return self.cost + self.grad @ d + 0.5 * rd @ rd, self.grad + self.factor.T @ rd
 
 
-@eqx.filter_jit
+@compiled
 def _with_prior(lin: Linearization, prior: _Prior, p) -> Linearization:
     cost, grad = prior.at(p)
     factor = jnp.linalg.qr(jnp.concatenate([lin.factor, prior.factor]), mode="r")

@@ -13,6 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PyTree
 from ._arguments import as_count
 from ._bounds import make_strictly_feasible
 from ._chunking import choose_chunk_size
+from ._compiled import compiled
 from ._data import Data, validate_data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
@@ -502,7 +503,7 @@ def start_flags(model, data: Data, state: SolverState):
 
 
 # One compiled program for `init`'s value checks (each eager `jnp` call would be one).
-_start_flags_compiled = eqx.filter_jit(start_flags)
+_start_flags_compiled = compiled(start_flags)
 
 
 def _host_start_flags(prediction, data: Data):

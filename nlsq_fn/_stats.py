@@ -13,12 +13,13 @@ Formulas (``n`` counted points, ``k`` parameters, ``dof = n - k``; ``r_i = (y_i 
   the noise variance ``σ² · s²`` (``s² = redchi``, or 1 with ``absolute_sigma``).
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import betainc
 from jaxtyping import ArrayLike, Float
+
+from ._compiled import compiled
 
 
 @jax.jit
@@ -94,7 +95,7 @@ def correlation_from_covariance(pcov) -> np.ndarray:
     return corr
 
 
-@eqx.filter_jit
+@compiled
 def _curve_variance(model, x, popt, pcov):
     grad = jax.jacfwd(lambda p: jnp.ravel(model(x, p)))(popt)
     return jnp.einsum("ij,jk,ik->i", grad, pcov, grad)

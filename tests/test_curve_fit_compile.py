@@ -1,5 +1,7 @@
 """A `CurveFit` compiles once per size bucket and reuses that code for new data."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,3 +133,38 @@ def test_curve_fit_reports_a_model_not_finite_at_p0():
     )
     with pytest.raises(ValueError, match="overflows at p0"):
         nf.curve_fit(lambda x, a: 1e200 * (x - a), x, 2 * x, p0=[0.0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
+    # Each fit program of a new model function stays compiled (JAX's cache holds the
+    # model) and XLA:CPU maps its kernels into memory: a few hundred fresh lambdas
+    # used to exhaust Linux's 65,530 memory maps and crash XLA. nlsq_fn now keeps the
+    # programs of at most `MAX_MODELS` models.
+    import gc
+
+    from nlsq_fn import _compiled
+
+    monkeypatch.setattr(_compiled, "MAX_MODELS", 3)
+    _compiled.clear()
+
+    def maps():
+        gc.collect()
+        with open("/proc/self/maps") as lines:
+            return sum(1 for _ in lines)
+
+    x = np.linspace(0.0, 1.0, 20)
+    y = 2.0 * np.exp(-1.5 * x)
+
+    def fit_a_fresh_lambda():
+        popt, _ = nf.curve_fit(lambda t, a, b: a * jnp.exp(-b * t), x, y, p0=[1.0, 1.0])
+        np.testing.assert_allclose(popt, [2.0, 1.5], rtol=1e-6)
+
+    fit_a_fresh_lambda()
+    before = maps()
+    fit_a_fresh_lambda()
+    per_model = maps() - before
+    assert per_model > 10
+    for _ in range(9):
+        fit_a_fresh_lambda()
+    assert maps() - before <= 4 * per_model
