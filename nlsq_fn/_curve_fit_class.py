@@ -20,7 +20,7 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _progress
 from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
-from ._compiled import compiled, note_model
+from ._compiled import compiled, limit_programs
 from ._conventions import (
     NamedModel,
     UnpackedJacobian,
@@ -605,7 +605,7 @@ class CurveFit:
         if not is_concrete(*resolved):
             return self._fit_traced(*resolved)
         model, data, state, unpadded = self.prepare(*resolved)
-        note_model(model)
+        limit_programs()
         solution, parts, checks = _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_bounds, as_count, as_real, as_verbose
-from ._compiled import compiled, note_model
+from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._dogbox import Dogbox
 from ._host_model import call_on_host
@@ -230,7 +230,7 @@ def least_squares(
     )
     data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
     state = init(model, data, x0, solver)
-    note_model(model)
+    limit_programs()
     solution = _solve(model, data, state)
     if not is_concrete(solution):
         return solution

@@ -139,13 +139,13 @@ def test_curve_fit_reports_a_model_not_finite_at_p0():
 def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
     # Each fit program of a new model function stays compiled (JAX's cache holds the
     # model) and XLA:CPU maps its kernels into memory: a few hundred fresh lambdas
-    # used to exhaust Linux's 65,530 memory maps and crash XLA. nlsq_fn now keeps the
-    # programs of at most `MAX_MODELS` models.
+    # used to exhaust Linux's 65,530 memory maps and crash XLA. nlsq_fn now keeps at
+    # most `MAX_PROGRAMS` programs compiled.
     import gc
 
     from nlsq_fn import _compiled
 
-    monkeypatch.setattr(_compiled, "MAX_MODELS", 3)
+    monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3)
     _compiled.clear()
 
     def maps():
@@ -167,4 +167,5 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
     assert per_model > 10
     for _ in range(9):
         fit_a_fresh_lambda()
+        assert _compiled.programs_kept() <= 3
     assert maps() - before <= 4 * per_model
