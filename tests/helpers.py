@@ -1,6 +1,9 @@
 """Shared test problems, each run against every strategy and checked against SciPy."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -211,3 +214,14 @@ def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1
             f"{err_msg} member {index}: parameters differ by {np.abs(a - b)} "
             f"(> {fraction} standard errors = {tolerance})"
         )
+
+
+def run_on_host_devices(script: str, folder, devices: int = 4) -> None:
+    """Run `script` in a fresh Python with `devices` CPU devices; it must print "ok"."""
+    path = folder / "script.py"
+    path.write_text(script)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

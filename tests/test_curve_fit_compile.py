@@ -1,5 +1,6 @@
 """A `CurveFit` compiles once per size bucket and reuses that code for new data."""
 
+import contextlib
 import os
 
 import jax
@@ -8,9 +9,25 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn import _curve_fit_class
+from nlsq_fn import _compiled, _curve_fit_class
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def counting_compiles():
+    """A list that gets one entry for each XLA compilation inside the block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _dataset(m, seed, stretch=1.0):
@@ -25,14 +42,9 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
     def decay(x, a, b, c):  # defined here: no other test has compiled it
         return a * jnp.exp(-b * x) + c
 
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == BACKEND_COMPILE:
-            compiles.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    # Start with no programs kept, so that `_compiled`'s bound cannot clear them midway.
+    _compiled.clear()
+    with counting_compiles() as compiles:
         fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf", pad=True)
         traces = _curve_fit_class.trace_count
         results = []
@@ -57,8 +69,6 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
             if m == 60:
                 assert compiles == []  # not even a small eager op for a new length
         assert _curve_fit_class.trace_count - traces == 2
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     for result, truth in results:
         assert result.success
         np.testing.assert_allclose(result.popt, truth, rtol=0.1, atol=0.05)
@@ -99,20 +109,11 @@ def test_a_first_fit_compiles_one_program():
     x = np.linspace(0.0, 4.0, 41)
     rng = np.random.default_rng(3)
     y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(41)
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == BACKEND_COMPILE:
-            compiles.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with counting_compiles() as compiles:
         popt, pcov = nf.curve_fit(
             decay_with_slope, x, y, p0=[1.0, 1.0, 0.0, 0.0],
             bounds=([0, 0, -1, -1], [10, 10, 10, 1]),
         )
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert len(compiles) == 1
     # The truth within five standard errors (the noise is 0.01).
     assert np.all(np.abs(popt - [2.0, 1.2, 0.5, 0.1]) <= 5 * np.sqrt(np.diag(pcov)))
@@ -142,8 +143,6 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
     # used to exhaust Linux's 65,530 memory maps and crash XLA. nlsq_fn now keeps at
     # most `MAX_PROGRAMS` programs compiled.
     import gc
-
-    from nlsq_fn import _compiled
 
     monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3)
     _compiled.clear()

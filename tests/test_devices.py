@@ -1,12 +1,10 @@
 """In-memory points placed over four (host) devices: the jitted `solve` gives the
 single-device fit."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from helpers import run_on_host_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -60,10 +58,4 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # a subprocess with 4 host devices, six compilations: ~30 s
 def test_in_memory_points_over_four_devices_give_the_single_device_fit(tmp_path):
-    script = tmp_path / "points.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=900)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    run_on_host_devices(SCRIPT, tmp_path)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import run_on_host_devices
 
 import nlsq_fn as nf
 from nlsq_fn._sources import optional_import
@@ -448,10 +449,4 @@ SHARDED = textwrap.dedent(
 
 @pytest.mark.slow  # a subprocess with 4 host devices: ~20 s
 def test_four_devices_give_the_single_device_fits(tmp_path):
-    script = tmp_path / "sharded.py"
-    script.write_text(SHARDED)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=900)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    run_on_host_devices(SHARDED, tmp_path)
