@@ -31,6 +31,7 @@ from ._conventions import (
     parameter_names,
 )
 from ._covariance import covariance_parts
+from ._chunking import same_on_pieces
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
@@ -192,25 +193,18 @@ def _pad_points(leaf, m, size):
     return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
 
 
-def _check_pointwise(model, x, x_padded, p0, m):
-    """Raise unless the model on the padded `x` gives, on the first `m` points, what it
-    gives on `x` at `p0`: padding must never change the data the model sees."""
-    exact = np.asarray(model(x, p0), dtype=float)
-    padded = np.asarray(model(x_padded, p0), dtype=float)
-    if padded.ndim != 1 or padded.shape[0] < m:
-        raise ValueError(
-            f"pad=True: the model returns shape {padded.shape} on the padded data; it must "
-            "return one value per point. Use pad=False."
-        )
-    scale = np.max(np.abs(exact), initial=0.0)
-    if exact.shape != (m,) or not np.allclose(
-        padded[:m], exact, rtol=1e-9, atol=1e-12 * scale, equal_nan=True
-    ):
-        raise ValueError(
-            "pad=True needs a pointwise model (each output depending only on its own "
-            "point), but this model gives other values on the padded data (it uses `x` "
-            "as a whole, e.g. x.mean(), x.size or a convolution). Use pad=False."
-        )
+def _check_padding_changes_nothing(model, x, padded: Data, p0, m):
+    """Raise unless the model on the padded data (as the fit evaluates it: the padded
+    rows masked) gives, on the first `m` points, what it gives on `x` at `p0`, in
+    values and slopes: padding must never change the data the model sees."""
+    if same_on_pieces(model, x, p0, [(padded.model_x, slice(0, m), slice(0, m))]):
+        return
+    raise ValueError(
+        f"pad=True needs a pointwise model (each output depending only on its own "
+        f"point), but on these {m} points padded to {padded.y.shape[0]} this model gives "
+        "other values (it uses `x` as a whole, e.g. x.mean(), x.size or a convolution). "
+        "Use pad=False."
+    )
 
 
 def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
@@ -386,7 +380,7 @@ class CurveFit:
         self.callback = as_core_callback(callback)
         self.nan_policy = nan_policy
         self.pad = bool(pad)
-        self._pointwise_checked = False
+        self._model_checked = False
         self.param_style = param_style
         model_convention(model, None, param_style)  # validates param_style early
         self.named = is_named_model(model)
@@ -564,18 +558,19 @@ class CurveFit:
         elif self.pad and m is not None and _has_points_axis(xdata, m):
             size = bucket_size(m)
             x_padded = jax.tree.map(lambda leaf: _pad_points(leaf, m, size), xdata)
-            if not self._pointwise_checked:
-                # Once per CurveFit: checking every fit would cost eager compilations
-                # for each new length, the very thing padding is there to avoid.
+            if not self._model_checked:
                 self._check_model_on(model, xdata, ydata, p0, names)
-                _check_pointwise(model, xdata, x_padded, p0, m)
-                self._pointwise_checked = True
+                self._model_checked = True
             y_padded = np.pad(ydata, (0, size - m))
             sigma_padded = None if sigma is None else np.pad(
                 sigma, (0, size - m), constant_values=1.0
             )
             mask = np.arange(size) < m
             data = Data(x_padded, y_padded, sigma=sigma_padded, mask=mask)
+            if size != m:
+                # Every fit, on its own data: a model may be pointwise on one dataset
+                # and not on another (x.mean() moves with the padding of each).
+                _check_padding_changes_nothing(model, xdata, data, p0, m)
         else:
             data = Data(xdata, ydata, sigma=sigma)
         try:

@@ -145,7 +145,7 @@ def check_chunkable(data, chunk_size: int) -> None:
             )
 
 
-def _chunk_of(data, start, size, first_new):
+def chunk_of(data, start, size, first_new):
     """Points ``start .. start + size`` of `data`; those before `first_new` (already
     counted by the previous chunk) are masked out."""
     take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, size)  # noqa: E731
@@ -189,7 +189,7 @@ def chunked_linearize(
         def body(i, summary):
             first_new = i * size
             start = jnp.minimum(first_new, n_points - size)
-            chunk = _chunk_of(data, start, size, first_new)
+            chunk = chunk_of(data, start, size, first_new)
             f, jac = residual_and_jac(chunk)
             return _accumulate(summary, f, jac.astype(dtype), loss, method)
 

@@ -38,6 +38,21 @@ def test_padding_refuses_a_model_that_is_not_pointwise():
         nf.CurveFit(_centred_line, X40, y, p0=[1, 1], pad=True).fit()
 
 
+def test_padding_is_checked_on_every_fits_own_data():
+    """A first fit of 32 points needs no padding (nothing to check); a later fit of 40
+    points is padded to 64 and must be refused, not fitted with b = 3.5 (SciPy: 5)."""
+    x32 = np.linspace(0, 4, 32)
+    fitter = nf.CurveFit(_centred_line, p0=[1, 1], pad=True)
+    expected, _ = scipy.optimize.curve_fit(_centred_line, x32, 2 * x32 + 1, p0=[1, 1])
+    np.testing.assert_allclose(fitter.fit(x32, 2 * x32 + 1).popt, expected, rtol=1e-8)
+    with pytest.raises(ValueError, match="pointwise"):
+        fitter.fit(X40, 2 * X40 + 1)
+    # A pointwise model keeps padding on every length.
+    line = nf.CurveFit(lambda x, a, b: a * x + b, p0=[1, 1], pad=True)
+    for x in (x32, X40, np.linspace(0, 4, 100)):
+        np.testing.assert_allclose(line.fit(x, 2 * x + 1).popt, [2, 1], rtol=1e-8)
+
+
 def _plane(x, a, b, c):  # x has one row per point: (M, 2), as a DataFrame's values
     return a * x[:, 0] + b * x[:, 1] + c
 
