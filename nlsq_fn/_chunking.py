@@ -19,7 +19,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.flatten_util import ravel_pytree
 
 from ._linearize import check_chunkable, chunk_of

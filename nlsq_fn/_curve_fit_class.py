@@ -20,6 +20,7 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from . import _progress
 from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
+from ._chunking import same_on_pieces
 from ._compiled import compiled, limit_programs
 from ._conventions import (
     NamedModel,
@@ -31,7 +32,6 @@ from ._conventions import (
     parameter_names,
 )
 from ._covariance import covariance_parts
-from ._chunking import same_on_pieces
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._least_squares import has_finite_bounds, strategy_for
