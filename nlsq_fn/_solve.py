@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._adjoint import differentiable_fit, with_explicit_closure
+from ._chunking import chunks_agree
 from ._data import Data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
 from ._host_model import HostModel
@@ -25,7 +26,7 @@ from ._misc import tree_where
 from ._result import Solution
 from ._solver import SolverState, start_point
 from ._strategy import Problem
-from ._trust_region import IMPROPER_INPUT, MAX_NFEV, RUNNING
+from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
 
 class _Carry(eqx.Module):
@@ -46,11 +47,13 @@ class _Stats(eqx.Module):
     active_mask: Int[Array, " n"]
 
 
-def start(strategy, x0, lin0, problem, max_nfev, valid=True) -> _Carry:
+def start(strategy, x0, lin0, problem, max_nfev, valid=True, chunks_ok=True) -> _Carry:
     """The loop's carry after the first evaluation (at `x0`); `valid` is False for input
-    found improper inside a traced program (status -1)."""
+    found improper inside a traced program (status -1), `chunks_ok` False where the
+    automatic chunks change the model's values (status `CHUNKS_DIFFER`)."""
     strategy_state, status = strategy.init(x0, lin0, problem)
     status = jnp.where(lin0.finite & valid, status, IMPROPER_INPUT)
+    status = jnp.where(chunks_ok, status, CHUNKS_DIFFER)
     one = jnp.asarray(1, jnp.int32)
     status = jnp.where((status == RUNNING) & (max_nfev <= 1), MAX_NFEV, status)
     return _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
@@ -154,7 +157,9 @@ def valid_input(x0, data: Data, state: SolverState):
     return ok & jnp.isfinite(f_scale) & (f_scale > 0) & jnp.isfinite(1 / f_scale**2)
 
 
-def _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid) -> _Carry:
+def _loop_with_one_evaluation(
+    strategy, x0, evaluate, problem, state, valid, chunks_ok=True
+) -> _Carry:
     """The loop of `_iterate` with the evaluation at the start made by its first pass,
     so that the compiled program holds one evaluation (model, Jacobian, factorization)
     instead of two: every pass evaluates its pending point, then either starts (the
@@ -164,7 +169,7 @@ def _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid) -> 
     (which a strategy without `propose` / `judge`, or a watched fit, still uses)."""
     # The carry's shapes and dtypes before the first evaluation (a trace, no code).
     shapes = jax.eval_shape(
-        lambda: start(strategy, x0, evaluate(x0), problem, state.max_nfev, valid)
+        lambda: start(strategy, x0, evaluate(x0), problem, state.max_nfev, valid, chunks_ok)
     )
     blank = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
     proposal = jax.eval_shape(
@@ -175,7 +180,7 @@ def _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid) -> 
     def body(loop):
         carry, pending, proposal, begun = loop
         trial = evaluate(pending)
-        started = start(strategy, pending, trial, problem, state.max_nfev, valid)
+        started = start(strategy, pending, trial, problem, state.max_nfev, valid, chunks_ok)
         # (On the first pass `judge` sees the blank carry; its result is discarded.)
         out = strategy.judge(
             carry.x, carry.linearization, carry.strategy_state, proposal, trial, problem
@@ -200,6 +205,9 @@ def _iterate(inputs):
     x_given, _ = ravel_pytree(state.params)
     valid = valid_input(x_given, data, state)
     x0, unravel = start_point(state)
+    chunks_ok = True
+    if state.verify_chunks:
+        chunks_ok = chunks_agree(model, data, unravel(x0), state.chunk_size)
     problem = _problem(data, state)
     strategy = state.strategy
 
@@ -209,12 +217,14 @@ def _iterate(inputs):
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
     if strategy.steps_from_host and not watched:
-        final = _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid)
+        final = _loop_with_one_evaluation(
+            strategy, x0, evaluate, problem, state, valid, chunks_ok
+        )
         active = strategy.active_constraints(final.x, problem)
         stats = _Stats(final.nfev, final.njev, final.nit, final.status, active)
         return final.x, stats
     lin0 = evaluate(x0)
-    carry = start(strategy, x0, lin0, problem, state.max_nfev, valid)
+    carry = start(strategy, x0, lin0, problem, state.max_nfev, valid, chunks_ok)
     if state.verbose == 2:
         printed = _progress.report_start(lin0.cost, strategy.optimality(x0, lin0, problem))
         carry = eqx.tree_at(

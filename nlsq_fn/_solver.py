@@ -146,6 +146,9 @@ class SolverState(eqx.Module):
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
     chunk_size: int | None = eqx.field(default=None, static=True)
+    # True when `chunk_size` was chosen automatically for traced data: `solve` checks
+    # that the chunks give the one-shot values before trusting them (`chunks_agree`).
+    verify_chunks: bool = eqx.field(default=False, static=True)
     # False when every bound is known (concretely) to be infinite.
     bounded: bool = eqx.field(default=True, static=True)
     diff_step: float | tuple[float, ...] | None = eqx.field(default=None, static=True)
@@ -317,14 +320,16 @@ def build_state(
             f"`factorization` must be 'auto', 'qr' or 'normal', got "
             f"{solver.factorization!r}."
         )
-    chunk_size = solver.chunk_size
+    chunk_size, verify_chunks = solver.chunk_size, False
     if isinstance(chunk_size, str):
         if chunk_size != "auto":
             raise ValueError(
                 f"`chunk_size` must be 'auto', None or a positive integer, got {chunk_size!r}."
             )
         # A NumPy model runs on the host in one piece (SciPy speed anyway).
-        chunk_size = None if on_host else choose_chunk_size(model, data, params, n, solver.jac)
+        chunk_size, verify_chunks = (
+            (None, False) if on_host else choose_chunk_size(model, data, params, n, solver.jac)
+        )
     elif chunk_size is not None:
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
@@ -367,6 +372,7 @@ def build_state(
         verbose=solver.verbose,
         callback=solver.callback,
         chunk_size=chunk_size,
+        verify_chunks=verify_chunks,
         bounded=solver.bounds is not None and not (
             is_concrete(lower, upper)
             and not np.any(np.isfinite(np.asarray(lower)))

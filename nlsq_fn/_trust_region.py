@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-# Status codes, as in `scipy.optimize.least_squares`, plus "still iterating" and
-# "stopped by the user's callback".
+# Status codes, as in `scipy.optimize.least_squares`, plus "still iterating", "stopped
+# by the user's callback" and "chunks disagree" (`chunk_size="auto"` under `jax.jit`).
+CHUNKS_DIFFER = -4
 STOPPED = -3
 RUNNING = -2
 IMPROPER_INPUT = -1
@@ -20,6 +21,11 @@ XTOL = 3
 FTOL_AND_XTOL = 4
 
 STATUS_MESSAGES = {
+    CHUNKS_DIFFER: (
+        "chunk_size='auto' chose to evaluate the model in chunks, but on these data it "
+        "gives other values in chunks than on all the points at once (it uses x as a "
+        "whole: x.mean(), x.max(), a cumulative sum...). Pass chunk_size=None."
+    ),
     STOPPED: "Stopped by the callback.",
     RUNNING: "The solver has not finished.",
     IMPROPER_INPUT: (

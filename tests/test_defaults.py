@@ -13,7 +13,7 @@ import pytest
 import scipy.optimize
 
 import nlsq_fn as nf
-from nlsq_fn._chunking import auto_chunk_size, chunks_agree_with_whole
+from nlsq_fn._chunking import auto_chunk_size, chunks_agree
 from nlsq_fn._linearize import chunked_linearize, normal_root_if_safe
 from nlsq_fn._memory import estimate_memory
 
@@ -113,6 +113,13 @@ def test_chunk_size_on_accelerators_only_where_memory_requires(monkeypatch):
     assert estimate_memory(chunk, 3, "float64")["total_gb"] * 1e9 < free / 2
 
 
+def _agrees(model, data, p, chunk):
+    try:
+        return bool(jax.jit(chunks_agree, static_argnums=(0, 3))(model, data, p, chunk))
+    except (ValueError, TypeError):  # a model that cannot run on a chunk
+        return False
+
+
 def test_chunking_is_proved_on_all_the_data():
     """The check compares the model on all the points with the model on the chunks the
     fit would use, so a model that looks pointwise on the first rows is caught."""
@@ -120,23 +127,23 @@ def test_chunking_is_proved_on_all_the_data():
     x = jnp.linspace(0.0, 5.0, m)
     data = nf.Data(x, jnp.zeros(m))
     p = jnp.array([1.0, 1.0, 0.0])
-    assert chunks_agree_with_whole(_decay, data, p, chunk)
-    assert not chunks_agree_with_whole(_centred_decay, data, p, chunk)
+    assert _agrees(_decay, data, p, chunk)
+    assert not _agrees(_centred_decay, data, p, chunk)
     cumulative = lambda x, p: p[0] * jnp.cumsum(x) + p[1]  # noqa: E731
-    assert not chunks_agree_with_whole(cumulative, data, p, chunk)
+    assert not _agrees(cumulative, data, p, chunk)
     closed_over = jnp.linspace(0, 1, m)  # one value per point, not sliced with x
-    assert not chunks_agree_with_whole(lambda x, p: p[0] * x + closed_over, data, p, chunk)
+    assert not _agrees(lambda x, p: p[0] * x + closed_over, data, p, chunk)
     # Pointwise on the first rows, not beyond: x normalised by its maximum, with the
     # first 100 rows holding the largest value (any probe of the first rows agrees).
     spiky = jnp.concatenate([jnp.full(100, 10.0), jnp.linspace(0.0, 5.0, m - 100)])
     normalised = lambda x, p: p[0] * x / jnp.max(x) + p[1]  # noqa: E731
-    assert not chunks_agree_with_whole(normalised, nf.Data(spiky, jnp.zeros(m)), p, chunk)
+    assert not _agrees(normalised, nf.Data(spiky, jnp.zeros(m)), p, chunk)
     # Values equal at the start but not the derivatives: the slopes are compared too.
     hidden = lambda x, p: p[0] * x + (p[1] - 1.0) * (x - jnp.mean(x))  # noqa: E731
-    assert not chunks_agree_with_whole(hidden, data, p, chunk)
+    assert not _agrees(hidden, data, p, chunk)
     # Masked points (a user's mask) count for nothing, on the whole and in the chunks.
     masked = nf.Data(x, jnp.zeros(m), mask=jnp.arange(m) % 7 != 3)
-    assert chunks_agree_with_whole(_decay, masked, p, chunk)
+    assert _agrees(_decay, masked, p, chunk)
 
 
 def test_auto_chunking_never_changes_curve_fits_answer():
@@ -156,6 +163,42 @@ def test_auto_chunking_never_changes_curve_fits_answer():
     assert state.chunk_size is None
 
 
+def _centred_when_large(x, p):  # pointwise on small inputs (the made-up probe), not here
+    return p[0] * jnp.where(jnp.max(x) > 100, x - jnp.mean(x), x) + p[1]
+
+
+def test_chunks_under_jit_are_checked_inside_the_fit():
+    """Traced data cannot be checked before the fit: a model that passes the probe on
+    made-up rows but not on the real data ends with status CHUNKS_DIFFER (never a wrong
+    answer); eagerly, the same data are fitted in one shot."""
+    t = np.arange(80_000, dtype=float)
+    y = 0.01 * (t - t.mean()) + 3
+    p0 = jnp.zeros(2)
+
+    @jax.jit
+    def fit(t, y):
+        data = nf.Data(t, y)
+        state = nf.init(_centred_when_large, data, p0)
+        return nf.solve(_centred_when_large, data, state), state.chunk_size
+
+    solution, chunk_size = fit(t, y)
+    assert chunk_size == 16384
+    assert int(solution.status) == -4 and not bool(solution.success)
+    assert "chunk_size=None" in solution.message and "chunk_size=None" in nf.STATUS_MESSAGES[-4]
+    data = nf.Data(t, y)
+    state = nf.init(_centred_when_large, data, p0)
+    assert state.chunk_size is None
+    exact = nf.solve(_centred_when_large, data, state)
+    np.testing.assert_allclose(exact.x, [0.01, 3.0], rtol=1e-9)
+    # A pointwise model under jit chunks, checks and fits as in one shot.
+    @jax.jit
+    def fit_decay(x, y):
+        data = nf.Data(x, y)
+        return nf.solve(_decay, data, nf.init(_decay, data, jnp.array([1.0, 1.0, 0.0])))
+
+    assert bool(fit_decay(*_data(M_LARGE)).success)
+
+
 @pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
 def test_auto_chunks_pointwise_models_only(under_jit):
     x, y = _data(M_LARGE)
@@ -170,8 +213,7 @@ def test_auto_chunks_pointwise_models_only(under_jit):
     run = jax.jit(chunk_of, static_argnums=0) if under_jit else chunk_of
     run(_decay, jnp.asarray(x), jnp.asarray(y))
     run(_centred_decay, jnp.asarray(x), jnp.asarray(y))
-    # Traced data cannot be checked: one shot (set chunk_size to chunk under jit).
-    assert chosen == {_decay: None if under_jit else 8192, _centred_decay: None}
+    assert chosen == {_decay: 8192, _centred_decay: None}
     # Small data: one shot, whatever the model.
     assert nf.init(_decay, nf.Data(x[:1000], y[:1000]), p0).chunk_size is None
 
