@@ -17,30 +17,11 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._chunks import Sums
-from ._compiled import compiled
 from ._linearize import Linearization
-from ._solve import _Carry, advance, start
+from ._solve import _Carry
 from ._solver import SolverState
+from ._steps import judge_step, propose_step, start_loop  # noqa: F401
 from ._strategy import Problem
-
-
-@compiled
-def propose_step(strategy, carry: _Carry, problem: Problem):
-    """The strategy's trial point from the loop's state."""
-    return strategy.propose(carry.x, carry.linearization, carry.strategy_state, problem)
-
-
-@compiled
-def judge_step(strategy, carry: _Carry, proposal, trial: Linearization, problem, max_nfev):
-    """The loop's next state once the trial's summary is known, and whether the trial
-    was accepted."""
-    out = strategy.judge(
-        carry.x, carry.linearization, carry.strategy_state, proposal, trial, problem
-    )
-    return advance(carry, out, strategy, max_nfev), out.accepted
-
-
-start_loop = compiled(start)
 
 
 class FitCheckpoint(eqx.Module):

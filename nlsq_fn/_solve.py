@@ -127,7 +127,7 @@ def linearization_at(model, data, state, unravel, x) -> Linearization:
     )
 
 
-def _problem(data, state):
+def problem_for(data, state):
     return Problem(
         lower=state.lower,
         upper=state.upper,
@@ -208,7 +208,7 @@ def _iterate(inputs):
     chunks_ok = True
     if state.verify_chunks:
         chunks_ok = chunks_agree(model, data, unravel(x0), state.chunk_size)
-    problem = _problem(data, state)
+    problem = problem_for(data, state)
     strategy = state.strategy
 
     def evaluate(x):
@@ -282,7 +282,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         final = linearization_at(model, data, state, unravel, x_flat)
         f = residual_function(model, data, unravel)(x_flat)
         jac_scaled = None
-    optimality = state.strategy.optimality(x_flat, final, _problem(data, state))
+    optimality = state.strategy.optimality(x_flat, final, problem_for(data, state))
     return Solution(
         x=unravel(x_flat),
         cost=final.cost,

@@ -1,0 +1,32 @@
+"""A strategy's steps as compiled programs that do not depend on the model.
+
+`propose`, `judge` and the loop's start see only the ``n``-sized summary of an
+evaluation (`Linearization`), never the model: compiled once per strategy, options,
+number of parameters and dtype, they serve every model. Host loops drive them: streamed
+fits (`nlsq_fn._host_loop`) and the step-by-step fit of a new model
+(`nlsq_fn._stepwise`).
+"""
+
+from ._compiled import compiled
+from ._linearize import Linearization
+from ._solve import _Carry, advance, start
+from ._strategy import Problem
+
+
+@compiled
+def propose_step(strategy, carry: _Carry, problem: Problem):
+    """The strategy's trial point from the loop's state."""
+    return strategy.propose(carry.x, carry.linearization, carry.strategy_state, problem)
+
+
+@compiled
+def judge_step(strategy, carry: _Carry, proposal, trial: Linearization, problem, max_nfev):
+    """The loop's next state once the trial's summary is known, and whether the trial
+    was accepted."""
+    out = strategy.judge(
+        carry.x, carry.linearization, carry.strategy_state, proposal, trial, problem
+    )
+    return advance(carry, out, strategy, max_nfev), out.accepted
+
+
+start_loop = compiled(start)

@@ -1,0 +1,99 @@
+"""The fit driven step by step from Python: a new model's fit without compiling it.
+
+`solve` compiles the whole fit into one program: the model's evaluation and the
+strategy's trust-region machinery, about a second for every new model. Only the
+evaluation depends on the model. The strategy's steps (`start`, `propose`, `judge`, the
+final optimality) depend on the number of parameters, the dtype and the options: they
+are compiled once per such key (`nlsq_fn._host_loop`, as for streamed fits) and shared
+by every model. This driver runs them from a Python loop and evaluates the model
+between them op by op (JAX's eager dispatch, whose kernels are compiled once per shape
+and reused by every model), so that a new model costs no compilation at all.
+
+The same strategy code takes the same steps in the same order, so the result is
+`solve`'s up to rounding (fused and unfused kernels may round differently). Only for
+concrete inputs already validated by `init`; no derivatives through it (use `solve`).
+"""
+
+from collections.abc import Callable
+
+from ._compiled import compiled
+from ._data import Data
+from ._linearize import Linearization, factorize, scale_for_loss
+from ._result import Solution
+from ._solve import problem_for, residual_and_jac
+from ._solver import SolverState, start_point
+from ._steps import judge_step, propose_step, start_loop
+from ._trust_region import RUNNING
+
+
+def can_step_from_host(state: SolverState) -> bool:
+    """Whether `solve_stepwise` can drive this fit: a strategy with `propose` / `judge`,
+    a JAX model in one shot, and no progress hooks (their table and callback are part
+    of the compiled loop)."""
+    return (
+        state.strategy.steps_from_host
+        and not state.host_model
+        and state.chunk_size is None
+        and state.verbose == 0
+        and state.callback is None
+    )
+
+
+@compiled
+def _finish(strategy, x, linearization: Linearization, problem):
+    return strategy.optimality(x, linearization, problem), strategy.active_constraints(
+        x, problem
+    )
+
+
+class _Evaluation:
+    """One evaluation at a point: the residuals, the loss-scaled Jacobian and the
+    summary the strategies see."""
+
+    def __init__(self, model: Callable, data: Data, state: SolverState, unravel, x):
+        f, jac = residual_and_jac(model, data, state, unravel, x)
+        cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
+        self.fun, self.jac = f, jac_scaled
+        self.linearization = Linearization(
+            cost=cost,
+            grad=jac_scaled.T @ f_scaled,
+            factor=factorize(jac_scaled, state.factorization),
+        )
+
+
+def solve_stepwise(model: Callable, data: Data, state: SolverState) -> Solution:
+    """`solve`, driven from Python (see the module's docstring)."""
+    if not can_step_from_host(state):
+        raise ValueError("This fit cannot be driven step by step; use `solve`.")
+    x0, unravel = start_point(state)
+    problem = problem_for(data, state)
+    strategy, max_nfev = state.strategy, state.max_nfev
+    current = _Evaluation(model, data, state, unravel, x0)
+    initial_cost = current.linearization.cost
+    carry = start_loop(strategy, x0, current.linearization, problem, max_nfev)
+    while int(carry.status) == RUNNING:
+        x_trial, proposal = propose_step(strategy, carry, problem)
+        trial = _Evaluation(model, data, state, unravel, x_trial)
+        carry, accepted = judge_step(
+            strategy, carry, proposal, trial.linearization, problem, max_nfev
+        )
+        if bool(accepted):
+            current = trial
+    x_flat = carry.x
+    optimality, active_mask = _finish(strategy, x_flat, current.linearization, problem)
+    return Solution(
+        x=unravel(x_flat),
+        cost=current.linearization.cost,
+        fun=current.fun,
+        jac=current.jac,
+        grad=current.linearization.grad,
+        optimality=optimality,
+        active_mask=active_mask,
+        nfev=carry.nfev,
+        njev=carry.njev,
+        nit=carry.nit,
+        status=carry.status,
+        success=carry.status > 0,
+        initial_cost=initial_cost,
+        factor=current.linearization.factor,
+    )
