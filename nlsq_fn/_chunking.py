@@ -90,21 +90,21 @@ def _values_and_slopes(model: Callable, x, params, direction):
     return jax.jvp(lambda p: model(x, p), (params,), (direction,))
 
 
-def _agree(reference, candidate, counted=None) -> Bool[Array, ""]:
-    """Traced: `candidate` equals the finite `reference` (where `counted`), up to
-    rounding relative to the largest magnitude in `reference` (an evaluation of another
-    shape, fused or vectorised otherwise, may move each entry by a few ulps of the
-    largest)."""
+def _agree(reference, candidate, counted=None, xp=jnp):
+    """`candidate` equals the finite `reference` (where `counted`), up to rounding
+    relative to the largest magnitude in `reference` (an evaluation of another shape,
+    fused or vectorised otherwise, may move each entry by a few ulps of the largest).
+    Traced with ``xp=jnp``; in NumPy on the host (no compilation per shape)."""
     if counted is not None:
-        reference = jnp.where(counted, reference, 0)
-        candidate = jnp.where(counted, candidate, 0)
-    if not jnp.issubdtype(reference.dtype, jnp.inexact):
-        return jnp.all(reference == candidate)
-    scale = jnp.max(jnp.abs(reference))  # NaN or inf anywhere: not finite
-    tolerance = 1e3 * jnp.finfo(reference.dtype).eps * scale
+        reference = xp.where(counted, reference, 0)
+        candidate = xp.where(counted, candidate, 0)
+    if not xp.issubdtype(reference.dtype, xp.inexact):
+        return xp.all(reference == candidate)
+    scale = xp.max(xp.abs(reference))  # NaN or inf anywhere: not finite
+    tolerance = 1e3 * xp.finfo(reference.dtype).eps * scale
     # (`all` of a comparison, not `max` of the differences: XLA:CPU reduces the
     # latter 4x slower.) A NaN in `candidate` fails the comparison.
-    return jnp.isfinite(scale) & jnp.all(jnp.abs(candidate - reference) <= tolerance)
+    return xp.isfinite(scale) & xp.all(xp.abs(candidate - reference) <= tolerance)
 
 
 def same_on_pieces(model: Callable, x, params, pieces) -> bool:
@@ -112,17 +112,20 @@ def same_on_pieces(model: Callable, x, params, pieces) -> bool:
     all of `x`: its values at `params` and their derivative along a direction in
     parameter space. `pieces` is a sequence of ``(x_piece, rows_of_whole,
     rows_of_piece)``: the output rows `rows_of_piece` of the piece must equal the rows
-    `rows_of_whole` of the whole. A model that fails to evaluate on a piece needs the
-    data as given: no."""
+    `rows_of_whole` of the whole. Evaluated eagerly, compared in NumPy. A model that
+    fails to evaluate on a piece needs the data as given: no."""
     direction = _direction(params)
     try:
         whole = _values_and_slopes(model, x, params, direction)
+        whole = [np.asarray(values) for values in whole]
         for x_piece, rows_of_whole, rows_of_piece in pieces:
             piece = _values_and_slopes(model, x_piece, params, direction)
             for reference, candidate in zip(whole, piece, strict=True):
-                reference = jnp.asarray(reference)[rows_of_whole]
-                candidate = jnp.asarray(candidate)[rows_of_piece]
-                if candidate.shape != reference.shape or not _agree(reference, candidate):
+                reference = reference[rows_of_whole]
+                candidate = np.asarray(candidate)[rows_of_piece]
+                if candidate.shape != reference.shape or not _agree(
+                    reference, candidate, xp=np
+                ):
                     return False
     except Exception:  # noqa: BLE001 - any failure on a piece: not the same
         return False

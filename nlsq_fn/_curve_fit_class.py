@@ -226,11 +226,28 @@ def _pad_points(leaf, m, size):
     return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
 
 
-def _check_padding_changes_nothing(model, x, padded: Data, p0, m):
-    """Raise unless the model on the padded data (as the fit evaluates it: the padded
-    rows masked) gives, on the first `m` points, what it gives on `x` at `p0`, in
-    values and slopes: padding must never change the data the model sees."""
-    if same_on_pieces(model, x, p0, [(padded.model_x, slice(0, m), slice(0, m))]):
+def _check_padding_changes_nothing(model, x, padded: Data, x_padded, p0, m, first: bool):
+    """Raise unless the model, on the padded data as the fit evaluates it (the padded
+    rows masked: `Data.model_x`), gives on the first `m` points what it gives on `x`
+    at `p0`, in values and slopes: padding must never change what the model sees.
+
+    On the first padded fit of a `CurveFit` that is checked exactly, against the model
+    on the unpadded `x`. Later fits must not compile anything for a new length, so they
+    are checked at the padded size: the model's first `m` outputs must not move when
+    the padded rows hold other inputs (those of the last point instead of the first),
+    which shows that they do not depend on the padding (a mean, a maximum, a sum of
+    all points would move). Where both paddings are the same inputs, exactly again."""
+    fitted_x = padded.model_x
+    rows = slice(0, m)
+    distinct = any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(fitted_x), jax.tree.leaves(x_padded), strict=True)
+    )
+    if first or not distinct:
+        same = same_on_pieces(model, x, p0, [(fitted_x, rows, rows)])
+    else:
+        same = same_on_pieces(model, fitted_x, p0, [(x_padded, rows, rows)])
+    if same:
         return
     raise ValueError(
         f"pad=True needs a pointwise model (each output depending only on its own "
@@ -414,6 +431,7 @@ class CurveFit:
         self.nan_policy = nan_policy
         self.pad = bool(pad)
         self._model_checked = False
+        self._padding_checked = False
         self.param_style = param_style
         model_convention(model, None, param_style)  # validates param_style early
         self.named = is_named_model(model)
@@ -603,7 +621,10 @@ class CurveFit:
             if size != m:
                 # Every fit, on its own data: a model may be pointwise on one dataset
                 # and not on another (x.mean() moves with the padding of each).
-                _check_padding_changes_nothing(model, xdata, data, p0, m)
+                _check_padding_changes_nothing(
+                    model, xdata, data, x_padded, p0, m, first=not self._padding_checked
+                )
+                self._padding_checked = True
         else:
             data = Data(xdata, ydata, sigma=sigma)
         try:

@@ -97,25 +97,49 @@ def test_bucket_sizes():
     ]
 
 
-def test_a_first_fit_compiles_one_program():
-    """A fresh `curve_fit` compiles its fit and nothing else: the front end's checks run
-    in NumPy, the model's checks at p0 and the covariance inside the fit's program (each
-    eager `jnp` call would compile a program of its own in a fresh process). New shapes
-    (41 points, a bounded 4-parameter model), so no earlier test has compiled any of it."""
+def _decay_with_slope_data():
+    x = np.linspace(0.0, 4.0, 41)
+    rng = np.random.default_rng(3)
+    y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(41)
+    return x, y
+
+
+def test_a_new_model_compiles_nothing():
+    """A new model's first fits run step by step: the strategy's steps are compiled
+    once per number of parameters and options, the model is evaluated op by op, so a
+    second fresh model of the same shapes compiles nothing at all."""
+    x, y = _decay_with_slope_data()
+    options = dict(p0=[1.0, 1.0, 0.0, 0.0], bounds=([0, 0, -1, -1], [10, 10, 10, 1]))
+    nf.curve_fit(lambda x, a, b, c, d: a * jnp.exp(-b * x) + c + d * x, x, y, **options)
+    with counting_compiles() as compiles:
+        popt, pcov = nf.curve_fit(
+            lambda x, a, b, c, d: a * jnp.exp(-b * x) + c + d * x, x, y, **options
+        )
+    assert compiles == []
+    # The truth within five standard errors (the noise is 0.01).
+    assert np.all(np.abs(popt - [2.0, 1.2, 0.5, 0.1]) <= 5 * np.sqrt(np.diag(pcov)))
+
+
+def test_a_compiled_fit_is_one_program(monkeypatch):
+    """Once a model is compiled (here at once), the fit is one program: the front end's
+    checks run in NumPy, the model's checks at p0 and the covariance inside the fit's
+    program (each eager `jnp` call would compile a program of its own in a fresh
+    process). New shapes (a bounded 4-parameter model on 43 points), so no earlier test
+    has compiled any of it."""
+    monkeypatch.setattr(_curve_fit_class, "COMPILE_SECONDS", 0.0)
 
     def decay_with_slope(x, a, b, c, d):
         return a * jnp.exp(-b * x) + c + d * x
 
-    x = np.linspace(0.0, 4.0, 41)
+    x = np.linspace(0.0, 4.0, 43)
     rng = np.random.default_rng(3)
-    y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(41)
+    y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(43)
     with counting_compiles() as compiles:
         popt, pcov = nf.curve_fit(
             decay_with_slope, x, y, p0=[1.0, 1.0, 0.0, 0.0],
             bounds=([0, 0, -1, -1], [10, 10, 10, 1]),
         )
     assert len(compiles) == 1
-    # The truth within five standard errors (the noise is 0.01).
     assert np.all(np.abs(popt - [2.0, 1.2, 0.5, 0.1]) <= 5 * np.sqrt(np.diag(pcov)))
 
 
@@ -146,6 +170,8 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
 
     monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3)
     _compiled.clear()
+    # Compiled fits (a model's first fits run step by step and compile nothing).
+    monkeypatch.setattr(_curve_fit_class, "COMPILE_SECONDS", 0.0)
 
     def maps():
         gc.collect()
