@@ -1,0 +1,105 @@
+"""The step-by-step driver (a new model's first fits) against the compiled `solve`: the
+same strategy code, so the same optimum, status and number of evaluations."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import CASES, assert_same_optimum
+
+import nlsq_fn as nf
+from nlsq_fn._loss import as_loss
+from nlsq_fn._stepwise import can_step_from_host, solve_stepwise
+
+STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt}
+solve = eqx.filter_jit(nf.solve)
+
+
+class _Model(eqx.Module):
+    fn: object = eqx.field(static=True)
+
+    def __call__(self, x, p):
+        return self.fn(x, p)
+
+
+# By default a case of each kind (bounds active, robust loss, x_scale='jac', sigma); the
+# rest are slow tests (each compiles a fit).
+DEFAULT_CASES = {
+    "trf": ("exp_decay_sigma", "logistic4_bounded", "exp_decay_upper_bound_active",
+            "outliers_huber", "misra1a_bounded_xscale_jac"),
+    "lm": ("exp_decay", "rational", "misra1a_xscale_jac"),
+}
+CASES_AND_METHODS = [
+    pytest.param(
+        case, method, id=f"{case.name}-{method}",
+        marks=[] if case.name in DEFAULT_CASES[method] else [pytest.mark.slow],
+    )
+    for method in STRATEGIES
+    for case in CASES
+    if method != "lm" or not (case.bounded or case.loss != "linear")
+]
+
+
+@pytest.mark.parametrize("case, method", CASES_AND_METHODS)
+def test_stepwise_fit_is_the_compiled_fit(case, method):
+    solver = nf.Solver(
+        strategy=STRATEGIES[method](),
+        loss=as_loss(case.loss, case.f_scale),
+        bounds=case.bounds if case.bounded else None,
+        x_scale=case.x_scale,
+    )
+    model = _Model(case.model)
+    data = nf.Data(case.x, case.y, sigma=case.sigma)
+    state = nf.init(model, data, jnp.asarray(case.p0), solver)
+    assert can_step_from_host(state)
+    compiled = solve(model, data, state)
+    stepwise = solve_stepwise(model, data, state)
+    assert int(stepwise.status) == int(compiled.status) and bool(stepwise.success)
+    assert int(stepwise.nfev) == int(compiled.nfev)
+    assert int(stepwise.njev) == int(compiled.njev)
+    assert_same_optimum(
+        stepwise.x, compiled.x, stepwise.cost, compiled.cost, jac=compiled.jac,
+        err_msg=case.name,
+    )
+    for name in ("fun", "jac"):
+        np.testing.assert_allclose(
+            getattr(stepwise, name), getattr(compiled, name), rtol=1e-6, atol=1e-9,
+            err_msg=name,
+        )
+    # The gradient vanishes at the optimum: compared on the scale of its terms.
+    scale = np.max(np.abs(compiled.jac)) * np.linalg.norm(compiled.fun)
+    np.testing.assert_allclose(stepwise.grad, compiled.grad, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_array_equal(stepwise.active_mask, compiled.active_mask)
+    np.testing.assert_allclose(stepwise.initial_cost, compiled.initial_cost, rtol=1e-12)
+
+
+def test_curve_fit_runs_a_new_model_step_by_step_and_then_compiles(monkeypatch):
+    """The first fits of a model run step by step until they have cost what a
+    compilation would; then the fit is compiled. Both give SciPy's answer."""
+    import scipy.optimize
+
+    from nlsq_fn import _curve_fit_class
+
+    calls = []
+    original = _curve_fit_class.solve_stepwise
+    monkeypatch.setattr(
+        _curve_fit_class, "solve_stepwise",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    x = np.linspace(0, 4, 50)
+    y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.random.default_rng(0).standard_normal(50)
+
+    def decay(x, a, b, c):
+        return a * jnp.exp(-b * x) + c
+
+    expected, expected_cov = scipy.optimize.curve_fit(
+        lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0]
+    )
+    popt, pcov = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
+    assert len(calls) == 1
+    np.testing.assert_allclose(popt, expected, rtol=1e-7)
+    np.testing.assert_allclose(pcov, expected_cov, rtol=1e-5)
+    _curve_fit_class._stepwise_seconds[decay] = _curve_fit_class.COMPILE_SECONDS
+    popt, pcov = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
+    assert len(calls) == 1  # compiled now
+    np.testing.assert_allclose(popt, expected, rtol=1e-7)
