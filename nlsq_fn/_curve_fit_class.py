@@ -10,8 +10,6 @@ uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
 import re
-import time
-import weakref
 from collections.abc import Callable
 
 import equinox as eqx
@@ -48,7 +46,7 @@ from ._scipy_compat import (
 )
 from ._solve import solve, with_jacobian
 from ._solver import Solver, build_state, init, raise_for_start, start_flags
-from ._stepwise import can_step_from_host, solve_stepwise
+from ._stepwise import charged_to, solve_stepwise, steps_from_host
 from ._trust_region import STATUS_MESSAGES
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
@@ -173,24 +171,6 @@ def _fit_stepwise(model, data, state):
     solution = solve_stepwise(model, data, state)
     parts = covariance_parts(solution.jac, solution.cost, data.n_points)
     return solution, parts, checks
-
-
-# Seconds each model has spent in step-by-step fits so far in this process (weakly: a
-# model that is gone is forgotten).
-_stepwise_seconds = weakref.WeakKeyDictionary()
-# About what compiling a whole fit costs: a model is fitted step by step until its fits
-# have taken that long, then compiled once. (As renting skis until their price is
-# paid: never more than twice the better of the two choices made in hindsight.)
-COMPILE_SECONDS = 1.0
-
-
-def _fit_step_by_step(f) -> bool:
-    """Whether the next fit of the user's function `f` runs step by step (False for
-    functions that cannot be remembered: those are always compiled)."""
-    try:
-        return _stepwise_seconds.setdefault(f, 0.0) < COMPILE_SECONDS
-    except TypeError:  # not hashable or not weakly referenceable
-        return False
 
 
 def _finite(bounds) -> bool:
@@ -659,10 +639,9 @@ class CurveFit:
         # A model's first fits run step by step (nothing compiled for it); once they
         # have cost what a compilation would, and for a padded CurveFit (made to be
         # reused), the whole fit is compiled once and reused.
-        if not self.pad and can_step_from_host(state) and _fit_step_by_step(self.f):
-            started = time.perf_counter()
-            fitted = _fit_stepwise(model, data, state)
-            _stepwise_seconds[self.f] += time.perf_counter() - started
+        if not self.pad and steps_from_host(self.f, state):
+            with charged_to(self.f):
+                fitted = _fit_stepwise(model, data, state)
         solution, parts, checks = fitted or _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays

@@ -23,6 +23,7 @@ from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
 from ._solver import Solver, init
+from ._stepwise import charged_to, solve_stepwise, steps_from_host
 from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
 
@@ -44,6 +45,29 @@ class _ResidualModel(eqx.Module):
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
         return jnp.ravel(self.fun(params, *args, **kwargs))
+
+
+def _is_float(value) -> bool:
+    return isinstance(value, (float, np.floating))
+
+
+def _with_traced_floats(model: _ResidualModel, arrays, x0) -> _ResidualModel:
+    """`model` with the floats among `args` / `kwargs` held as JAX scalars, so that a new
+    value reuses the compiled fit instead of compiling another (a float is a static,
+    hashed leaf otherwise). Only where `fun` traces with them: one that uses a float in
+    Python (``if c > 0``, ``math.exp(c)``, ``range``) keeps the float it was given."""
+    if not any(_is_float(leaf) for leaf in jax.tree.leaves(model.rest)):
+        return model
+    traced = eqx.tree_at(
+        lambda m: m.rest,
+        model,
+        jax.tree.map(lambda v: jnp.asarray(v) if _is_float(v) else v, model.rest),
+    )
+    try:
+        jax.eval_shape(traced, arrays, x0)
+    except Exception:  # noqa: BLE001 - `fun` needs the float as a Python number
+        return model
+    return traced
 
 
 class _ResidualJacobian(eqx.Module):
@@ -187,6 +211,7 @@ def least_squares(
     model = _ResidualModel(fun, rest)
     try:
         out = jax.eval_shape(model, arrays, x0)
+        model = _with_traced_floats(model, arrays, x0)
     except Exception as error:
         try:
             out = call_on_host(model, arrays, x0)  # a NumPy `fun`: `init` runs it on the host
@@ -231,7 +256,11 @@ def least_squares(
     data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
     state = init(model, data, x0, solver)
     limit_programs()
-    solution = _solve(model, data, state)
+    solution = None
+    if steps_from_host(fun, state) and is_concrete(data, state.params):
+        with charged_to(fun):
+            solution = solve_stepwise(model, data, state)
+    solution = solution or _solve(model, data, state)
     if not is_concrete(solution):
         return solution
     if verbose >= 1:

@@ -14,7 +14,13 @@ The same strategy code takes the same steps in the same order, so the result is
 concrete inputs already validated by `init`; no derivatives through it (use `solve`).
 """
 
+import contextlib
+import threading
+import time
+import weakref
 from collections.abc import Callable
+
+import jax
 
 from ._compiled import compiled
 from ._data import Data
@@ -37,6 +43,58 @@ def can_step_from_host(state: SolverState) -> bool:
         and state.verbose == 0
         and state.callback is None
     )
+
+
+# Seconds each user function has spent in step-by-step fits so far in this process
+# (weakly: a function that is gone is forgotten).
+_stepwise_seconds = weakref.WeakKeyDictionary()
+# About what compiling a whole fit costs: a function is fitted step by step until its
+# fits have taken that long, then compiled once (as renting skis until their price is
+# paid: never more than twice the better of the two choices made in hindsight).
+COMPILE_SECONDS = 1.0
+
+
+def steps_from_host(function, state: SolverState) -> bool:
+    """The front ends' choice: whether the next fit of the user's `function` runs step by
+    step (`solve_stepwise`) rather than compiled. False for functions that cannot be
+    remembered (not hashable or not weakly referenceable): those are always compiled."""
+    if not can_step_from_host(state):
+        return False
+    try:
+        return _stepwise_seconds.setdefault(function, 0.0) < COMPILE_SECONDS
+    except TypeError:
+        return False
+
+
+# Compiling the model-independent steps and JAX's eager kernels happens once per
+# process and shape, not once per model: that time is not charged to the model.
+_COMPILE_EVENTS = frozenset({
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+})
+_compiling = threading.local()
+
+
+def _add_compile_time(event: str, duration: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _compiling.seconds = getattr(_compiling, "seconds", 0.0) + duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_add_compile_time)
+
+
+@contextlib.contextmanager
+def charged_to(function):
+    """Count the time of the block, less what it spent compiling, as `function`'s
+    step-by-step fitting time."""
+    started, compiled_before = time.perf_counter(), getattr(_compiling, "seconds", 0.0)
+    try:
+        yield
+    finally:
+        compiling = getattr(_compiling, "seconds", 0.0) - compiled_before
+        elapsed = time.perf_counter() - started
+        _stepwise_seconds[function] += max(elapsed - compiling, 0.0)
 
 
 @compiled

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn import _compiled, _curve_fit_class
+from nlsq_fn import _compiled, _curve_fit_class, _stepwise
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -126,7 +126,7 @@ def test_a_compiled_fit_is_one_program(monkeypatch):
     program (each eager `jnp` call would compile a program of its own in a fresh
     process). New shapes (a bounded 4-parameter model on 43 points), so no earlier test
     has compiled any of it."""
-    monkeypatch.setattr(_curve_fit_class, "COMPILE_SECONDS", 0.0)
+    monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0)
 
     def decay_with_slope(x, a, b, c, d):
         return a * jnp.exp(-b * x) + c + d * x
@@ -171,7 +171,7 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
     monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3)
     _compiled.clear()
     # Compiled fits (a model's first fits run step by step and compile nothing).
-    monkeypatch.setattr(_curve_fit_class, "COMPILE_SECONDS", 0.0)
+    monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0)
 
     def maps():
         gc.collect()

@@ -78,7 +78,7 @@ def test_curve_fit_runs_a_new_model_step_by_step_and_then_compiles(monkeypatch):
     compilation would; then the fit is compiled. Both give SciPy's answer."""
     import scipy.optimize
 
-    from nlsq_fn import _curve_fit_class
+    from nlsq_fn import _curve_fit_class, _stepwise
 
     calls = []
     original = _curve_fit_class.solve_stepwise
@@ -99,7 +99,41 @@ def test_curve_fit_runs_a_new_model_step_by_step_and_then_compiles(monkeypatch):
     assert len(calls) == 1
     np.testing.assert_allclose(popt, expected, rtol=1e-7)
     np.testing.assert_allclose(pcov, expected_cov, rtol=1e-5)
-    _curve_fit_class._stepwise_seconds[decay] = _curve_fit_class.COMPILE_SECONDS
+    _stepwise._stepwise_seconds[decay] = _stepwise.COMPILE_SECONDS
     popt, pcov = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
     assert len(calls) == 1  # compiled now
     np.testing.assert_allclose(popt, expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("compiled_at_once", [False, True], ids=["stepwise", "compiled"])
+def test_a_new_float_in_args_compiles_nothing(monkeypatch, compiled_at_once):
+    """Floats in `args` are values, not compile keys: a new value reuses the compiled
+    fit (and a `fun` that needs a Python float still gets one)."""
+    import scipy.optimize
+    from test_curve_fit_compile import counting_compiles
+
+    from nlsq_fn import _stepwise
+
+    monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0 if compiled_at_once else np.inf)
+    x = np.linspace(0, 3, 30)
+    y = 1.7 * np.exp(-0.8 * x)
+
+    def residual(p, x, y, scale):
+        return p[0] * jnp.exp(-p[1] * x) * scale - y
+
+    nf.least_squares(residual, [1.0, 1.0], args=(x, y, 0.5))
+    with counting_compiles() as compiles:
+        for scale in (0.25, 2.0, 3.5):
+            result = nf.least_squares(residual, [1.0, 1.0], args=(x, y, scale))
+            np.testing.assert_allclose(result.x, [1.7 / scale, 0.8], rtol=1e-7)
+    assert compiles == []
+
+    def uses_the_float_in_python(p, x, y, scale):
+        assert isinstance(scale, float)
+        return p[0] * jnp.exp(-p[1] * x) * (scale if scale > 0 else 1.0) - y
+
+    result = nf.least_squares(uses_the_float_in_python, [1.0, 1.0], args=(x, y, 2.0))
+    expected = scipy.optimize.least_squares(
+        lambda p: p[0] * np.exp(-p[1] * x) * 2.0 - y, [1.0, 1.0]
+    )
+    np.testing.assert_allclose(result.x, expected.x, rtol=1e-7)
