@@ -46,8 +46,13 @@ from ._scipy_compat import (
 )
 from ._solve import solve, with_jacobian
 from ._solver import Solver, build_state, init, raise_for_start, start_flags
-from ._stepwise import charged_to, solve_stepwise, steps_from_host
-from ._trust_region import STATUS_MESSAGES
+from ._stepwise import (
+    charged_to,
+    closes_over_traced_arrays,
+    solve_stepwise,
+    steps_from_host,
+)
+from ._trust_region import IMPROPER_INPUT, STATUS_MESSAGES
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
 
@@ -161,15 +166,20 @@ def _fit(model, data, state):
     return with_jacobian(model, data, state, solution), parts, checks
 
 
+_covariance_parts = compiled(covariance_parts)
+
+
 def _fit_stepwise(model, data, state):
     """`_fit` driven from Python (`solve_stepwise`): nothing compiled for the model, so
     a new model's first fit costs milliseconds instead of a compilation. None when the
     model closes over traced arrays (inside the user's `jax.jit`): then `_fit`."""
-    checks = start_flags(model, data, state)
-    if not is_concrete(checks):
+    if closes_over_traced_arrays(model, data, state.params):
         return None
     solution = solve_stepwise(model, data, state)
-    parts = covariance_parts(solution.jac, solution.cost, data.n_points)
+    # Input `init` accepted is improper only where the model or cost is not finite at
+    # the start: then (only) the checks that say which.
+    checks = start_flags(model, data, state) if solution.status == IMPROPER_INPUT else None
+    parts = _covariance_parts(solution.jac, solution.cost, data.n_points)
     return solution, parts, checks
 
 

@@ -23,7 +23,12 @@ from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
 from ._solver import Solver, init
-from ._stepwise import charged_to, solve_stepwise, steps_from_host
+from ._stepwise import (
+    charged_to,
+    closes_over_traced_arrays,
+    solve_stepwise,
+    steps_from_host,
+)
 from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
 
@@ -257,7 +262,11 @@ def least_squares(
     state = init(model, data, x0, solver)
     limit_programs()
     solution = None
-    if steps_from_host(fun, state) and is_concrete(data, state.params):
+    if (
+        steps_from_host(fun, state)
+        and is_concrete(data, state.params)
+        and not closes_over_traced_arrays(model, data, state.params)
+    ):
         with charged_to(fun):
             solution = solve_stepwise(model, data, state)
     solution = solution or _solve(model, data, state)

@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 
 from ._compiled import compiled
@@ -97,6 +98,14 @@ def charged_to(function):
         _stepwise_seconds[function] += max(elapsed - compiling, 0.0)
 
 
+def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
+    """Whether the model closes over arrays traced by the user's transformation (a fit
+    inside `jax.jit`): those fits must run inside the user's trace, as `solve`."""
+    converted = eqx.filter_closure_convert(model, data.model_x, params)
+    consts = jax.tree.leaves(getattr(converted, "consts", ()))
+    return any(isinstance(const, jax.core.Tracer) for const in consts)
+
+
 @compiled
 def _finish(strategy, x, linearization: Linearization, problem):
     return strategy.optimality(x, linearization, problem), strategy.active_constraints(
@@ -104,19 +113,24 @@ def _finish(strategy, x, linearization: Linearization, problem):
     )
 
 
+@compiled
+def _summary(f, jac, loss, factorization):
+    """The loss-scaled Jacobian and the summary the strategies see, from an evaluation:
+    one program per shape and options, shared by every model."""
+    cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
+    return jac_scaled, Linearization(
+        cost=cost, grad=jac_scaled.T @ f_scaled, factor=factorize(jac_scaled, factorization)
+    )
+
+
 class _Evaluation:
-    """One evaluation at a point: the residuals, the loss-scaled Jacobian and the
-    summary the strategies see."""
+    """One evaluation at a point: the residuals and their Jacobian (the model's part,
+    evaluated op by op), the loss-scaled Jacobian and the summary (compiled)."""
 
     def __init__(self, model: Callable, data: Data, state: SolverState, unravel, x):
         f, jac = residual_and_jac(model, data, state, unravel, x)
-        cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
-        self.fun, self.jac = f, jac_scaled
-        self.linearization = Linearization(
-            cost=cost,
-            grad=jac_scaled.T @ f_scaled,
-            factor=factorize(jac_scaled, state.factorization),
-        )
+        self.fun = f
+        self.jac, self.linearization = _summary(f, jac, state.loss, state.factorization)
 
 
 def solve_stepwise(model: Callable, data: Data, state: SolverState) -> Solution:
