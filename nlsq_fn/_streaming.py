@@ -196,7 +196,7 @@ class StreamingOptimizer:
                    check_pointwise=False) -> tuple[Linearization, Sums]:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
         processes' chunks), and the sums of their residuals. `check_pointwise`: first
-        make sure the model is pointwise on every chunk (`raise_unless_pointwise`)."""
+        make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
         running = _zeros(x.size, state.lower.dtype)
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
