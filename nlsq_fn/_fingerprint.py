@@ -30,6 +30,8 @@ def _describe(value, depth: int = _DEPTH, seen: frozenset = frozenset()) -> str:
     def inner(item):
         return _describe(item, depth - 1, seen)
 
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         if not is_concrete(value):
             return f"traced {value.dtype}{value.shape}"
@@ -59,6 +61,9 @@ def _describe(value, depth: int = _DEPTH, seen: frozenset = frozenset()) -> str:
     if isinstance(value, functools.partial):
         return f"partial({inner(value.func)}; {inner(value.args)}; {inner(value.keywords)})"
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    call = getattr(type(value), "__call__", None)  # noqa: B004 - the class's own code
+    if isinstance(call, types.FunctionType):  # a callable object: its code too
+        kind = f"{kind}[{inner(call)}]"
     if dataclasses.is_dataclass(value):  # Equinox modules among them
         fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
         return f"{kind}{inner(fields)}"
