@@ -56,6 +56,11 @@ from ._streamed_result import streamed_result
 from ._trust_region import RUNNING
 
 
+def _flagged(mismatch) -> bool:
+    """Whether a chunk's `pointwise_mismatch` (or the error it raised) refuses it."""
+    return isinstance(mismatch, Exception) or bool(mismatch)
+
+
 class StreamingOptimizer:
     """Fits of data too large for memory, read chunk by chunk (NLSQ's class).
 
@@ -201,9 +206,14 @@ class StreamingOptimizer:
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
         mismatches = []
+        # Alone, a model that is not pointwise stops the pass at once (the previous
+        # chunk's result, computed by now); processes agree at the end of the pass.
+        early = check_pointwise and not (across_processes and _processes.several())
         for chunk in chunks:
             if check_pointwise:
                 mismatches.append(self._pointwise_mismatch(x, chunk))
+                if early and len(mismatches) > 1 and _flagged(mismatches[-2]):
+                    self._raise_unless_pointwise(mismatches[:-1])
             if self._mesh is None:
                 running = _fold(running, self._model, state, x, chunk)
             else:
@@ -234,8 +244,7 @@ class StreamingOptimizer:
         """The error for a model that gives other values on a chunk than on its halves
         (`pointwise_mismatch`, one result per chunk of the pass): the chunked
         evaluation of a stream would change the fit."""
-        bad = next((i for i, m in enumerate(mismatches)
-                    if isinstance(m, Exception) or bool(m)), None)
+        bad = next((i for i, m in enumerate(mismatches) if _flagged(m)), None)
         anywhere = bad is not None
         if across_processes and _processes.several():
             # Every process raises, or some would wait for the others' summaries.
