@@ -13,7 +13,7 @@ import os
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ._chunks import Sums
 from ._compiled import compiled
@@ -53,6 +53,9 @@ class FitCheckpoint(eqx.Module):
     initial_cost: Float[Array, ""]
     sums: Sums  # at the current iterate
     passes: Float[Array, ""]
+    # Whether the last trial was accepted: a fit stopped by `max_nfev` at a rejected
+    # trial counted an iteration for it, which a resumed fit takes back.
+    accepted: Bool[Array, ""]
 
     @property
     def n_points(self):
@@ -85,7 +88,7 @@ def checkpoint_like(state: SolverState, problem: Problem) -> FitCheckpoint:
                 problem, state.max_nfev,
             ),
             state.params, Sums.zeros(dtype), jnp.zeros((), dtype),
-            Sums.zeros(dtype), jnp.zeros((), dtype),
+            Sums.zeros(dtype), jnp.zeros((), dtype), jnp.zeros((), bool),
         )
     )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
@@ -123,5 +126,9 @@ def load_checkpoint(
             ) from error
     carry = saved.carry
     if int(carry.status) == MAX_NFEV and int(carry.nfev) < state.max_nfev:
-        saved = eqx.tree_at(lambda s: s.carry.status, saved, jnp.asarray(RUNNING, jnp.int32))
+        nit = carry.nit - (~saved.accepted).astype(carry.nit.dtype)
+        saved = eqx.tree_at(
+            lambda s: (s.carry.status, s.carry.nit), saved,
+            (jnp.asarray(RUNNING, carry.status.dtype), nit),
+        )
     return saved

@@ -374,7 +374,8 @@ class StreamingOptimizer:
                 check_pointwise = False
                 problem = self._problem(state, sums.n_points)
                 carry = start_loop(strategy, x0, lin0, problem, max_nfev)
-                saved = FitCheckpoint(carry, x0, sums, lin0.cost, sums, jnp.ones(()))
+                saved = FitCheckpoint(carry, x0, sums, lin0.cost, sums, jnp.ones(()),
+                                      jnp.asarray(True))
             else:
                 saved = resumed
                 problem = self._problem(state, saved.n_points)
@@ -399,7 +400,7 @@ class StreamingOptimizer:
                 saved = FitCheckpoint(
                     carry, saved.x0, saved.first, saved.initial_cost,
                     tree_where(accepted, sums, saved.sums),
-                    saved.passes + 1,
+                    saved.passes + 1, accepted,
                 )
                 self._describe(bar, saved)
                 if checkpoint is not None and _processes.is_main():

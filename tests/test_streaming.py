@@ -520,15 +520,18 @@ def test_fit_stopped_by_max_nfev_continues_from_its_checkpoint(p0, tmp_path):
     checkpoint = tmp_path / "fit.eqx"
     uninterrupted = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
                                           **HUBER).fit((t, y))
-    stopped = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, max_nfev=3,
+    # Stopped after 4 evaluations (here at a rejected trial, whose iteration the
+    # resumed fit must not count twice).
+    stopped = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, max_nfev=4,
                                     **HUBER).fit((t, y), checkpoint=checkpoint)
-    assert stopped.status == 0 and uninterrupted.nfev > 4
+    assert stopped.status == 0 and uninterrupted.nfev > 5
     source, calls = _counting(t, y)
     resumed = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
                                     **HUBER).fit(source, checkpoint=checkpoint)
     np.testing.assert_allclose(resumed.x, uninterrupted.x, rtol=1e-10)
     assert resumed.success and resumed.nfev == uninterrupted.nfev
-    assert len(calls) == 1 + uninterrupted.nfev - 3  # the first chunk, then the rest
+    assert (resumed.nit, resumed.njev) == (uninterrupted.nit, uninterrupted.njev)
+    assert len(calls) == 1 + uninterrupted.nfev - 4  # the first chunk, then the rest
     # Its own finished checkpoint: one pass (that the data are the same), same fit.
     source, calls = _counting(t, y)
     again = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
