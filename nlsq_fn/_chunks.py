@@ -26,21 +26,44 @@ from ._solver import SolverState
 
 class Sums(eqx.Module):
     """Sums over the points of one pass that the statistics need (``f`` the weighted
-    residuals, ``y - ŷ`` the unweighted ones)."""
+    residuals, ``y - ŷ`` the unweighted ones), and those of the data alone, equal in
+    every pass over the same data (`data_differences`)."""
 
     n_points: Float[Array, ""]
     chisqr: Float[Array, ""]  # Σ f²
     ss_res: Float[Array, ""]  # Σ (y - ŷ)²
     sum_y: Float[Array, ""]
     sum_y2: Float[Array, ""]
+    sum_x: Float[Array, ""]  # over every value of `x`
+    sum_x2: Float[Array, ""]
 
     @staticmethod
     def zeros(dtype):
         zero = jnp.zeros((), dtype)
-        return Sums(zero, zero, zero, zero, zero)
+        return Sums(*[zero] * 7)
 
     def __add__(self, other):
         return jax.tree.map(jnp.add, self, other)
+
+    def data_differences(self, other) -> list[str]:
+        """The sums of the data (count, Σy, Σy², Σx, Σx²) where `other`, a pass over
+        the same data, differs from this one beyond rounding (another chunk size or
+        device count sums in another order)."""
+        n = float(self.n_points)
+        eps = float(np.finfo(np.asarray(self.n_points).dtype).eps)
+        rounding = 16 * eps * np.sqrt(max(n, 1.0))
+        scales = dict(
+            # Counts are exact below 1/eps; above, float sums of chunk counts round.
+            n_points=n * 64 * eps if n * eps >= 1 else 0.0,
+            sum_y=rounding * np.sqrt(n * float(self.sum_y2)),
+            sum_y2=rounding * float(self.sum_y2),
+            sum_x=rounding * np.sqrt(n * float(self.sum_x2)),
+            sum_x2=rounding * float(self.sum_x2),
+        )
+        return [
+            name for name, tolerance in scales.items()
+            if not abs(float(getattr(self, name)) - float(getattr(other, name))) <= tolerance
+        ]
 
 
 class _Running(eqx.Module):
@@ -66,11 +89,38 @@ def _fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) ->
     counted = chunk.mask
     raw = f if chunk.sigma is None else f * chunk.sigma
     y = jnp.where(counted, chunk.y, 0.0)
+    x = [jnp.where(counted, leaf, 0).astype(dtype) for leaf in jax.tree.leaves(chunk.x)]
     sums = running.sums + Sums(
         jnp.sum(counted).astype(dtype), jnp.sum(f**2), jnp.sum(raw**2), jnp.sum(y),
-        jnp.sum(y**2),
+        jnp.sum(y**2), sum(jnp.sum(leaf) for leaf in x), sum(jnp.sum(leaf**2) for leaf in x),
     )
     return _Running(cost, grad, square, sums)
+
+
+@compiled
+def pointwise_mismatch(model, x, chunk: Data):
+    """Whether the model at `x` gives other values on the whole chunk than on its two
+    halves, concatenated (beyond rounding: ``1e3 eps`` of the chunk's largest value).
+
+    A streamed fit evaluates the model chunk by chunk, which gives the in-memory fit
+    only for a pointwise model (each output depending on its own point alone); one
+    that uses `x` as a whole (``x.mean()``, ``x.max()``, a cumulative sum) differs
+    between a chunk and its halves on any data where that whole matters."""
+    inputs = chunk.model_x
+    half = chunk.y.shape[0] // 2
+    whole = jnp.ravel(model(inputs, x))
+    halves = [
+        jax.tree.map(lambda leaf, part=part: leaf[..., part], inputs)
+        for part in (slice(None, half), slice(half, None))
+    ]
+    joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
+    counted = chunk.mask
+    finite = jnp.isfinite(whole) & jnp.isfinite(joined)
+    scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
+    rtol = 1e3 * jnp.finfo(whole.dtype).eps
+    differs = jnp.where(finite, jnp.abs(whole - joined) > rtol * scale,
+                        jnp.isfinite(whole) != jnp.isfinite(joined))
+    return jnp.any(counted & differs)
 
 
 _fold = compiled(_fold_chunk)

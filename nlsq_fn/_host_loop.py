@@ -13,15 +13,16 @@ import os
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ._chunks import Sums
+from ._fingerprint import differing
 from ._linearize import Linearization
 from ._solve import _Carry
 from ._solver import SolverState
 from ._steps import judge_step, propose_step, start_loop  # noqa: F401
 from ._strategy import Problem
+from ._trust_region import MAX_NFEV, RUNNING
 
 
 class FitCheckpoint(eqx.Module):
@@ -29,17 +30,29 @@ class FitCheckpoint(eqx.Module):
 
     carry: _Carry
     x0: Float[Array, " n"]
-    n_points: Float[Array, ""]
+    first: Sums  # of the first pass: its data sums must recur in every pass
     initial_cost: Float[Array, ""]
     sums: Sums  # at the current iterate
     passes: Float[Array, ""]
+    # Whether the last trial was accepted: a fit stopped by `max_nfev` at a rejected
+    # trial counted an iteration for it, which a resumed fit takes back.
+    accepted: Bool[Array, ""]
+
+    @property
+    def n_points(self):
+        return self.first.n_points
 
 
-def save_checkpoint(path, checkpoint: FitCheckpoint) -> None:
+def save_checkpoint(path, checkpoint: FitCheckpoint, fingerprint) -> None:
+    """Save `checkpoint` after the fit's `fingerprint` (`_fingerprint`): the fingerprint
+    comes first, so that a fit can read it, and name what differs, even where the rest
+    has another structure (another method's state)."""
     # Write then rename: a process killed while writing leaves the last checkpoint intact.
     # (A name of this process's own: processes of one fit may share a file system.)
     temporary = f"{path}.{os.getpid()}.tmp"
-    eqx.tree_serialise_leaves(temporary, checkpoint)
+    with open(temporary, "wb") as file:
+        eqx.tree_serialise_leaves(file, jnp.asarray(fingerprint))
+        eqx.tree_serialise_leaves(file, checkpoint)
     os.replace(temporary, path)
 
 
@@ -55,29 +68,48 @@ def checkpoint_like(state: SolverState, problem: Problem) -> FitCheckpoint:
                               jnp.zeros((n, n), dtype)),
                 problem, state.max_nfev,
             ),
-            state.params, jnp.zeros((), dtype), jnp.zeros((), dtype),
-            Sums.zeros(dtype), jnp.zeros((), dtype),
+            state.params, Sums.zeros(dtype), jnp.zeros((), dtype),
+            Sums.zeros(dtype), jnp.zeros((), dtype), jnp.zeros((), bool),
         )
     )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
 
 
-def load_checkpoint(path, state: SolverState, problem: Problem) -> FitCheckpoint | None:
+def load_checkpoint(
+    path, state: SolverState, problem: Problem, fingerprint, names
+) -> FitCheckpoint | None:
     """The checkpoint saved at `path` by this fit (None if there is none yet); an error
-    if it belongs to another fit."""
+    naming what differs if it belongs to another fit (`fingerprint`: one row per item
+    of `names`). A fit stopped by its evaluation budget resumes running when the budget
+    is now larger."""
     if not os.path.exists(path):
         return None
-    like = checkpoint_like(state, problem)
-    try:
-        saved = eqx.tree_deserialise_leaves(path, like)
-    except Exception as error:
-        raise ValueError(
-            f"The checkpoint {os.fspath(path)!r} is not one of this fit (another "
-            f"model, method or number of parameters?): {error}"
-        ) from error
-    if not np.array_equal(np.asarray(saved.x0), np.asarray(state.params)):
-        raise ValueError(
-            f"The checkpoint {os.fspath(path)!r} belongs to a fit from another `p0`; "
-            "delete it to start afresh."
+    with open(path, "rb") as file:
+        try:
+            saved_print = eqx.tree_deserialise_leaves(file, jnp.asarray(fingerprint))
+        except Exception as error:
+            raise ValueError(
+                f"The checkpoint {os.fspath(path)!r} was not saved by this version of "
+                f"nlsq_fn; delete it to start afresh ({error})."
+            ) from error
+        others = differing(names, saved_print, fingerprint)
+        if others:
+            raise ValueError(
+                f"The checkpoint {os.fspath(path)!r} belongs to a fit with another "
+                f"{', '.join(others)}; delete it to start afresh."
+            )
+        try:
+            saved = eqx.tree_deserialise_leaves(file, checkpoint_like(state, problem))
+        except Exception as error:
+            raise ValueError(
+                f"The checkpoint {os.fspath(path)!r} is not one of this fit; delete it to "
+                f"start afresh ({error})."
+            ) from error
+    carry = saved.carry
+    if int(carry.status) == MAX_NFEV and int(carry.nfev) < state.max_nfev:
+        nit = carry.nit - (~saved.accepted).astype(carry.nit.dtype)
+        saved = eqx.tree_at(
+            lambda s: (s.carry.status, s.carry.nit), saved,
+            (jnp.asarray(RUNNING, carry.status.dtype), nit),
         )
     return saved

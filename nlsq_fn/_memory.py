@@ -5,12 +5,39 @@ import os
 import jax
 import numpy as np
 
+from ._arguments import describe
+
 # Chunks held at once by a streamed fit: the one being computed and those read ahead.
 _CHUNKS_IN_FLIGHT = 3
 
 
+def as_positive_int(value, name: str) -> int:
+    """A positive integer given as an int, a NumPy integer or an integral float (as
+    SciPy takes counts); bools and fractions are refused, not rounded."""
+    array = None
+    if not isinstance(value, (bool, np.bool_, str, bytes)):
+        try:
+            array = np.asarray(value)
+        except Exception:  # noqa: BLE001 - anything that is no number
+            array = None
+    if array is None or array.ndim != 0 or array.dtype.kind not in "iuf":
+        raise TypeError(f"`{name}` must be a positive integer, got {describe(value)}.")
+    if not np.isfinite(array) or array != np.floor(array) or array < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(array)
+
+
+def as_chunk_size(value, name: str = "chunk_size") -> int | str | None:
+    """None or ``"auto"`` (both: `automatic_chunk_size`), or a positive integer."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"`{name}` must be 'auto', None or a positive integer, got {value!r}.")
+    return as_positive_int(value, name)
+
+
 def estimate_memory(
-    n_points: int, n_params: int, dtype="float32", chunk_size: int | None = None
+    n_points: int, n_params: int, dtype="float32", chunk_size: int | str | None = None
 ) -> dict:
     """Memory a fit of `n_points` points and `n_params` parameters needs, in GB (1e9
     bytes), as NLSQ's guide estimates it:
@@ -23,16 +50,19 @@ def estimate_memory(
 
     With `chunk_size` the Jacobian and intermediates are those of one chunk (a chunked
     or streamed fit never holds more), the data those of the chunks in flight (the one
-    computed and those read ahead), and ``summary_gb`` adds the ``n × n`` summary. The
-    dict also gives ``chunk_size`` (None when not chunked).
+    computed and those read ahead), and ``summary_gb`` adds the ``n × n`` summary;
+    ``"auto"`` is the chunk size `StreamingOptimizer` chooses from the available memory
+    (its ``chunk_size=None``). The dict also gives ``chunk_size`` (None when not
+    chunked).
     """
-    n_points, n_params = int(n_points), int(n_params)
-    if n_points < 1 or n_params < 1:
-        raise ValueError("`n_points` and `n_params` must be positive integers.")
+    n_points, n_params = as_positive_int(n_points, "n_points"), as_positive_int(
+        n_params, "n_params"
+    )
+    chunk_size = as_chunk_size(chunk_size)
+    if chunk_size == "auto":
+        chunk_size = automatic_chunk_size(n_params, dtype)
     itemsize = np.dtype(dtype).itemsize
-    rows = n_points if chunk_size is None else min(int(chunk_size), n_points)
-    if rows < 1:
-        raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size}.")
+    rows = n_points if chunk_size is None else min(chunk_size, n_points)
     data_points = n_points if chunk_size is None else min(n_points, _CHUNKS_IN_FLIGHT * rows)
     parts = dict(
         data_gb=2 * data_points * itemsize / 1e9,

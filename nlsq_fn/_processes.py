@@ -53,6 +53,14 @@ def combine(running, factorization: str):
     return _sharding.reduce_devices(gathered, factorization)
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is True on any process (e.g. an error every process must raise)."""
+    if not several():
+        return flag
+    flags = multihost_utils.process_allgather(jnp.asarray(flag, jnp.int32))
+    return bool(jnp.any(jnp.asarray(flags)))
+
+
 def agree(tree):
     """Process 0's `tree` on every process (e.g. the initial parameters, which a model's
     guess could otherwise take from different data in each process)."""

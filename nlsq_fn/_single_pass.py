@@ -13,14 +13,14 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._chunks import Sums
-from ._compiled import compiled
+from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._host_loop import judge_step, propose_step, start_loop
 from ._linearize import Linearization
 from ._misc import tree_where
 from ._solve import start_point
-from ._sources import fixed_chunks
+from ._sources import check_values, fixed_chunks
 from ._trust_region import RUNNING
 
 
@@ -60,16 +60,21 @@ def _with_prior(lin: Linearization, prior: _Prior, p) -> Linearization:
 
 
 def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
-    """`optimizer.update(x_chunk, y_chunk, sigma)` (see there)."""
+    """`optimizer.update(x_chunk, y_chunk, sigma)` (see there). A chunk that cannot be
+    taken in (a NaN, a model that is not pointwise) raises and leaves the stream as it
+    was: later chunks still count."""
     dtype = jnp.result_type(float)
     x_chunk, y_chunk = np.asarray(x_chunk, dtype), np.asarray(y_chunk, dtype)
     sigma = None if sigma is None else np.asarray(sigma, dtype)
+    seen = 0 if optimizer._stream is None else int(float(optimizer._stream["sums"].n_points))
+    check_values(x_chunk, y_chunk, sigma, seen, f"the stream (this chunk starts at row {seen})")
     if optimizer._stream is None:
+        limit_programs()
         first = Data(x_chunk, y_chunk, sigma=sigma)
         state = optimizer._state(first, optimizer.p0)
         n = state.params.size
         zero = jnp.zeros((), dtype)
-        optimizer._stream = dict(
+        stream = dict(
             state=state,
             prior=_Prior(
                 start_point(state)[0], zero, jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)
@@ -77,7 +82,8 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
             sums=Sums.zeros(dtype), n_chunks=0, nfev=0, njev=0, nit=0, status=RUNNING,
             initial_cost=None, last=None,
         )
-    stream = optimizer._stream
+    else:
+        stream = dict(optimizer._stream)  # the stream's state changes only at the end
     state, prior = stream["state"], stream["prior"]
     chunk_size = optimizer._chunk_size(state.params.size, dtype)
     chunks = list(optimizer._chunks(
@@ -85,14 +91,14 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
         read_ahead=False,
     ))
 
-    def evaluate(p):
-        lin, sums = optimizer._summarize(chunks, state, p)
+    def evaluate(p, check_pointwise=False):
+        lin, sums = optimizer._summarize(chunks, state, p, check_pointwise=check_pointwise)
         return _with_prior(lin, prior, p), sums
 
     n_points = float(stream["sums"].n_points) + y_chunk.shape[0]
     problem = optimizer._problem(state, n_points)
     p_before = prior.centre
-    lin, sums = evaluate(p_before)
+    lin, sums = evaluate(p_before, check_pointwise=True)
     if stream["initial_cost"] is None:
         stream["initial_cost"] = lin.cost
     carry = start_loop(state.strategy, p_before, lin, problem, state.max_nfev)
@@ -119,6 +125,7 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
         and float(step_norm) < state.xtol * (state.xtol + float(jnp.linalg.norm(p)))
     )
     stream["last"] = (carry, problem)
+    optimizer._stream = stream
     return StreamUpdate(
         x=p, cost=carry.linearization.cost, grad=carry.linearization.grad,
         step_norm=step_norm, n_points=int(n_points), n_chunks=stream["n_chunks"],

@@ -20,9 +20,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _processes, _sharding
-from ._chunks import Sums, _finish, _fold, _fold_chunk, _padded, _zeros, prefetch
+from ._chunks import (
+    Sums,
+    _finish,
+    _fold,
+    _fold_chunk,
+    _padded,
+    _zeros,
+    pointwise_mismatch,
+    prefetch,
+)
+from ._compiled import limit_programs
 from ._curve_fit_class import CurveFit, bucket_size
 from ._data import Data
+from ._fingerprint import fingerprint
 from ._fit_result import CurveFitResult
 from ._host_loop import (
     FitCheckpoint,
@@ -34,7 +45,7 @@ from ._host_loop import (
     start_loop,
 )
 from ._linearize import Linearization
-from ._memory import automatic_chunk_size
+from ._memory import as_chunk_size, automatic_chunk_size
 from ._misc import tree_where
 from ._single_pass import StreamUpdate, stream_result, update_stream
 from ._solve import start_point
@@ -43,6 +54,11 @@ from ._sources import AbstractSource, as_source, fixed_chunks, optional_import
 from ._strategy import Problem
 from ._streamed_result import streamed_result
 from ._trust_region import RUNNING
+
+
+def _flagged(mismatch) -> bool:
+    """Whether a chunk's `pointwise_mismatch` (or the error it raised) refuses it."""
+    return isinstance(mismatch, Exception) or bool(mismatch)
 
 
 class StreamingOptimizer:
@@ -63,7 +79,7 @@ class StreamingOptimizer:
     - ``update(x_chunk, y_chunk)``: a stream seen once (see `update`), then `result()`.
 
     `chunk_size` may be lowered at any time (e.g. after an out-of-memory error); each
-    new size compiles once. None chooses it from the available memory
+    new size compiles once. None or ``"auto"`` chooses it from the available memory
     (`nlsq_fn.estimate_memory`). `verbose`: None (default) shows a tqdm progress bar
     (extra ``progress``) when one is installed and a pass takes more than two seconds,
     0 is silent, 1 always shows it. `devices`: None (the default device), or a list of
@@ -117,16 +133,20 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- set-up
 
+    @property
+    def chunk_size(self) -> int | str | None:
+        return self._chunk_size_given
+
+    @chunk_size.setter
+    def chunk_size(self, value):
+        self._chunk_size_given = as_chunk_size(value)
+
     def _chunk_size(self, n_params, dtype, n_points=None) -> int:
-        if self.chunk_size is None:
+        size = self.chunk_size
+        if size is None or size == "auto":
             size = automatic_chunk_size(n_params, dtype)
             if n_points is not None:  # no chunk larger than the data needs
                 size = min(size, bucket_size(n_points))
-        else:
-            size = self.chunk_size
-        size = int(size)
-        if size < 1:
-            raise ValueError(f"`chunk_size` must be a positive integer, got {self.chunk_size}.")
         if self._mesh is not None:  # an equal share of every chunk for each device
             n_devices = self._mesh.devices.size
             size = -(-size // n_devices) * n_devices
@@ -177,14 +197,23 @@ class StreamingOptimizer:
             chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
         return prefetch(chunks) if read_ahead else chunks
 
-    def _summarize(self, chunks, state, x, bar=None, *, across_processes=False
-                   ) -> tuple[Linearization, Sums]:
+    def _summarize(self, chunks, state, x, bar=None, *, across_processes=False,
+                   check_pointwise=False) -> tuple[Linearization, Sums]:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
-        processes' chunks), and the sums of their residuals."""
+        processes' chunks), and the sums of their residuals. `check_pointwise`: first
+        make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
         running = _zeros(x.size, state.lower.dtype)
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
+        mismatches = []
+        # Alone, a model that is not pointwise stops the pass at once (the previous
+        # chunk's result, computed by now); processes agree at the end of the pass.
+        early = check_pointwise and not (across_processes and _processes.several())
         for chunk in chunks:
+            if check_pointwise:
+                mismatches.append(self._pointwise_mismatch(x, chunk))
+                if early and len(mismatches) > 1 and _flagged(mismatches[-2]):
+                    self._raise_unless_pointwise(mismatches[:-1])
             if self._mesh is None:
                 running = _fold(running, self._model, state, x, chunk)
             else:
@@ -193,18 +222,57 @@ class StreamingOptimizer:
                 )
             if bar is not None:
                 bar.update(1)
+        if check_pointwise:
+            self._raise_unless_pointwise(mismatches, across_processes)
         if self._mesh is not None:
             running = _sharding.reduce_devices(running, state.factorization)
         if across_processes:
             running = _processes.combine(running, state.factorization)
         return _finish(running, state.factorization), running.sums
 
-    def _pass(self, source: AbstractSource, state, x, chunk_size, bar, split) -> tuple:
+    def _pointwise_mismatch(self, x, chunk):
+        """`pointwise_mismatch` of one chunk (an error the model raises on half a chunk
+        says the same)."""
+        if chunk.y.shape[0] < 2:
+            return False
+        try:
+            return pointwise_mismatch(self._model, x, chunk)
+        except Exception as error:  # noqa: BLE001 - re-raised with its chunk
+            return error
+
+    def _raise_unless_pointwise(self, mismatches, across_processes=False) -> None:
+        """The error for a model that gives other values on a chunk than on its halves
+        (`pointwise_mismatch`, one result per chunk of the pass): the chunked
+        evaluation of a stream would change the fit."""
+        bad = next((i for i, m in enumerate(mismatches) if _flagged(m)), None)
+        anywhere = bad is not None
+        if across_processes and _processes.several():
+            # Every process raises, or some would wait for the others' summaries.
+            anywhere = _processes.any_process(anywhere)
+        if not anywhere:
+            return
+        cause = mismatches[bad] if bad is not None else None
+        cause = cause if isinstance(cause, Exception) else None
+        where = ("another process's chunk" if bad is None
+                 else f"chunk {bad} (0-based) of the pass")
+        raised = f" (it raised {type(cause).__name__}: {cause})" if cause else ""
+        raise ValueError(
+            f"The model is not pointwise, so its data cannot be streamed: on {where} it "
+            f"gives other values on the whole chunk than on its two halves{raised}. It "
+            "uses `x` as a whole (e.g. x.mean(), x.max(), x.size, a cumulative sum or a "
+            "convolution), so a fit chunk by chunk would change the answer. Fit the data "
+            "in memory instead (nf.CurveFit or nf.curve_fit), or pass such a statistic of "
+            "all the data to the model as a constant."
+        ) from cause
+
+    def _pass(self, source: AbstractSource, state, x, chunk_size, bar, split,
+              check_pointwise=False) -> tuple:
         """One pass: the summary at `x` and the sums of its residuals (of all
         processes' shares)."""
         chunks = self._chunks(_processes.share(source, chunk_size, split), chunk_size,
                               state.lower.dtype, source.read_ahead)
-        lin, sums = self._summarize(chunks, state, x, bar, across_processes=True)
+        lin, sums = self._summarize(chunks, state, x, bar, across_processes=True,
+                                    check_pointwise=check_pointwise)
         if float(sums.n_points) == 0:
             raise ValueError("The source gave no data points.")
         return lin, sums
@@ -215,16 +283,58 @@ class StreamingOptimizer:
                         sigma=None if sigma is None else np.asarray(sigma, dtype))
         raise ValueError("The source gave no data points.")
 
+    def _fingerprint(self, state) -> dict:
+        """What a checkpoint must share with this fit to be resumed by it (the data are
+        compared by their sums in every pass; `max_nfev` may grow)."""
+        fitter = self._fitter
+        return {
+            "model": fitter.f,
+            "Jacobian (`jac`)": fitter.jac,
+            "`p0`": state.params,  # as given, not moved inside the bounds
+            "loss": state.loss,
+            "method": state.strategy,
+            "`bounds`": (state.lower, state.upper),
+            "`x_scale`": state.x_scale,
+            "tolerances": (state.ftol, state.xtol, state.gtol),
+            "factorization": state.factorization,
+        }
+
+    @staticmethod
+    def _check_same_data(first: Sums, sums: Sums, number: int, checkpoint=None) -> None:
+        """The error for a pass whose data differ from the first pass's: a source that
+        lost, gained or changed rows between passes would give a mixture of fits."""
+        differences = first.data_differences(sums)
+        if not differences:
+            return
+        shown = ", ".join(
+            f"{name} {float(getattr(sums, name)):,.17g} (first pass: "
+            f"{float(getattr(first, name)):,.17g})" for name in differences
+        )
+        origin = (
+            "" if checkpoint is None else
+            f" The first pass is that of the fit that saved the checkpoint "
+            f"{os.fspath(checkpoint)!r}: a fit of other data? Delete it to start afresh."
+        )
+        raise ValueError(
+            f"Pass {number} read other data than the first pass: {shown}. The source "
+            "changed between passes (rows lost, added or changed), and every pass must "
+            f"read the same data.{origin}"
+        )
+
     def fit(
         self, source, checkpoint: str | os.PathLike | None = None, *, split: bool = True
     ) -> CurveFitResult:
         """The exact fit of all the data in `source` (each evaluation one pass over it).
 
         With `checkpoint` (a file path), the fit's state is saved there after each
-        iteration; if the file exists, the fit resumes from it (it must be a checkpoint
-        of the same fit: same `p0`, options and data). Returns a `CurveFitResult` like
-        `CurveFit.fit` (no per-point residuals: statistics come from sums over the
-        last pass).
+        iteration; if the file exists, the fit resumes from it. It must be a checkpoint
+        of the same fit: the same model, `p0`, loss, bounds and options (else a
+        ValueError names what differs) and the same data (compared by their sums in the
+        next pass); a fit stopped by `max_nfev` continues when `max_nfev` is now larger.
+        Every pass must read the same data as the first (a ValueError if its count or
+        sums differ), and the model must be pointwise (checked on every chunk of the
+        first pass). Returns a `CurveFitResult` like `CurveFit.fit` (no per-point
+        residuals: statistics come from sums over the last pass).
 
         Under `jax.distributed` every process calls `fit`, and the result is the fit of
         all processes' points. `split`: True (default) when every process passes the
@@ -236,6 +346,7 @@ class StreamingOptimizer:
         resuming gives its checkpoint to every process (the others need no copy).
         """
         source = as_source(source)
+        limit_programs()
         if self._mesh is not None and _processes.several():
             _processes.check_local(self._mesh.devices.flat)
         dtype = jnp.result_type(float)
@@ -251,48 +362,68 @@ class StreamingOptimizer:
             n_points = None
         chunk_size = self._chunk_size(x0.size, dtype, n_points)
         bar = self._progress_bar()
+        items = self._fingerprint(state)
+        prints = fingerprint(items)
         try:
-            resumed = None if checkpoint is None else self._resume(checkpoint, state)
+            resumed = None if checkpoint is None else self._resume(
+                checkpoint, state, prints, tuple(items))
+            check_pointwise = True  # on the first pass of every run, resumed or not
             if resumed is None:
-                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split)
+                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split,
+                                        check_pointwise)
+                check_pointwise = False
                 problem = self._problem(state, sums.n_points)
                 carry = start_loop(strategy, x0, lin0, problem, max_nfev)
-                saved = FitCheckpoint(carry, x0, sums.n_points, lin0.cost, sums, jnp.ones(()))
+                saved = FitCheckpoint(carry, x0, sums, lin0.cost, sums, jnp.ones(()),
+                                      jnp.asarray(True))
             else:
                 saved = resumed
                 problem = self._problem(state, saved.n_points)
+                if int(saved.carry.status) != RUNNING:
+                    # Nothing left to compute, but the data must be the checkpoint's.
+                    _, sums = self._pass(source, state, saved.carry.x, chunk_size, bar,
+                                         split, check_pointwise)
+                    self._check_same_data(saved.first, sums, int(saved.passes) + 1,
+                                          checkpoint)
             self._describe(bar, saved)
             if checkpoint is not None and _processes.is_main():
-                save_checkpoint(checkpoint, saved)
+                save_checkpoint(checkpoint, saved, prints)
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
                 x_trial, proposal = propose_step(strategy, carry, problem)
-                trial, sums = self._pass(source, state, x_trial, chunk_size, bar, split)
+                trial, sums = self._pass(source, state, x_trial, chunk_size, bar, split,
+                                         check_pointwise)
+                self._check_same_data(saved.first, sums, int(saved.passes) + 1,
+                                      None if resumed is None else checkpoint)
+                check_pointwise = False
                 carry, accepted = judge_step(strategy, carry, proposal, trial, problem, max_nfev)
                 saved = FitCheckpoint(
-                    carry, saved.x0, saved.n_points, saved.initial_cost,
+                    carry, saved.x0, saved.first, saved.initial_cost,
                     tree_where(accepted, sums, saved.sums),
-                    saved.passes + 1,
+                    saved.passes + 1, accepted,
                 )
                 self._describe(bar, saved)
                 if checkpoint is not None and _processes.is_main():
-                    save_checkpoint(checkpoint, saved)
+                    save_checkpoint(checkpoint, saved, prints)
         finally:
             if bar is not None:
                 bar.close()
         self.passes = int(saved.passes)
         return self._result(state, problem, saved.carry, saved.sums, saved.initial_cost)
 
-    def _resume(self, path, state) -> FitCheckpoint | None:
+    def _resume(self, path, state, prints, names) -> FitCheckpoint | None:
         """The checkpoint to resume from; with several processes, process 0's (the one
         that saves them), given to every process."""
         problem = self._problem(state, 1)
         if not _processes.several():
-            return load_checkpoint(path, state, problem)
-        mine = load_checkpoint(path, state, problem) if _processes.is_main() else None
+            return load_checkpoint(path, state, problem, prints, names)
+        mine = (load_checkpoint(path, state, problem, prints, names)
+                if _processes.is_main() else None)
         if not bool(_processes.agree(jnp.asarray(int(mine is not None)))):
             return None
-        return _processes.agree(mine if mine is not None else checkpoint_like(state, problem))
+        return _processes.agree(
+            mine if mine is not None else checkpoint_like(state, problem)
+        )
 
     # ----------------------------------------------------------------- progress
 

@@ -393,6 +393,230 @@ def test_clear_errors():
         optimizer.result()
 
 
+# ----------------------------------------------------------------- issue 25: no silent
+# wrong answers (a model that is not pointwise, changed data, another fit's checkpoint,
+# bad rows anywhere, arguments).
+
+
+def _line(x, a, b):
+    return a * x + b
+
+
+def _by_max(x, a, b):
+    return a * x / x.max() + b
+
+
+def _by_mean(x, a, b):
+    return a * (x - x.mean()) + b
+
+
+def _by_spread(x, a, b):  # pointwise wherever x is constant: only a later chunk shows it
+    return a * x * (1.0 + x.max() - x.min()) + b
+
+
+def _spread_data():
+    x = np.concatenate([np.ones(CHUNK), np.linspace(1.0, 2.0, N_SMALL - CHUNK)])
+    return x, 3.0 * x + 1.0
+
+
+@pytest.mark.parametrize(
+    "model, data",
+    [
+        (_by_max, lambda: (np.linspace(1.0, 10.0, N_SMALL),) * 2),
+        (_by_mean, lambda: (np.linspace(1.0, 10.0, N_SMALL),) * 2),
+        (_by_spread, _spread_data),
+    ],
+    ids=["x.max", "x.mean", "later-chunk"],
+)
+def test_model_that_is_not_pointwise_is_refused(model, data):
+    x, y = data()
+    y = 3.0 * model(x, 1.0, 0.0) + 1.0
+    # SciPy's fit on all the data is right; a chunked evaluation would not be.
+    popt, _ = scipy.optimize.curve_fit(model, x, y, p0=[1.0, 0.0])
+    np.testing.assert_allclose(popt, [3.0, 1.0])
+    optimizer = nf.StreamingOptimizer(model, [1.0, 0.0], chunk_size=CHUNK, verbose=0)
+    with pytest.raises(ValueError, match="not pointwise.*CurveFit"):
+        optimizer.fit((x, y))
+    with pytest.raises(ValueError, match="not pointwise"):
+        optimizer.update(x, y)
+
+
+def test_source_that_loses_rows_between_passes_is_refused():
+    t, y = dataset(10_000, seed=6, outliers=False)
+    calls = []
+
+    def shrinking():  # 10,000 rows, then 7,000 from the third pass on
+        calls.append(1)
+        n = 10_000 if len(calls) <= 3 else 7_000  # call 1 reads the first chunk
+        for start in range(0, n, 1_500):
+            stop = min(start + 1_500, n)
+            yield t[start:stop], y[start:stop]
+
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER)
+    with pytest.raises(ValueError, match=r"Pass 3 .* n_points 7,000 \(first pass: 10,000\)"):
+        optimizer.fit(shrinking)
+
+
+@pytest.mark.parametrize(
+    "column, row, first_rows",
+    [("y", 7_000, False), ("x", 6_000, False), ("sigma", 5_000, False), ("y", 10, True)],
+)
+def test_bad_value_anywhere_in_the_source_is_named(column, row, first_rows):
+    t, y = dataset(8_000, seed=7, outliers=False)
+    sigma = np.full(t.size, 0.05)
+    bad = dict(x=t.copy(), y=y.copy(), sigma=sigma.copy())
+    bad[column][row] = dict(x=np.inf, y=np.nan, sigma=0.0)[column]
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER)
+    with pytest.raises(ValueError, match=rf"`{column}` is .* at row {row} \(0-based\)"):
+        optimizer.fit((bad["x"], bad["y"], bad["sigma"]))
+    # The rows a SQL query returns as NULL (NaN), past the first chunk.
+    if column == "y" and not first_rows:
+        connection = sqlite3.connect(":memory:")
+        connection.execute("CREATE TABLE m (t REAL, y REAL)")
+        rows = [(float(a), None if i == row else float(b))
+                for i, (a, b) in enumerate(zip(t, y, strict=True))]
+        connection.executemany("INSERT INTO m VALUES (?, ?)", rows)
+        source = nf.SQLSource(connection, "SELECT t, y FROM m ORDER BY t", batch_size=900)
+        with pytest.raises(ValueError, match=rf"`y` is NaN or inf \(nan\) at row {row} "):
+            optimizer.fit(source)
+
+
+def test_update_with_a_bad_chunk_leaves_the_stream_as_it_was():
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-2, 2, 4_000)
+    y = 1.0 - 2.0 * x + 0.1 * rng.standard_normal(x.size)
+    optimizer = nf.StreamingOptimizer(_line, [0.0, 0.0], chunk_size=CHUNK, method="lm",
+                                      verbose=0)
+    optimizer.update(x[:1_000], y[:1_000])
+    poisoned = y[1_000:2_000].copy()
+    poisoned[500] = np.nan
+    with pytest.raises(ValueError, match=r"`y` is NaN or inf \(nan\) at row 1500 "):
+        optimizer.update(x[1_000:2_000], poisoned)
+    for start in (2_000, 3_000):
+        optimizer.update(x[start:start + 1_000], y[start:start + 1_000])
+    # Exact for a linear model: the least-squares fit of the good chunks, all of them.
+    good = np.r_[0:1_000, 2_000:4_000]
+    exact, *_ = np.linalg.lstsq(np.stack([x[good], np.ones(good.size)], axis=1), y[good],
+                                rcond=None)
+    result = optimizer.result()
+    np.testing.assert_allclose(result.x, exact, rtol=1e-10)
+    assert result.n_points == good.size
+
+
+def _counting(t, y):
+    calls = []
+
+    def chunks():
+        calls.append(1)
+        for start in range(0, t.size, 1_000):
+            yield t[start:start + 1_000], y[start:start + 1_000]
+
+    return chunks, calls
+
+
+@pytest.mark.parametrize("p0", [P0, [1.5, 0.0, 2.9, -1.0]], ids=["inside", "on-bounds"])
+def test_fit_stopped_by_max_nfev_continues_from_its_checkpoint(p0, tmp_path):
+    t, y = dataset_plain()
+    checkpoint = tmp_path / "fit.eqx"
+    uninterrupted = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
+                                          **HUBER).fit((t, y))
+    # Stopped after 4 evaluations (here at a rejected trial, whose iteration the
+    # resumed fit must not count twice).
+    stopped = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, max_nfev=4,
+                                    **HUBER).fit((t, y), checkpoint=checkpoint)
+    assert stopped.status == 0 and uninterrupted.nfev > 5
+    source, calls = _counting(t, y)
+    resumed = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
+                                    **HUBER).fit(source, checkpoint=checkpoint)
+    np.testing.assert_allclose(resumed.x, uninterrupted.x, rtol=1e-10)
+    assert resumed.success and resumed.nfev == uninterrupted.nfev
+    assert (resumed.nit, resumed.njev) == (uninterrupted.nit, uninterrupted.njev)
+    assert len(calls) == 1 + uninterrupted.nfev - 4  # the first chunk, then the rest
+    # Its own finished checkpoint: one pass (that the data are the same), same fit.
+    source, calls = _counting(t, y)
+    again = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
+                                  **HUBER).fit(source, checkpoint=checkpoint)
+    np.testing.assert_array_equal(again.x, resumed.x)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(data=lambda t, y: (t, 1.5 * y)), "Pass .* other data"),
+        (dict(model=lambda t, a, k, w, c: a * jnp.exp(-k * t) * jnp.sin(w * t) + c),
+         "another model"),
+        (dict(loss="soft_l1"), "another loss"),
+        (dict(f_scale=0.2), "another loss"),
+        (dict(bounds=([0.0, 0.0, 0.0, -2.0], BOUNDS[1])), "another `bounds`"),
+    ],
+    ids=["data", "model", "loss", "f_scale", "bounds"],
+)
+def test_checkpoint_of_another_fit_with_the_same_p0_is_refused(change, match, tmp_path):
+    t, y = dataset_plain()
+    checkpoint = tmp_path / "fit.eqx"
+    nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        (t, y), checkpoint=checkpoint
+    )
+    change = dict(change)
+    data = change.pop("data", lambda t, y: (t, y))(t, y)
+    model = change.pop("model", damped)
+    options = {**HUBER, **change}
+    other = nf.StreamingOptimizer(model, P0, chunk_size=CHUNK, verbose=0, **options)
+    with pytest.raises(ValueError, match=match):  # not the saved fit's result
+        other.fit(data, checkpoint=checkpoint)
+
+
+def test_chunk_size_auto_and_integral_counts(monkeypatch):
+    from nlsq_fn import _memory
+
+    monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 1 << 28)
+    t, y = dataset_plain()
+    reference = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0,
+                                      **HUBER).fit((t, y))  # the in-memory fit (above)
+    for chunk_size in ("auto", np.int64(CHUNK), float(CHUNK)):
+        streamed = nf.StreamingOptimizer(damped, P0, chunk_size=chunk_size, verbose=0,
+                                         **HUBER).fit((t, y))
+        np.testing.assert_allclose(streamed.x, reference.x, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"`chunk_size` must be .*1000\.7"):
+        nf.StreamingOptimizer(damped, P0, chunk_size=1000.7)
+    with pytest.raises(TypeError, match="`chunk_size` must be a positive integer, got bool"):
+        nf.StreamingOptimizer(damped, P0, chunk_size=True)
+    optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK)
+    with pytest.raises(ValueError, match="`chunk_size`"):
+        optimizer.chunk_size = CHUNK / 3
+    with pytest.raises(ValueError, match="`chunk_size`"):
+        nf.StreamingOptimizer(damped, P0, chunk_size="big")
+    auto = nf.estimate_memory(10**7, 4, chunk_size="auto")
+    assert auto["chunk_size"] == _memory.automatic_chunk_size(4, "float32") < 10**7
+    assert auto == nf.estimate_memory(10**7, 4, chunk_size=auto["chunk_size"])
+    assert nf.estimate_memory(np.int64(1000), 4.0) == nf.estimate_memory(1000, 4)
+    with pytest.raises(ValueError, match=r"`n_points` must be a positive integer, got 10\.7"):
+        nf.estimate_memory(10.7, 2)
+    with pytest.raises(TypeError, match="`n_points` must be a positive integer, got bool"):
+        nf.estimate_memory(True, 2)
+
+
+def test_streamed_fits_count_against_the_program_bound(monkeypatch):
+    # The bound on compiled programs (nlsq_fn._compiled) counts them before each fit:
+    # without it a loop of streamed fits of fresh models exhausts the memory maps.
+    from nlsq_fn import _compiled
+
+    counted = []
+    programs_kept = _compiled.programs_kept
+    monkeypatch.setattr(_compiled, "programs_kept",
+                        lambda: counted.append(1) or programs_kept())
+    x = np.linspace(0.0, 1.0, 2_000)
+    y = 2.0 * x + 1.0
+    optimizer = nf.StreamingOptimizer(lambda t, a, b: a * t + b, [1.0, 0.0],
+                                      chunk_size=512, verbose=0)
+    np.testing.assert_allclose(optimizer.fit((x, y)).x, [2.0, 1.0])
+    assert len(counted) == 1
+    optimizer.update(x[:1_000], y[:1_000])  # a new stream: counted once
+    optimizer.update(x[1_000:], y[1_000:])
+    assert len(counted) == 2
+
+
 SHARDED = textwrap.dedent(
     """
     import jax
