@@ -33,6 +33,7 @@ from ._conventions import (
 from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
+from ._host_errors import reraise_host_errors
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
@@ -592,6 +593,7 @@ class CurveFit:
         except ValueError as error:
             raise ValueError(_user_message(error, names)) from error
 
+    @reraise_host_errors
     def fit(
         self, x=UNSET, y=None, p0=None, sigma=None, bounds=None, *, xdata=UNSET, ydata=None
     ) -> "CurveFitResult | FitSolution":

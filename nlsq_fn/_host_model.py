@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._host_errors import host_callback
+
 
 class HostModelWarning(UserWarning):
     """The model is not traceable by JAX and runs on the host, at SciPy's speed."""
@@ -45,6 +47,37 @@ def call_on_host(model: Callable, x, params) -> np.ndarray:
     return np.asarray(model(*_numpy_copies((x, params))))
 
 
+# What tracing a function raises when it applies NumPy to JAX's arrays (or branches on
+# them): such a function runs on the host, where what it raises is the user's own.
+NUMPY_TRACING_ERRORS = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,  # and TracerBoolConversionError
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def traced_shape(function: Callable, *args):
+    """``(jax.eval_shape(function, *args), None)``, or ``(None, the exception)`` when
+    JAX cannot trace `function`."""
+    try:
+        return jax.eval_shape(function, *args), None
+    except Exception as error:
+        return None, error
+
+
+def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable):
+    """``call()``, a function that JAX could not trace run on the host. If it fails
+    there too, its own exception goes to the caller unchanged when tracing failed
+    only for its use of NumPy (SciPy passes on what the user's function raises);
+    otherwise ``failed(host_error)``, a clear error, chained to the tracing error."""
+    try:
+        return call()
+    except Exception as host_error:
+        if not isinstance(tracing_error, NUMPY_TRACING_ERRORS):
+            raise failed(host_error) from tracing_error
+        raise
+
+
 class HostModel(eqx.Module):
     """``model(x, params)`` evaluated in Python on NumPy arrays via `jax.pure_callback`
     (one call per evaluation; under `jax.vmap` one after the other)."""
@@ -58,7 +91,7 @@ class HostModel(eqx.Module):
         def on_host(x, params):  # called with JAX arrays: give the model NumPy ones
             return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
 
-        return jax.pure_callback(
+        return host_callback(
             on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
             vmap_method="sequential",
         )

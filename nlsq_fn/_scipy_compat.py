@@ -117,8 +117,16 @@ def as_core_callback(callback: Callable | None) -> Callable | None:
         names = set()
     if names == {"intermediate_result"}:
         return ScipyCallback(callback, with_result=True)
-    if _required_positional(callback) == 4:
+    required = _required_positional(callback)
+    if required == 4:
         return callback
+    if required is not None and required > 1:
+        # Else it would fail inside the fit, called with the wrong arguments.
+        raise TypeError(
+            f"`callback` takes {required} required positional arguments; it must be "
+            "callback(intermediate_result), callback(x) or "
+            "callback(iteration, params, cost, grad)."
+        )
     return ScipyCallback(callback, with_result=False)
 
 
