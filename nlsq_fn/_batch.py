@@ -129,6 +129,7 @@ def _member(data: Data, index: int) -> Data:
     return jax.tree.map(lambda leaf: leaf[index], data)
 
 
+@reraise_host_errors
 def init_batch(
     model: Callable, data: Data, p0: PyTree, solver: Solver = Solver()
 ) -> SolverState:

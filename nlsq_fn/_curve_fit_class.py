@@ -521,6 +521,7 @@ class CurveFit:
             raise ValueError("Give `x` and `y` (to CurveFit or to fit).")
         return x, y, p0, sigma, bounds
 
+    @reraise_host_errors
     def prepare(self, xdata=UNSET, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""

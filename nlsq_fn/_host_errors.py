@@ -56,15 +56,20 @@ def _take(message: str) -> BaseException | None:
         return _filed.pop(int(numbers[-1]), None)
 
 
+def stand_in(error: BaseException) -> HostCallbackError:
+    """A `HostCallbackError` for `error`, raised by the user's code on the host, which
+    the front ends replace by `error` itself. (Raised at `init` too: no ``except
+    ValueError`` on the way rewords the user's error.)"""
+    number = _file(error)
+    return HostCallbackError(f"{_TAG}{number}: {type(error).__name__}: {error}")
+
+
 def _filing(function: Callable) -> Callable:
     def call(*args):
         try:
             return function(*args)
         except BaseException as error:  # KeyboardInterrupt (Ctrl-C) too
-            number = _file(error)
-            raise HostCallbackError(
-                f"{_TAG}{number}: {type(error).__name__}: {error}"
-            ) from error
+            raise stand_in(error) from error
 
     return call
 
@@ -90,7 +95,7 @@ def reraise_host_errors(front_end: Callable) -> Callable:
     def call(*args, **kwargs):
         try:
             return front_end(*args, **kwargs)
-        except jax.errors.JaxRuntimeError as error:
+        except (jax.errors.JaxRuntimeError, HostCallbackError) as error:
             message = str(error)
             original = _take(message)
             if original is None and not _interrupted(message):

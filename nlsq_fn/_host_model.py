@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._host_errors import host_callback
+from ._host_errors import host_callback, stand_in
 
 
 class HostModelWarning(UserWarning):
@@ -67,15 +67,16 @@ def traced_shape(function: Callable, *args):
 
 def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable):
     """``call()``, a function that JAX could not trace run on the host. If it fails
-    there too, its own exception goes to the caller unchanged when tracing failed
-    only for its use of NumPy (SciPy passes on what the user's function raises);
-    otherwise ``failed(host_error)``, a clear error, chained to the tracing error."""
+    there too, its own exception reaches the caller unchanged (through the front
+    end's `reraise_host_errors`) when tracing failed only for its use of NumPy (SciPy
+    passes on what the user's function raises); otherwise ``failed(host_error)``, a
+    clear error, chained to the tracing error."""
     try:
         return call()
     except Exception as host_error:
         if not isinstance(tracing_error, NUMPY_TRACING_ERRORS):
             raise failed(host_error) from tracing_error
-        raise
+        raise stand_in(host_error) from host_error
 
 
 class HostModel(eqx.Module):

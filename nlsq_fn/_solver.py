@@ -17,6 +17,7 @@ from ._compiled import compiled
 from ._data import Data, validate_data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
+from ._host_errors import reraise_host_errors
 from ._host_model import (
     HostModel,
     call_on_host,
@@ -226,6 +227,7 @@ def _float_params(p0):
     return jax.tree.map(lambda leaf: as_jax_array(leaf, dtype), p0), dtype
 
 
+@reraise_host_errors
 def init(
     model: Callable, data: Data, p0: PyTree[ArrayLike], solver: Solver = Solver()
 ) -> SolverState:

@@ -162,6 +162,22 @@ def test_an_exception_of_a_numpy_model_mid_fit_reaches_the_caller(front_end):
     assert raised.value is error
 
 
+@pytest.mark.parametrize("front_end", ["curve_fit lm", "least_squares"])
+def test_an_exception_of_a_numpy_model_at_p0_reaches_the_caller(front_end):
+    # Not the error of JAX's failed attempt to trace it (which made it a NumPy model).
+    error = UserError("the model cannot be evaluated at b < 0.6")
+
+    def model(x, a, b, c):
+        value = _decay_np(x, a, b, c)
+        if b < 0.6:
+            raise error
+        return value
+
+    with pytest.raises(UserError) as raised:
+        _FRONT_ENDS[front_end](model)
+    assert raised.value is error
+
+
 @pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
 @pytest.mark.parametrize("front_end", ["curve_fit lm", "least_squares"])
 def test_an_exception_of_a_numpy_jac_mid_fit_reaches_the_caller(front_end):
