@@ -380,7 +380,9 @@ class CurveFit:
         self.x_scale = x_scale
         self.jac = jac
         self.diff_step = diff_step
-        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
+        # SciPy's curve_fit runs 'lm' through `leastsq`, with MINPACK's rules.
+        rules = "leastsq" if method == "lm" else method
+        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, rules)
         self.tolerances = dict(ftol=ftol, xtol=xtol, gtol=gtol)
         self.max_nfev = max_nfev
         self.verbose = verbose

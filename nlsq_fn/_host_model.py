@@ -10,7 +10,6 @@ speed; it is not differentiable (JAX has no derivatives of a host call). A `jac`
 function written with NumPy is run on the host the same way.
 """
 
-import warnings
 from collections.abc import Callable
 
 import equinox as eqx
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._host_errors import host_callback, stand_in
+from ._misc import warn_user
 
 
 class HostModelWarning(UserWarning):
@@ -34,7 +34,7 @@ HOST_MODEL_MESSAGE = (
 
 
 def warn_host_model() -> None:
-    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=4)
+    warn_user(HOST_MODEL_MESSAGE, HostModelWarning)
 
 
 def _numpy_copies(tree):

@@ -1,6 +1,5 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from ._host_errors import reraise_host_errors
 from ._host_model import call_on_host, call_untraceable, traced_shape
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
-from ._misc import ArrayLikeOrSequence, is_concrete
+from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
@@ -180,9 +179,7 @@ def least_squares(
         raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
     ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
     if method == "lm" and callback is not None:
-        warnings.warn(
-            "Callback function specified, but not supported with `lm` method.", stacklevel=2
-        )
+        warn_user("Callback function specified, but not supported with `lm` method.")
         callback = None
     strategy = strategy_for(method, bounded)
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)

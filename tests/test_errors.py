@@ -151,7 +151,7 @@ _FRONT_ENDS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
+@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 @pytest.mark.parametrize("front_end", ["curve_fit lm", "least_squares", "CurveFit.fit"])
 def test_an_exception_of_a_numpy_model_mid_fit_reaches_the_caller(front_end):
     # JAX would report it as `JaxRuntimeError: INTERNAL: CpuCallback error`; SciPy lets
@@ -178,7 +178,7 @@ def test_an_exception_of_a_numpy_model_at_p0_reaches_the_caller(front_end):
     assert raised.value is error
 
 
-@pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
+@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 @pytest.mark.parametrize("front_end", ["curve_fit lm", "least_squares"])
 def test_an_exception_of_a_numpy_jac_mid_fit_reaches_the_caller(front_end):
     error = UserError("the Jacobian cannot be evaluated there")
@@ -210,7 +210,7 @@ def test_an_exception_of_a_callback_reaches_the_caller():
         jax.block_until_ready(jax.jit(nf.solve, static_argnums=0)(exp_decay, data, state))
 
 
-@pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
+@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 def test_ctrl_c_in_a_callback_or_a_numpy_model_raises_keyboard_interrupt():
     def interrupted(iteration, params, cost, grad):
         raise KeyboardInterrupt
@@ -241,8 +241,22 @@ def test_the_guides_three_argument_callback_gets_a_clear_error():
         _FRONT_ENDS["curve_fit trf"](_decay_jnp, callback=lambda iteration, cost, grad: None)
 
 
-@pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
+@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 def test_streaming_a_numpy_model_gets_a_clear_error():
     optimizer = nf.StreamingOptimizer(_decay_np, p0=[1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="StreamingOptimizer needs a model written with"):
         optimizer.fit((X, Y))
+
+
+def test_warnings_point_at_the_callers_line():
+    # Not at a line inside nlsq_fn, however deep the front ends call one another.
+    with pytest.warns(UserWarning, match="below the machine epsilon") as caught:
+        _FRONT_ENDS["least_squares"](_decay_jnp, ftol=1e-20)
+    with pytest.warns(UserWarning, match="below the machine epsilon") as more:
+        _FRONT_ENDS["curve_fit trf"](_decay_jnp, ftol=1e-20)
+    with pytest.warns(UserWarning, match="could not be traced by JAX") as host:
+        _FRONT_ENDS["curve_fit lm"](_decay_np)
+    with pytest.warns(nf.OptimizeWarning, match="Covariance") as covariance:
+        nf.curve_fit(lambda x, a, b: (a + b) * x, X, Y, p0=[1.0, 1.0])
+    for record in (*caught, *more, *host, *covariance):
+        assert record.filename == __file__, (record.message, record.filename)

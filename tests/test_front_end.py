@@ -2,6 +2,8 @@
 interface items of `least_squares` and `curve_fit`, each against SciPy or a closed
 form."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,3 +382,22 @@ def test_curve_fit_vmapped_over_bounds_members_equal_their_own_fits():
         assert np.all(np.abs(np.asarray(batch.x[i]) - single.x) <= 1e-3 * single.perr)
         np.testing.assert_array_equal(np.asarray(batch.active_mask[i]), single.active_mask)
     assert np.asarray(batch.x)[0, 0] == pytest.approx(2.3)
+
+
+def test_zero_tolerances_follow_scipys_rules_for_lm():
+    f_np = lambda x, *p: np.asarray(decay(x, *p))  # noqa: E731
+    for name in ("ftol", "xtol", "gtol"):
+        # curve_fit's 'lm' is leastsq's MINPACK: any tolerance >= 0, without a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ours = nf.curve_fit(decay, X, Y, p0=P0, method="lm", **{name: 0})[0]
+        reference = scipy.optimize.curve_fit(f_np, X, Y, p0=P0, method="lm", **{name: 0})[0]
+        np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    # least_squares' 'lm' wants every tolerance above machine epsilon, as SciPy's.
+    with pytest.raises(ValueError, match="higher than machine epsilon") as scipys:
+        scipy.optimize.least_squares(_decay_residual_np, P0, method="lm", ftol=0)
+    with pytest.raises(ValueError, match="higher than machine epsilon") as ours:
+        nf.least_squares(lambda p: decay(X, *p) - Y, P0, method="lm", ftol=0)
+    assert str(ours.value) == str(scipys.value)
+    with pytest.raises(ValueError, match="`ftol` must be non-negative"):
+        nf.curve_fit(decay, X, Y, p0=P0, method="lm", ftol=-1.0)
