@@ -1,5 +1,7 @@
 """Bad input gets a clear error before any compilation; inside `jit`, a status code."""
 
+import threading
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -208,6 +210,27 @@ def test_an_exception_of_a_callback_reaches_the_caller():
     with pytest.raises(jax.errors.JaxRuntimeError, match="UserError: stop it my way"):
         # Under the user's own jit it is JAX's error, which names the user's exception.
         jax.block_until_ready(jax.jit(nf.solve, static_argnums=0)(exp_decay, data, state))
+
+
+def test_fits_in_threads_each_raise_their_own_exception():
+    errors = [UserError(f"fit {i}") for i in range(2)]
+    raised = [None] * 2
+
+    def run(i):
+        def callback(iteration, params, cost, grad):
+            raise errors[i]
+
+        try:
+            _FRONT_ENDS["curve_fit trf"](_decay_jnp, callback=callback)
+        except UserError as error:
+            raised[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(a is b for a, b in zip(raised, errors, strict=True)), raised
 
 
 @pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
