@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # with its "/"
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
