@@ -16,6 +16,7 @@ from jaxtyping import PyTree
 
 from ._bounds import make_strictly_feasible
 from ._data import Data, validate_data
+from ._host_errors import reraise_host_errors
 from ._result import Solution
 from ._solve import solve
 from ._solver import Solver, SolverState, init
@@ -128,6 +129,7 @@ def _member(data: Data, index: int) -> Data:
     return jax.tree.map(lambda leaf: leaf[index], data)
 
 
+@reraise_host_errors
 def init_batch(
     model: Callable, data: Data, p0: PyTree, solver: Solver = Solver()
 ) -> SolverState:
@@ -176,6 +178,7 @@ def is_batched_state(state: SolverState) -> bool:
     return state.lower.ndim == 2
 
 
+@reraise_host_errors
 def solve_batch(model: Callable, data: Data, state: SolverState) -> Solution:
     """Fit every member of a batch of datasets in one compiled call.
 

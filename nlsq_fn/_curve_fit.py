@@ -90,7 +90,8 @@ def curve_fit(
 
     Returns ``(popt, pcov)``, or ``(popt, pcov, infodict, mesg, ier)`` with
     `full_output`: `infodict` has SciPy's keys (``nfev`` and ``fvec``; with
-    method='lm' also MINPACK's ``fjac``, ``ipvt`` and ``qtf``, and `ier` its code) and
+    method='lm' also MINPACK's ``fjac``, ``ipvt`` (0-based, as SciPy's) and ``qtf``, and
+    ``njev`` when `jac` is a function, and `ier` MINPACK's code) and
     ``infodict["result"]`` is the full `CurveFitResult`. `pcov` is computed exactly as
     SciPy does (pseudo-inverse of ``JᵀJ`` from the loss-scaled Jacobian, times the
     reduced chi-square unless `absolute_sigma`). `sigma` may be 1-D (standard
@@ -148,6 +149,8 @@ def curve_fit(
     message = result.message if not traced else None
     if method == "lm" and not traced:
         infodict.update(_minpack_factors(result.jac, result.fun))
+        if callable(jac):  # MINPACK counts the calls of a given Jacobian only
+            infodict["njev"] = result.njev
         ier = _MINPACK_INFO.get(ier, ier)
         message = _minpack_message(ier, **fitter.tolerances)
     return result.popt, result.pcov, infodict, message, ier
@@ -172,7 +175,8 @@ def _minpack_message(info: int, ftol: float, xtol: float, gtol: float) -> str:
 
 def _minpack_factors(jac, fvec) -> dict:
     """MINPACK's ``fjac``, ``ipvt`` and ``qtf``: ``J P = Q R`` with column pivoting;
-    ``fjac.T[:n]`` holds ``R``, ``ipvt`` the 1-based pivots, ``qtf = (Qᵀ fvec)[:n]``."""
+    ``fjac.T[:n]`` holds ``R``, ``ipvt`` the pivots (0-based, as SciPy's MINPACK
+    returns them since it was ported to C, ``J[:, ipvt] = Q R``), ``qtf = (Qᵀ fvec)[:n]``."""
     jac, fvec = np.asarray(jac, dtype=float), np.asarray(fvec, dtype=float)
     q, r, pivots = jax.scipy.linalg.qr(jnp.asarray(jac), mode="economic", pivoting=True)
     n = jac.shape[1]
@@ -180,6 +184,6 @@ def _minpack_factors(jac, fvec) -> dict:
     fjac[:, : r.shape[0]] = np.asarray(r).T
     return dict(
         fjac=fjac,
-        ipvt=np.asarray(pivots, dtype=np.int32) + 1,
+        ipvt=np.asarray(pivots, dtype=np.int32),
         qtf=(np.asarray(q).T @ fvec)[:n],
     )

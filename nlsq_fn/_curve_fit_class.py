@@ -34,6 +34,7 @@ from ._conventions import (
 from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
+from ._host_errors import reraise_host_errors
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
@@ -413,7 +414,9 @@ class CurveFit:
         self.x_scale = x_scale
         self.jac = jac
         self.diff_step = diff_step
-        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
+        # SciPy's curve_fit runs 'lm' through `leastsq`, with MINPACK's rules.
+        rules = "leastsq" if method == "lm" else method
+        ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, rules)
         self.tolerances = dict(ftol=ftol, xtol=xtol, gtol=gtol)
         self.max_nfev = max_nfev
         self.verbose = verbose
@@ -555,6 +558,7 @@ class CurveFit:
             raise ValueError("Give `x` and `y` (to CurveFit or to fit).")
         return x, y, p0, sigma, bounds
 
+    @reraise_host_errors
     def prepare(self, xdata=UNSET, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""
@@ -631,6 +635,7 @@ class CurveFit:
         except ValueError as error:
             raise ValueError(_user_message(error, names)) from error
 
+    @reraise_host_errors
     def fit(
         self, x=UNSET, y=None, p0=None, sigma=None, bounds=None, *, xdata=UNSET, ydata=None
     ) -> "CurveFitResult | FitSolution":

@@ -10,13 +10,15 @@ speed; it is not differentiable (JAX has no derivatives of a host call). A `jac`
 function written with NumPy is run on the host the same way.
 """
 
-import warnings
 from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._host_errors import host_callback, stand_in
+from ._misc import warn_user
 
 
 class HostModelWarning(UserWarning):
@@ -32,7 +34,7 @@ HOST_MODEL_MESSAGE = (
 
 
 def warn_host_model() -> None:
-    warnings.warn(HOST_MODEL_MESSAGE, HostModelWarning, stacklevel=4)
+    warn_user(HOST_MODEL_MESSAGE, HostModelWarning)
 
 
 def _numpy_copies(tree):
@@ -43,6 +45,38 @@ def _numpy_copies(tree):
 def call_on_host(model: Callable, x, params) -> np.ndarray:
     """`model` called on NumPy copies of its (concrete) inputs."""
     return np.asarray(model(*_numpy_copies((x, params))))
+
+
+# What tracing a function raises when it applies NumPy to JAX's arrays (or branches on
+# them): such a function runs on the host, where what it raises is the user's own.
+NUMPY_TRACING_ERRORS = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,  # and TracerBoolConversionError
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def traced_shape(function: Callable, *args):
+    """``(jax.eval_shape(function, *args), None)``, or ``(None, the exception)`` when
+    JAX cannot trace `function`."""
+    try:
+        return jax.eval_shape(function, *args), None
+    except Exception as error:
+        return None, error
+
+
+def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable):
+    """``call()``, a function that JAX could not trace run on the host. If it fails
+    there too, its own exception reaches the caller unchanged (through the front
+    end's `reraise_host_errors`) when tracing failed only for its use of NumPy (SciPy
+    passes on what the user's function raises); otherwise ``failed(host_error)``, a
+    clear error, chained to the tracing error."""
+    try:
+        return call()
+    except Exception as host_error:
+        if not isinstance(tracing_error, NUMPY_TRACING_ERRORS):
+            raise failed(host_error) from tracing_error
+        raise stand_in(host_error) from host_error
 
 
 class HostModel(eqx.Module):
@@ -58,7 +92,7 @@ class HostModel(eqx.Module):
         def on_host(x, params):  # called with JAX arrays: give the model NumPy ones
             return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
 
-        return jax.pure_callback(
+        return host_callback(
             on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
             vmap_method="sequential",
         )

@@ -1,6 +1,5 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +12,11 @@ from ._arguments import as_bounds, as_count, as_real, as_verbose
 from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._dogbox import Dogbox
-from ._host_model import call_on_host
+from ._host_errors import reraise_host_errors
+from ._host_model import call_on_host, call_untraceable, traced_shape
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
-from ._misc import ArrayLikeOrSequence, is_concrete
+from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
@@ -116,6 +116,7 @@ _SCIPY_MESSAGES = {
 _JACOBIAN_NAMES = ("fwd", "rev", "2-point", "3-point", "cs")
 
 
+@reraise_host_errors
 def least_squares(
     fun: Callable,
     x0: ArrayLikeOrSequence,
@@ -207,27 +208,22 @@ def least_squares(
         raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
     ftol, xtol, gtol = check_tolerances(ftol, xtol, gtol, method)
     if method == "lm" and callback is not None:
-        warnings.warn(
-            "Callback function specified, but not supported with `lm` method.", stacklevel=2
-        )
+        warn_user("Callback function specified, but not supported with `lm` method.")
         callback = None
     strategy = strategy_for(method, bounded)
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
     model = _ResidualModel(fun, rest)
-    try:
-        out = jax.eval_shape(model, arrays, x0)
+    out, error = traced_shape(model, arrays, x0)
+    if error is None:
         model = _with_traced_floats(model, arrays, x0)
-    except Exception as error:
-        try:
-            out = call_on_host(model, arrays, x0)  # a NumPy `fun`: `init` runs it on the host
-        except TypeError as host_error:  # wrong arguments: SciPy's error type
-            raise TypeError(
-                f"Calling fun(x0, *args, **kwargs) failed: {host_error}"
-            ) from error
-        except Exception:
-            raise ValueError(
-                f"Calling fun(x0, *args, **kwargs) failed: {error}"
-            ) from error
+    else:  # a NumPy `fun`: `init` runs it on the host
+
+        def failed(host_error):  # wrong arguments: SciPy's error type
+            if isinstance(host_error, TypeError):
+                return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
+            return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
+
+        out = call_untraceable(lambda: call_on_host(model, arrays, x0), error, failed)
     m = int(np.prod(out.shape))
     if method == "lm" and m < x0.size:
         raise ValueError(

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._host_errors import host_callback
+from ._host_model import NUMPY_TRACING_ERRORS
+
 
 class AbstractLoss(eqx.Module):
     """A robust loss ``rho(z)`` of the squared residual ``z``.
@@ -111,9 +114,9 @@ class CallableLoss(AbstractLoss):
     def rho_unscaled(self, z):
         try:
             out = jnp.asarray(self.rho(z), z.dtype)
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        except NUMPY_TRACING_ERRORS:
             shape = jax.ShapeDtypeStruct((3,) + z.shape, z.dtype)
-            out = jax.pure_callback(
+            out = host_callback(
                 lambda z: np.asarray(self.rho(np.asarray(z)), z.dtype),
                 shape,
                 z,

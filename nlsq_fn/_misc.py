@@ -1,7 +1,18 @@
+import os
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
+
+_PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # with its "/"
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn at the user's line: the first caller outside nlsq_fn, however deep the
+    call that warns (a fixed `stacklevel` breaks as front ends call one another)."""
+    warnings.warn(message, category, skip_file_prefixes=(_PACKAGE,))
 
 
 def tree_where(pred, on_true, on_false):

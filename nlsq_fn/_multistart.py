@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int, PyTree
 
 from ._batch import with_starts
 from ._data import Data
+from ._host_errors import reraise_host_errors
 from ._misc import is_concrete
 from ._result import Solution
 from ._solve import solve
@@ -104,6 +105,7 @@ def _as_key(key) -> jax.Array:
     )
 
 
+@reraise_host_errors
 def multistart(
     model: Callable,
     data: Data,

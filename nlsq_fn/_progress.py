@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._host_errors import host_callback
 from ._trust_region import RUNNING, STOPPED
 
 
@@ -58,7 +59,7 @@ def _print_on_host(host, *args):
     can tell a batch from a single fit. Its answer (always True) is returned to be
     folded into the loop's status: a used result keeps the call (and its place in the
     sequence of iterations) alive."""
-    return jax.pure_callback(
+    return host_callback(
         host, jax.ShapeDtypeStruct((), jnp.bool_), *args, vmap_method="expand_dims"
     )
 
@@ -104,7 +105,7 @@ def ask_callback(callback, finished, iteration, params, cost, grad):
 
     # A pure callback (whose answer is used, so it is never dropped) rather than an IO
     # one: JAX supports it in a while loop under `vmap`, one host call per member.
-    return jax.pure_callback(
+    return host_callback(
         host,
         jax.ShapeDtypeStruct((), jnp.bool_),
         finished,

@@ -4,12 +4,12 @@ already imported it)."""
 
 import inspect
 import sys
-import warnings
 from collections.abc import Callable
 
 import equinox as eqx
 import numpy as np
 
+from ._misc import warn_user
 from ._optimize_result import OptimizeResult
 
 EPS = float(np.finfo(float).eps)
@@ -20,7 +20,7 @@ class OptimizeWarning(UserWarning):
     warning of that name)."""
 
 
-def warn_optimize(message: str, stacklevel: int = 2) -> None:
+def warn_optimize(message: str) -> None:
     """Warn with `OptimizeWarning`; when SciPy is already imported, with a subclass of
     SciPy's `OptimizeWarning` too, so that code (and tests) written for SciPy catch it."""
     category = OptimizeWarning
@@ -28,7 +28,7 @@ def warn_optimize(message: str, stacklevel: int = 2) -> None:
     scipy_class = getattr(scipy_optimize, "OptimizeWarning", None)
     if isinstance(scipy_class, type) and issubclass(scipy_class, Warning):
         category = _both_warnings(scipy_class)
-    warnings.warn(message, category, stacklevel=stacklevel + 1)
+    warn_user(message, category)
 
 
 _BOTH = {}
@@ -41,17 +41,20 @@ def _both_warnings(scipy_class):
 
 
 def check_tolerances(ftol, xtol, gtol, method: str) -> tuple[float, float, float]:
-    """SciPy's rules: None disables a criterion (0); below machine epsilon warns; `lm`
-    needs all three above epsilon, the others at least one."""
+    """SciPy's rules: None disables a criterion (0). `least_squares`: below machine
+    epsilon warns; `lm` needs all three above epsilon, the others at least one.
+    ``method="leastsq"`` (`curve_fit`'s 'lm'): MINPACK takes any tolerance >= 0, with
+    no warning (the core checks the signs, and that one is positive)."""
+    if method == "leastsq":
+        return tuple(0.0 if tol is None else float(tol) for tol in (ftol, xtol, gtol))
 
     def check(tol, name):
         if tol is None:
             return 0.0
         if tol < EPS:
-            warnings.warn(
+            warn_user(
                 f"Setting `{name}` below the machine epsilon ({EPS:.2e}) effectively "
-                "disables the corresponding termination condition.",
-                stacklevel=4,
+                "disables the corresponding termination condition."
             )
         return float(tol)
 
@@ -117,8 +120,16 @@ def as_core_callback(callback: Callable | None) -> Callable | None:
         names = set()
     if names == {"intermediate_result"}:
         return ScipyCallback(callback, with_result=True)
-    if _required_positional(callback) == 4:
+    required = _required_positional(callback)
+    if required == 4:
         return callback
+    if required is not None and required > 1:
+        # Else it would fail inside the fit, called with the wrong arguments.
+        raise TypeError(
+            f"`callback` takes {required} required positional arguments; it must be "
+            "callback(intermediate_result), callback(x) or "
+            "callback(iteration, params, cost, grad)."
+        )
     return ScipyCallback(callback, with_result=False)
 
 

@@ -26,18 +26,41 @@ from ._linearize import Linearization, normal_root_if_safe
 AXIS = "points"
 
 
-def points_mesh(devices) -> Mesh:
-    """A one-axis mesh named ``"points"`` from a list of devices (or that mesh)."""
+def one_axis_mesh(devices, axis_name: str) -> Mesh:
+    """A one-axis mesh named `axis_name` from a list of distinct devices (or that
+    mesh), checked here so that a bad list gets a clear error, not JAX's assertion."""
     if isinstance(devices, Mesh):
-        if devices.axis_names != (AXIS,):
+        if devices.axis_names != (axis_name,):
             raise ValueError(
-                f"The mesh must have the one axis {AXIS!r}; it has {devices.axis_names}."
+                f"The mesh must have the one axis {axis_name!r}; it has "
+                f"{devices.axis_names}."
             )
         return devices
     devices = list(devices)
     if not devices:
         raise ValueError("`devices` is empty.")
-    return Mesh(np.asarray(devices), (AXIS,))
+    repeated = [str(d) for i, d in enumerate(devices) if d in devices[:i]]
+    if repeated:
+        raise ValueError(
+            f"`devices` lists {', '.join(dict.fromkeys(repeated))} more than once; give "
+            "each device once (each holds its own share)."
+        )
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def points_mesh(devices) -> Mesh:
+    """A one-axis mesh named ``"points"`` from a list of devices (or that mesh)."""
+    return one_axis_mesh(devices, AXIS)
+
+
+def check_shares(count: int, what: str, n_devices: int, remedy: str) -> None:
+    """The error for `count` items (`what`: "points of `data`", ...) along a leading
+    axis that cannot be split evenly over `n_devices` devices."""
+    if count % n_devices:
+        raise ValueError(
+            f"{count} {what} along the leading axis are not a multiple of the "
+            f"{n_devices} devices; {remedy}."
+        )
 
 
 def _points_spec(leaf) -> PartitionSpec:
@@ -103,12 +126,17 @@ def finish(running, factorization: str) -> Linearization:
 
 def shard_batch(tree, devices, axis_name: str = "batch"):
     """Split the leading (batch) axis of every array in `tree` over `devices`, so that
-    a jitted batched fit (`solve_batch`) runs each device's members on that device."""
-    mesh = Mesh(np.asarray(list(devices)), (axis_name,))
+    a jitted batched fit (`solve_batch`) runs each device's members on that device.
+    The batch size must be a multiple of the number of devices."""
+    mesh = one_axis_mesh(devices, axis_name)
 
     def place(leaf):
         if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0:
             return leaf
+        check_shares(
+            jnp.shape(leaf)[0], "members of the batch", mesh.devices.size,
+            "add members (say, copies of one, whose fits you drop) or use fewer devices",
+        )
         return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(axis_name)))
 
     return jax.tree.map(place, tree)
@@ -125,11 +153,9 @@ def shard_points(data, devices):
     mesh = points_mesh(devices)
     n_devices = mesh.devices.size
     m = data.y.shape[0] if data.y.ndim else 0
-    if m % n_devices:
-        raise ValueError(
-            f"`data` has {m} points along its leading axis, not a multiple of the "
-            f"{n_devices} devices; pad it with masked points (`Data(mask=...)`)."
-        )
+    check_shares(
+        m, "points of `data`", n_devices, "pad `data` with masked points (`Data(mask=...)`)"
+    )
 
     def place(leaf):
         if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != m:

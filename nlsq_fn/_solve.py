@@ -13,6 +13,7 @@ from ._adjoint import differentiable_fit, with_explicit_closure
 from ._chunking import chunks_agree
 from ._data import Data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
+from ._host_errors import reraise_host_errors
 from ._host_model import HostModel
 from ._linearize import (
     Linearization,
@@ -250,6 +251,7 @@ def _iterate(inputs):
     return final.x, stats
 
 
+@reraise_host_errors
 def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     """Fit ``model(x, params)`` to `data`, starting from `state` (made by `init`).
 

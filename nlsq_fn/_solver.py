@@ -17,7 +17,14 @@ from ._compiled import compiled
 from ._data import Data, validate_data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
-from ._host_model import HostModel, call_on_host, warn_host_model
+from ._host_errors import reraise_host_errors
+from ._host_model import (
+    HostModel,
+    call_on_host,
+    call_untraceable,
+    traced_shape,
+    warn_host_model,
+)
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
@@ -223,6 +230,7 @@ def _float_params(p0):
     return jax.tree.map(lambda leaf: as_jax_array(leaf, dtype), p0), dtype
 
 
+@reraise_host_errors
 def init(
     model: Callable, data: Data, p0: PyTree[ArrayLike], solver: Solver = Solver()
 ) -> SolverState:
@@ -428,16 +436,14 @@ def _jacobian_function(jac, data, params, start):
     NumPy (which JAX cannot trace) is run on the host, at `start()`."""
     n = ravel_pytree(params)[0].size
     expected = (int(np.prod(data.y.shape)), n)
-    try:
-        out = jax.eval_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
-    except Exception as error:
+    out, error = traced_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
+    if error is not None:
         failed = ValueError(f"Calling `jac` at p0 failed: {error}")
         if not is_concrete(data, params):
             raise failed from error
-        try:
-            out = call_on_host(jac, data.model_x, start())
-        except Exception:
-            raise failed from error
+        out = call_untraceable(
+            lambda: call_on_host(jac, data.model_x, start()), error, lambda _: failed
+        )
         warn_host_model()
         jac = HostModel(jac, out.shape)
     if out.shape not in (expected, (*data.y.shape, n)):
@@ -453,16 +459,14 @@ def _check_model(model, data, params, start) -> tuple[bool, np.ndarray | None]:
     shapes); ``(True, its values at start())`` if it has to run on the host, else
     ``(False, None)``."""
     on_host, prediction = False, None
-    try:
-        out = jax.eval_shape(model, data.x, params)
-    except Exception as error:
+    out, error = traced_shape(model, data.x, params)
+    if error is not None:
         failed = ValueError(f"Calling the model as model(x, params) at p0 failed: {error}")
         if not is_concrete(data, params):
             raise failed from error
-        try:
-            out = prediction = call_on_host(model, data.model_x, start())
-        except Exception:
-            raise failed from error
+        out = prediction = call_untraceable(
+            lambda: call_on_host(model, data.model_x, start()), error, lambda _: failed
+        )
         on_host = True
     shape = getattr(out, "shape", None)
     if shape is None:

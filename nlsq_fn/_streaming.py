@@ -35,6 +35,7 @@ from ._curve_fit_class import CurveFit, bucket_size
 from ._data import Data
 from ._fingerprint import fingerprint
 from ._fit_result import CurveFitResult
+from ._host_errors import reraise_host_errors
 from ._host_loop import (
     FitCheckpoint,
     checkpoint_like,
@@ -176,6 +177,13 @@ class StreamingOptimizer:
             raise ValueError(
                 str(error).replace("`y`", "the chunk's `y`").replace("`x`", "the chunk's `x`")
             ) from error
+        if state.host_model:  # the chunks are folded inside compiled code
+            raise ValueError(
+                "StreamingOptimizer needs a model written with jax.numpy: this one "
+                "could not be traced by JAX (it uses NumPy or SciPy functions). Rewrite "
+                "it with jax.numpy, or fit in-memory data with CurveFit / curve_fit, which "
+                "run such a model on the host."
+            )
         self.names = names
         self._model = model
         return state
@@ -321,6 +329,7 @@ class StreamingOptimizer:
             f"read the same data.{origin}"
         )
 
+    @reraise_host_errors
     def fit(
         self, source, checkpoint: str | os.PathLike | None = None, *, split: bool = True
     ) -> CurveFitResult:
@@ -463,6 +472,7 @@ class StreamingOptimizer:
     def _reset_stream(self):
         self._stream = None
 
+    @reraise_host_errors
     def update(self, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
         """Take in one chunk of a stream that is seen only once.
 

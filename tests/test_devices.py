@@ -59,3 +59,45 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow  # a subprocess with 4 host devices, six compilations: ~30 s
 def test_in_memory_points_over_four_devices_give_the_single_device_fit(tmp_path):
     run_on_host_devices(SCRIPT, tmp_path)
+
+
+BAD_DEVICES = textwrap.dedent(
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import nlsq_fn as nf
+
+    d = jax.devices()
+    assert len(d) == 4
+    data = nf.Data(np.arange(8.0), np.arange(8.0))
+    batch = nf.Data(np.ones((8, 5)), np.ones((8, 5)))
+    placed = nf.shard_batch(batch, d)
+    assert len(placed.y.sharding.device_set) == 4
+
+    def message(make):
+        try:
+            make()
+        except ValueError as error:
+            return str(error)
+        raise AssertionError("accepted")
+
+    # One error for both functions (and StreamingOptimizer), naming the sizes.
+    uneven = message(lambda: nf.shard_batch(nf.Data(np.ones((6, 5)), np.ones((6, 5))), d))
+    assert "6 members of the batch" in uneven and "multiple of the 4 devices" in uneven
+    uneven = message(lambda: nf.shard_points(nf.Data(np.arange(6.0), np.arange(6.0)), d))
+    assert "6 points of `data`" in uneven and "multiple of the 4 devices" in uneven
+    for make in (
+        lambda: nf.shard_batch(batch, [d[0], d[0]]),
+        lambda: nf.shard_points(data, [d[0], d[1], d[0]]),
+        lambda: nf.StreamingOptimizer(lambda x, a: a * x, p0=[1.0], devices=[d[1], d[1]]),
+    ):
+        assert "lists cpu:" in message(make) and "more than once" in message(make)
+    assert "empty" in message(lambda: nf.shard_batch(batch, []))
+    print("ok")
+    """
+)
+
+
+def test_uneven_or_repeated_devices_get_clear_errors(tmp_path):
+    run_on_host_devices(BAD_DEVICES, tmp_path)
