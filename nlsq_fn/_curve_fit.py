@@ -109,10 +109,12 @@ def curve_fit(
     ``check_finite`` (default: True unless `nan_policy` is given) rejects NaN or inf in
     the data as SciPy does; `nan_policy` is None, ``"raise"`` or ``"omit"``. Non-finite
     data are rejected even with ``check_finite=False`` (a fit to NaN means nothing).
-    Raises `RuntimeError` when the fit fails, like SciPy. Calls with data of the same
-    shape share compiled code; ``pad=True`` extends that to similar lengths for
-    pointwise models (see `CurveFit`). Under `jax.jit` / `jax.vmap` / `jax.grad` it
-    returns JAX arrays and raises nothing for a failed fit (check
+    Raises `RuntimeError` when the fit fails, like SciPy. A model's first fits run step
+    by step, compiling nothing for the model (milliseconds for a new model; see
+    `nlsq_fn._stepwise`); once they have taken about a second, its fit is compiled and
+    calls with data of the same shape share that code; ``pad=True`` extends that to
+    similar lengths for pointwise models (see `CurveFit`). Under `jax.jit` / `jax.vmap` /
+    `jax.grad` it returns JAX arrays and raises nothing for a failed fit (check
     ``infodict["result"].success`` with `full_output`).
     """
     if check_finite is None:

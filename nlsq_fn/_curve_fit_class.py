@@ -313,6 +313,10 @@ def _user_message(error, names) -> str:
 class CurveFit:
     """A curve fit that compiles once and can be rerun on new data (NLSQ's class).
 
+    Its model's first fits run step by step (nothing compiled for the model, see
+    `nlsq_fn._stepwise`); once they have taken about a second the whole fit is compiled
+    once and reused. With ``pad=True`` (made to be reused) it is compiled at once.
+
     ``CurveFit(model, x, y, p0, ...).fit()``. The model takes its parameters in one of
     two ways, told apart by the rule documented in `nlsq_fn._conventions`:
 
