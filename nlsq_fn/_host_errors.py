@@ -95,7 +95,8 @@ def reraise_host_errors(front_end: Callable) -> Callable:
     def call(*args, **kwargs):
         try:
             return front_end(*args, **kwargs)
-        except (jax.errors.JaxRuntimeError, HostCallbackError) as error:
+        # (A callback dispatched eagerly, in a step-by-step fit, fails as ValueError.)
+        except (jax.errors.JaxRuntimeError, HostCallbackError, ValueError) as error:
             message = str(error)
             original = _take(message)
             if original is None and not _interrupted(message):
