@@ -40,10 +40,17 @@ def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points)
     inv_s2 = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
     dof = rows - n
     residual_variance = jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.inf)
-    # A parameter's share of the null space: 1 - its squared norm in the kept directions
-    # (the rows of vt that were dropped, or never computed when m < n, are the rest).
-    null_share = 1.0 - jnp.sum(jnp.where(kept[:, None], vt, 0.0) ** 2, axis=0)
-    undetermined = null_share > 1e-9
+    # A parameter's share of the null space: its squared norm in the dropped directions,
+    # plus, when m < n, in the n - m directions the thin SVD never computed (1 minus the
+    # squared norm of its column of vt, which is rounding when m >= n). Summing the
+    # dropped rows themselves keeps a determined parameter's share at 0 (or eps², the
+    # rounding of a null vector) rather than the eps of ``1 - Σ`` in the working type.
+    null_share = jnp.sum(jnp.where(kept[:, None], 0.0, vt) ** 2, axis=0)
+    if m < n:
+        null_share = null_share + 1.0 - jnp.sum(vt**2, axis=0)
+    # sqrt(eps) of the Jacobian's type (1.5e-8 in float64, 3.5e-4 in float32): far above
+    # the rounding of either sum (n eps), far below the share of any real null direction.
+    undetermined = null_share > jnp.sqrt(jnp.finfo(jac.dtype).eps)
     return CovarianceParts(
         (vt.T * inv_s2) @ vt, residual_variance, jnp.sum(kept), s, undetermined
     )
