@@ -36,20 +36,22 @@ class Case:
         return r if self.sigma is None else r / self.sigma
 
     def scipy(self, method, **tolerances):
-        """`scipy.optimize.least_squares` on the same problem, exact Jacobian."""
-        fun = jax.jit(self.residual)
-        jac = jax.jit(jax.jacfwd(self.residual))
-        return scipy.optimize.least_squares(
-            lambda p: np.asarray(fun(p)),
-            self.p0,
-            jac=lambda p: np.asarray(jac(p)),
-            bounds=self.bounds,
-            method=method,
-            loss=self.loss,
-            f_scale=self.f_scale,
-            x_scale=self.x_scale,
-            **tolerances,
-        )
+        """`scipy.optimize.least_squares` on the same problem, exact Jacobian, in
+        float64 (also under the `x64` fixture's float32)."""
+        with jax.enable_x64(True):
+            fun = jax.jit(self.residual)
+            jac = jax.jit(jax.jacfwd(self.residual))
+            return scipy.optimize.least_squares(
+                lambda p: np.asarray(fun(p)),
+                self.p0,
+                jac=lambda p: np.asarray(jac(p)),
+                bounds=self.bounds,
+                method=method,
+                loss=self.loss,
+                f_scale=self.f_scale,
+                x_scale=self.x_scale,
+                **tolerances,
+            )
 
 
 def _rng(seed):
@@ -272,6 +274,23 @@ def assert_matches_scipy(x, cost, reference, *, rtol=1e-6, atol=1e-12, err_msg="
         fraction=optimum_fraction(reference.fun.size, dtype),
         cost_rtol=tolerance(rtol, dtype), err_msg=err_msg,
     )
+
+
+def assert_matches_scipy_fit(popt, pcov, reference, n_points, *, rtol=1e-6, atol=1e-14):
+    """`popt`, `pcov` agree with SciPy's float64 `curve_fit` answer `reference`: to
+    `rtol` when computed in float64; in float32 (x64 off) `popt` to `optimum_fraction`
+    of SciPy's standard errors and `pcov` to `tolerance(rtol)` relative to
+    ``sqrt(pcov_ii pcov_jj)`` (so near-zero covariances are judged on their scale)."""
+    popt, pcov = np.asarray(popt), np.asarray(pcov)
+    if popt.dtype == np.float64:
+        np.testing.assert_allclose(popt, reference[0], rtol=rtol)
+        np.testing.assert_allclose(pcov, reference[1], rtol=rtol, atol=atol)
+        return
+    se = np.sqrt(np.diag(reference[1]))
+    excess = np.abs(popt - reference[0]) / (optimum_fraction(n_points, popt.dtype) * se)
+    assert np.all(excess <= 1), f"popt {popt} vs SciPy's {reference[0]}: {excess}"
+    difference = np.abs(pcov - reference[1]) / np.outer(se, se)
+    assert np.max(difference) <= tolerance(rtol, popt.dtype), difference
 
 
 def run_on_host_devices(script: str, folder, devices: int = 4) -> None:
