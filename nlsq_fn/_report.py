@@ -118,7 +118,10 @@ def diagnose(result) -> list[Diagnostic]:
     else:
         weights = 1.0 if result.sigma is None else np.ravel(result.sigma)
         data_norm = np.linalg.norm(np.ravel(result.ydata) / weights)
-        exact = f_norm <= ROUNDING_LIMIT * np.finfo(float).eps * data_norm
+        # The eps of the type the fit ran in (float32 with x64 off), where both the
+        # residuals' rounding and the gradient's (cosine ~ eps |y| / |f|) scale.
+        eps = np.finfo(np.asarray(result.fun).dtype).eps
+        exact = f_norm <= ROUNDING_LIMIT * eps * data_norm
     norms = np.linalg.norm(jac, axis=0)
     free = result.active_mask == 0
     if not exact and np.any(free):

@@ -65,3 +65,15 @@ def test_float32_covariance_is_finite_and_matches_scipys_float64(name):
     assert np.all(np.abs(result.popt - reference[0]) <= fraction * se)
     difference = np.abs(result.pcov - reference[1]) / np.outer(se, se)
     assert np.max(difference) <= tolerance(1e-6, np.float32), difference
+
+
+def test_exact_float32_fit_has_no_diagnostics():
+    """Noise-free data: residuals at float32's rounding have no direction, so the
+    gradient and residual checks must judge them by float32's eps (they reported a
+    'large gradient' when judged by float64's)."""
+    model, truth, p0 = PROBLEMS["exp_decay"]
+    y = np.asarray(jax.jit(model)(X, *truth), float)
+    with jax.enable_x64(False):
+        result = nf.CurveFit(model, X, y, p0=p0, method="trf").fit()
+    assert result.fun.dtype == np.float32
+    assert [d.name for d in result.diagnostics] == []
