@@ -55,7 +55,9 @@ def diagnose(result) -> list[Diagnostic]:
 
     - the fit did not succeed (status <= 0);
     - the covariance could not be estimated (``dof <= 0``);
-    - Jacobian condition number ``s_max / s_min > 1e10`` or rank-deficient;
+    - Jacobian condition number ``s_max / s_min > 1e10`` (of its columns scaled to unit
+      norm: correlated parameters, not units, which the last check reports) or
+      rank-deficient;
     - parameters at a bound (`active_mask`);
     - a large final gradient: some free parameter's gradient cosine
       ``|g_j| / (||J_j|| ||f||) > 1e-4`` (MINPACK's scale-free measure);

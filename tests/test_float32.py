@@ -77,3 +77,24 @@ def test_exact_float32_fit_has_no_diagnostics():
         result = nf.CurveFit(model, X, y, p0=p0, method="trf").fit()
     assert result.fun.dtype == np.float32
     assert [d.name for d in result.diagnostics] == []
+
+
+def test_float32_covariance_does_not_depend_on_the_parameters_units():
+    """NIST's Misra1a: Jacobian columns about 1e6 apart (a ~ 240, b ~ 5e-4). The rank
+    test on the unscaled Jacobian dropped `a` in float32 (eps * 14 * s_max is above its
+    share) and returned an infinite variance the data determine to 1%."""
+    x = np.array([77.6, 114.9, 141.1, 190.8, 239.9, 289.0, 332.8, 378.4, 434.8, 477.3,
+                  536.8, 593.1, 689.1, 760.0])
+    y = np.array([10.07, 14.73, 17.94, 23.93, 29.61, 35.18, 40.02, 44.82, 50.76, 55.05,
+                  61.01, 66.40, 75.47, 81.78])
+    reference = scipy.optimize.curve_fit(
+        lambda x, a, b: a * (1 - np.exp(-b * x)), x, y, p0=[500, 1e-4]
+    )
+    with jax.enable_x64(False):
+        popt, pcov = nf.curve_fit(lambda x, a, b: a * (1 - jnp.exp(-b * x)), x, y,
+                                  p0=[500, 1e-4])
+    assert popt.dtype == np.float32
+    se = np.sqrt(np.diag(reference[1]))
+    assert np.all(np.abs(popt - reference[0]) <= optimum_fraction(x.size, np.float32) * se)
+    difference = np.abs(pcov - reference[1]) / np.outer(se, se)
+    assert np.max(difference) <= tolerance(1e-6, np.float32), pcov
