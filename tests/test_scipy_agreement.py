@@ -53,8 +53,7 @@ DOGBOX_PATH_CASES = (
     "exp_decay_lower_bound_active", "outliers_soft_l1", "misra1a_bounded_xscale_jac",
 )
 FLOAT32_CASES = (
-    ("exp_decay_sigma", "lm"), ("logistic4_bounded", "trf"),
-    ("exp_decay_lower_bound_active", "trf"), ("outliers_soft_l1", "dogbox"),
+    ("exp_decay_sigma", "lm"), ("logistic4_bounded", "trf"), ("outliers_soft_l1", "dogbox"),
     ("misra1a_bounded_xscale_jac", "dogbox"), ("misra1a_xscale_jac", "trf"),
 )
 
