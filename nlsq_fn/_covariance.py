@@ -29,24 +29,37 @@ class CovarianceParts(eqx.Module):
 
 def covariance_parts(jac: Float[Array, "m n"], cost: Float[Array, ""], n_points):
     """SciPy's recipe: singular values below ``eps * max(m, n) * s_max`` are dropped
-    (``m`` the number of counted points, so zero padding rows change nothing). Parameters
-    the data do not determine get infinite (co)variances, as in SciPy's default
-    (``method='lm'``, whose covariance is infinite when ``J`` is rank-deficient); the
-    others keep the pseudo-inverse's values."""
+    (``m`` the number of counted points, so zero padding rows change nothing), with
+    ``eps`` of the Jacobian's type. Parameters the data do not determine get infinite
+    (co)variances, as in SciPy's default (``method='lm'``, whose covariance is infinite
+    when ``J`` is rank-deficient); the others keep the pseudo-inverse's values.
+
+    The SVD is that of ``J`` with its columns scaled to unit norm (`singular_values` are
+    its): the same covariance when ``J`` has full rank, and a rank decision that does not
+    depend on the parameters' units. In float32 it must not: NIST's Misra1a has columns
+    1e6 apart, and the unscaled test dropped a parameter the data determine well."""
     m, n = jac.shape
-    _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
+    norms = jnp.sqrt(jnp.sum(jac**2, axis=0))
+    unit = jnp.where(norms > 0, 1 / jnp.where(norms > 0, norms, 1.0), 1.0)
+    _, s, vt = jnp.linalg.svd(jac * unit, full_matrices=False)
     rows = m if n_points is None else n_points
     kept = s > jnp.finfo(jac.dtype).eps * jnp.maximum(rows, n) * s[0]
     inv_s2 = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
     dof = rows - n
     residual_variance = jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.inf)
-    # A parameter's share of the null space: 1 - its squared norm in the kept directions
-    # (the rows of vt that were dropped, or never computed when m < n, are the rest).
-    null_share = 1.0 - jnp.sum(jnp.where(kept[:, None], vt, 0.0) ** 2, axis=0)
-    undetermined = null_share > 1e-9
-    return CovarianceParts(
-        (vt.T * inv_s2) @ vt, residual_variance, jnp.sum(kept), s, undetermined
-    )
+    # A parameter's share of the null space: its squared norm in the dropped directions,
+    # plus, when m < n, in the n - m directions the thin SVD never computed (1 minus the
+    # squared norm of its column of vt, which is rounding when m >= n). Summing the
+    # dropped rows themselves keeps a determined parameter's share at 0 (or eps², the
+    # rounding of a null vector) rather than the eps of ``1 - Σ`` in the working type.
+    null_share = jnp.sum(jnp.where(kept[:, None], 0.0, vt) ** 2, axis=0)
+    if m < n:
+        null_share = null_share + 1.0 - jnp.sum(vt**2, axis=0)
+    # sqrt(eps) of the Jacobian's type (1.5e-8 in float64, 3.5e-4 in float32): far above
+    # the rounding of either sum (n eps), far below the share of any real null direction.
+    undetermined = null_share > jnp.sqrt(jnp.finfo(jac.dtype).eps)
+    unscaled = unit[:, None] * ((vt.T * inv_s2) @ vt) * unit[None, :]
+    return CovarianceParts(unscaled, residual_variance, jnp.sum(kept), s, undetermined)
 
 
 def covariance_from_jacobian(

@@ -55,7 +55,9 @@ def diagnose(result) -> list[Diagnostic]:
 
     - the fit did not succeed (status <= 0);
     - the covariance could not be estimated (``dof <= 0``);
-    - Jacobian condition number ``s_max / s_min > 1e10`` or rank-deficient;
+    - Jacobian condition number ``s_max / s_min > 1e10`` (of its columns scaled to unit
+      norm: correlated parameters, not units, which the last check reports) or
+      rank-deficient;
     - parameters at a bound (`active_mask`);
     - a large final gradient: some free parameter's gradient cosine
       ``|g_j| / (||J_j|| ||f||) > 1e-4`` (MINPACK's scale-free measure);
@@ -118,7 +120,10 @@ def diagnose(result) -> list[Diagnostic]:
     else:
         weights = 1.0 if result.sigma is None else np.ravel(result.sigma)
         data_norm = np.linalg.norm(np.ravel(result.ydata) / weights)
-        exact = f_norm <= ROUNDING_LIMIT * np.finfo(float).eps * data_norm
+        # The eps of the type the fit ran in (float32 with x64 off), where both the
+        # residuals' rounding and the gradient's (cosine ~ eps |y| / |f|) scale.
+        eps = np.finfo(np.asarray(result.fun).dtype).eps
+        exact = f_norm <= ROUNDING_LIMIT * eps * data_norm
     norms = np.linalg.norm(jac, axis=0)
     free = result.active_mask == 0
     if not exact and np.any(free):

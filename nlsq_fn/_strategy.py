@@ -116,10 +116,13 @@ class AbstractStrategy(eqx.Module):
         self, x: Float[Array, " n"], problem: Problem
     ) -> Int[Array, " n"]:
         """SciPy's ``active_mask``: -1 / 1 for variables at their lower / upper bound
-        (within ``xtol``, as SciPy's TRF reports it), 0 elsewhere."""
+        (within ``xtol``, as SciPy's TRF reports it, but at least the type's ``eps``:
+        in float32 TRF stops one unit in the last place inside, far beyond SciPy's
+        default ``xtol``), 0 elsewhere (exact contact only when ``xtol = 0``)."""
         if not self.supports_bounds:
             return jnp.zeros(x.shape, jnp.int32)
-        active = find_active_constraints(x, problem.lower, problem.upper, problem.xtol)
+        rtol = max(problem.xtol, float(jnp.finfo(x.dtype).eps)) if problem.xtol else 0.0
+        active = find_active_constraints(x, problem.lower, problem.upper, rtol)
         return active.astype(jnp.int32)
 
     supports_bounds: eqx.AbstractClassVar[bool]

@@ -1,7 +1,18 @@
 import jax
 import numpy as np
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(params=[True, False], ids=["x64", "x32"])
+def x64(request):
+    """Run the test with JAX's x64 on (float64, the suite's default) and off (float32,
+    JAX's own default). `jax.enable_x64` is a context manager of JAX's configuration,
+    which is part of every jit cache key: programs traced under one setting are never
+    reused under the other."""
+    with jax.enable_x64(request.param):
+        yield request.param
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.optimize
 
 
@@ -35,20 +36,22 @@ class Case:
         return r if self.sigma is None else r / self.sigma
 
     def scipy(self, method, **tolerances):
-        """`scipy.optimize.least_squares` on the same problem, exact Jacobian."""
-        fun = jax.jit(self.residual)
-        jac = jax.jit(jax.jacfwd(self.residual))
-        return scipy.optimize.least_squares(
-            lambda p: np.asarray(fun(p)),
-            self.p0,
-            jac=lambda p: np.asarray(jac(p)),
-            bounds=self.bounds,
-            method=method,
-            loss=self.loss,
-            f_scale=self.f_scale,
-            x_scale=self.x_scale,
-            **tolerances,
-        )
+        """`scipy.optimize.least_squares` on the same problem, exact Jacobian, in
+        float64 (also under the `x64` fixture's float32)."""
+        with jax.enable_x64(True):
+            fun = jax.jit(self.residual)
+            jac = jax.jit(jax.jacfwd(self.residual))
+            return scipy.optimize.least_squares(
+                lambda p: np.asarray(fun(p)),
+                self.p0,
+                jac=lambda p: np.asarray(jac(p)),
+                bounds=self.bounds,
+                method=method,
+                loss=self.loss,
+                f_scale=self.f_scale,
+                x_scale=self.x_scale,
+                **tolerances,
+            )
 
 
 def _rng(seed):
@@ -180,6 +183,45 @@ def standard_errors(jac, cost):
     return np.sqrt(np.clip(np.diag(covariance), 0.0, None))
 
 
+def x64_params(float32_default: bool = True):
+    """`x64` fixture values for an indirect parametrization: float64, and float32 (x64
+    off) as a slow test unless `float32_default` (compile time: a float32 fit compiles
+    its own programs, so the default suite runs float32 on a representative subset)."""
+    return [
+        pytest.param(True, id="x64"),
+        pytest.param(False, id="x32", marks=[] if float32_default else [pytest.mark.slow]),
+    ]
+
+
+def working_dtype():
+    """The floating type JAX computes in now: float64 with x64 on, float32 with it off."""
+    return jnp.result_type(float)
+
+
+def tolerance(rtol: float, dtype=None) -> float:
+    """A relative tolerance chosen for float64, for quantities computed in `dtype`
+    (default: `working_dtype()`) that are stationary at an optimum or follow from it
+    smoothly (a cost, a covariance, a standard error): at least ``sqrt(eps)`` of the
+    type. A fit stops once its cost reductions reach ``eps * cost``, and the data,
+    Jacobian and pseudo-inverse are rounded to ``eps`` times the (modest) condition
+    number of the shared problems: ``sqrt(eps)`` (1.5e-8 in float64, 3.5e-4 in
+    float32) stays well above both and far below any real difference. In float64 the
+    tests' own tolerances are larger and stand unchanged."""
+    eps = float(np.finfo(working_dtype() if dtype is None else dtype).eps)
+    return max(rtol, eps**0.5)
+
+
+def optimum_fraction(m: int, dtype=None) -> float:
+    """The fraction of a standard error to which a fit in `dtype` (default:
+    `working_dtype()`) with `m` points determines its parameters: costs within
+    ``eps * cost`` of the optimum leave each parameter free over about ``sqrt(eps * m)``
+    of its standard error (`assert_same_optimum`), so ten times that, and never below
+    the float64 tests' 1e-4 (float32: 0.01 to 0.06 for the shared problems' 14 to 300
+    points)."""
+    eps = float(np.finfo(working_dtype() if dtype is None else dtype).eps)
+    return max(1e-4, 10 * (eps * m) ** 0.5)
+
+
 def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1e-4,
                         cost_rtol=1e-10, err_msg=""):
     """Two fits of the same problem reached the same optimum, to what the algorithm
@@ -214,6 +256,41 @@ def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1
             f"{err_msg} member {index}: parameters differ by {np.abs(a - b)} "
             f"(> {fraction} standard errors = {tolerance})"
         )
+
+
+def assert_matches_scipy(x, cost, reference, *, rtol=1e-6, atol=1e-12, err_msg=""):
+    """Our fit's `x` and `cost` agree with SciPy's float64 `reference` (a
+    `least_squares` result): to `rtol` when we also computed in float64; in float32 (x64
+    off) to what that type determines, `optimum_fraction` of a standard error (from
+    SciPy's Jacobian and cost) and `tolerance(rtol)` in the cost."""
+    if np.asarray(x).dtype == np.float64:
+        np.testing.assert_allclose(np.asarray(x), reference.x, rtol=rtol, atol=atol,
+                                   err_msg=err_msg)
+        np.testing.assert_allclose(float(cost), reference.cost, rtol=rtol, err_msg=err_msg)
+        return
+    dtype = np.asarray(x).dtype
+    assert_same_optimum(
+        x, reference.x, cost, reference.cost, jac=reference.jac,
+        fraction=optimum_fraction(reference.fun.size, dtype),
+        cost_rtol=tolerance(rtol, dtype), err_msg=err_msg,
+    )
+
+
+def assert_matches_scipy_fit(popt, pcov, reference, n_points, *, rtol=1e-6, atol=1e-14):
+    """`popt`, `pcov` agree with SciPy's float64 `curve_fit` answer `reference`: to
+    `rtol` when computed in float64; in float32 (x64 off) `popt` to `optimum_fraction`
+    of SciPy's standard errors and `pcov` to `tolerance(rtol)` relative to
+    ``sqrt(pcov_ii pcov_jj)`` (so near-zero covariances are judged on their scale)."""
+    popt, pcov = np.asarray(popt), np.asarray(pcov)
+    if popt.dtype == np.float64:
+        np.testing.assert_allclose(popt, reference[0], rtol=rtol)
+        np.testing.assert_allclose(pcov, reference[1], rtol=rtol, atol=atol)
+        return
+    se = np.sqrt(np.diag(reference[1]))
+    excess = np.abs(popt - reference[0]) / (optimum_fraction(n_points, popt.dtype) * se)
+    assert np.all(excess <= 1), f"popt {popt} vs SciPy's {reference[0]}: {excess}"
+    difference = np.abs(pcov - reference[1]) / np.outer(se, se)
+    assert np.max(difference) <= tolerance(rtol, popt.dtype), difference
 
 
 def run_on_host_devices(script: str, folder, devices: int = 4) -> None:

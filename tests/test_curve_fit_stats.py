@@ -1,10 +1,12 @@
 """Uncertainties and statistics against independent references: SciPy's t quantiles,
 a finite-difference delta method, and hand-computed AIC / BIC / R²."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import tolerance
 
 import nlsq_fn as nf
 
@@ -20,15 +22,39 @@ SIGMA = 0.08 + 0.04 * RNG.random(70)
 P0 = [1.5, 0.5, 1.0, 0.0]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["relative", "absolute"])
+@pytest.fixture(
+    scope="module",
+    params=[(False, True), (True, True), (False, False), (True, False)],
+    ids=["relative-x64", "absolute-x64", "relative-x32", "absolute-x32"],
+)
 def result(request):
-    return nf.CurveFit(
-        peak, X, Y, p0=P0, sigma=SIGMA, absolute_sigma=request.param, method="trf"
-    ).fit()
+    """A fit in float64, and one in float32 (x64 off): the tests below then use the
+    float32 result with x64 on, computing their references in float64."""
+    absolute_sigma, x64 = request.param
+    with jax.enable_x64(x64):
+        return nf.CurveFit(
+            peak, X, Y, p0=P0, sigma=SIGMA, absolute_sigma=absolute_sigma, method="trf"
+        ).fit()
+
+
+@pytest.fixture(autouse=True)
+def _result_precision(request):
+    """A test of a float32 result runs with x64 off, as its user would."""
+    if "result" not in request.fixturenames:
+        yield
+        return
+    with jax.enable_x64(request.getfixturevalue("result").popt.dtype == np.float64):
+        yield
+
+
+def _rtol(result, rtol):
+    """`rtol` for float64 results, `tolerance(rtol)` of the result's type otherwise."""
+    return tolerance(rtol, result.popt.dtype)
 
 
 def _model_np(x, p):
-    return np.asarray(peak(x, *p))
+    with jax.enable_x64(True):  # the references are float64
+        return np.asarray(peak(np.asarray(x, float), *np.asarray(p, float)))
 
 
 def test_student_t_quantiles_match_scipy():
@@ -47,36 +73,45 @@ def test_parameter_intervals_use_scipys_t_quantile(result):
         intervals = result.conf_intervals(level)
         for i, name in enumerate(result.names):
             expected = (result.popt[i] - t * result.perr[i], result.popt[i] + t * result.perr[i])
-            np.testing.assert_allclose(intervals[name], expected, rtol=1e-10)
+            np.testing.assert_allclose(intervals[name], expected,
+                                       rtol=_rtol(result, 1e-10))
     assert list(result.conf_intervals()) == ["height", "center", "width", "offset"]
 
 
 def test_correlation_and_standard_errors(result):
     perr = np.sqrt(np.diag(result.pcov))
-    np.testing.assert_allclose(result.perr, perr)
-    np.testing.assert_allclose(result.correlation, result.pcov / np.outer(perr, perr))
-    np.testing.assert_allclose(np.diag(result.correlation), 1.0)
+    rtol = _rtol(result, 1e-7)
+    np.testing.assert_allclose(result.perr, perr, rtol=rtol)
+    np.testing.assert_allclose(result.correlation, result.pcov / np.outer(perr, perr),
+                               rtol=rtol)
+    np.testing.assert_allclose(np.diag(result.correlation), 1.0, rtol=rtol)
 
 
 def test_statistics_match_hand_computation(result):
     y_fit = _model_np(X, result.popt)
     n, k = X.size, 4
+    rtol = _rtol(result, 1e-10)
     chisqr = np.sum(((Y - y_fit) / SIGMA) ** 2)
-    assert result.chisqr == pytest.approx(chisqr, rel=1e-10)
-    assert result.redchi == pytest.approx(chisqr / (n - k), rel=1e-10)
-    assert result.rmse == pytest.approx(np.sqrt(np.mean((Y - y_fit) ** 2)), rel=1e-10)
+    assert result.chisqr == pytest.approx(chisqr, rel=rtol)
+    assert result.redchi == pytest.approx(chisqr / (n - k), rel=rtol)
+    assert result.rmse == pytest.approx(np.sqrt(np.mean((Y - y_fit) ** 2)), rel=rtol)
     r2 = 1 - np.sum((Y - y_fit) ** 2) / np.sum((Y - Y.mean()) ** 2)
-    assert result.r_squared == pytest.approx(r2, rel=1e-10)
-    assert result.aic == pytest.approx(n * np.log(chisqr / n) + 2 * k, rel=1e-10)
-    assert result.bic == pytest.approx(n * np.log(chisqr / n) + np.log(n) * k, rel=1e-10)
-    np.testing.assert_allclose(result.best_fit, y_fit, rtol=1e-10)
+    assert result.r_squared == pytest.approx(r2, rel=rtol)
+    assert result.aic == pytest.approx(n * np.log(chisqr / n) + 2 * k, rel=rtol)
+    assert result.bic == pytest.approx(n * np.log(chisqr / n) + np.log(n) * k, rel=rtol)
+    float32 = result.popt.dtype == np.float32  # near-zero values: rounding of the peak
+    np.testing.assert_allclose(result.best_fit, y_fit, rtol=rtol,
+                               atol=rtol * np.max(np.abs(y_fit)) if float32 else 0)
     # The residual variance estimate behind pcov (absolute_sigma=False) is redchi.
     if not result.absolute_sigma:
-        unscaled = np.linalg.inv(result.jac.T @ result.jac)
-        np.testing.assert_allclose(result.pcov, unscaled * result.redchi, rtol=1e-8)
+        jac = np.asarray(result.jac, float)
+        unscaled = np.linalg.inv(jac.T @ jac)
+        np.testing.assert_allclose(result.pcov, unscaled * result.redchi,
+                                   rtol=_rtol(result, 1e-8))
 
 
 def _finite_difference_gradient(x, p, step=1e-6):
+    p = np.asarray(p, float)  # float64 steps, also from a float32 result
     columns = []
     for i in range(p.size):
         h = step * max(1.0, abs(p[i]))
@@ -91,16 +126,17 @@ def test_confidence_and_prediction_bands_match_finite_difference_delta_method(re
     grid = np.linspace(-4, 6, 33)
     g = _finite_difference_gradient(grid, result.popt)
     variance = np.einsum("ij,jk,ik->i", g, result.pcov, g)
-    np.testing.assert_allclose(result.curve_std(grid), np.sqrt(variance), rtol=1e-6)
+    rtol = _rtol(result, 1e-6)
+    np.testing.assert_allclose(result.curve_std(grid), np.sqrt(variance), rtol=rtol)
     t = scipy.stats.t.ppf(0.975, X.size - 4)
     y = _model_np(grid, result.popt)
     lower, upper = result.confidence_band(grid)
-    np.testing.assert_allclose(lower, y - t * np.sqrt(variance), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(upper, y + t * np.sqrt(variance), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(lower, y - t * np.sqrt(variance), rtol=rtol, atol=1e-9)
+    np.testing.assert_allclose(upper, y + t * np.sqrt(variance), rtol=rtol, atol=1e-9)
     noise = 0.1**2 * (1.0 if result.absolute_sigma else result.redchi)
     lower, upper = result.prediction_band(grid, sigma=0.1)
-    np.testing.assert_allclose(upper - y, t * np.sqrt(variance + noise), rtol=1e-6)
-    np.testing.assert_allclose(y - lower, t * np.sqrt(variance + noise), rtol=1e-6)
+    np.testing.assert_allclose(upper - y, t * np.sqrt(variance + noise), rtol=_rtol(result, 1e-6))
+    np.testing.assert_allclose(y - lower, t * np.sqrt(variance + noise), rtol=_rtol(result, 1e-6))
     with pytest.raises(ValueError, match="give `sigma` at the new points"):
         result.prediction_band(grid)
     # At the data, the data's own sigma is used.
@@ -110,8 +146,8 @@ def test_confidence_and_prediction_bands_match_finite_difference_delta_method(re
     scale = 1.0 if result.absolute_sigma else result.redchi
     y = _model_np(X, result.popt)
     half_width = t * np.sqrt(variance + SIGMA**2 * scale)
-    np.testing.assert_allclose(upper - y, half_width, rtol=1e-6)
-    np.testing.assert_allclose(y - lower, half_width, rtol=1e-6)
+    np.testing.assert_allclose(upper - y, half_width, rtol=_rtol(result, 1e-6))
+    np.testing.assert_allclose(y - lower, half_width, rtol=_rtol(result, 1e-6))
 
 
 def test_band_coverage_is_nominal():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
+from helpers import assert_matches_scipy_fit, tolerance
 
 import nlsq_fn as nf
 from nlsq_fn._conventions import model_convention
@@ -104,15 +105,15 @@ def test_one_parameter_models_scalar_or_array_closed_form():
         nf.CurveFit(decay_array, x, y).fit()
 
 
-def test_both_conventions_and_keyword_spellings_give_scipys_fit():
-    reference = scipy.optimize.curve_fit(
-        lambda x, a, b, c: np.asarray(decay(x, a, b, c)), X, Y, p0=P0, **TIGHT
-    )
+def test_both_conventions_and_keyword_spellings_give_scipys_fit(x64):
+    with jax.enable_x64(True):  # SciPy's float64 answer, also under x64=False
+        reference = scipy.optimize.curve_fit(
+            lambda x, a, b, c: np.asarray(decay(x, a, b, c)), X, Y, p0=P0, **TIGHT
+        )
     guide = nf.CurveFit(model=decay_array, x=X, y=Y, p0=P0, **TIGHT).fit()
     scipy_names = nf.CurveFit(f=decay, xdata=X, ydata=Y, p0=P0, **TIGHT).fit()
     for result in (guide, scipy_names):
-        np.testing.assert_allclose(result.popt, reference[0], rtol=1e-6)
-        np.testing.assert_allclose(result.pcov, reference[1], rtol=1e-6)
+        assert_matches_scipy_fit(result.popt, result.pcov, reference, X.size)
     assert list(scipy_names.params) == ["a", "b", "c"]
     assert "params[1]" in guide.summary()
     with pytest.raises(TypeError, match="not both"):
@@ -233,22 +234,22 @@ def test_least_squares_under_jit_returns_jax_arrays():
 # --- curve_fit --------------------------------------------------------------------------
 
 
-def test_curve_fit_covariance_sigma_matches_scipy():
+def test_curve_fit_covariance_sigma_matches_scipy(x64):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((X.size, X.size))
     cov = 1e-3 * (a @ a.T / X.size + np.eye(X.size))
     ours = nf.curve_fit(decay, X, Y, p0=P0, sigma=cov, **TIGHT)
-    reference = scipy.optimize.curve_fit(
-        lambda x, *p: np.asarray(decay(x, *p)), X, Y, p0=P0, sigma=cov, **TIGHT
-    )
-    np.testing.assert_allclose(ours[0], reference[0], rtol=1e-6)
-    np.testing.assert_allclose(ours[1], reference[1], rtol=1e-6)
+    with jax.enable_x64(True):  # SciPy's float64 answer, also under x64=False
+        reference = scipy.optimize.curve_fit(
+            lambda x, *p: np.asarray(decay(x, *p)), X, Y, p0=P0, sigma=cov, **TIGHT
+        )
+    assert_matches_scipy_fit(ours[0], ours[1], reference, X.size)
     # A diagonal covariance is the same fit as its standard deviations.
     std = 0.02 + 0.01 * X
     diagonal = nf.curve_fit(decay, X, Y, p0=P0, sigma=np.diag(std**2), **TIGHT)
     vector = nf.curve_fit(decay, X, Y, p0=P0, sigma=std, **TIGHT)
-    np.testing.assert_allclose(diagonal[0], vector[0], rtol=1e-8)
-    np.testing.assert_allclose(diagonal[1], vector[1], rtol=1e-6)
+    np.testing.assert_allclose(diagonal[0], vector[0], rtol=tolerance(1e-8))
+    np.testing.assert_allclose(diagonal[1], vector[1], rtol=tolerance(1e-6))
     with pytest.raises(ValueError, match="positive definite"):
         nf.curve_fit(decay, X, Y, p0=P0, sigma=-np.eye(X.size))
 
