@@ -8,14 +8,22 @@ memory separately, about 200–250 memory maps for a fit; after some 300 program
 process reaches Linux's default limit of 65,530 maps (`vm.max_map_count`) and XLA
 crashes (a segfault) while compiling the next one. The front ends therefore count
 nlsq_fn's compiled programs and, past `MAX_PROGRAMS`, drop them all (never the user's
-own): a fit still in use then compiles once more.
+own): a fit still in use then compiles once more. How many maps a program takes depends on
+the program (about 100 for a small model's fit, 200 for a NumPy model's), and other
+programs hold maps too, so after each compilation the front ends also count the process's
+maps and drop nlsq_fn's programs once 3/4 of Linux's limit is in use.
 """
 
 import equinox as eqx
 
 MAX_PROGRAMS = 96
+MAP_SHARE = 0.75  # of `vm.max_map_count`: room left to compile the next program
+# Fewer programs are kept whatever the maps: theirs are not what fills the process, and
+# a fit's own few programs then stay compiled.
+MIN_PROGRAMS = 8
 
 _programs = []
+_counted_at = [0]  # programs kept when the memory maps were last counted
 
 
 def compiled(function):
@@ -31,14 +39,40 @@ def programs_kept() -> int:
     return sum(program._cached._cache_size() for program in _programs)
 
 
+def memory_maps() -> int | None:
+    """How many memory maps this process holds (Linux), else None."""
+    try:
+        with open("/proc/self/maps", "rb") as lines:
+            return sum(1 for _ in lines)
+    except OSError:
+        return None
+
+
+def map_budget() -> int | None:
+    """How many memory maps the process may hold before nlsq_fn drops its programs."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return int(MAP_SHARE * int(limit.read()))
+    except (OSError, ValueError):
+        return None
+
+
 def limit_programs() -> None:
-    """Clear nlsq_fn's compiled programs once there are `MAX_PROGRAMS` of them; called by
-    the front ends before each fit (a fit then compiles at most one more)."""
-    if programs_kept() >= MAX_PROGRAMS:
+    """Clear nlsq_fn's compiled programs once there are `MAX_PROGRAMS` of them, or once
+    the process holds more memory maps than `map_budget`; called by the front ends before
+    each fit (a fit then compiles at most one more)."""
+    kept = programs_kept()
+    if kept >= MAX_PROGRAMS:
         clear()
+    elif kept >= MIN_PROGRAMS and kept > _counted_at[0]:  # compiled since the last count
+        _counted_at[0] = kept
+        maps, budget = memory_maps(), map_budget()
+        if maps is not None and budget is not None and maps > budget:
+            clear()
 
 
 def clear() -> None:
     """Drop nlsq_fn's compiled programs."""
     for program in _programs:
         program._cached.clear_cache()
+    _counted_at[0] = 0

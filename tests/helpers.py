@@ -297,7 +297,10 @@ def run_on_host_devices(script: str, folder, devices: int = 4) -> None:
     """Run `script` in a fresh Python with `devices` CPU devices; it must print "ok"."""
     path = folder / "script.py"
     path.write_text(script)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
+    # The tests' folder on the path: scripts may use these helpers.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    python_path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=python_path,
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                           env=env, timeout=900)

@@ -86,29 +86,17 @@ def _check_ragged_batch(datasets, n_alone):
     # Against SciPy on every unpadded dataset (independent implementation).
     reference = np.stack([_scipy_fit(x, y).x for x, y in datasets])
     np.testing.assert_allclose(solutions.x, reference, rtol=1e-6, atol=1e-9)
-    # Against our own fit of the unpadded dataset alone: same numbers, and nearly always
-    # the same path. Padding reorders floating-point sums, so a termination test sitting
-    # right at its threshold can flip and change the path by a step or two (seen: a
-    # handful of members in 1,000, e.g. 13 vs 11 evaluations).
-    other_path = []
+    # Against our own fit of each unpadded dataset alone: the same optimum. Padding
+    # reorders floating-point sums, so a termination test sitting at its threshold can flip
+    # and end a member a step earlier or later (13 of 1,000 members on one CPU, fewer on
+    # another); the optimum, not the path, is what padding must not change.
     for count, index in enumerate(np.linspace(0, len(datasets) - 1, n_alone).astype(int)):
         if count % 50 == 49:
             jax.clear_caches()  # one executable per length: hundreds of them otherwise
         alone = _fit_alone(*datasets[index])
         assert bool(alone.success)
-        nfev, alone_nfev = int(solutions.nfev[index]), int(alone.nfev)
-        same_path = nfev == alone_nfev and int(solutions.status[index]) == int(alone.status)
-        if not same_path:
-            other_path.append(int(index))
-        # Same path: the same optimum to what the fit resolves (padding reorders sums, so
-        # not bit for bit). Otherwise: agreement to the convergence tolerance.
-        if same_path:
-            assert_same_optimum(solutions.x[index], alone.x, solutions.cost[index],
-                                alone.cost, jac=alone.jac)
-        else:
-            np.testing.assert_allclose(solutions.x[index], alone.x, rtol=1e-6, atol=1e-12)
-            assert float(solutions.cost[index]) == pytest.approx(float(alone.cost), rel=1e-6)
-    assert len(other_path) <= 0.01 * n_alone, other_path
+        assert_same_optimum(solutions.x[index], alone.x, solutions.cost[index], alone.cost,
+                            jac=alone.jac, err_msg=f"dataset {index}")
 
 
 def test_ragged_batch_of_300_matches_fits_alone():

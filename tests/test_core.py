@@ -88,13 +88,12 @@ def _batched_and_separate(x, ys):
 def test_vmap_over_500_datasets_equals_separate_fits():
     """Nearly noise-free data. Batched and single fits round differently, so they agree
     to what the algorithm resolves (see `assert_same_optimum`), not bit for bit. (Which
-    test ends a fit at machine precision, `gtol` or `xtol`, can differ with rounding, so
-    status and nfev are compared loosely.)"""
+    test ends a fit at machine precision, `gtol` or `xtol`, and after how many steps, can
+    differ with rounding, so status and nfev are not compared.)"""
     x, ys = _batch_of_decays(noise=1e-6)
     batched, separate = _batched_and_separate(x, ys)
     assert_same_optimum(batched.x, separate.x, batched.cost, separate.cost,
                         jac=separate.jac, cost_rtol=1e-6)
-    assert np.mean(batched.nfev == separate.nfev) > 0.8
     # Members stopped on their own criteria, not when the slowest one did.
     assert len(set(np.asarray(batched.nfev).tolist())) > 1
     assert all(batched.success)

@@ -161,14 +161,17 @@ def test_curve_fit_reports_a_model_not_finite_at_p0():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
-def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
+@pytest.mark.parametrize("bound", ["programs", "memory maps"])
+def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch, bound):
     # Each fit program of a new model function stays compiled (JAX's cache holds the
     # model) and XLA:CPU maps its kernels into memory: a few hundred fresh lambdas
     # used to exhaust Linux's 65,530 memory maps and crash XLA. nlsq_fn now keeps at
-    # most `MAX_PROGRAMS` programs compiled.
+    # most `MAX_PROGRAMS` programs compiled, and fewer once the process holds more maps
+    # than `map_budget` (how many maps a program takes depends on it and on the machine).
     import gc
 
-    monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3)
+    monkeypatch.setattr(_compiled, "MAX_PROGRAMS", 3 if bound == "programs" else 10_000)
+    monkeypatch.setattr(_compiled, "MIN_PROGRAMS", 1)
     _compiled.clear()
     # Compiled fits (a model's first fits run step by step and compile nothing).
     monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0)
@@ -190,6 +193,8 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch):
     fit_a_fresh_lambda()
     per_model = maps() - before
     assert per_model > 10
+    if bound == "memory maps":
+        monkeypatch.setattr(_compiled, "map_budget", lambda: before + per_model // 2)
     for _ in range(9):
         fit_a_fresh_lambda()
         assert _compiled.programs_kept() <= 3

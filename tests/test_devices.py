@@ -14,6 +14,7 @@ SCRIPT = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     import nlsq_fn as nf
+    from helpers import assert_same_optimum
 
     def damped(t, p):
         a, k, w, c = p
@@ -40,9 +41,11 @@ SCRIPT = textwrap.dedent(
     for name, solver in solvers.items():
         state = nf.init(damped, one_device, jnp.array([1.5, 0.2, 2.9, 0.0]), solver)
         one, four = fit(damped, one_device, state), fit(damped, four_devices, state)
-        assert int(one.status) > 0 and int(four.status) == int(one.status), name
-        np.testing.assert_allclose(four.x, one.x, rtol=1e-10, err_msg=name)
-        np.testing.assert_allclose(four.cost, one.cost, rtol=1e-12, err_msg=name)
+        assert int(one.status) > 0 and int(four.status) > 0, name
+        # Four devices sum in another order: the same optimum, not the same bits (a
+        # termination test at its threshold may flip on some CPUs).
+        jac = jax.jacfwd(lambda p: (damped(t, p) - y) / sigma)(one.x)
+        assert_same_optimum(four.x, one.x, four.cost, one.cost, jac=jac, err_msg=name)
         # The per-point residuals stay where their points are.
         assert len(four.fun.sharding.device_set) == 4
     try:

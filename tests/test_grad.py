@@ -272,7 +272,7 @@ def test_linear_model_jacobian_is_the_weighted_least_squares_operator():
 
 # --- one small problem shared by the remaining tests (compiled once per transform) ---
 
-SIMPLE_P0 = jnp.array([2.5, 1.0, 0.3])  # close enough to converge within 10 evaluations
+SIMPLE_P0 = jnp.array([2.5, 1.0, 0.3])  # close enough to converge within 20 evaluations
 SIMPLE_Y = jnp.asarray(Y_CLEAN + NOISE)
 
 
@@ -330,27 +330,29 @@ def _loops(jaxpr):
 
 
 def test_backward_pass_does_not_depend_on_iteration_count():
-    compiled = {cap: GRAD.lower(SIMPLE_Y, cap).compile() for cap in (10, 1000)}
-    results = {cap: compiled[cap](SIMPLE_Y) for cap in (10, 1000)}
+    # The fit takes 7 evaluations; its last accepted step reduces the cost by only ~40 eps
+    # of it, so rounding elsewhere may reject a step or two: the small budget leaves room.
+    compiled = {cap: GRAD.lower(SIMPLE_Y, cap).compile() for cap in (20, 1000)}
+    results = {cap: compiled[cap](SIMPLE_Y) for cap in (20, 1000)}
     for _, (nfev, success) in results.values():
         assert bool(success)
-        assert int(nfev) < 10  # converged within the small budget, not cut off
+        assert int(nfev) < 20  # converged within the small budget, not cut off
     # Two compiled programs differing in a static budget: equal to what the fit resolves.
-    np.testing.assert_allclose(results[10][0], results[1000][0], rtol=1e-7)
+    np.testing.assert_allclose(results[20][0], results[1000][0], rtol=1e-7)
 
     # Differentiating adds no loop: the gradient's program holds exactly the loops of
     # the forward fit (its while-loop is run once, forward; only the linear solve at the
     # optimum is transposed), and its size is the same whatever the iteration budget.
-    forward_loops = _loops(jax.make_jaxpr(_prediction_loss, static_argnums=1)(SIMPLE_Y, 10).jaxpr)
+    forward_loops = _loops(jax.make_jaxpr(_prediction_loss, static_argnums=1)(SIMPLE_Y, 20).jaxpr)
     sizes = {}
-    for cap in (10, 1000):
+    for cap in (20, 1000):
         jaxpr = jax.make_jaxpr(GRAD, static_argnums=1)(SIMPLE_Y, cap).jaxpr
         assert _loops(jaxpr) == forward_loops >= 1
         sizes[cap] = sum(1 for _ in _equations(jaxpr))
-    assert sizes[10] == sizes[1000]
-    memory = {cap: compiled[cap].memory_analysis() for cap in (10, 1000)}
-    if memory[10] is not None:
-        assert memory[10].temp_size_in_bytes == memory[1000].temp_size_in_bytes
+    assert sizes[20] == sizes[1000]
+    memory = {cap: compiled[cap].memory_analysis() for cap in (20, 1000)}
+    if memory[20] is not None:
+        assert memory[20].temp_size_in_bytes == memory[1000].temp_size_in_bytes
 
 
 def test_vmap_of_grad_matches_separate_calls():

