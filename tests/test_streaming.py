@@ -271,7 +271,6 @@ RESUMABLE = textwrap.dedent(
     import jax.numpy as jnp
     import numpy as np
     import nlsq_fn as nf
-    from helpers import assert_same_optimum
 
     def damped(t, a, k, w, c):
         return a * jnp.exp(-k * t) * jnp.cos(w * t) + c
