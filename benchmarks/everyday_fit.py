@@ -1,18 +1,23 @@
 """The everyday fit: a 200-point exponential decay fitted as a scientist iterates on a
 model in a notebook (issue 24). Each solver runs in a fresh Python process (float64,
-CPU, no persistent compilation cache): the import, the first fit, five new models
-written as fresh lambdas one after another, then the last model refitted 40 times on
-new data ("same model": the median of the last 10, once every solver has settled; the
-per-fit times are in the JSON).
+CPU, JAX's persistent compilation cache off): the import, the first fit, five new
+models written as fresh lambdas one after another, then the last model refitted 40
+times on new data ("same model": the median of the last 10, once every solver has
+settled; the per-fit times are in the JSON).
 
     python benchmarks/everyday_fit.py [--repeats 3] [--baseline PATH]
 
-Solvers: nlsq_fn's `curve_fit` (defaults), Optimistix's `least_squares`
-(`LevenbergMarquardt(rtol=atol=1e-8)`, jitted by Optimistix), SciPy's `curve_fit`
-(MINPACK), and the import of nlsq_fn's own dependencies (JAX, Equinox, Optimistix,
-Lineax) alone. ``--baseline PATH`` adds the nlsq_fn in the source tree at PATH (an older
-checkout) as another solver. Processes are interleaved over the repeats; the table gives
-medians. Writes ``results/everyday_fit.json``.
+Solvers: nlsq_fn's `curve_fit` (defaults) twice: with its store of model-independent
+programs warm (as in every process after the first on a machine: a process fills it
+before the timed runs) and cold (an empty store, as on a machine's very first fit);
+Optimistix's `least_squares` (`LevenbergMarquardt(rtol=atol=1e-8)`, jitted by
+Optimistix); SciPy's `curve_fit` (MINPACK); and the import of nlsq_fn's own
+dependencies (JAX, Equinox, Optimistix, Lineax) alone. ``--baseline PATH`` adds the
+nlsq_fn in the source tree at PATH (an older checkout) as another solver. nlsq_fn's
+sources are byte-compiled first, as the installed dependencies are (pip compiles them on
+install; this machine sets PYTHONDONTWRITEBYTECODE, so an editable checkout would
+otherwise be compiled from source at every import). Processes are interleaved over the
+repeats; the table gives medians. Writes ``results/everyday_fit.json``.
 """
 
 import argparse
@@ -22,6 +27,7 @@ import pathlib
 import statistics
 import subprocess
 import sys
+import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -84,11 +90,13 @@ print(json.dumps(dict(import_s=imported, first_s=first, new_model_s=new_models,
 """
 
 
-def measure(solver, baseline=None):
+def measure(solver, baseline=None, store=None):
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if baseline is not None:
         env["PYTHONPATH"] = str(baseline)
+    if store is not None:
+        env["NLSQ_FN_PROGRAM_CACHE"] = str(store)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, solver], capture_output=True, text=True, env=env,
         cwd=baseline or HERE,
@@ -103,14 +111,20 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=pathlib.Path, default=None)
     options = parser.parse_args()
-    solvers = ["deps", "nlsq_fn", "optimistix", "scipy"]
+    solvers = ["deps", "nlsq_fn", "nlsq_fn (store cold)", "optimistix", "scipy"]
     if options.baseline:
         solvers.append("nlsq_fn (baseline)")
+    for tree in {HERE.parent, options.baseline} - {None}:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "nlsq_fn")])
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="everyday_fit_"))
+    warm_store = scratch / "warm"
+    measure("nlsq_fn", store=warm_store)  # fills the store, as a machine's first fit does
     runs = {solver: [] for solver in solvers}
-    for _ in range(options.repeats):
+    for repeat in range(options.repeats):
         for solver in solvers:
             baseline = options.baseline if solver.endswith("(baseline)") else None
-            runs[solver].append(measure(solver, baseline))
+            store = warm_store if solver == "nlsq_fn" else scratch / f"cold{repeat}{solver}"
+            runs[solver].append(measure(solver, baseline, store))
     rows = {}
     for solver, results in runs.items():
         med = lambda key, results=results: statistics.median(r[key] for r in results)  # noqa: E731
@@ -118,9 +132,11 @@ def main():
         if solver != "deps":
             new = sorted(t for r in results for t in r["new_model_s"])
             refits = [r["same_model_all_s"] for r in results]
-        row.update(same_model_first_10_s=statistics.median(t for r in refits for t in r[:10]))
-        row.update(first_s=med("first_s"), new_model_median_s=statistics.median(new),
-                       new_model_range_s=[new[0], new[-1]], same_model_s=med("same_model_s"))
+            row.update(
+                same_model_first_10_s=statistics.median(t for r in refits for t in r[:10]),
+                first_s=med("first_s"), new_model_median_s=statistics.median(new),
+                new_model_range_s=[new[0], new[-1]], same_model_s=med("same_model_s"),
+            )
         rows[solver] = row
     print("| solver | import | first fit | each new model (median, range) | same model, new "
           "data (first 10 refits) | same model, new data (settled) |")
@@ -139,6 +155,8 @@ def main():
     ratios = dict(
         new_model_vs_optimistix=ours["new_model_median_s"] / optx["new_model_median_s"],
         first_fit_vs_optimistix=ours["first_s"] / optx["first_s"],
+        first_fit_store_cold_vs_optimistix=rows["nlsq_fn (store cold)"]["first_s"]
+        / optx["first_s"],
         same_model_vs_scipy=ours["same_model_s"] / scipy["same_model_s"],
         import_vs_dependencies=ours["import_s"] / rows["deps"]["import_s"],
     )

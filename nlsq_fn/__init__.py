@@ -1,14 +1,9 @@
 """nlsq_fn: functional nonlinear least squares and curve fitting for JAX."""
 
-from . import _models as models  # noqa: F401  (nf.models.Gaussian, ...)
-from ._batch import (
-    init_batch as init_batch,
-    pad_datasets as pad_datasets,
-    solve_batch as solve_batch,
-    with_starts as with_starts,
-)
+import importlib
+from typing import TYPE_CHECKING
+
 from ._bounds import find_active_constraints as find_active_constraints
-from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
 from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
@@ -27,35 +22,83 @@ from ._loss import (
     SoftL1 as SoftL1,
 )
 from ._memory import estimate_memory as estimate_memory
-from ._multistart import (
-    MultiStartResult as MultiStartResult,
-    latin_hypercube as latin_hypercube,
-    multistart as multistart,
-    sample_box as sample_box,
-)
 from ._optimize_result import OptimizeResult as OptimizeResult
 from ._report import Diagnostic as Diagnostic
 from ._result import Solution as Solution
-from ._sharding import shard_batch as shard_batch, shard_points as shard_points
-from ._single_pass import StreamUpdate as StreamUpdate
 from ._solve import solve as solve
 from ._solver import Solver as Solver, SolverState as SolverState, init as init
-from ._sources import (
-    AbstractSource as AbstractSource,
-    ArraySource as ArraySource,
-    CallableSource as CallableSource,
-    HDF5Source as HDF5Source,
-    NpySource as NpySource,
-    PandasSource as PandasSource,
-    ParquetSource as ParquetSource,
-    SQLSource as SQLSource,
-    ZarrSource as ZarrSource,
-)
 from ._stats import student_t_ppf as student_t_ppf
 from ._strategy import AbstractStrategy as AbstractStrategy
-from ._streamed_result import StreamedFitResult as StreamedFitResult
-from ._streaming import StreamingOptimizer as StreamingOptimizer
 from ._trf import TRF as TRF
 from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 
 __version__ = "0.1.0"
+
+# The wings a first fit does not need (streaming, batches, multistart, the model
+# library) are imported on first use, so that `import nlsq_fn` costs little more than
+# importing JAX and Equinox.
+_LAZY = {
+    "models": ("_models", None),
+    "init_batch": ("_batch", "init_batch"),
+    "pad_datasets": ("_batch", "pad_datasets"),
+    "solve_batch": ("_batch", "solve_batch"),
+    "with_starts": ("_batch", "with_starts"),
+    "enable_compilation_cache": ("_cache", "enable_compilation_cache"),
+    "MultiStartResult": ("_multistart", "MultiStartResult"),
+    "latin_hypercube": ("_multistart", "latin_hypercube"),
+    "multistart": ("_multistart", "multistart"),
+    "sample_box": ("_multistart", "sample_box"),
+    "shard_batch": ("_sharding", "shard_batch"),
+    "shard_points": ("_sharding", "shard_points"),
+    "StreamUpdate": ("_single_pass", "StreamUpdate"),
+    "StreamedFitResult": ("_streamed_result", "StreamedFitResult"),
+    "StreamingOptimizer": ("_streaming", "StreamingOptimizer"),
+    **{
+        name: ("_sources", name)
+        for name in (
+            "AbstractSource", "ArraySource", "CallableSource", "HDF5Source", "NpySource",
+            "PandasSource", "ParquetSource", "SQLSource", "ZarrSource",
+        )
+    },
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nlsq_fn' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:
+    from . import _models as models  # noqa: F401
+    from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
+    from ._cache import enable_compilation_cache  # noqa: F401
+    from ._multistart import (  # noqa: F401
+        MultiStartResult,
+        latin_hypercube,
+        multistart,
+        sample_box,
+    )
+    from ._sharding import shard_batch, shard_points  # noqa: F401
+    from ._single_pass import StreamUpdate  # noqa: F401
+    from ._sources import (  # noqa: F401
+        AbstractSource,
+        ArraySource,
+        CallableSource,
+        HDF5Source,
+        NpySource,
+        PandasSource,
+        ParquetSource,
+        SQLSource,
+        ZarrSource,
+    )
+    from ._streamed_result import StreamedFitResult  # noqa: F401
+    from ._streaming import StreamingOptimizer  # noqa: F401

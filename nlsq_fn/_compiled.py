@@ -34,9 +34,22 @@ def compiled(function):
     return program
 
 
+def register(program):
+    """Registers a program that is not an `equinox.filter_jit` (it has `cache_size()`
+    and `clear()`) so that `limit_programs` can clear it."""
+    _programs.append(program)
+    return program
+
+
+def _cache_size(program) -> int:
+    if hasattr(program, "cache_size"):
+        return program.cache_size()
+    return program._cached._cache_size()
+
+
 def programs_kept() -> int:
     """How many programs nlsq_fn holds compiled now."""
-    return sum(program._cached._cache_size() for program in _programs)
+    return sum(_cache_size(program) for program in _programs)
 
 
 def memory_maps() -> int | None:
@@ -74,5 +87,8 @@ def limit_programs() -> None:
 def clear() -> None:
     """Drop nlsq_fn's compiled programs."""
     for program in _programs:
-        program._cached.clear_cache()
+        if hasattr(program, "clear"):
+            program.clear()
+        else:
+            program._cached.clear_cache()
     _counted_at[0] = 0

@@ -38,6 +38,7 @@ from ._host_errors import reraise_host_errors
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
+from ._program_store import stored
 from ._scipy_compat import (
     OptimizeWarning,
     as_core_callback,
@@ -167,7 +168,7 @@ def _fit(model, data, state):
     return with_jacobian(model, data, state, solution), parts, checks
 
 
-_covariance_parts = compiled(covariance_parts)
+_covariance_parts = stored(covariance_parts)
 
 
 def _fit_stepwise(model, data, state):

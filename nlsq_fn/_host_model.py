@@ -10,6 +10,7 @@ speed; it is not differentiable (JAX has no derivatives of a host call). A `jac`
 function written with NumPy is run on the host the same way.
 """
 
+import collections
 from collections.abc import Callable
 
 import equinox as eqx
@@ -56,13 +57,48 @@ NUMPY_TRACING_ERRORS = (
 )
 
 
+# `traced_shape`'s results for the last functions and argument shapes seen: a refit of
+# the same model on new data of the same shapes need not trace the model again (JAX's
+# own jit cache makes the same assumption: a function's trace depends on its identity
+# and its arguments' shapes).
+_shapes = collections.OrderedDict()
+_SHAPES_KEPT = 64
+
+
+def _abstract_key(function, args):
+    leaves, tree = jax.tree.flatten(args)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    described = []
+    for leaf in leaves:
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            described.append((tuple(leaf.shape), str(leaf.dtype), type(leaf).__name__))
+        else:
+            described.append((type(leaf), leaf))
+    key = (function, tree, tuple(described), bool(jax.config.jax_enable_x64))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def traced_shape(function: Callable, *args):
     """``(jax.eval_shape(function, *args), None)``, or ``(None, the exception)`` when
     JAX cannot trace `function`."""
+    key = _abstract_key(function, args)
+    if key is not None and key in _shapes:
+        _shapes.move_to_end(key)
+        return _shapes[key], None
     try:
-        return jax.eval_shape(function, *args), None
+        shape = jax.eval_shape(function, *args)
     except Exception as error:
         return None, error
+    if key is not None:
+        _shapes[key] = shape
+        if len(_shapes) > _SHAPES_KEPT:
+            _shapes.popitem(last=False)
+    return shape, None
 
 
 def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable):

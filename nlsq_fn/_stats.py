@@ -16,7 +16,6 @@ Formulas (``n`` counted points, ``k`` parameters, ``dof = n - k``; ``r_i = (y_i 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import betainc
 from jaxtyping import ArrayLike, Float
 
 from ._compiled import compiled
@@ -26,6 +25,8 @@ from ._compiled import compiled
 def _student_t_ppf(q, df):
     # For t > 0: P(T > t) = I_x(df/2, 1/2) / 2 with x = df / (df + t²), increasing in x;
     # bisect on log x (x spans many decades in the far tails) to machine precision.
+    from jax.scipy.special import betainc  # imported on first use: `import nlsq_fn` stays light
+
     tail = jnp.where(q >= 0.5, 1 - q, q)
     a = 0.5 * df
 

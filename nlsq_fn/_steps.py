@@ -7,19 +7,19 @@ fits (`nlsq_fn._host_loop`) and the step-by-step fit of a new model
 (`nlsq_fn._stepwise`).
 """
 
-from ._compiled import compiled
 from ._linearize import Linearization
+from ._program_store import stored
 from ._solve import _Carry, advance, start
 from ._strategy import Problem
 
 
-@compiled
+@stored
 def propose_step(strategy, carry: _Carry, problem: Problem):
     """The strategy's trial point from the loop's state."""
     return strategy.propose(carry.x, carry.linearization, carry.strategy_state, problem)
 
 
-@compiled
+@stored
 def judge_step(strategy, carry: _Carry, proposal, trial: Linearization, problem, max_nfev):
     """The loop's next state once the trial's summary is known, and whether the trial
     was accepted."""
@@ -29,4 +29,4 @@ def judge_step(strategy, carry: _Carry, proposal, trial: Linearization, problem,
     return advance(carry, out, strategy, max_nfev), out.accepted
 
 
-start_loop = compiled(start)
+start_loop = stored(start)

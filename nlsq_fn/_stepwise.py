@@ -23,9 +23,9 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 
-from ._compiled import compiled
 from ._data import Data
 from ._linearize import Linearization, factorize, scale_for_loss
+from ._program_store import stored
 from ._result import Solution
 from ._solve import problem_for, residual_and_jac
 from ._solver import SolverState, start_point
@@ -106,14 +106,14 @@ def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
     return any(isinstance(const, jax.core.Tracer) for const in consts)
 
 
-@compiled
+@stored
 def _finish(strategy, x, linearization: Linearization, problem):
     return strategy.optimality(x, linearization, problem), strategy.active_constraints(
         x, problem
     )
 
 
-@compiled
+@stored
 def _summary(f, jac, loss, factorization):
     """The loss-scaled Jacobian and the summary the strategies see, from an evaluation:
     one program per shape and options, shared by every model."""

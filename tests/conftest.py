@@ -1,8 +1,20 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# The model-independent programs nlsq_fn stores on disk go to a folder of the test run,
+# not the user's cache (each xdist worker has its own).
+if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
+    _programs_folder = tempfile.mkdtemp(prefix="nlsq_fn_programs_")
+    os.environ["NLSQ_FN_PROGRAM_CACHE"] = _programs_folder
+    atexit.register(shutil.rmtree, _programs_folder, ignore_errors=True)
 
 from nlsq_fn import _compiled  # noqa: E402
 

@@ -1,0 +1,212 @@
+"""nlsq_fn's model-independent programs, compiled once per machine rather than once per
+process.
+
+The steps of a fit that do not depend on the model (`propose`, `judge`, the loop's
+start and end, the loss-scaled summary of an evaluation, the covariance's parts) depend
+only on the strategy, the options, the number of parameters and points, and the dtype.
+A fresh process would compile them again on its first fit (about a second on a CPU).
+`stored` compiles each such program once, writes the executable to a folder on disk
+(JAX's `serialize_executable`) and loads it in later processes.
+
+Only these programs are stored, never the user's: JAX's own persistent cache is one
+setting for the whole process and would also write every program of the user's. The
+folder is ``$NLSQ_FN_PROGRAM_CACHE`` if set (``0`` or ``off`` switches storing off),
+else ``~/.cache/nlsq_fn/programs``; entries are a few tens of kB, one per program and
+configuration, keyed by JAX's version, the device, the CPU's features and nlsq_fn's own
+source, and the folder is trimmed to `MAX_BYTES`, oldest first. A program whose entry
+cannot be read, or whose arguments are traced, is compiled as before. CPU only: on
+other devices these programs are compiled in every process, as JAX does by default.
+"""
+
+import hashlib
+import os
+import pathlib
+import pickle
+import re
+import threading
+
+import equinox as eqx
+import jax
+
+MAX_BYTES = 64 * 2**20
+CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every process
+
+_lock = threading.Lock()
+_environment = []  # computed once: JAX, devices, CPU, nlsq_fn's source
+_lapack_ready = []
+
+
+def cache_folder() -> pathlib.Path | None:
+    """Where programs are stored, or None when storing is switched off (and on devices
+    other than the CPU, where loading has not been tested)."""
+    if jax.default_backend() != "cpu":
+        return None
+    setting = os.environ.get(CACHE_ENV)
+    if setting is not None and setting.strip().lower() in ("", "0", "off", "false", "no"):
+        return None
+    if setting:
+        return pathlib.Path(setting).expanduser()
+    return pathlib.Path.home() / ".cache" / "nlsq_fn" / "programs"
+
+
+def _environment_key() -> str:
+    if not _environment:
+        source = hashlib.sha256()
+        for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+            source.update(path.read_bytes())
+        try:
+            with open("/proc/cpuinfo") as info:
+                flags = next((line for line in info if line.startswith("flags")), "")
+        except OSError:
+            flags = ""
+        import jaxlib
+
+        device = jax.devices()[0]
+        _environment.append(
+            repr((
+                jax.__version__, jaxlib.__version__, device.platform,
+                device.client.platform_version, device.device_kind, len(jax.devices()),
+                flags, source.hexdigest(),
+            ))
+        )
+    return _environment[0]
+
+
+class StoredProgram:
+    """`equinox.filter_jit` of a model-independent function whose executables are also
+    kept on disk (see the module's docstring). Its arrays are the program's inputs;
+    everything else (strategies, options) is part of the key. Every output must be an
+    array (or None)."""
+
+    def __init__(self, function):
+        self.function = function
+        self.name = function.__name__
+        self._entries = {}
+        self.loads = 0  # executables loaded from disk in this process
+        self._fallback = eqx.filter_jit(function)
+
+    def __call__(self, *args):
+        dynamic, static = eqx.partition(args, eqx.is_array)
+        leaves, in_tree = jax.tree.flatten(dynamic)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return self._fallback(*args)  # inside the user's transformation
+        static_leaves, static_tree = jax.tree.flatten(static)
+        avals = tuple((leaf.shape, leaf.dtype, leaf.weak_type) for leaf in leaves)
+        try:
+            key = (in_tree, static_tree, tuple(static_leaves), avals, _x64())
+            hash(key)
+        except TypeError:
+            return self._fallback(*args)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._build(key, in_tree, static, leaves)
+        executable, out_tree = entry
+        return jax.tree.unflatten(out_tree, executable(*leaves))
+
+    def cache_size(self) -> int:
+        return len(self._entries) + self._fallback._cached._cache_size()
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._fallback._cached.clear_cache()
+
+    def _build(self, key, in_tree, static, leaves) -> tuple:
+        """The executable for `key` and the structure of its outputs: loaded from disk
+        (then the function is only traced, for that structure), else compiled."""
+        out_trees = []
+
+        def structured(*leaves):
+            return self.function(*eqx.combine(jax.tree.unflatten(in_tree, leaves), static))
+
+        def flat(*leaves):
+            out_leaves, out_tree = jax.tree.flatten(structured(*leaves))
+            out_trees.append(out_tree)
+            return out_leaves
+
+        path = self._path(key)
+        if path is not None:
+            executable = _load(path)
+            if executable is not None:
+                self.loads += 1
+                return executable, jax.tree.structure(jax.eval_shape(structured, *leaves))
+        executable = jax.jit(flat).lower(*leaves).compile()
+        if path is not None:
+            _store(path, executable)
+        return executable, out_trees[-1]
+
+    def _path(self, key) -> pathlib.Path | None:
+        folder = cache_folder()
+        if folder is None:
+            return None
+        description = repr(key) + self.function.__module__ + self.name
+        if _ADDRESS.search(description):  # an object without a stable description
+            return None
+        digest = hashlib.sha256((description + _environment_key()).encode()).hexdigest()
+        return folder / f"{self.name}-{digest[:32]}.bin"
+
+
+def _x64() -> bool:
+    return bool(jax.config.jax_enable_x64)
+
+
+def stored(function) -> StoredProgram:
+    """Decorator: `function` as a `StoredProgram`, registered with `nlsq_fn._compiled`
+    so that its executables are dropped with nlsq_fn's other programs."""
+    from ._compiled import register
+
+    return register(StoredProgram(function))
+
+
+def _load(path: pathlib.Path):
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    if not _lapack_ready:
+        # Executables call LAPACK (SVD, QR) through jaxlib's handlers, which JAX sets up
+        # when it first lowers such a call. A process that only loads would call into
+        # handlers never set up (a segfault): set them up first.
+        import jaxlib.lapack
+        import numpy as np
+
+        jaxlib.lapack.prepare_lapack_call("gesdd", np.float64)
+        _lapack_ready.append(True)
+    try:
+        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        executable = deserialize_and_load(payload, in_tree, out_tree)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a stale or damaged entry: compile again and replace it
+        return None
+    os.utime(path)  # recently used: trimmed last
+    return executable
+
+
+def _store(path: pathlib.Path, executable) -> None:
+    from jax.experimental.serialize_executable import serialize
+
+    try:
+        payload = pickle.dumps(serialize(executable))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(payload)
+        os.replace(partial, path)  # readers see a whole entry or none
+        with _lock:
+            _trim(path.parent)
+    except Exception:  # storing is an optimisation: a read-only home must not fail a fit
+        return
+
+
+def _trim(folder: pathlib.Path) -> None:
+    entries = []
+    for path in folder.glob("*.bin"):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        entries.append((status.st_mtime, status.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total <= MAX_BYTES:
+            break
+        path.unlink(missing_ok=True)
+        total -= size

@@ -1,0 +1,91 @@
+"""The model-independent programs stored on disk (`nlsq_fn._program_store`): a second
+process loads them instead of compiling, with the same fit; a damaged entry is compiled
+again; storing can be switched off."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nlsq_fn import _program_store
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+FIT = r"""
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+import nlsq_fn as nf
+from nlsq_fn import _steps
+
+x = np.linspace(0.0, 4.0, 60)
+y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.sin(7 * x)
+popt, pcov = nf.curve_fit(lambda x, a, b, c: a * jnp.exp(-b * x) + c, x, y, p0=[1, 1, 0])
+expected, _ = scipy.optimize.curve_fit(
+    lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0]
+)
+programs = (_steps.propose_step, _steps.judge_step, _steps.start_loop)
+print(json.dumps(dict(
+    popt=np.asarray(popt).tolist(), pcov=np.asarray(pcov).tolist(),
+    scipy=expected.tolist(), loads=[program.loads for program in programs],
+)))
+"""
+
+
+def _fit_in_fresh_process(folder):
+    env = dict(os.environ, NLSQ_FN_PROGRAM_CACHE=str(folder), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_steps_and_fits_the_same(tmp_path):
+    first = _fit_in_fresh_process(tmp_path)
+    assert first["loads"] == [0, 0, 0]
+    names = {path.name.split("-")[0] for path in tmp_path.glob("*.bin")}
+    assert {"propose_step", "judge_step", "start"} <= names
+
+    second = _fit_in_fresh_process(tmp_path)
+    assert second["loads"] == [1, 1, 1]
+    # The same executables on the same machine: the same fit, to the last bit.
+    assert second["popt"] == first["popt"]
+    assert second["pcov"] == first["pcov"]
+    for value, expected in zip(second["popt"], second["scipy"], strict=True):
+        assert value == pytest.approx(expected, rel=1e-6)
+
+    for path in tmp_path.glob("*.bin"):
+        path.write_bytes(b"not an executable")
+    damaged = _fit_in_fresh_process(tmp_path)
+    assert damaged["loads"] == [0, 0, 0]
+    assert damaged["popt"] == first["popt"]
+    assert all(path.stat().st_size > 100 for path in tmp_path.glob("*.bin"))  # rewritten
+
+
+@pytest.mark.parametrize("setting", ["off", "0", "false"])
+def test_storing_can_be_switched_off(monkeypatch, setting):
+    monkeypatch.setenv("NLSQ_FN_PROGRAM_CACHE", setting)
+    assert _program_store.cache_folder() is None
+
+
+def test_the_default_folder_is_the_users_cache(monkeypatch):
+    monkeypatch.delenv("NLSQ_FN_PROGRAM_CACHE", raising=False)
+    folder = _program_store.cache_folder()
+    assert folder == pathlib.Path.home() / ".cache" / "nlsq_fn" / "programs"
+
+
+def test_the_folder_is_trimmed_oldest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(_program_store, "MAX_BYTES", 2500)
+    for age, name in enumerate(["old", "middle", "new"]):
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (1000 + age, 1000 + age))
+    _program_store._trim(tmp_path)
+    assert sorted(path.name for path in tmp_path.glob("*.bin")) == ["middle.bin", "new.bin"]
