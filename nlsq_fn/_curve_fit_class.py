@@ -48,12 +48,7 @@ from ._scipy_compat import (
 )
 from ._solve import solve, with_jacobian
 from ._solver import Solver, build_state, init, raise_for_start, start_flags
-from ._stepwise import (
-    charged_to,
-    closes_over_traced_arrays,
-    solve_stepwise,
-    steps_from_host,
-)
+from ._stepwise import solve_stepwise_while_cheaper
 from ._trust_region import IMPROPER_INPUT, STATUS_MESSAGES
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
@@ -171,13 +166,13 @@ def _fit(model, data, state):
 _covariance_parts = stored(covariance_parts)
 
 
-def _fit_stepwise(model, data, state):
-    """`_fit` driven from Python (`solve_stepwise`): nothing compiled for the model, so
-    a new model's first fit costs milliseconds instead of a compilation. None when the
-    model closes over traced arrays (inside the user's `jax.jit`): then `_fit`."""
-    if closes_over_traced_arrays(model, data, state.params):
+def _fit_stepwise(function, model, data, state):
+    """`_fit` driven from Python (`solve_stepwise`) while that is cheaper than compiling
+    it for the user's `function`: nothing compiled for the model, so a new model's first
+    fit costs milliseconds instead of a compilation. Else None: then `_fit`."""
+    solution = solve_stepwise_while_cheaper(function, model, data, state)
+    if solution is None:
         return None
-    solution = solve_stepwise(model, data, state)
     # Input `init` accepted is improper only where the model or cost is not finite at
     # the start: then (only) the checks that say which.
     checks = start_flags(model, data, state) if solution.status == IMPROPER_INPUT else None
@@ -659,9 +654,8 @@ class CurveFit:
         # A model's first fits run step by step (nothing compiled for it); once they
         # have cost what a compilation would, and for a padded CurveFit (made to be
         # reused), the whole fit is compiled once and reused.
-        if not self.pad and steps_from_host(self.f, state):
-            with charged_to(self.f):
-                fitted = _fit_stepwise(model, data, state)
+        if not self.pad:
+            fitted = _fit_stepwise(self.f, model, data, state)
         solution, parts, checks = fitted or _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays

@@ -23,12 +23,7 @@ from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
 from ._solver import Solver, init
-from ._stepwise import (
-    charged_to,
-    closes_over_traced_arrays,
-    solve_stepwise,
-    steps_from_host,
-)
+from ._stepwise import solve_stepwise_while_cheaper
 from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
 
@@ -257,14 +252,7 @@ def least_squares(
     data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
     state = init(model, data, x0, solver)
     limit_programs()
-    solution = None
-    if (
-        steps_from_host(fun, state)
-        and is_concrete(data, state.params)
-        and not closes_over_traced_arrays(model, data, state.params)
-    ):
-        with charged_to(fun):
-            solution = solve_stepwise(model, data, state)
+    solution = solve_stepwise_while_cheaper(fun, model, data, state)
     solution = solution or _solve(model, data, state)
     if not is_concrete(solution):
         return solution

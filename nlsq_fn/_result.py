@@ -53,3 +53,26 @@ class Solution(eqx.Module):
         if status.ndim == 0:
             return STATUS_MESSAGES[int(status)]
         return [STATUS_MESSAGES[int(s)] for s in status.ravel()]
+
+
+def finished(
+    x, final, fun, jac, optimality, active_mask, counts, initial_cost
+) -> Solution:
+    """The `Solution` at the end of a fit: `final` is the summary at `x` (its `cost`,
+    `grad` and `factor`), `counts` has `nfev`, `njev`, `nit` and `status`."""
+    return Solution(
+        x=x,
+        cost=final.cost,
+        fun=fun,
+        jac=jac,
+        grad=final.grad,
+        optimality=optimality,
+        active_mask=active_mask,
+        nfev=counts.nfev,
+        njev=counts.njev,
+        nit=counts.nit,
+        status=counts.status,
+        success=counts.status > 0,
+        initial_cost=initial_cost,
+        factor=final.factor,
+    )

@@ -24,7 +24,7 @@ from ._linearize import (
     scale_for_loss,
 )
 from ._misc import tree_where
-from ._result import Solution
+from ._result import Solution, finished
 from ._solver import SolverState, start_point
 from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
@@ -285,21 +285,9 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         f = residual_function(model, data, unravel)(x_flat)
         jac_scaled = None
     optimality = state.strategy.optimality(x_flat, final, problem_for(data, state))
-    return Solution(
-        x=unravel(x_flat),
-        cost=final.cost,
-        fun=f,
-        jac=jac_scaled,
-        grad=final.grad,
-        optimality=optimality,
-        active_mask=stats.active_mask,
-        nfev=stats.nfev,
-        njev=stats.njev,
-        nit=stats.nit,
-        status=stats.status,
-        success=stats.status > 0,
-        initial_cost=initial_cost,
-        factor=final.factor,
+    return finished(
+        unravel(x_flat), final, f, jac_scaled, optimality, stats.active_mask, stats,
+        initial_cost,
     )
 
 

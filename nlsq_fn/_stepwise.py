@@ -20,13 +20,14 @@ import time
 import weakref
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 
+from ._adjoint import with_explicit_closure
 from ._data import Data
 from ._linearize import Linearization, factorize, scale_for_loss
+from ._misc import is_concrete
 from ._program_store import stored
-from ._result import Solution
+from ._result import Solution, finished
 from ._solve import problem_for, residual_and_jac
 from ._solver import SolverState, start_point
 from ._steps import judge_step, propose_step, start_loop
@@ -98,12 +99,24 @@ def charged_to(function):
         _stepwise_seconds[function] += max(elapsed - compiling, 0.0)
 
 
+def solve_stepwise_while_cheaper(function, model: Callable, data: Data, state: SolverState):
+    """The front ends' fast path for the user's `function`: `solve_stepwise` while its
+    step-by-step fits have cost less than a compilation (`steps_from_host`) and the
+    inputs are concrete; else None, and the caller runs the compiled fit."""
+    if not (
+        steps_from_host(function, state)
+        and is_concrete(data, state.params)
+        and not closes_over_traced_arrays(model, data, state.params)
+    ):
+        return None
+    with charged_to(function):
+        return solve_stepwise(model, data, state)
+
+
 def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
     """Whether the model closes over arrays traced by the user's transformation (a fit
     inside `jax.jit`): those fits must run inside the user's trace, as `solve`."""
-    converted = eqx.filter_closure_convert(model, data.model_x, params)
-    consts = jax.tree.leaves(getattr(converted, "consts", ()))
-    return any(isinstance(const, jax.core.Tracer) for const in consts)
+    return with_explicit_closure(model, data, params) is not model
 
 
 @stored
@@ -153,19 +166,7 @@ def solve_stepwise(model: Callable, data: Data, state: SolverState) -> Solution:
             current = trial
     x_flat = carry.x
     optimality, active_mask = _finish(strategy, x_flat, current.linearization, problem)
-    return Solution(
-        x=unravel(x_flat),
-        cost=current.linearization.cost,
-        fun=current.fun,
-        jac=current.jac,
-        grad=current.linearization.grad,
-        optimality=optimality,
-        active_mask=active_mask,
-        nfev=carry.nfev,
-        njev=carry.njev,
-        nit=carry.nit,
-        status=carry.status,
-        success=carry.status > 0,
-        initial_cost=initial_cost,
-        factor=current.linearization.factor,
+    return finished(
+        unravel(x_flat), current.linearization, current.fun, current.jac, optimality,
+        active_mask, carry, initial_cost,
     )

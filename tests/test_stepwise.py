@@ -78,13 +78,12 @@ def test_curve_fit_runs_a_new_model_step_by_step_and_then_compiles(monkeypatch):
     compilation would; then the fit is compiled. Both give SciPy's answer."""
     import scipy.optimize
 
-    from nlsq_fn import _curve_fit_class, _stepwise
+    from nlsq_fn import _stepwise
 
     calls = []
-    original = _curve_fit_class.solve_stepwise
+    original = _stepwise.solve_stepwise
     monkeypatch.setattr(
-        _curve_fit_class, "solve_stepwise",
-        lambda *args: calls.append(1) or original(*args),
+        _stepwise, "solve_stepwise", lambda *args: calls.append(1) or original(*args)
     )
     x = np.linspace(0, 4, 50)
     y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.random.default_rng(0).standard_normal(50)
