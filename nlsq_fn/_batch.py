@@ -21,7 +21,7 @@ from ._host_errors import reraise_host_errors
 from ._result import Solution
 from ._solve import solve
 from ._solver import Solver, SolverState, init
-from ._stepwise import can_step_from_host
+from ._stepwise import can_step_from_host, closes_over_traced_arrays
 
 
 def _fields(dataset, index: int) -> tuple:
@@ -182,12 +182,17 @@ def is_batched_state(state: SolverState) -> bool:
 
 def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
     """Whether `solve_batch` can drop finished members as it goes: concrete inputs (not
-    traced by the user's ``jax.jit`` / ``jax.grad``) and a fit the strategy's steps can
-    drive from Python (see `nlsq_fn._stepwise.can_step_from_host`)."""
+    traced by the user's ``jax.jit`` / ``jax.grad``, the model's closure included) and a
+    fit the strategy's steps can drive from Python (`can_step_from_host`)."""
+    if not can_step_from_host(state):
+        return False
     leaves = jax.tree.leaves(eqx.filter((model, data, state), eqx.is_array))
-    return can_step_from_host(state) and not any(
-        isinstance(leaf, jax.core.Tracer) for leaf in leaves
-    )
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return False
+    params = state.params
+    if is_batched_state(state):
+        params = jax.tree.map(lambda leaf: leaf[0], params)
+    return not closes_over_traced_arrays(model, _member(data, 0), params)
 
 
 @reraise_host_errors

@@ -151,3 +151,14 @@ def _compaction_used(data, state):
     traced = []
     eqx.filter_jit(lambda d, s: traced.append(can_compact(line, d, s)))(data, state)
     return traced[0]
+
+
+def test_a_model_closing_over_traced_arrays_is_fitted_in_one_program():
+    data, starts = _spectra(4)
+    state = _state(data, starts)
+
+    @jax.jit
+    def fit(scale):
+        return nf.solve_batch(lambda x, p: scale * line(x, p), data, state).x
+
+    np.testing.assert_allclose(fit(1.0), nf.solve_batch(line, data, state).x, rtol=1e-6)
