@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 from helpers import assert_same_optimum
 
 import nlsq_fn as nf
@@ -162,3 +163,31 @@ def test_a_model_closing_over_traced_arrays_is_fitted_in_one_program():
         return nf.solve_batch(lambda x, p: scale * line(x, p), data, state).x
 
     np.testing.assert_allclose(fit(1.0), nf.solve_batch(line, data, state).x, rtol=1e-6)
+
+
+def test_curve_fit_batch_gives_each_member_scipys_fit():
+    """The front end over a stack of datasets: each member's `popt` and `pcov` are
+    SciPy's `curve_fit` of that member alone (two implementations, each stopping within
+    its tolerances of the optimum: to 1e-3 of a standard error, and of
+    ``sqrt(pcov_ii pcov_jj)``)."""
+    data, starts = _spectra(6, seed=4)
+    x, y = np.asarray(data.x[0]), np.asarray(data.y)
+    sigma = np.linspace(0.4, 0.6, x.size)
+
+    def f(x, amplitude, center, width, background):
+        return line(x, (amplitude, center, width, background))
+
+    popt, pcov, solution = nf.curve_fit_batch(f, x, y, starts, sigma=sigma)
+    assert popt.shape == (6, 4) and pcov.shape == (6, 4, 4)
+    assert np.all(np.asarray(solution.success))
+
+    def f_np(x, amplitude, center, width, background):
+        return amplitude * np.exp(-0.5 * ((x - center) / width) ** 2) + background
+
+    for index in range(6):
+        reference = scipy.optimize.curve_fit(f_np, x, y[index], p0=starts[index],
+                                             sigma=sigma)
+        errors = np.sqrt(np.diag(reference[1]))
+        np.testing.assert_array_less(np.abs(popt[index] - reference[0]), 1e-3 * errors)
+        scale = np.outer(errors, errors)
+        np.testing.assert_array_less(np.abs(pcov[index] - reference[1]), 1e-3 * scale)
