@@ -182,12 +182,17 @@ def is_batched_state(state: SolverState) -> bool:
 
 def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
     """Whether `solve_batch` can drop finished members as it goes: concrete inputs (not
-    traced by the user's ``jax.jit`` / ``jax.grad``, the model's closure included) and a
-    fit the strategy's steps can drive from Python (`can_step_from_host`)."""
+    traced by the user's ``jax.jit`` / ``jax.grad``, the model's closure included), on
+    one device (a batch spread over devices by `shard_batch` stays there, in one
+    program), and a fit the strategy's steps can drive from Python
+    (`can_step_from_host`)."""
     if not can_step_from_host(state):
         return False
     leaves = jax.tree.leaves(eqx.filter((model, data, state), eqx.is_array))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return False
+    if any(isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
+           for leaf in leaves):
         return False
     params = state.params
     if is_batched_state(state):
