@@ -186,7 +186,7 @@ def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
     one device (a batch spread over devices by `shard_batch` stays there, in one
     program), and a fit the strategy's steps can drive from Python
     (`can_step_from_host`)."""
-    if not can_step_from_host(state):
+    if not can_step_from_host(state) or np.shape(data.y)[0] == 0:
         return False
     leaves = jax.tree.leaves(eqx.filter((model, data, state), eqx.is_array))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
