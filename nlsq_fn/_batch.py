@@ -202,7 +202,12 @@ def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
 
 @reraise_host_errors
 def solve_batch(
-    model: Callable, data: Data, state: SolverState, *, compact: bool | None = None
+    model: Callable,
+    data: Data,
+    state: SolverState,
+    *,
+    compact: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Solution:
     """Fit every member of a batch of datasets.
 
@@ -218,7 +223,8 @@ def solve_batch(
     ``compact=False``) it is one compiled call, ``eqx.filter_vmap(nf.solve, in_axes=(None,
     0, 0 or None))``. Either way each member's result is its fit by `solve` (up to
     rounding: the programs differ). ``compact=True`` insists on compaction and raises
-    where it cannot run.
+    where it cannot run. `progress`, if given, is called with ``(finished members,
+    batch size)`` as a compacted batch goes (a one-program batch reports nothing).
     """
     batched_state = is_batched_state(state)
     possible = can_compact(model, data, state)
@@ -228,7 +234,7 @@ def solve_batch(
             "JAX model in one shot (no `chunk_size`) and no progress output or callback."
         )
     if possible and compact is not False:
-        return solve_compacted(model, data, state, batched_state)
+        return solve_compacted(model, data, state, batched_state, progress)
     # if_array: map the arrays only; Python scalars in the modules (a loss's f_scale)
     # are shared by all members.
     state_axis = eqx.if_array(0) if batched_state else None

@@ -220,10 +220,13 @@ def _lanes(members, size: int):
     return np.concatenate([members, np.full(size - members.size, members[0])])
 
 
-def solve_compacted(model, data: Data, state: SolverState, batched_state: bool) -> Solution:
+def solve_compacted(
+    model, data: Data, state: SolverState, batched_state: bool, progress=None
+) -> Solution:
     """`solve_batch` with finished members leaving the working batch (see the module's
     docstring). `data` (and `state` when `batched_state`) carry a leading batch axis on
-    every array."""
+    every array. `progress`, if given, is called with ``(finished, size)`` after each
+    working batch."""
     data = _to_host(data)
     state = _to_host(state) if batched_state else state
     size = data.y.shape[0]
@@ -252,6 +255,8 @@ def solve_compacted(model, data: Data, state: SolverState, batched_state: bool) 
         _put(store, lanes, loop)
         going = np.asarray(_going(loop))[: members.size]
         pool = np.concatenate([pool, members[going]])
+        if progress is not None:
+            progress(size - pool.size, size)
     solutions = []
     for begin in range(0, size, lanes_per_batch):
         members = np.arange(begin, min(begin + lanes_per_batch, size))

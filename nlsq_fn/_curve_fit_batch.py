@@ -17,6 +17,21 @@ from ._covariance import covariance_from_jacobian
 from ._data import Data
 from ._result import Solution
 from ._solver import Solver
+from ._sources import optional_import
+
+
+def _progress_bar(progress: bool | None, size: int):
+    """A tqdm bar over the batch's members, or None (see `curve_fit_batch`)."""
+    if progress is False:
+        return None
+    try:
+        tqdm = optional_import("tqdm.auto", "progress")
+    except ImportError:
+        if progress is None:  # the default: a bar only where tqdm is installed
+            return None
+        raise
+    return tqdm.tqdm(total=size, unit="fit", delay=2.0 if progress is None else 0.0,
+                     leave=progress is not None)
 
 
 @compiled
@@ -35,6 +50,7 @@ def curve_fit_batch(
     absolute_sigma: bool = False,
     bounds=(-np.inf, np.inf),
     method: str | None = None,
+    progress: bool | None = None,
     **solver_options,
 ) -> tuple[jax.Array, jax.Array, Solution]:
     """Fit ``f(xdata, *params)`` to every row of `ydata`, each member on its own.
@@ -48,6 +64,9 @@ def curve_fit_batch(
     - `sigma`: None, ``(m,)`` or ``(batch, m)`` standard deviations.
     - `absolute_sigma`, `bounds`, `method`: as `curve_fit` (`method` defaults to
         ``"lm"`` without bounds, ``"trf"`` with them).
+    - `progress`: a tqdm bar counting finished members: None (default) shows it for
+        batches that take more than two seconds, where tqdm is installed; True always;
+        False never.
     - `**solver_options`: `Solver`'s (``ftol``, ``xtol``, ``gtol``, ``max_nfev``,
         ``loss``, ``x_scale``...).
 
@@ -83,7 +102,13 @@ def curve_fit_batch(
     state = init_batch(model, data, jnp.asarray(first), solver)
     if p0.ndim == 2:
         state = with_starts(state, jnp.asarray(p0))
-    solution = solve_batch(model, data, state)
+    bar = _progress_bar(progress, size)
+    try:
+        solution = solve_batch(model, data, state, progress=None if bar is None else
+                               lambda finished, _: bar.update(finished - bar.n))
+    finally:
+        if bar is not None:
+            bar.close()
     pcov = _covariances(solution, jnp.full(size, m), absolute_sigma)
     return solution.x, pcov, solution
 

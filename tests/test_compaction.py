@@ -170,7 +170,7 @@ def test_a_model_closing_over_traced_arrays_is_fitted_in_one_program():
     assert flags == [False] and can_compact(line, data, state)
 
 
-def test_curve_fit_batch_gives_each_member_scipys_fit():
+def test_curve_fit_batch_gives_each_member_scipys_fit(capsys):
     """The front end over a stack of datasets: each member's `popt` and `pcov` are
     SciPy's `curve_fit` of that member alone (two implementations, each stopping within
     its tolerances of the optimum: to 1e-3 of a standard error, and of
@@ -182,8 +182,9 @@ def test_curve_fit_batch_gives_each_member_scipys_fit():
     def f(x, amplitude, center, width, background):
         return line(x, (amplitude, center, width, background))
 
-    popt, pcov, solution = nf.curve_fit_batch(f, x, y, starts, sigma=sigma)
+    popt, pcov, solution = nf.curve_fit_batch(f, x, y, starts, sigma=sigma, progress=True)
     assert popt.shape == (6, 4) and pcov.shape == (6, 4, 4)
+    assert "6/6" in capsys.readouterr().err, "the bar counted every member"
     assert np.all(np.asarray(solution.success))
 
     def f_np(x, amplitude, center, width, background):
