@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
+from ._curve_fit_batch import curve_fit_batch as curve_fit_batch
 from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
 from ._data import Data as Data
 from ._dogbox import Dogbox as Dogbox

@@ -15,11 +15,13 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
 from ._bounds import make_strictly_feasible
+from ._compaction import solve_compacted
 from ._data import Data, validate_data
 from ._host_errors import reraise_host_errors
 from ._result import Solution
 from ._solve import solve
 from ._solver import Solver, SolverState, init
+from ._stepwise import can_step_from_host, closes_over_traced_arrays
 
 
 def _fields(dataset, index: int) -> tuple:
@@ -178,20 +180,64 @@ def is_batched_state(state: SolverState) -> bool:
     return state.lower.ndim == 2
 
 
+def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
+    """Whether `solve_batch` can drop finished members as it goes: concrete inputs (not
+    traced by the user's ``jax.jit`` / ``jax.grad``, the model's closure included), on
+    one device (a batch spread over devices by `shard_batch` stays there, in one
+    program), and a fit the strategy's steps can drive from Python
+    (`can_step_from_host`)."""
+    if not can_step_from_host(state) or np.shape(data.y)[0] == 0:
+        return False
+    leaves = jax.tree.leaves(eqx.filter((model, data, state), eqx.is_array))
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return False
+    if any(isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
+           for leaf in leaves):
+        return False
+    params = state.params
+    if is_batched_state(state):
+        params = jax.tree.map(lambda leaf: leaf[0], params)
+    return not closes_over_traced_arrays(model, _member(data, 0), params)
+
+
 @reraise_host_errors
-def solve_batch(model: Callable, data: Data, state: SolverState) -> Solution:
-    """Fit every member of a batch of datasets in one compiled call.
+def solve_batch(
+    model: Callable,
+    data: Data,
+    state: SolverState,
+    *,
+    compact: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Solution:
+    """Fit every member of a batch of datasets.
 
     `data` has a leading batch axis on every leaf (see `pad_datasets`); `state` is a
     single state shared by all members (from `init_batch`) or a batched one (from
     `with_starts`). Returns one `Solution` with a leading batch axis on every field: each
     member's own parameters, ``status``, ``success``, ``nfev``, ... (``message`` lists
-    the reasons). Equivalent to ``eqx.filter_vmap(nf.solve, in_axes=(None, 0, 0 or
-    None))``; works under ``jax.jit`` and ``jax.grad``.
+    the reasons).
+
+    Called on concrete inputs, members that have stopped leave the working batch as the
+    fit goes (`nlsq_fn._compaction`), so that the batch's time follows its typical
+    member rather than its slowest. Under ``jax.jit`` or ``jax.grad`` (or with
+    ``compact=False``) it is one compiled call, ``eqx.filter_vmap(nf.solve, in_axes=(None,
+    0, 0 or None))``. Either way each member's result is its fit by `solve` (up to
+    rounding: the programs differ). ``compact=True`` insists on compaction and raises
+    where it cannot run. `progress`, if given, is called with ``(finished members,
+    batch size)`` as a compacted batch goes (a one-program batch reports nothing).
     """
+    batched_state = is_batched_state(state)
+    possible = can_compact(model, data, state)
+    if compact and not possible:
+        raise ValueError(
+            "`compact=True` needs concrete inputs (not under `jax.jit` / `jax.grad`), a "
+            "JAX model in one shot (no `chunk_size`) and no progress output or callback."
+        )
+    if possible and compact is not False:
+        return solve_compacted(model, data, state, batched_state, progress)
     # if_array: map the arrays only; Python scalars in the modules (a loss's f_scale)
     # are shared by all members.
-    state_axis = eqx.if_array(0) if is_batched_state(state) else None
+    state_axis = eqx.if_array(0) if batched_state else None
     return eqx.filter_vmap(solve, in_axes=(None, eqx.if_array(0), state_axis))(
         model, data, state
     )
