@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 from ._bounds import find_active_constraints as find_active_constraints
 from ._covariance import covariance_from_jacobian as covariance_from_jacobian
 from ._curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
-from ._curve_fit_batch import curve_fit_batch as curve_fit_batch
 from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
 from ._data import Data as Data
 from ._dogbox import Dogbox as Dogbox
@@ -40,6 +39,7 @@ __version__ = "0.1.0"
 # importing JAX and Equinox.
 _LAZY = {
     "models": ("_models", None),
+    "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
     "init_batch": ("_batch", "init_batch"),
     "pad_datasets": ("_batch", "pad_datasets"),
     "solve_batch": ("_batch", "solve_batch"),
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from . import _models as models  # noqa: F401
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
+    from ._curve_fit_batch import curve_fit_batch  # noqa: F401
     from ._multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,
