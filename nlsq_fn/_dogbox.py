@@ -22,24 +22,27 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._bounds import in_bounds, step_size_to_bound
-from ._misc import tree_where
 from ._small_linalg import singular_values_and_vt
-from ._strategy import AbstractStrategy, StepOutcome
-from ._trf import _scale_inv
+from ._strategy import AbstractStrategy, StepOutcome, jacobian_scale_inverse, judge_trial
 from ._trust_region import (
     GTOL,
     RUNNING,
     minimize_quadratic_1d,
     quadratic_along,
     quadratic_value,
-    termination_status,
-    update_radius,
 )
 
 
 class _DogboxState(eqx.Module):
     radius: Float[Array, ""]
     scale_inv: Float[Array, " n"]
+
+
+class _DogboxProposal(eqx.Module):
+    x_new: Float[Array, " n"]
+    step: Float[Array, " n"]
+    predicted: Float[Array, ""]  # the model's predicted cost reduction
+    region_hit: Bool[Array, ""]  # whether the step ends on the trust region's edge
 
 
 def _on_bound(x, lower, upper) -> Int[Array, " n"]:
@@ -121,7 +124,7 @@ class Dogbox(AbstractStrategy):
     starts_strictly_inside: ClassVar[bool] = False
 
     def init(self, x, linearization, problem):
-        scale_inv = _scale_inv(linearization, problem)
+        scale_inv = jacobian_scale_inverse(linearization, problem)
         radius = jnp.max(jnp.abs(x * scale_inv))
         radius = jnp.where(radius == 0, 1.0, radius)
         state = _DogboxState(radius, scale_inv)
@@ -135,7 +138,7 @@ class Dogbox(AbstractStrategy):
     def active_constraints(self, x, problem):
         return _on_bound(x, problem.lower, problem.upper).astype(jnp.int32)
 
-    def step(self, x, linearization, state, evaluate, problem):
+    def propose(self, x, linearization, state, problem):
         lower, upper = problem.lower, problem.upper
         free = _free(x, linearization.grad, problem)
         g = jnp.where(free, linearization.grad, 0.0)
@@ -153,27 +156,16 @@ class Dogbox(AbstractStrategy):
             # Clipped against rounding, and set exactly on the bounds the step reached.
             x_new = jnp.clip(x_new, lower, upper)
             x_new = jnp.where(bound_hits < 0, lower, jnp.where(bound_hits > 0, upper, x_new))
-        trial = evaluate(x_new)
-        finite = trial.finite
+        return x_new, _DogboxProposal(x_new, step, predicted, region_hit)
 
-        step_h_norm = jnp.max(jnp.abs(step * state.scale_inv))
-        reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
-        new_radius, ratio = update_radius(
-            state.radius, reduction, predicted, step_h_norm, region_hit
+    def judge(self, x, linearization, state, proposal, trial, problem):
+        judged = judge_trial(
+            self, x, linearization, proposal.x_new, trial, problem,
+            predicted=proposal.predicted, step=proposal.step,
+            step_norm=jnp.max(jnp.abs(proposal.step * state.scale_inv)),
+            at_edge=proposal.region_hit, radius=state.radius, scale_inv=state.scale_inv,
         )
-        status = termination_status(
-            reduction, linearization.cost, jnp.linalg.norm(step), jnp.linalg.norm(x),
-            ratio, problem.ftol, problem.xtol,
+        return StepOutcome(
+            judged.x, judged.linearization, _DogboxState(judged.radius, judged.scale_inv),
+            judged.accepted, judged.status,
         )
-        status = jnp.where(finite, status, RUNNING)
-        radius = jnp.where(finite, new_radius, 0.25 * step_h_norm)
-
-        accepted = finite & (reduction > 0)
-        x_out = jnp.where(accepted, x_new, x)
-        lin_out = tree_where(accepted, trial, linearization)
-        scale_inv = jnp.where(
-            accepted, _scale_inv(trial, problem, state.scale_inv), state.scale_inv
-        )
-        gtol_met = accepted & (self.optimality(x_out, lin_out, problem) < problem.gtol)
-        status = jnp.where(gtol_met, GTOL, status)
-        return StepOutcome(x_out, lin_out, _DogboxState(radius, scale_inv), accepted, status)

@@ -2,7 +2,7 @@
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -10,6 +10,8 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from ._bounds import find_active_constraints
 from ._linearize import Linearization
+from ._misc import tree_where
+from ._trust_region import GTOL, RUNNING, termination_status, update_radius
 
 
 class Problem(eqx.Module):
@@ -132,3 +134,64 @@ class AbstractStrategy(eqx.Module):
     # Whether a bounded fit starts strictly inside the box (TRF needs it; SciPy's dogbox
     # starts where it is told, possibly on a bound).
     starts_strictly_inside: ClassVar[bool] = True
+
+
+def jacobian_scale_inverse(linearization: Linearization, problem: Problem, previous=None):
+    """The inverse of the variables' scale: ``1 / x_scale``, or with ``x_scale="jac"``
+    the Jacobian's column norms (SciPy's rule: never decreasing during the fit, 1 for a
+    zero column at the start)."""
+    if problem.x_scale is not None:
+        return 1 / problem.x_scale
+    norms = linearization.column_norms
+    if previous is None:
+        return jnp.where(norms == 0, 1.0, norms)
+    return jnp.maximum(norms, previous)
+
+
+class Judged(NamedTuple):
+    """What `judge_trial` decides about a trial point."""
+
+    x: Float[Array, " n"]  # the iterate now: the trial point if accepted
+    linearization: Linearization  # the summary there
+    accepted: Bool[Array, ""]
+    status: Int[Array, ""]
+    radius: Float[Array, ""]  # the next trust radius
+    updated_radius: Float[Array, ""]  # the radius rule's value, before a non-finite trial
+    scale_inv: Float[Array, " n"]  # the next `jacobian_scale_inverse`
+
+
+def judge_trial(
+    strategy: AbstractStrategy, x, linearization: Linearization, x_new,
+    trial: Linearization, problem: Problem, *, predicted, step, step_norm, at_edge,
+    radius, scale_inv,
+) -> Judged:
+    """The acceptance test SciPy's trf and dogbox share: the actual reduction of the
+    cost against the `predicted` one updates the trust radius (`step_norm` is the step's
+    size in the strategy's scaled norm, `at_edge` whether it reached the region's
+    edge); the tolerances decide whether the fit has converged; the trial point is
+    accepted if the cost went down. A non-finite trial is rejected and the radius cut
+    to a quarter of the step, and the fit goes on."""
+    finite = trial.finite
+    reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
+    updated_radius, ratio = update_radius(radius, reduction, predicted, step_norm, at_edge)
+    status = termination_status(
+        reduction, linearization.cost, jnp.linalg.norm(step), jnp.linalg.norm(x),
+        ratio, problem.ftol, problem.xtol,
+    )
+    status = jnp.where(finite, status, RUNNING)
+    accepted = finite & (reduction > 0)
+    x_out = jnp.where(accepted, x_new, x)
+    lin_out = tree_where(accepted, trial, linearization)
+    scale_inv = jnp.where(
+        accepted, jacobian_scale_inverse(trial, problem, scale_inv), scale_inv
+    )
+    gtol_met = accepted & (strategy.optimality(x_out, lin_out, problem) < problem.gtol)
+    return Judged(
+        x=x_out,
+        linearization=lin_out,
+        accepted=accepted,
+        status=jnp.where(gtol_met, GTOL, status),
+        radius=jnp.where(finite, updated_radius, 0.25 * step_norm),
+        updated_radius=updated_radius,
+        scale_inv=scale_inv,
+    )

@@ -17,9 +17,8 @@ from ._bounds import (
     make_strictly_feasible,
     step_size_to_bound,
 )
-from ._misc import tree_where
 from ._small_linalg import singular_values_and_vt
-from ._strategy import AbstractStrategy, StepOutcome
+from ._strategy import AbstractStrategy, StepOutcome, jacobian_scale_inverse, judge_trial
 from ._trust_region import (
     GTOL,
     RUNNING,
@@ -27,8 +26,6 @@ from ._trust_region import (
     quadratic_along,
     quadratic_value,
     solve_subproblem,
-    termination_status,
-    update_radius,
 )
 
 
@@ -44,15 +41,6 @@ class _TRFProposal(eqx.Module):
     step_h: Float[Array, " n"]  # the step in the scaled variables
     predicted: Float[Array, ""]  # the model's predicted cost reduction
     alpha: Float[Array, ""]  # the Levenberg–Marquardt parameter the subproblem found
-
-
-def _scale_inv(linearization, problem, previous=None):
-    if problem.x_scale is not None:
-        return 1 / problem.x_scale
-    norms = linearization.column_norms
-    if previous is None:
-        return jnp.where(norms == 0, 1.0, norms)
-    return jnp.maximum(norms, previous)
 
 
 def _select_step(x, jac_h, diag_h, g_h, p, p_h, d, radius, lower, upper, theta):
@@ -122,7 +110,7 @@ class TRF(AbstractStrategy):
     jacobian_after_last_step: ClassVar[bool] = True
 
     def init(self, x, linearization, problem):
-        scale_inv = _scale_inv(linearization, problem)
+        scale_inv = jacobian_scale_inverse(linearization, problem)
         v, dv = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
         v = jnp.where(dv != 0, v * scale_inv, v)
         radius = jnp.linalg.norm(x * scale_inv / jnp.sqrt(v))
@@ -175,34 +163,23 @@ class TRF(AbstractStrategy):
         return x_new, _TRFProposal(x_new, step, step_h, predicted, alpha)
 
     def judge(self, x, linearization, state, proposal, trial, problem):
-        x_new, step, step_h = proposal.x_new, proposal.step, proposal.step_h
-        finite = trial.finite
-
-        step_h_norm = jnp.linalg.norm(step_h)
-        reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
-        new_radius, ratio = update_radius(
-            state.radius, reduction, proposal.predicted, step_h_norm,
-            step_h_norm > 0.95 * state.radius,
+        step_h_norm = jnp.linalg.norm(proposal.step_h)
+        judged = judge_trial(
+            self, x, linearization, proposal.x_new, trial, problem,
+            predicted=proposal.predicted, step=proposal.step, step_norm=step_h_norm,
+            at_edge=step_h_norm > 0.95 * state.radius, radius=state.radius,
+            scale_inv=state.scale_inv,
         )
-        status = termination_status(
-            reduction, linearization.cost, jnp.linalg.norm(step), jnp.linalg.norm(x),
-            ratio, problem.ftol, problem.xtol,
+        # The Levenberg–Marquardt parameter follows the radius (SciPy's `alpha *=
+        # Delta / Delta_new`) while the fit goes on.
+        going_on = trial.finite & (judged.status == RUNNING)
+        updated = judged.updated_radius
+        safe_updated = jnp.where(updated > 0, updated, 1.0)
+        alpha = jnp.where(
+            going_on, proposal.alpha * state.radius / safe_updated, proposal.alpha
         )
-        status = jnp.where(finite, status, RUNNING)
-        going_on = finite & (status == RUNNING)
-        safe_new_radius = jnp.where(new_radius > 0, new_radius, 1.0)
-        radius = jnp.where(finite, new_radius, 0.25 * step_h_norm)
-        alpha = proposal.alpha
-        alpha = jnp.where(going_on, alpha * state.radius / safe_new_radius, alpha)
-
-        accepted = finite & (reduction > 0)
-        x_out = jnp.where(accepted, x_new, x)
-        lin_out = tree_where(accepted, trial, linearization)
-        scale_inv = jnp.where(
-            accepted, _scale_inv(trial, problem, state.scale_inv), state.scale_inv
-        )
-        gtol_met = accepted & (self.optimality(x_out, lin_out, problem) < problem.gtol)
-        status = jnp.where(gtol_met, GTOL, status)
         return StepOutcome(
-            x_out, lin_out, _TRFState(radius, alpha, scale_inv), accepted, status
+            judged.x, judged.linearization,
+            _TRFState(judged.radius, alpha, judged.scale_inv), judged.accepted,
+            judged.status,
         )

@@ -11,7 +11,7 @@ import nlsq_fn as nf
 from nlsq_fn._loss import as_loss
 from nlsq_fn._stepwise import can_step_from_host, solve_stepwise
 
-STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt}
+STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
 solve = eqx.filter_jit(nf.solve)
 
 
@@ -28,6 +28,7 @@ DEFAULT_CASES = {
     "trf": ("exp_decay_sigma", "logistic4_bounded", "exp_decay_upper_bound_active",
             "outliers_huber", "misra1a_bounded_xscale_jac"),
     "lm": ("exp_decay", "rational", "misra1a_xscale_jac"),
+    "dogbox": ("logistic4_bounded", "exp_decay_upper_bound_active", "outliers_huber"),
 }
 CASES_AND_METHODS = [
     pytest.param(
