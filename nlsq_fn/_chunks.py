@@ -1,6 +1,6 @@
 """The summary of one pass over a chunk source, folded chunk by chunk.
 
-Chunks arrive padded to one shape (the padding masked out), so one compiled `_fold`
+Chunks arrive padded to one shape (the padding masked out), so one compiled `fold_compiled`
 serves them all; a background thread reads ahead (`prefetch`). Besides the strategies'
 summary (cost, gradient, Jacobian factor) a pass sums what the fit statistics need.
 """
@@ -17,9 +17,9 @@ from jaxtyping import Array, Float
 
 from . import _sharding
 from ._compiled import compiled
-from ._curve_fit_class import _pad_points
+from ._curve_fit_class import pad_points
 from ._data import Data
-from ._linearize import _accumulate
+from ._linearize import accumulate_rows
 from ._solve import residual_and_jac
 from ._solver import SolverState
 
@@ -73,16 +73,16 @@ class _Running(eqx.Module):
     sums: Sums
 
 
-def _zeros(n, dtype):
+def zero_summary(n, dtype):
     zero = jnp.zeros((), dtype)
     return _Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype), Sums.zeros(dtype))
 
 
-def _fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
+def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
     """Add one chunk's residuals and Jacobian rows to the running summary."""
     f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
     dtype = running.cost.dtype
-    cost, grad, square = _accumulate(
+    cost, grad, square = accumulate_rows(
         (running.cost, running.grad, running.square), f, jac.astype(dtype),
         state.loss, state.factorization,
     )
@@ -123,17 +123,17 @@ def pointwise_mismatch(model, x, chunk: Data):
     return jnp.any(counted & differs)
 
 
-_fold = compiled(_fold_chunk)
-_finish = compiled(_sharding.finish)
+fold_compiled = compiled(fold_chunk)
+finish_compiled = compiled(_sharding.finish)
 
 
-def _padded(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:
+def padded_chunks(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:
     """Each chunk as `Data` of exactly `chunk_size` points: the last one's padding
     repeats its last input (so the model stays finite there) and is masked out."""
     for x, y, sigma in chunks:
         m = y.shape[0]
         mask = np.arange(chunk_size) < m
-        x = _pad_points(np.asarray(x, dtype), m, chunk_size)
+        x = pad_points(np.asarray(x, dtype), m, chunk_size)
         y = np.pad(np.asarray(y, dtype), (0, chunk_size - m))
         if sigma is not None:
             sigma = np.pad(np.asarray(sigma, dtype), (0, chunk_size - m), constant_values=1.0)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_flag
-from ._curve_fit_class import CurveFit, _finite
+from ._curve_fit_class import CurveFit, any_finite_bound
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
 
@@ -126,7 +126,7 @@ def curve_fit(
     if isinstance(xdata, (list, tuple)) and is_concrete(xdata):
         # SciPy converts sequences to a float array before calling `f`.
         xdata = np.asarray(xdata, dtype=float)
-    bounded = _finite(bounds)
+    bounded = any_finite_bound(bounds)
     if method is None:
         robust = kwargs.get("loss", "linear") != "linear"
         method = "trf" if bounded or robust else "lm"

@@ -180,7 +180,7 @@ def _fit_stepwise(function, model, data, state):
     return solution, parts, checks
 
 
-def _finite(bounds) -> bool:
+def any_finite_bound(bounds) -> bool:
     bounds = as_bounds(bounds)
     if isinstance(bounds, dict):
         return any(has_finite_bounds(pair) for pair in bounds.values())
@@ -203,7 +203,7 @@ def points_axis(leaf, m: int) -> int | None:
     return 0 if shape[0] == m else None
 
 
-def _pad_points(leaf, m, size):
+def pad_points(leaf, m, size):
     leaf = np.asarray(leaf)
     axis = points_axis(leaf, m)
     if axis is None or size == m:
@@ -430,7 +430,7 @@ class CurveFit:
         self.named = is_named_model(model)
 
     def _has_bounds(self):
-        return _finite(self.bounds)
+        return any_finite_bound(self.bounds)
 
     def _convention(self, p0):
         """``(style, wrapped model, names or None)`` for this `p0`."""
@@ -545,7 +545,7 @@ class CurveFit:
 
     def _resolve(self, x, y, p0, sigma, bounds):
         bounds = self.bounds if bounds is None else as_bounds(bounds)
-        if _finite(bounds) and not self.strategy.supports_bounds:
+        if any_finite_bound(bounds) and not self.strategy.supports_bounds:
             raise ValueError(
                 "This CurveFit uses method='lm', which doesn't support bounds; create it "
                 "with method='trf' (or with bounds)."
@@ -582,7 +582,7 @@ class CurveFit:
         no_p0 = p0 is None and style != "named"
         p0 = self._initial_params(p0, xdata, ydata, style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
-        if no_p0 and _finite(bounds):
+        if no_p0 and any_finite_bound(bounds):
             p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
         if self.method == "lm" and ydata.size < p0.size:
             raise TypeError(
@@ -602,7 +602,7 @@ class CurveFit:
             data = Data(xdata, white_y)
         elif self.pad and m is not None and _has_points_axis(xdata, m):
             size = bucket_size(m)
-            x_padded = jax.tree.map(lambda leaf: _pad_points(leaf, m, size), xdata)
+            x_padded = jax.tree.map(lambda leaf: pad_points(leaf, m, size), xdata)
             if not self._model_checked:
                 self._check_model_on(model, xdata, ydata, p0, names)
                 self._model_checked = True

@@ -18,7 +18,7 @@ from jaxtyping import Array, Bool, Float
 from ._chunks import Sums
 from ._fingerprint import differing
 from ._linearize import Linearization
-from ._solve import _Carry
+from ._solve import LoopCarry
 from ._solver import SolverState
 from ._steps import judge_step, propose_step, start_loop  # noqa: F401
 from ._strategy import Problem
@@ -28,7 +28,7 @@ from ._trust_region import MAX_NFEV, RUNNING
 class FitCheckpoint(eqx.Module):
     """What a resumed fit needs: the loop's carry and the facts of the first pass."""
 
-    carry: _Carry
+    carry: LoopCarry
     x0: Float[Array, " n"]
     first: Sums  # of the first pass: its data sums must recur in every pass
     initial_cost: Float[Array, ""]

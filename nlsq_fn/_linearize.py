@@ -114,7 +114,7 @@ def linearize(
     )
 
 
-def _accumulate(summary, f, jac, loss, method):
+def accumulate_rows(summary, f, jac, loss, method):
     """Fold one chunk's residuals and Jacobian rows into the running summary."""
     cost, grad, square = summary
     chunk_cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
@@ -191,7 +191,7 @@ def chunked_linearize(
             start = jnp.minimum(first_new, n_points - size)
             chunk = chunk_of(data, start, size, first_new)
             f, jac = residual_and_jac(chunk)
-            return _accumulate(summary, f, jac.astype(dtype), loss, method)
+            return accumulate_rows(summary, f, jac.astype(dtype), loss, method)
 
         zero = jnp.zeros((), dtype)
         summary = (

@@ -20,7 +20,7 @@ from ._host_errors import reraise_host_errors
 from ._misc import is_concrete
 from ._result import Solution
 from ._solve import solve
-from ._solver import Solver, _flat_like, init
+from ._solver import Solver, flat_like, init
 
 SamplingMethod = Literal["random", "latin", "sobol"]
 
@@ -150,7 +150,7 @@ def multistart(
             if len(sample_bounds) != 2:
                 raise ValueError("`sample_bounds` must be a pair (lower, upper).")
             lower, upper = (
-                _flat_like(b, state.params, "sample bound", flat_p0.dtype)
+                flat_like(b, state.params, "sample bound", flat_p0.dtype)
                 for b in sample_bounds
             )
         if is_concrete(lower, upper) and not (

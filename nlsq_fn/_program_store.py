@@ -18,6 +18,7 @@ cannot be read, or whose arguments are traced, is compiled as before. CPU only: 
 other devices these programs are compiled in every process, as JAX does by default.
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -27,6 +28,7 @@ import threading
 
 import equinox as eqx
 import jax
+import numpy as np
 
 MAX_BYTES = 64 * 2**20
 CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
@@ -158,42 +160,54 @@ def stored(function) -> StoredProgram:
     return register(StoredProgram(function))
 
 
-def _load(path: pathlib.Path):
-    from jax.experimental.serialize_executable import deserialize_and_load
-
+def _lapack_set_up() -> bool:
+    """Executables call LAPACK (SVD, QR) through jaxlib's handlers, which JAX sets up
+    when it first lowers such a call; a process that only loads would call into handlers
+    never set up (a segfault). Set them up, or report that this jaxlib cannot."""
     if not _lapack_ready:
-        # Executables call LAPACK (SVD, QR) through jaxlib's handlers, which JAX sets up
-        # when it first lowers such a call. A process that only loads would call into
-        # handlers never set up (a segfault): set them up first.
-        import jaxlib.lapack
-        import numpy as np
+        try:
+            import jaxlib.lapack
 
-        jaxlib.lapack.prepare_lapack_call("gesdd", np.float64)
+            jaxlib.lapack.prepare_lapack_call("gesdd", np.float64)
+        except Exception:
+            return False
         _lapack_ready.append(True)
+    return True
+
+
+def _load(path: pathlib.Path):
+    """The executable stored at `path`, or None (none there, damaged or stale, or this
+    JAX cannot load it safely): then the caller compiles it."""
+    if not path.exists() or not _lapack_set_up():
+        return None
     try:
+        from jax.experimental.serialize_executable import deserialize_and_load
+
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         executable = deserialize_and_load(payload, in_tree, out_tree)
-    except FileNotFoundError:
+    except Exception:
         return None
-    except Exception:  # a stale or damaged entry: compile again and replace it
-        return None
-    os.utime(path)  # recently used: trimmed last
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: trimmed last
     return executable
 
 
 def _store(path: pathlib.Path, executable) -> None:
-    from jax.experimental.serialize_executable import serialize
-
+    """Writes `executable` to `path` (whole or not at all), then trims the folder.
+    Storing is an optimisation: a read-only or full disk must not fail a fit."""
+    partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     try:
+        from jax.experimental.serialize_executable import serialize
+
         payload = pickle.dumps(serialize(executable))
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         partial.write_bytes(payload)
         os.replace(partial, path)  # readers see a whole entry or none
         with _lock:
             _trim(path.parent)
-    except Exception:  # storing is an optimisation: a read-only home must not fail a fit
-        return
+    except Exception:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def _trim(folder: pathlib.Path) -> None:

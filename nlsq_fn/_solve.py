@@ -30,7 +30,7 @@ from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
 
-class _Carry(eqx.Module):
+class LoopCarry(eqx.Module):
     x: Float[Array, " n"]
     linearization: Linearization
     strategy_state: PyTree
@@ -48,7 +48,7 @@ class _Stats(eqx.Module):
     active_mask: Int[Array, " n"]
 
 
-def start(strategy, x0, lin0, problem, max_nfev, valid=True, chunks_ok=True) -> _Carry:
+def start(strategy, x0, lin0, problem, max_nfev, valid=True, chunks_ok=True) -> LoopCarry:
     """The loop's carry after the first evaluation (at `x0`); `valid` is False for input
     found improper inside a traced program (status -1), `chunks_ok` False where the
     automatic chunks change the model's values (status `CHUNKS_DIFFER`)."""
@@ -57,10 +57,10 @@ def start(strategy, x0, lin0, problem, max_nfev, valid=True, chunks_ok=True) -> 
     status = jnp.where(chunks_ok, status, CHUNKS_DIFFER)
     one = jnp.asarray(1, jnp.int32)
     status = jnp.where((status == RUNNING) & (max_nfev <= 1), MAX_NFEV, status)
-    return _Carry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
+    return LoopCarry(x0, lin0, strategy_state, one, one, 0 * one, status.astype(jnp.int32))
 
 
-def advance(carry: _Carry, out, strategy, max_nfev) -> _Carry:
+def advance(carry: LoopCarry, out, strategy, max_nfev) -> LoopCarry:
     """The loop's carry after one trial step `out` (one more evaluation): counts
     evaluations and iterations and stops at the evaluation budget."""
     nfev = carry.nfev + 1
@@ -72,7 +72,7 @@ def advance(carry: _Carry, out, strategy, max_nfev) -> _Carry:
     if not strategy.jacobian_after_last_step:
         new_jacobian = new_jacobian & (out.status == RUNNING)
     njev = carry.njev + new_jacobian.astype(jnp.int32)
-    return _Carry(out.x, out.linearization, out.strategy_state, nfev, njev, nit, status)
+    return LoopCarry(out.x, out.linearization, out.strategy_state, nfev, njev, nit, status)
 
 
 def residual_function(
@@ -160,7 +160,7 @@ def valid_input(x0, data: Data, state: SolverState):
 
 def _loop_with_one_evaluation(
     strategy, x0, evaluate, problem, state, valid, chunks_ok=True
-) -> _Carry:
+) -> LoopCarry:
     """The loop of `_iterate` with the evaluation at the start made by its first pass,
     so that the compiled program holds one evaluation (model, Jacobian, factorization)
     instead of two: every pass evaluates its pending point, then either starts (the

@@ -163,7 +163,7 @@ class SolverState(eqx.Module):
     host_model: bool = eqx.field(default=False, static=True)
 
 
-def _flat_like(value, params, name, dtype):
+def flat_like(value, params, name, dtype):
     """A bound or scale given as a scalar, a flat array or a params-shaped pytree."""
     flat_params, _ = ravel_pytree(params)
     n = flat_params.size
@@ -265,8 +265,8 @@ def build_state(
     else:
         if len(solver.bounds) != 2:
             raise ValueError("`bounds` must be a pair (lower, upper).")
-        lower = _flat_like(solver.bounds[0], params, "lower bound", dtype)
-        upper = _flat_like(solver.bounds[1], params, "upper bound", dtype)
+        lower = flat_like(solver.bounds[0], params, "lower bound", dtype)
+        upper = flat_like(solver.bounds[1], params, "upper bound", dtype)
     x_scale = solver.x_scale
     if x_scale is None:
         x_scale = "jac" if not strategy.supports_bounds else 1.0
@@ -275,7 +275,7 @@ def build_state(
             raise ValueError(f"`x_scale` must be 'jac' or positive numbers, got {x_scale!r}.")
         x_scale_flat = None
     else:
-        x_scale_flat = _flat_like(x_scale, params, "x_scale", dtype)
+        x_scale_flat = flat_like(x_scale, params, "x_scale", dtype)
     if is_concrete(lower, upper, x0):
         lower_np, upper_np, x0_np = map(np.asarray, (lower, upper, x0))
         if np.any(np.isnan(lower_np) | np.isnan(upper_np)):

@@ -9,18 +9,18 @@ fits (`nlsq_fn._host_loop`) and the step-by-step fit of a new model
 
 from ._linearize import Linearization
 from ._program_store import stored
-from ._solve import _Carry, advance, start
+from ._solve import LoopCarry, advance, start
 from ._strategy import Problem
 
 
 @stored
-def propose_step(strategy, carry: _Carry, problem: Problem):
+def propose_step(strategy, carry: LoopCarry, problem: Problem):
     """The strategy's trial point from the loop's state."""
     return strategy.propose(carry.x, carry.linearization, carry.strategy_state, problem)
 
 
 @stored
-def judge_step(strategy, carry: _Carry, proposal, trial: Linearization, problem, max_nfev):
+def judge_step(strategy, carry: LoopCarry, proposal, trial: Linearization, problem, max_nfev):
     """The loop's next state once the trial's summary is known, and whether the trial
     was accepted."""
     out = strategy.judge(

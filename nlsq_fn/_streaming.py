@@ -22,13 +22,13 @@ import numpy as np
 from . import _processes, _sharding
 from ._chunks import (
     Sums,
-    _finish,
-    _fold,
-    _fold_chunk,
-    _padded,
-    _zeros,
+    finish_compiled,
+    fold_chunk,
+    fold_compiled,
+    padded_chunks,
     pointwise_mismatch,
     prefetch,
+    zero_summary,
 )
 from ._compiled import limit_programs
 from ._curve_fit_class import CurveFit, bucket_size
@@ -200,7 +200,7 @@ class StreamingOptimizer:
     def _chunks(self, chunks, chunk_size, dtype, read_ahead=True):
         """`chunks` (of at most `chunk_size` points) padded to one shape as `Data`, on
         their devices, read ahead in a thread."""
-        chunks = _padded(chunks, chunk_size, dtype)
+        chunks = padded_chunks(chunks, chunk_size, dtype)
         if self._mesh is not None:
             chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
         return prefetch(chunks) if read_ahead else chunks
@@ -210,7 +210,7 @@ class StreamingOptimizer:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
         processes' chunks), and the sums of their residuals. `check_pointwise`: first
         make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
-        running = _zeros(x.size, state.lower.dtype)
+        running = zero_summary(x.size, state.lower.dtype)
         if self._mesh is not None:
             running = _sharding.sharded_zeros(running, self._mesh)
         mismatches = []
@@ -223,10 +223,10 @@ class StreamingOptimizer:
                 if early and len(mismatches) > 1 and _flagged(mismatches[-2]):
                     self._raise_unless_pointwise(mismatches[:-1])
             if self._mesh is None:
-                running = _fold(running, self._model, state, x, chunk)
+                running = fold_compiled(running, self._model, state, x, chunk)
             else:
                 running = _sharding.sharded_fold(
-                    _fold_chunk, running, self._model, state, x, chunk, self._mesh
+                    fold_chunk, running, self._model, state, x, chunk, self._mesh
                 )
             if bar is not None:
                 bar.update(1)
@@ -236,7 +236,7 @@ class StreamingOptimizer:
             running = _sharding.reduce_devices(running, state.factorization)
         if across_processes:
             running = _processes.combine(running, state.factorization)
-        return _finish(running, state.factorization), running.sums
+        return finish_compiled(running, state.factorization), running.sums
 
     def _pointwise_mismatch(self, x, chunk):
         """`pointwise_mismatch` of one chunk (an error the model raises on half a chunk

@@ -89,3 +89,10 @@ def test_the_folder_is_trimmed_oldest_first(tmp_path, monkeypatch):
         os.utime(path, (1000 + age, 1000 + age))
     _program_store._trim(tmp_path)
     assert sorted(path.name for path in tmp_path.glob("*.bin")) == ["middle.bin", "new.bin"]
+
+
+def test_a_folder_that_cannot_be_written_fails_nothing(tmp_path):
+    blocked = tmp_path / "a file, not a folder"
+    blocked.write_text("")
+    _program_store._store(blocked / "entry.bin", executable=None)  # raises nothing
+    assert _program_store._load(blocked / "entry.bin") is None
