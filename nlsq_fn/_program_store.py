@@ -9,13 +9,17 @@ A fresh process would compile them again on its first fit (about a second on a C
 (JAX's `serialize_executable`) and loads it in later processes.
 
 Only these programs are stored, never the user's: JAX's own persistent cache is one
-setting for the whole process and would also write every program of the user's. The
-folder is ``$NLSQ_FN_PROGRAM_CACHE`` if set (``0`` or ``off`` switches storing off),
-else ``~/.cache/nlsq_fn/programs``; entries are a few tens of kB, one per program and
-configuration, keyed by JAX's version, the device, the CPU's features and nlsq_fn's own
-source, and the folder is trimmed to `MAX_BYTES`, oldest first. A program whose entry
-cannot be read, or whose arguments are traced, is compiled as before. CPU only: on
-other devices these programs are compiled in every process, as JAX does by default.
+setting for the whole process and would also write every program of the user's.
+
+- Where: ``$NLSQ_FN_PROGRAM_CACHE`` if set (``0`` or ``off`` switches storing off), else
+  ``$XDG_CACHE_HOME/nlsq_fn/programs`` (by default ``~/.cache/nlsq_fn/programs``).
+- How much: 10–120 kB per program, about 0.3 MB per configuration of a fit; the folder
+  is trimmed to `MAX_BYTES`, least recently used first.
+- Keyed by JAX's and jaxlib's versions, the device, the CPU's features and nlsq_fn's
+  own source: an entry from another version or machine is never loaded.
+- A program whose entry cannot be read, or whose arguments are traced, is compiled as
+  before. CPU only: on other devices these programs are compiled in every process, as
+  JAX does by default.
 """
 
 import contextlib
@@ -49,7 +53,8 @@ def cache_folder() -> pathlib.Path | None:
         return None
     if setting:
         return pathlib.Path(setting).expanduser()
-    return pathlib.Path.home() / ".cache" / "nlsq_fn" / "programs"
+    cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(cache) / "nlsq_fn" / "programs"
 
 
 def _environment_key() -> str:

@@ -75,10 +75,13 @@ def test_storing_can_be_switched_off(monkeypatch, setting):
     assert _program_store.cache_folder() is None
 
 
-def test_the_default_folder_is_the_users_cache(monkeypatch):
+def test_the_default_folder_is_the_users_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("NLSQ_FN_PROGRAM_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     folder = _program_store.cache_folder()
     assert folder == pathlib.Path.home() / ".cache" / "nlsq_fn" / "programs"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _program_store.cache_folder() == tmp_path / "nlsq_fn" / "programs"
 
 
 def test_the_folder_is_trimmed_oldest_first(tmp_path, monkeypatch):
