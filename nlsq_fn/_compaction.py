@@ -30,15 +30,13 @@ from jax.flatten_util import ravel_pytree
 
 from ._compiled import compiled
 from ._data import Data
-from ._linearize import Linearization, factorize, scale_for_loss
 from ._misc import as_jax_array, tree_where
 from ._result import Solution
 from ._solve import (
     advance,
     linearization_at,
     problem_for,
-    residual_and_jac,
-    residual_function,
+    solution_at,
     start,
     valid_input,
 )
@@ -162,34 +160,9 @@ def finish(model, data: Data, state: SolverState, batched_state: bool, carry):
     """Each member's `Solution` from its final carry, as `solve` makes it."""
 
     def one(model, data, state, carry):
-        x0, unravel = start_point(state)
-        x_flat = carry.x
-        initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
-        f, jac = residual_and_jac(model, data, state, unravel, x_flat)
-        cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
-        final = Linearization(
-            cost=cost,
-            grad=jac_scaled.T @ f_scaled,
-            factor=factorize(jac_scaled, state.factorization),
-        )
         problem = problem_for(data, state)
-        strategy = state.strategy
-        return Solution(
-            x=unravel(x_flat),
-            cost=final.cost,
-            fun=f,
-            jac=jac_scaled,
-            grad=final.grad,
-            optimality=strategy.optimality(x_flat, final, problem),
-            active_mask=strategy.active_constraints(x_flat, problem),
-            nfev=carry.nfev,
-            njev=carry.njev,
-            nit=carry.nit,
-            status=carry.status,
-            success=carry.status > 0,
-            initial_cost=initial_cost,
-            factor=final.factor,
-        )
+        active_mask = state.strategy.active_constraints(carry.x, problem)
+        return solution_at(model, data, state, carry.x, carry, active_mask)
 
     return _vmapped(one, batched_state, per_member=1)(model, data, state, carry)
 

@@ -16,7 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PyTree
+from jaxtyping import Array, Float, Int, PyTree
 
 from . import _progress
 from ._arguments import as_bounds, as_count, as_flag, as_real, as_verbose
@@ -39,6 +39,7 @@ from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
 from ._program_store import stored
+from ._result import Solution
 from ._scipy_compat import (
     OptimizeWarning,
     as_core_callback,
@@ -49,7 +50,7 @@ from ._scipy_compat import (
 from ._solve import solve, with_jacobian
 from ._solver import Solver, build_state, init, raise_for_start, start_flags
 from ._stepwise import solve_stepwise_while_cheaper
-from ._trust_region import IMPROPER_INPUT, STATUS_MESSAGES
+from ._trust_region import IMPROPER_INPUT
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
 
@@ -88,29 +89,24 @@ class WhitenedJacobian(eqx.Module):
 class FitSolution(eqx.Module):
     """What `CurveFit.fit` returns when it runs under `jax.jit`, `jax.vmap` or
     `jax.grad` (traced inputs): a pytree of JAX arrays with the fields of
-    `CurveFitResult` that need no concrete values. Batched fits give a leading batch
-    axis on every field."""
+    `CurveFitResult` that need no concrete values: the core's `Solution` (its fields,
+    `x`, `cost`, `fun`, `jac`, ..., `status`, `success`, read through), `pcov`, the
+    Jacobian's `rank` and `p0`. Batched fits give a leading batch axis on every field."""
 
-    x: Float[Array, " n"]
-    cost: Float[Array, ""]
-    fun: Float[Array, " m"]
-    jac: Float[Array, "m n"]
-    grad: Float[Array, " n"]
-    optimality: Float[Array, ""]
-    active_mask: Int[Array, " n"]
-    nfev: Int[Array, ""]
-    njev: Int[Array, ""]
-    nit: Int[Array, ""]
-    status: Int[Array, ""]
-    success: Bool[Array, ""]
-    initial_cost: Float[Array, ""]
+    solution: Solution
     pcov: Float[Array, "n n"]
     rank: Int[Array, ""]
     p0: PyTree = None
 
+    def __getattr__(self, name):
+        # Only reached for names the module does not have: the `Solution`'s fields.
+        if name.startswith("__") or name == "solution":
+            raise AttributeError(name)
+        return getattr(self.solution, name)
+
     @property
     def popt(self):
-        return self.x
+        return self.solution.x
 
     @property
     def cov(self):
@@ -122,13 +118,6 @@ class FitSolution(eqx.Module):
         return jnp.sqrt(jnp.diagonal(self.pcov, axis1=-2, axis2=-1))
 
     stderr = perr
-
-    @property
-    def message(self) -> str | list[str]:
-        status = np.asarray(self.status)
-        if status.ndim == 0:
-            return STATUS_MESSAGES[int(status)]
-        return [STATUS_MESSAGES[int(s)] for s in status.ravel()]
 
     def __iter__(self):
         return iter((self.popt, self.pcov))
@@ -790,21 +779,8 @@ def _check_sigma(sigma, ydata):
 
 
 def _fit_solution(solution, parts, absolute_sigma, m, p0) -> FitSolution:
-    return FitSolution(
-        x=solution.x,
-        cost=solution.cost,
-        fun=solution.fun[:m],
-        jac=solution.jac[:m],
-        grad=solution.grad,
-        optimality=solution.optimality,
-        active_mask=solution.active_mask,
-        nfev=solution.nfev,
-        njev=solution.njev,
-        nit=solution.nit,
-        status=solution.status,
-        success=solution.success,
-        initial_cost=solution.initial_cost,
-        pcov=parts.covariance(absolute_sigma),
-        rank=parts.rank,
-        p0=p0,
+    """The traced fit's result; `fun` and `jac` without the padded rows."""
+    solution = eqx.tree_at(
+        lambda s: (s.fun, s.jac), solution, (solution.fun[:m], solution.jac[:m])
     )
+    return FitSolution(solution, parts.covariance(absolute_sigma), parts.rank, p0)

@@ -267,6 +267,13 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     else:
         model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))
+    return solution_at(model, data, state, x_flat, stats, stats.active_mask)
+
+
+def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_mask):
+    """The `Solution` at a fit's last point `x_flat`: the residuals, the loss-scaled
+    Jacobian and the summary there, the cost at the start; `counts` has the fit's
+    `nfev`, `njev`, `nit` and `status`."""
     x0, unravel = start_point(state)
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no
     # derivatives), so that the initial cost is differentiable in the data too.
@@ -286,7 +293,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         jac_scaled = None
     optimality = state.strategy.optimality(x_flat, final, problem_for(data, state))
     return finished(
-        unravel(x_flat), final, f, jac_scaled, optimality, stats.active_mask, stats,
+        unravel(x_flat), final, f, jac_scaled, optimality, active_mask, counts,
         initial_cost,
     )
 
