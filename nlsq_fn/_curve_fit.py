@@ -9,6 +9,7 @@ import numpy as np
 
 from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, _finite
+from ._fit_result import CurveFitResult
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
 
@@ -85,11 +86,13 @@ def curve_fit(
     full_output: bool = False,
     nan_policy: str | None = None,
     **kwargs,
-) -> tuple:
+) -> "CurveFitResult | tuple":
     """Fit ``f(xdata, *params)`` to `ydata`, as `scipy.optimize.curve_fit`.
 
-    Returns ``(popt, pcov)``, or ``(popt, pcov, infodict, mesg, ier)`` with
-    `full_output`: `infodict` has SciPy's keys (``nfev`` and ``fvec``; with
+    Returns a `CurveFitResult` that unpacks as SciPy's ``(popt, pcov)``, or
+    ``(popt, pcov, infodict, mesg, ier)`` with `full_output` (and indexes like that
+    tuple), and also carries the statistics (``r_squared``, ``rmse``...), intervals,
+    ``summary()`` and ``plot()``. With `full_output`: `infodict` has SciPy's keys (``nfev`` and ``fvec``; with
     method='lm' also MINPACK's ``fjac``, ``ipvt`` (0-based, as SciPy's) and ``qtf``, and
     ``njev`` when `jac` is a function, and `ier` MINPACK's code) and
     ``infodict["result"]`` is the full `CurveFitResult`. `pcov` is computed exactly as
@@ -144,8 +147,11 @@ def curve_fit(
     traced = not isinstance(result.success, (bool, np.bool_))
     if not traced and not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
-    if not as_flag(full_output, "full_output"):
+    full_output = as_flag(full_output, "full_output")
+    if traced and not full_output:
         return result.popt, result.pcov
+    if not full_output:
+        return result  # unpacks as (popt, pcov); NLSQ's statistics on top
     infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
     ier = result.status
     message = result.message if not traced else None
@@ -155,7 +161,10 @@ def curve_fit(
             infodict["njev"] = result.njev
         ier = _MINPACK_INFO.get(ier, ier)
         message = _minpack_message(ier, **fitter.tolerances)
-    return result.popt, result.pcov, infodict, message, ier
+    if traced:
+        return result.popt, result.pcov, infodict, message, ier
+    result.returned = (result.popt, result.pcov, infodict, message, ier)
+    return result
 
 
 def _minpack_message(info: int, ftol: float, xtol: float, gtol: float) -> str:

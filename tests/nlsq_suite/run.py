@@ -1,0 +1,157 @@
+"""Run NLSQ's own public-API tests against nlsq_fn, with only their imports changed.
+
+NLSQ's test files are not copied into this repository: they are read from NLSQ's
+source distribution (``pip download nlsq==0.7.6 --no-binary :all: --no-deps``, cached
+in ``~/.cache/nlsq_fn/``; or ``--sdist PATH`` to a downloaded ``.tar.gz``), copied to a
+temporary folder with each ``from nlsq... import`` pointed at nlsq_fn (NLSQ's function
+library ``nlsq.core.functions`` at ``nlsq_fn.models``), and run with pytest, float64 on,
+slow tests included. Not part of the default test run (this file is not named
+``test_*.py``):
+
+    .venv/bin/python tests/nlsq_suite/run.py [--sdist FILE] [-k EXPR] [--out FILE]
+
+Prints the pass count per file and overall and, for each failure, its test id and the
+last line of its error; ``--out`` also writes them as JSON lines.
+
+The files counted (NLSQ's tests of its public API: `curve_fit`, `CurveFit`,
+`LeastSquares`, bounds, sigma and covariance, the result object, the function library,
+`curve_fit_large` / `LargeDatasetFitter` and memory estimates; tests of NLSQ's internals
+are left out) are `FILES`.
+"""
+
+import argparse
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+
+VERSION = "0.7.6"
+FILES = [
+    "core/test_minpack.py",
+    "core/test_least_squares.py",
+    "core/test_least_squares_comprehensive.py",
+    "core/test_result.py",
+    "core/test_functions.py",
+    "core/test_curvefit_golden_master.py",
+    "core/test_minpack_prepare_inputs_comprehensive.py",
+    "integration/test_integration.py",
+    "streaming/test_large_dataset_diagnostics.py",
+]
+# NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
+MODULES = {"nlsq.core.functions": "nlsq_fn.models"}
+
+CONFTEST = '''import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import nlsq_fn  # noqa: E402
+
+# `nlsq_fn.models` is an attribute of the package; make it importable by that name.
+sys.modules.setdefault("nlsq_fn.models", nlsq_fn.models)
+'''
+
+
+def sdist(path: str | None) -> pathlib.Path:
+    if path:
+        return pathlib.Path(path)
+    cache = pathlib.Path.home() / ".cache" / "nlsq_fn"
+    archive = cache / f"nlsq-{VERSION}.tar.gz"
+    if not archive.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", f"nlsq=={VERSION}", "--no-deps",
+             "--no-binary", ":all:", "-d", str(cache), "-q"],
+            check=True,
+        )
+    return archive
+
+
+def patched(text: str) -> str:
+    def module(match):
+        name = match.group(2)
+        return match.group(1) + MODULES.get(name, "nlsq_fn") + match.group(3)
+
+    return re.sub(r"(\bfrom\s+)(nlsq(?:\.[\w.]+)?)(\s+import\b)", module, text)
+
+
+def copy_patched(archive: pathlib.Path, folder: pathlib.Path) -> None:
+    with tarfile.open(archive) as tar:
+        for name in FILES:
+            member = tar.extractfile(f"nlsq-{VERSION}/tests/{name}")
+            text = patched(member.read().decode())
+            (folder / name.replace("/", "__")).write_text(text)
+    (folder / "conftest.py").write_text(CONFTEST)
+
+
+def results(report: pathlib.Path) -> tuple[dict, list[dict]]:
+    counts, failed = {}, []
+    for case in ET.parse(report).getroot().iter("testcase"):
+        if case.find("skipped") is not None:
+            continue
+        file = (case.get("classname") or "").split(".")[0].replace("__", "/") + ".py"
+        passed, total = counts.get(file, (0, 0))
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        counts[file] = (passed + (problem is None), total + 1)
+        if problem is None:
+            continue
+        message = (problem.get("message") or problem.text or "").strip().splitlines()
+        failed.append(
+            dict(
+                test=f"{case.get('classname')}::{case.get('name')}",
+                reason=message[0][:200] if message else "",
+            )
+        )
+    return counts, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sdist", default=None, help="NLSQ's source distribution")
+    parser.add_argument("-k", default=None, help="pytest -k expression")
+    parser.add_argument("--out", default=None, help="write failures as JSON lines here")
+    args = parser.parse_args()
+    archive = sdist(args.sdist)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = pathlib.Path(folder)
+        copy_patched(archive, folder)
+        command = [
+            sys.executable, "-m", "pytest", *[n.replace("/", "__") for n in FILES], "-q",
+            "-p", "no:cacheprovider", "-p", "no:xdist", "--junitxml",
+            str(folder / "report.xml"), "-o", "addopts=", "--rootdir", str(folder),
+            "-W", "ignore", "--continue-on-collection-errors",
+        ]
+        if args.k:
+            command += ["-k", args.k]
+        done = subprocess.run(
+            command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        if not (folder / "report.xml").exists():
+            raise SystemExit(
+                f"pytest ended with code {done.returncode} before writing its report:\n"
+                + "\n".join(done.stderr.strip().splitlines()[-25:])
+            )
+        counts, failed = results(folder / "report.xml")
+    passed = sum(p for p, _ in counts.values())
+    total = sum(t for _, t in counts.values())
+    for file, (p, t) in sorted(counts.items()):
+        print(f"{file}: {p} of {t}")
+    print(f"NLSQ's tests against nlsq_fn: {passed} of {total} pass")
+    for failure in failed:
+        print(f"FAIL {failure['test']}: {failure['reason']}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(json.dumps(dict(passed=passed, total=total, files=counts)) + "\n")
+            for failure in failed:
+                handle.write(json.dumps(failure) + "\n")
+
+
+if __name__ == "__main__":
+    main()
