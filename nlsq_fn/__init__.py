@@ -16,6 +16,7 @@ from ._data import Data as Data
 from ._dogbox import Dogbox as Dogbox
 from ._fit_result import CurveFitResult as CurveFitResult
 from ._least_squares import least_squares as least_squares
+from ._least_squares_class import LeastSquares as LeastSquares
 from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt
 from ._linearize import Linearization as Linearization
 from ._loss import (

@@ -10,6 +10,7 @@ import numpy as np
 from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, _finite
 from ._fit_result import CurveFitResult
+from ._function_library import resolve_auto_p0
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
 
@@ -120,6 +121,7 @@ def curve_fit(
     `jax.grad` it returns JAX arrays and raises nothing for a failed fit (check
     ``infodict["result"].success`` with `full_output`).
     """
+    p0 = resolve_auto_p0(f, xdata, ydata, p0)  # NLSQ's p0="auto"
     if check_finite is None:
         check_finite = nan_policy is None
     if check_finite:
