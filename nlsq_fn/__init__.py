@@ -15,6 +15,14 @@ from ._curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
 from ._data import Data as Data
 from ._dogbox import Dogbox as Dogbox
 from ._fit_result import CurveFitResult as CurveFitResult
+from ._large_data import (
+    DatasetStats as DatasetStats,
+    LargeDatasetFitter as LargeDatasetFitter,
+    LDMemoryConfig as LDMemoryConfig,
+    curve_fit_large as curve_fit_large,
+    estimate_memory_requirements as estimate_memory_requirements,
+    fit_large_dataset as fit_large_dataset,
+)
 from ._least_squares import least_squares as least_squares
 from ._least_squares_class import LeastSquares as LeastSquares
 from ._levenberg_marquardt import LevenbergMarquardt as LevenbergMarquardt

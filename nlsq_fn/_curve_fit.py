@@ -93,7 +93,8 @@ def curve_fit(
     Returns a `CurveFitResult` that unpacks as SciPy's ``(popt, pcov)``, or
     ``(popt, pcov, infodict, mesg, ier)`` with `full_output` (and indexes like that
     tuple), and also carries the statistics (``r_squared``, ``rmse``...), intervals,
-    ``summary()`` and ``plot()``. With `full_output`: `infodict` has SciPy's keys (``nfev`` and ``fvec``; with
+    ``summary()`` and ``plot()``. With `full_output`: `infodict` has SciPy's keys
+    (``nfev`` and ``fvec``; with
     method='lm' also MINPACK's ``fjac``, ``ipvt`` (0-based, as SciPy's) and ``qtf``, and
     ``njev`` when `jac` is a function, and `ier` MINPACK's code) and
     ``infodict["result"]`` is the full `CurveFitResult`. `pcov` is computed exactly as

@@ -20,9 +20,9 @@ are left out) are `FILES`.
 """
 
 import argparse
+import ast
 import json
 import pathlib
-import re
 import subprocess
 import sys
 import tarfile
@@ -39,7 +39,12 @@ FILES = [
     "core/test_curvefit_golden_master.py",
     "core/test_minpack_prepare_inputs_comprehensive.py",
     "integration/test_integration.py",
-    "streaming/test_large_dataset_diagnostics.py",
+    "streaming/test_large_dataset.py",
+    "scientific/test_numerical_correctness.py",
+    "utils/test_validators_simple.py",
+    "core/test_trf_refactoring_validation.py",
+    "regression/test_phase3_integration.py",
+    "core/test_numerical_validation_task2.py",
 ]
 # NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
 MODULES = {"nlsq.core.functions": "nlsq_fn.models"}
@@ -54,6 +59,25 @@ import nlsq_fn  # noqa: E402
 
 # `nlsq_fn.models` is an attribute of the package; make it importable by that name.
 sys.modules.setdefault("nlsq_fn.models", nlsq_fn.models)
+'''
+
+
+MISSING = '''"""NLSQ's names that nlsq_fn does not have (its internals): using one raises."""
+
+
+class Missing:
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attribute):
+        raise NotImplementedError(f"nlsq_fn has no {self.name} (an NLSQ internal)")
+
+    def __call__(self, *args, **kwargs):
+        raise NotImplementedError(f"nlsq_fn has no {self.name} (an NLSQ internal)")
+
+
+def __getattr__(name):
+    return Missing(name)
 '''
 
 
@@ -73,11 +97,38 @@ def sdist(path: str | None) -> pathlib.Path:
 
 
 def patched(text: str) -> str:
-    def module(match):
-        name = match.group(2)
-        return match.group(1) + MODULES.get(name, "nlsq_fn") + match.group(3)
+    """Each ``from nlsq... import names`` becomes ``from nlsq_fn import names``; names
+    nlsq_fn lacks (NLSQ's internals) come from ``missing``, where using one raises, so
+    that only the tests that use them fail."""
+    import importlib
 
-    return re.sub(r"(\bfrom\s+)(nlsq(?:\.[\w.]+)?)(\s+import\b)", module, text)
+    lines = text.splitlines(keepends=True)
+    for node in sorted(ast.walk(ast.parse(text)), key=_line, reverse=True):
+        if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("nlsq"):
+            continue
+        if node.module != "nlsq" and not node.module.startswith("nlsq."):
+            continue
+        target = MODULES.get(node.module, "nlsq_fn")
+        module = importlib.import_module("nlsq_fn")
+        for part in target.split(".")[1:]:
+            module = getattr(module, part)
+        found = [a for a in node.names if hasattr(module, a.name)]
+        lacking = [a for a in node.names if not hasattr(module, a.name)]
+        indent = lines[node.lineno - 1][: node.col_offset]
+        statements = []
+        for source, names in ((target, found), ("missing", lacking)):
+            if names:
+                listed = ", ".join(
+                    a.name + (f" as {a.asname}" if a.asname else "") for a in names
+                )
+                statements.append(f"{indent}from {source} import {listed}\n")
+        start, end = node.lineno - 1, node.end_lineno
+        lines[start:end] = statements or [f"{indent}pass\n"]
+    return "".join(lines)
+
+
+def _line(node) -> int:
+    return getattr(node, "lineno", 0)
 
 
 def copy_patched(archive: pathlib.Path, folder: pathlib.Path) -> None:
@@ -87,6 +138,7 @@ def copy_patched(archive: pathlib.Path, folder: pathlib.Path) -> None:
             text = patched(member.read().decode())
             (folder / name.replace("/", "__")).write_text(text)
     (folder / "conftest.py").write_text(CONFTEST)
+    (folder / "missing.py").write_text(MISSING)
 
 
 def results(report: pathlib.Path) -> tuple[dict, list[dict]]:
