@@ -3,6 +3,8 @@
 ``prediction_interval(x, alpha)`` (NLSQ's `alpha` is the confidence level, 0.95 for 95%).
 Each is computed from the result's own values and methods, never a second copy."""
 
+import functools
+
 import numpy as np
 
 
@@ -10,12 +12,13 @@ class NLSQResultNames:
     """Mixed into `CurveFitResult` (which provides `residual`, `best_fit`, `r_squared`,
     `conf_intervals`, `prediction_band`, `names`, `n_points`, `n_params`)."""
 
-    @property
+    # Cached, as NLSQ's: the same array on each access.
+    @functools.cached_property
     def residuals(self) -> np.ndarray:
         """``ydata - predictions`` (unweighted), NLSQ's name for `residual`."""
         return self.residual
 
-    @property
+    @functools.cached_property
     def predictions(self) -> np.ndarray:
         """The model at the data, NLSQ's name for `best_fit`."""
         return self.best_fit

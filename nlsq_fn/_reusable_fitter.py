@@ -17,10 +17,12 @@ NLSQ_FITTER_OPTIONS = frozenset({
     "enable_stability", "enable_recovery", "enable_overflow_check", "cache_config",
     "max_jacobian_elements_for_svd",
 })
+# NLSQ's linear solvers for the step; nlsq_fn's step is always the exact dense one.
+NLSQ_SOLVERS = ("auto", "svd", "cg", "lsqr", "minibatch")
 # NLSQ's `curve_fit` keywords that change nothing here (timing, solver selection,
 # NLSQ's diagnostics), dropped before calling SciPy's interface.
 NLSQ_CALL_OPTIONS = frozenset({
-    "timeit", "solver", "batch_size", "compute_diagnostics", "diagnostics_level",
+    "timeit", "batch_size", "compute_diagnostics", "diagnostics_level",
     "diagnostics_config", "return_eval",
 })
 
@@ -45,13 +47,17 @@ class ReusableFitter:
     def curve_fit(self, f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False,
                   check_finite=None, bounds=None, method=None, jac=None, **kwargs):
         """``scipy.optimize.curve_fit(f, xdata, ydata, ...)`` (see `nlsq_fn.curve_fit`);
-        NLSQ's extra keywords ``timeit``, ``solver``, ``batch_size``, ``return_eval``
-        and its diagnostics options are accepted and ignored; ``data_mask`` (True for
+        NLSQ's extra keywords ``timeit``, ``solver`` (one of NLSQ's names; the step is
+        always the exact dense one), ``batch_size``, ``return_eval`` and its diagnostics
+        options are accepted and ignored; ``data_mask`` (True for
         the points to fit) selects points."""
         from ._curve_fit import curve_fit
 
         for name in NLSQ_CALL_OPTIONS & set(kwargs):
             kwargs.pop(name)
+        solver = kwargs.pop("solver", "auto")
+        if solver not in NLSQ_SOLVERS:
+            raise ValueError(f"Invalid solver {solver!r}: NLSQ's are {', '.join(NLSQ_SOLVERS)}.")
         mask = kwargs.pop("data_mask", None)
         if mask is not None:
             xdata, ydata, sigma = _masked(mask, xdata, ydata, sigma)

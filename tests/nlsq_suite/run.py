@@ -43,7 +43,6 @@ FILES = [
     "scientific/test_numerical_correctness.py",
     "utils/test_validators_simple.py",
     "core/test_trf_refactoring_validation.py",
-    "regression/test_phase3_integration.py",
     "core/test_numerical_validation_task2.py",
 ]
 # NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
