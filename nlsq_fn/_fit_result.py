@@ -31,7 +31,14 @@ class CurveFitResult(NLSQResultNames):
     # 5-tuple (``full_output=True``).
     returned: tuple | None = None
 
-    def __init__(self, *, model, names, xdata, ydata, sigma, absolute_sigma, pcov, **fields):
+    def __init__(self, record=None, /, *, model=None, names=(), xdata=None, ydata=None,
+                 sigma=None, absolute_sigma=False, pcov=None, **fields):
+        if record is not None:
+            # NLSQ's ``CurveFitResult(OptimizeResult(...))``: a record filled in by hand
+            # (``result["popt"] = ...``); what it lacks raises when asked for.
+            for key, value in dict(record).items():
+                self[key] = value
+            return
         self.model = model
         self.names = tuple(names)
         self.xdata, self.ydata, self.sigma = xdata, ydata, sigma
@@ -67,6 +74,10 @@ class CurveFitResult(NLSQResultNames):
 
     def __len__(self) -> int:
         return len(self._as_tuple())
+
+    def __setitem__(self, key: str, value) -> None:
+        """NLSQ's ``result["name"] = value`` (``"popt"`` is `x`)."""
+        setattr(self, "x" if key == "popt" else key, value)
 
     def __getitem__(self, key):
         """``result[0]`` as SciPy's tuple; ``result["popt"]`` as NLSQ's dict."""

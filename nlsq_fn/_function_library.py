@@ -121,6 +121,10 @@ def polynomial(degree: int):
         return [float(g[f"c{i}"]) for i in range(degree, -1, -1)]
 
     poly.__name__ = f"polynomial_degree_{degree}"
+    poly.__doc__ = (
+        f"Polynomial of degree {degree}: c0 x^{degree} + ... + c{degree} "
+        f"(coefficients highest power first)."
+    )
     return _library_function(poly, estimate_p0, [-INF] * (degree + 1), [INF] * (degree + 1))
 
 

@@ -41,6 +41,9 @@ class LDMemoryConfig:
         self.max_chunk_size = as_positive_int(max_chunk_size, "max_chunk_size")
         if self.min_chunk_size > self.max_chunk_size:
             raise ValueError("`min_chunk_size` must not exceed `max_chunk_size`.")
+        interval = extra.get("gc_chunk_interval")
+        if interval is not None:  # NLSQ's garbage-collection period: checked, unused here
+            as_positive_int(interval, "gc_chunk_interval")
         self.extra = extra
 
 
@@ -79,7 +82,7 @@ def estimate_memory_requirements(n_points, n_params, config: LDMemoryConfig | No
     )
 
 
-def _checked_data(xdata, ydata):
+def _checked_data(xdata, ydata, sigma):
     xdata, ydata = np.asarray(xdata, dtype=float), np.asarray(ydata, dtype=float)
     if ydata.ndim != 1:
         raise ValueError(f"`ydata` must be 1-D for a large-data fit, got shape {ydata.shape}.")
@@ -89,7 +92,14 @@ def _checked_data(xdata, ydata):
         )
     if ydata.size < 2:
         raise ValueError(f"A fit needs at least 2 points, got {ydata.size}.")
-    return xdata, ydata
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=float)
+        if sigma.ndim == 1 and sigma.size != ydata.size:
+            raise ValueError(
+                f"`sigma` has {sigma.size} values but `ydata` has {ydata.size} points "
+                "(sigma length must match)."
+            )
+    return xdata, ydata, sigma
 
 
 class LargeDatasetFitter:
@@ -126,19 +136,25 @@ class LargeDatasetFitter:
 
     def fit(self, f, xdata, ydata, p0=None, bounds=(-np.inf, np.inf), sigma=None,
             absolute_sigma=False, method=None, **kwargs):
-        """The fit of all the data: `curve_fit` when they fit in one chunk, else the
+        """The fit of all the data: `CurveFit` when they fit in one chunk, else the
         exact chunked fit of `StreamingOptimizer`. Returns a `CurveFitResult`
-        (unpacks as ``popt, pcov``); a chunked one also has ``n_chunks``."""
+        (unpacks as ``popt, pcov``; a chunked one also has ``n_chunks``) and, like
+        `CurveFit.fit`, does not raise when the fit fails (check ``result.success``)."""
         for name in ("show_progress", "solver", "timeit", "callback_every"):
             kwargs.pop(name, None)
-        xdata, ydata = _checked_data(xdata, ydata)
+        xdata, ydata, sigma = _checked_data(xdata, ydata, sigma)
         n_params = np.size(p0) if p0 is not None else 1
         chunk = _chunk_size(ydata.size, n_params, self.config)
         if chunk >= ydata.size:
-            from ._curve_fit import curve_fit
+            from ._curve_fit_class import CurveFit
 
-            return curve_fit(f, xdata, ydata, p0, sigma, absolute_sigma, None, bounds,
-                             method, **kwargs)
+            return CurveFit(f, xdata, ydata, p0, sigma, absolute_sigma, bounds, method,
+                            **kwargs).fit()
+        if sigma is not None and sigma.ndim != 1:
+            raise ValueError(
+                "A 2-D covariance sigma cannot be split into chunks: give 1-D standard "
+                "deviations, or a memory limit that holds all the points."
+            )
         from ._sources import ArraySource
         from ._streaming import StreamingOptimizer
 
@@ -162,13 +178,17 @@ def curve_fit_large(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False,
                     check_finite=True, bounds=(-np.inf, np.inf), method=None,
                     memory_limit_gb=None, **kwargs):
     """NLSQ's ``curve_fit_large``: `curve_fit`'s arguments plus `memory_limit_gb`;
-    the result unpacks as ``popt, pcov``."""
+    the result unpacks as ``popt, pcov``; a failed fit raises `RuntimeError` as in
+    `curve_fit`."""
     if check_finite:
         for name, values in (("xdata", xdata), ("ydata", ydata)):
             if not np.all(np.isfinite(np.asarray(values, dtype=float))):
                 raise ValueError(f"`{name}` must not contain infs or NaNs.")
     kwargs.pop("auto_size_detection", None)
-    return LargeDatasetFitter(memory_limit_gb=memory_limit_gb).fit(
+    result = LargeDatasetFitter(memory_limit_gb=memory_limit_gb).fit(
         f, xdata, ydata, p0, bounds=bounds, sigma=sigma, absolute_sigma=absolute_sigma,
         method=method, **kwargs,
     )
+    if not result.success:  # as curve_fit (SciPy's)
+        raise RuntimeError("Optimal parameters not found: " + result.message)
+    return result

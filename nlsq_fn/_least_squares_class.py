@@ -10,6 +10,11 @@ import numpy as np
 NLSQ_SOLVER_OPTIONS = frozenset({
     "enable_stability", "enable_diagnostics", "max_jacobian_elements_for_svd",
 })
+# NLSQ's call keywords for its own internals (curve_fit's data, masks, pre-checked
+# bounds), accepted and unused by a direct call.
+NLSQ_INTERNAL_KEYWORDS = frozenset({
+    "xdata", "ydata", "data_mask", "transform", "prepared_bounds",
+})
 # NLSQ's jacobian_mode -> least_squares' `jac` (None: JAX's own choice).
 _JACOBIAN_MODES = {"auto": None, "fwd": "fwd", "rev": "rev", None: None}
 
@@ -29,12 +34,15 @@ class LeastSquares:
                       f_scale=1.0, diff_step=None, tr_solver=None, tr_options=None,
                       jac_sparsity=None, max_nfev=None, verbose=0, *,
                       jacobian_mode=None, timeit=False, callback=None, args=(),
-                      kwargs=None, **ignored):
+                      kwargs=None, **nlsq_internal):
         """``scipy.optimize.least_squares(fun, x0, ...)`` (see
         `nlsq_fn.least_squares`)."""
         from ._least_squares import least_squares
 
-        del timeit, ignored  # NLSQ's timing and internal options
+        del timeit  # NLSQ's timing
+        unknown = sorted(set(nlsq_internal) - NLSQ_INTERNAL_KEYWORDS)
+        if unknown:
+            raise TypeError(f"least_squares() got an unexpected keyword argument {unknown[0]!r}.")
         if jacobian_mode not in _JACOBIAN_MODES:
             raise ValueError(
                 f"`jacobian_mode` must be 'auto', 'fwd' or 'rev', got {jacobian_mode!r}."

@@ -142,6 +142,8 @@ def test_large_dataset_fitter_chunked_fit_is_the_exact_fit(data, scipy_fit):
     np.testing.assert_allclose(pcov, scipy_fit[1], rtol=1e-4)
     with pytest.raises(ValueError, match="has 2 points"):
         nf.curve_fit_large(decay, [1.0, 2.0, 3.0], [1.0, 2.0], p0=[1, 1, 0])
+    with pytest.raises(ValueError, match="sigma length"):
+        nf.curve_fit_large(decay, *data, p0=[1, 1, 0], sigma=np.ones(41))
 
 
 def test_guides_three_argument_callback_sees_and_stops_the_fit(data):
@@ -154,3 +156,22 @@ def test_guides_three_argument_callback_sees_and_stops_the_fit(data):
     result = nf.CurveFit(decay, *data, p0=[1, 1, 0], method="trf", callback=monitor).fit()
     assert [s[0] for s in seen] == [1, 2] and seen[0][2] == (3,)
     assert result.status == -3 and result.nit == 2  # stopped by the callback
+
+
+def test_result_record_filled_in_by_hand_raises_for_what_it_lacks():
+    result = nf.CurveFitResult(nf.OptimizeResult())
+    result["popt"] = np.array([1.0, 2.0])
+    result["ydata"] = np.array([2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(result.popt, [1.0, 2.0])
+    with pytest.raises(AttributeError):
+        result.confidence_intervals()  # no pcov
+
+
+def test_least_squares_rejects_two_dimensional_residuals_like_scipy():
+    def fun(x):
+        return jnp.array([x, x**2])  # (2, 1) for x of shape (1,)
+
+    with pytest.raises(ValueError, match="at most 1-d"):
+        nf.least_squares(fun, [2.0])
+    with pytest.raises(TypeError, match="'options'"):
+        nf.LeastSquares().least_squares(lambda x: x - 1.0, [2.0], options={})
