@@ -102,6 +102,7 @@ LIBRARY = [
 ]
 
 
+@pytest.mark.slow  # seven fits, each a new model
 @pytest.mark.parametrize(("name", "params", "formula"), LIBRARY, ids=[e[0] for e in LIBRARY])
 def test_function_library_formulas_and_auto_start(name, params, formula):
     function = getattr(nf.models, name)
@@ -112,6 +113,14 @@ def test_function_library_formulas_and_auto_start(name, params, formula):
     assert len(lower) == len(upper) == len(params)
     popt, _ = nf.curve_fit(function, x, y, p0="auto")
     np.testing.assert_allclose(popt, params, rtol=1e-5)
+
+
+def test_library_function_formula_and_auto_start():
+    x = np.linspace(0.1, 5, 60)
+    y = 2.0 * np.exp(-((x - 2.5) ** 2) / (2 * 0.5**2))
+    np.testing.assert_allclose(nf.models.gaussian(x, 2.0, 2.5, 0.5), y, rtol=1e-12)
+    popt, _ = nf.curve_fit(nf.models.gaussian, x, y, p0="auto")
+    np.testing.assert_allclose(popt, [2.0, 2.5, 0.5], rtol=1e-6)
 
 
 def test_polynomial_is_highest_power_first():
