@@ -13,10 +13,14 @@ slow tests included. Not part of the default test run (this file is not named
 Prints the pass count per file and overall and, for each failure, its test id and the
 last line of its error; ``--out`` also writes them as JSON lines.
 
-The files counted (NLSQ's tests of its public API: `curve_fit`, `CurveFit`,
+The files counted are `FILES`: NLSQ's tests of its public API (`curve_fit`, `CurveFit`,
 `LeastSquares`, bounds, sigma and covariance, the result object, the function library,
-`curve_fit_large` / `LargeDatasetFitter` and memory estimates; tests of NLSQ's internals
-are left out) are `FILES`.
+`curve_fit_large` / `LargeDatasetFitter` and memory estimates). Left out: tests of NLSQ's
+internals (TRF helpers, caches, validators, sparse Jacobians, CLI, GUI) and of NLSQ's own
+features beyond that API (fallback / stability / auto-bounds switches, `nlsq.callbacks`,
+diagnostics, global optimisation, the hybrid streaming optimizer, workflow presets).
+Within a counted file, names NLSQ has and nlsq_fn lacks (its internals, e.g.
+`DataChunker`) are imported from a placeholder module, so only the tests using them fail.
 """
 
 import argparse
@@ -30,21 +34,23 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 VERSION = "0.7.6"
-FILES = [
-    "core/test_minpack.py",
-    "core/test_least_squares.py",
-    "core/test_least_squares_comprehensive.py",
-    "core/test_result.py",
-    "core/test_functions.py",
-    "core/test_curvefit_golden_master.py",
-    "core/test_minpack_prepare_inputs_comprehensive.py",
-    "integration/test_integration.py",
-    "streaming/test_large_dataset.py",
-    "scientific/test_numerical_correctness.py",
-    "utils/test_validators_simple.py",
-    "core/test_trf_refactoring_validation.py",
-    "core/test_numerical_validation_task2.py",
-]
+# Each file with its test count under NLSQ 0.7.6 itself (pytest's collection there), so
+# that a file nlsq_fn cannot even import counts all its tests as failed.
+FILES = {
+    "core/test_minpack.py": 18,
+    "core/test_least_squares.py": 35,
+    "core/test_least_squares_comprehensive.py": 14,
+    "core/test_result.py": 35,
+    "core/test_functions.py": 42,
+    "core/test_curvefit_golden_master.py": 35,
+    "core/test_minpack_prepare_inputs_comprehensive.py": 22,
+    "integration/test_integration.py": 14,
+    "streaming/test_large_dataset.py": 35,
+    "scientific/test_numerical_correctness.py": 24,
+    "utils/test_validators_simple.py": 9,
+    "core/test_trf_refactoring_validation.py": 5,
+    "core/test_numerical_validation_task2.py": 14,
+}
 # NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
 MODULES = {"nlsq.core.functions": "nlsq_fn.models"}
 
@@ -190,16 +196,16 @@ def main() -> None:
                 + "\n".join(done.stderr.strip().splitlines()[-25:])
             )
         counts, failed = results(folder / "report.xml")
-    passed = sum(p for p, _ in counts.values())
-    total = sum(t for _, t in counts.values())
-    for file, (p, t) in sorted(counts.items()):
-        print(f"{file}: {p} of {t}")
+    counts = {file: counts.get(file, (0, 0))[0] for file in FILES}
+    passed, total = sum(counts.values()), sum(FILES.values())
+    for file, p in counts.items():
+        print(f"{file}: {p} of {FILES[file]}")
     print(f"NLSQ's tests against nlsq_fn: {passed} of {total} pass")
     for failure in failed:
         print(f"FAIL {failure['test']}: {failure['reason']}")
     if args.out:
         with open(args.out, "w") as handle:
-            handle.write(json.dumps(dict(passed=passed, total=total, files=counts)) + "\n")
+            handle.write(json.dumps(dict(passed=passed, total=total, passed_by_file=counts)) + "\n")
             for failure in failed:
                 handle.write(json.dumps(failure) + "\n")
 
