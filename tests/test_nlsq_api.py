@@ -184,3 +184,26 @@ def test_least_squares_rejects_two_dimensional_residuals_like_scipy():
         nf.least_squares(fun, [2.0])
     with pytest.raises(TypeError, match="'options'"):
         nf.LeastSquares().least_squares(lambda x: x - 1.0, [2.0], options={})
+
+
+def test_guides_convergence_monitor_runs_as_written(data, capsys):
+    class ConvergenceMonitor:  # the guide's "Real-Time Convergence Monitoring" block
+        def __init__(self, print_every=10):
+            self.costs, self.iterations, self.grads = [], [], []
+            self.print_every = print_every
+
+        def callback(self, iteration, cost, grad):
+            self.iterations.append(iteration)
+            self.costs.append(cost)
+            self.grads.append(jnp.linalg.norm(grad))
+            if iteration % self.print_every == 0:
+                print(f"Iter {iteration:4d}: cost={cost:.6e}, ||grad||={self.grads[-1]:.6e}")
+
+    def model(x, params):
+        a, b, c = params
+        return a * jnp.exp(-b * x) + c
+
+    monitor = ConvergenceMonitor(print_every=1)
+    result = nf.CurveFit(model, *data, [1.0, 1.0, 0.0], callback=monitor.callback).fit()
+    assert result.success and monitor.iterations == list(range(1, result.nit + 1))
+    assert "Iter    1: cost=" in capsys.readouterr().out
