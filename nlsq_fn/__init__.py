@@ -54,6 +54,14 @@ _LAZY = {
     "StreamUpdate": ("_single_pass", "StreamUpdate"),
     "StreamedFitResult": ("_streamed_result", "StreamedFitResult"),
     "StreamingOptimizer": ("_streaming", "StreamingOptimizer"),
+    "LeastSquares": ("_least_squares_class", "LeastSquares"),
+    **{
+        name: ("_large_data", name)
+        for name in (
+            "DatasetStats", "LargeDatasetFitter", "LDMemoryConfig", "curve_fit_large",
+            "estimate_memory_requirements", "fit_large_dataset",
+        )
+    },
     **{
         name: ("_sources", name)
         for name in (
@@ -83,6 +91,15 @@ if TYPE_CHECKING:
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
     from ._curve_fit_batch import curve_fit_batch  # noqa: F401
+    from ._large_data import (  # noqa: F401
+        DatasetStats,
+        LargeDatasetFitter,
+        LDMemoryConfig,
+        curve_fit_large,
+        estimate_memory_requirements,
+        fit_large_dataset,
+    )
+    from ._least_squares_class import LeastSquares  # noqa: F401
     from ._multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,

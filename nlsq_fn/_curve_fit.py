@@ -9,6 +9,7 @@ import numpy as np
 
 from ._arguments import as_flag
 from ._curve_fit_class import CurveFit, any_finite_bound
+from ._fit_result import CurveFitResult
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
 
@@ -70,6 +71,16 @@ def _check_finite(xdata, ydata):
             raise ValueError(f"array must not contain infs or NaNs (`{name}`)")
 
 
+def resolve_auto_p0(f, xdata, ydata, p0):
+    """NLSQ's ``p0="auto"``: the function's ``estimate_p0(xdata, ydata)`` when it has one
+    (the functions of NLSQ's library in `nf.models`), else None (SciPy's default, or a
+    model's own guess)."""
+    if not (isinstance(p0, str) and p0 == "auto"):
+        return p0
+    estimate = getattr(f, "estimate_p0", None)
+    return None if estimate is None else estimate(np.asarray(xdata), np.asarray(ydata))
+
+
 def curve_fit(
     f: Callable,
     xdata,
@@ -85,11 +96,14 @@ def curve_fit(
     full_output: bool = False,
     nan_policy: str | None = None,
     **kwargs,
-) -> tuple:
+) -> "CurveFitResult | tuple":
     """Fit ``f(xdata, *params)`` to `ydata`, as `scipy.optimize.curve_fit`.
 
-    Returns ``(popt, pcov)``, or ``(popt, pcov, infodict, mesg, ier)`` with
-    `full_output`: `infodict` has SciPy's keys (``nfev`` and ``fvec``; with
+    Returns a `CurveFitResult` that unpacks as SciPy's ``(popt, pcov)``, or
+    ``(popt, pcov, infodict, mesg, ier)`` with `full_output` (and indexes like that
+    tuple), and also carries the statistics (``r_squared``, ``rmse``...), intervals,
+    ``summary()`` and ``plot()``. With `full_output`: `infodict` has SciPy's keys
+    (``nfev`` and ``fvec``; with
     method='lm' also MINPACK's ``fjac``, ``ipvt`` (0-based, as SciPy's) and ``qtf``, and
     ``njev`` when `jac` is a function, and `ier` MINPACK's code) and
     ``infodict["result"]`` is the full `CurveFitResult`. `pcov` is computed exactly as
@@ -117,6 +131,7 @@ def curve_fit(
     `jax.grad` it returns JAX arrays and raises nothing for a failed fit (check
     ``infodict["result"].success`` with `full_output`).
     """
+    p0 = resolve_auto_p0(f, xdata, ydata, p0)  # NLSQ's p0="auto"
     if check_finite is None:
         check_finite = nan_policy is None
     if check_finite:
@@ -144,8 +159,11 @@ def curve_fit(
     traced = not isinstance(result.success, (bool, np.bool_))
     if not traced and not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
-    if not as_flag(full_output, "full_output"):
+    full_output = as_flag(full_output, "full_output")
+    if traced and not full_output:
         return result.popt, result.pcov
+    if not full_output:
+        return result  # unpacks as (popt, pcov); NLSQ's statistics on top
     infodict = dict(nfev=result.nfev, fvec=result.fun, result=result)
     ier = result.status
     message = result.message if not traced else None
@@ -155,7 +173,10 @@ def curve_fit(
             infodict["njev"] = result.njev
         ier = _MINPACK_INFO.get(ier, ier)
         message = _minpack_message(ier, **fitter.tolerances)
-    return result.popt, result.pcov, infodict, message, ier
+    if traced:
+        return result.popt, result.pcov, infodict, message, ier
+    result.returned = (result.popt, result.pcov, infodict, message, ier)
+    return result
 
 
 def _minpack_message(info: int, ftol: float, xtol: float, gtol: float) -> str:

@@ -40,6 +40,7 @@ from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
 from ._program_store import stored
 from ._result import Solution
+from ._reusable_fitter import ReusableFitter
 from ._scipy_compat import (
     OptimizeWarning,
     as_core_callback,
@@ -295,7 +296,7 @@ def _user_message(error, names) -> str:
     return re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
 
 
-class CurveFit:
+class CurveFit(ReusableFitter):
     """A curve fit that compiles once and can be rerun on new data (NLSQ's class).
 
     Its model's first fits run step by step (nothing compiled for the model, see
@@ -371,7 +372,17 @@ class CurveFit:
         f: Callable | None = None,
         xdata=UNSET,
         ydata=None,
+        flength=None,
+        use_dynamic_sizing: bool = False,
+        **nlsq_options,
     ):
+        if model is None and f is None:
+            self._become_reusable(flength, use_dynamic_sizing, nlsq_options)
+            return
+        if nlsq_options:
+            raise TypeError(
+                f"CurveFit() got an unexpected keyword argument {next(iter(nlsq_options))!r}."
+            )
         model = _one_of(model, f, "model", "f", None)
         x = _one_of(x, xdata, "x", "xdata", UNSET)
         y = _one_of(y, ydata, "y", "ydata", None)
@@ -533,6 +544,11 @@ class CurveFit:
         )
 
     def _resolve(self, x, y, p0, sigma, bounds):
+        if self.f is None:
+            raise TypeError(
+                "This CurveFit() was made without a model (NLSQ's reusable fitter): "
+                "call .curve_fit(f, xdata, ydata, p0) instead of .fit()."
+            )
         bounds = self.bounds if bounds is None else as_bounds(bounds)
         if any_finite_bound(bounds) and not self.strategy.supports_bounds:
             raise ValueError(

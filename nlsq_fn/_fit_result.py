@@ -7,10 +7,11 @@ import numpy as np
 
 from . import _report, _stats
 from ._data import Data
+from ._nlsq_result_names import NLSQResultNames
 from ._trust_region import STATUS_MESSAGES
 
 
-class CurveFitResult:
+class CurveFitResult(NLSQResultNames):
     """Everything about one curve fit (plain NumPy values).
 
     SciPy's `OptimizeResult` fields: `x` (= `popt`), `cost`, `fun` (weighted
@@ -20,10 +21,24 @@ class CurveFitResult:
     by name), `correlation`, the statistics `chisqr`, `redchi`, `rmse`, `r_squared`,
     `aic`, `bic` (formulas in `nlsq_fn._stats`), `conf_intervals()`, `eval()`,
     `confidence_band()`, `prediction_band()`, `diagnostics`, `summary()`, `plot()`.
-    ``popt, pcov = result`` unpacks like SciPy's return value.
+    ``popt, pcov = result`` unpacks like SciPy's return value (and, as `curve_fit`
+    returns it with ``full_output=True``, like its 5-tuple); NLSQ's names
+    (`residuals`, `predictions`, `mae`, `adj_r_squared`, `confidence_intervals`,
+    `prediction_interval`) come from `NLSQResultNames`.
     """
 
-    def __init__(self, *, model, names, xdata, ydata, sigma, absolute_sigma, pcov, **fields):
+    # What the result unpacks as: SciPy's ``(popt, pcov)`` unless `curve_fit` set its
+    # 5-tuple (``full_output=True``).
+    returned: tuple | None = None
+
+    def __init__(self, record=None, /, *, model=None, names=(), xdata=None, ydata=None,
+                 sigma=None, absolute_sigma=False, pcov=None, **fields):
+        if record is not None:
+            # NLSQ's ``CurveFitResult(OptimizeResult(...))``: a record filled in by hand
+            # (``result["popt"] = ...``); what it lacks raises when asked for.
+            for key, value in dict(record).items():
+                self[key] = value
+            return
         self.model = model
         self.names = tuple(names)
         self.xdata, self.ydata, self.sigma = xdata, ydata, sigma
@@ -51,8 +66,27 @@ class CurveFitResult:
     def message(self) -> str:
         return STATUS_MESSAGES[self.status]
 
+    def _as_tuple(self) -> tuple:
+        return (self.popt, self.pcov) if self.returned is None else self.returned
+
     def __iter__(self):
-        return iter((self.popt, self.pcov))
+        return iter(self._as_tuple())
+
+    def __len__(self) -> int:
+        return len(self._as_tuple())
+
+    def __setitem__(self, key: str, value) -> None:
+        """NLSQ's ``result["name"] = value`` (``"popt"`` is `x`)."""
+        setattr(self, "x" if key == "popt" else key, value)
+
+    def __getitem__(self, key):
+        """``result[0]`` as SciPy's tuple; ``result["popt"]`` as NLSQ's dict."""
+        if isinstance(key, str):
+            try:
+                return getattr(self, key)
+            except AttributeError:
+                raise KeyError(key) from None
+        return self._as_tuple()[key]
 
     @property
     def params(self) -> dict:
@@ -125,8 +159,10 @@ class CurveFitResult:
         x = self.xdata if x is None else Data(x, np.zeros(())).x
         return np.sqrt(_stats.curve_variance(self.model, x, self.popt, self.pcov))
 
-    def confidence_band(self, x=None, level: float = 0.95):
-        """``(lower, upper)`` around the fitted curve: ``ŷ ± t · curve_std``."""
+    def confidence_band(self, x=None, level: float = 0.95, *, alpha: float | None = None):
+        """``(lower, upper)`` around the fitted curve: ``ŷ ± t · curve_std``.
+        (`alpha` is NLSQ's name for `level`.)"""
+        level = level if alpha is None else alpha
         y = np.ravel(self.eval(x))
         half = _stats.two_sided_t(level, self.dof) * self.curve_std(x)
         return y - half, y + half

@@ -44,7 +44,12 @@ class _ResidualModel(eqx.Module):
 
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
-        return jnp.ravel(self.fun(params, *args, **kwargs))
+        out = self.fun(params, *args, **kwargs)
+        if jnp.ndim(out) > 1:  # SciPy's rule: a 2-D result is an error, not flattened
+            raise ValueError(
+                f"`fun` must return at most 1-d array_like. f0.shape: {jnp.shape(out)}"
+            )
+        return jnp.ravel(out)
 
 
 def _is_float(value) -> bool:

@@ -417,3 +417,16 @@ def sum_of_peaks(count: int, shape: str = "gaussian", baseline: Model | None = N
     if baseline is not None:
         components.append(baseline)
     return Sum(tuple(components))
+
+
+# NLSQ's function library under NLSQ's names: nf.models.linear, nf.models.gaussian, ...
+from ._function_library import (  # noqa: E402
+    exponential_decay as exponential_decay,
+    exponential_growth as exponential_growth,
+    gaussian as gaussian,
+    linear as linear,
+    lorentzian as lorentzian,
+    polynomial as polynomial,
+    power_law as power_law,
+    sigmoid as sigmoid,
+)

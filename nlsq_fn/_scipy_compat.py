@@ -95,6 +95,16 @@ class ScipyCallback(eqx.Module):
         return False
 
 
+class GuideCallback(eqx.Module):
+    """The NLSQ guide's ``callback(iteration, cost, grad)`` seen as the core's
+    ``callback(iteration, params, cost, grad) -> stop``; returning True stops the fit."""
+
+    callback: Callable = eqx.field(static=True)
+
+    def __call__(self, iteration, params, cost, grad):
+        return bool(self.callback(iteration, cost, grad))
+
+
 def _required_positional(callback) -> int | None:
     try:
         parameters = inspect.signature(callback).parameters.values()
@@ -109,7 +119,8 @@ def _required_positional(callback) -> int | None:
 def as_core_callback(callback: Callable | None) -> Callable | None:
     """The core's four-argument callback from any of the accepted forms:
     ``callback(intermediate_result)`` (by that parameter name, as SciPy decides),
-    ``callback(x)``, or nlsq_fn's own ``callback(iteration, params, cost, grad)``."""
+    ``callback(x)``, the NLSQ guide's ``callback(iteration, cost, grad)``, or nlsq_fn's
+    own ``callback(iteration, params, cost, grad)``."""
     if callback is None:
         return None
     if not callable(callback):
@@ -123,12 +134,14 @@ def as_core_callback(callback: Callable | None) -> Callable | None:
     required = _required_positional(callback)
     if required == 4:
         return callback
+    if required == 3:
+        return GuideCallback(callback)
     if required is not None and required > 1:
         # Else it would fail inside the fit, called with the wrong arguments.
         raise TypeError(
             f"`callback` takes {required} required positional arguments; it must be "
-            "callback(intermediate_result), callback(x) or "
-            "callback(iteration, params, cost, grad)."
+            "callback(intermediate_result), callback(x), callback(iteration, cost, grad) "
+            "or callback(iteration, params, cost, grad)."
         )
     return ScipyCallback(callback, with_result=False)
 

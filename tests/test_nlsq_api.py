@@ -1,0 +1,209 @@
+"""NLSQ's calling forms (issue 21): the reusable `CurveFit()`, `LeastSquares`, the
+result object's NLSQ names, the function library, the large-data names and the guide's
+three-argument callback, each checked against SciPy or a closed form."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.stats
+
+import nlsq_fn as nf
+
+
+def decay(x, a, b, c):
+    return a * jnp.exp(-b * x) + c
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = np.linspace(0, 4, 40)
+    noise = 0.02 * np.cos(5.3 * x)  # deterministic, not a model term
+    return x, 2.0 * np.exp(-0.7 * x) + 0.3 + noise
+
+
+@pytest.fixture(scope="module")
+def scipy_fit(data):
+    x, y = data
+    return scipy.optimize.curve_fit(
+        lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0]
+    )
+
+
+def test_reusable_fitter_gives_scipys_fit(data, scipy_fit):
+    fitter = nf.CurveFit(flength=100, use_dynamic_sizing=True)
+    popt, pcov = fitter.curve_fit(decay, *data, p0=[1, 1, 0])
+    np.testing.assert_allclose(popt, scipy_fit[0], rtol=1e-6)
+    np.testing.assert_allclose(pcov, scipy_fit[1], rtol=1e-4)
+    with pytest.raises(TypeError, match="made without a model"):
+        fitter.fit()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'flenght'"):
+        nf.CurveFit(flenght=100)
+
+
+def test_curve_fit_result_unpacks_as_scipys_tuples(data, scipy_fit):
+    result = nf.curve_fit(decay, *data, p0=[1, 1, 0])
+    popt, pcov = result
+    assert len(result) == 2 and result[0] is popt and result["pcov"] is pcov
+    np.testing.assert_allclose(popt, scipy_fit[0], rtol=1e-6)
+    full = nf.curve_fit(decay, *data, p0=[1, 1, 0], full_output=True)
+    popt5, pcov5, infodict, mesg, ier = full
+    assert len(full) == 5 and full[4] == ier and ier in (1, 2, 3, 4)
+    np.testing.assert_allclose(infodict["fvec"], full.fun)
+    assert isinstance(mesg, str) and full.r_squared == result.r_squared
+
+
+def test_result_statistics_match_closed_forms(data, scipy_fit):
+    x, y = data
+    result = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
+    popt, pcov = scipy_fit
+    prediction = popt[0] * np.exp(-popt[1] * x) + popt[2]
+    residuals = y - prediction
+    n, k = y.size, 3
+    r2 = 1 - np.sum(residuals**2) / np.sum((y - y.mean()) ** 2)
+    np.testing.assert_allclose(result.predictions, prediction, rtol=1e-6)
+    np.testing.assert_allclose(result.residuals, residuals, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(result.mae, np.mean(np.abs(residuals)), rtol=1e-4)
+    np.testing.assert_allclose(result.adj_r_squared, 1 - (1 - r2) * (n - 1) / (n - k - 1),
+                               rtol=1e-6)
+    t = scipy.stats.t.ppf(0.975, n - k)
+    half = t * np.sqrt(np.diag(pcov))
+    np.testing.assert_allclose(result.confidence_intervals(alpha=0.95),
+                               np.column_stack([popt - half, popt + half]), rtol=1e-4)
+    interval = result.prediction_interval(x=[1.0, 2.0], alpha=0.9)
+    assert interval.shape == (2, 2) and np.all(interval[:, 0] < interval[:, 1])
+    lower, upper = result.confidence_band(x=[1.0, 2.0], alpha=0.9)
+    assert np.all(interval[:, 0] < lower) and np.all(upper < interval[:, 1])
+
+
+def test_least_squares_object_gives_scipys_fit():
+    def residuals(p):
+        return jnp.array([p[0] - 1.0, p[1] - 2.0, 10.0 * (p[0] * p[1] - 2.5)])
+
+    ours = nf.LeastSquares().least_squares(residuals, np.array([0.5, 1.5]), loss="huber",
+                                           jacobian_mode="rev")
+    theirs = scipy.optimize.least_squares(lambda p: np.asarray(residuals(p)), [0.5, 1.5],
+                                          loss="huber")
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
+    with pytest.raises(ValueError, match="jacobian_mode"):
+        nf.LeastSquares().least_squares(residuals, [0.5, 1.5], jacobian_mode="backward")
+
+
+LIBRARY = [
+    ("linear", (2.5, 3.0), lambda x, a, b: a * x + b),
+    ("exponential_decay", (3.0, 0.7, 0.5), lambda x, a, b, c: a * np.exp(-b * x) + c),
+    ("exponential_growth", (1.0, 0.5, 1.0), lambda x, a, b, c: a * np.exp(b * x) + c),
+    ("gaussian", (2.0, 2.5, 0.5), lambda x, a, m, s: a * np.exp(-((x - m) ** 2) / (2 * s**2))),
+    ("lorentzian", (2.0, 2.5, 0.4), lambda x, a, m, g: a / (1 + ((x - m) / g) ** 2)),
+    ("sigmoid", (3.0, 2.5, 2.0, 0.5), lambda x, L, m, k, b: L / (1 + np.exp(-k * (x - m))) + b),
+    ("power_law", (2.0, 1.5), lambda x, a, b: a * x**b),
+]
+
+
+@pytest.mark.slow  # seven fits, each a new model
+@pytest.mark.parametrize(("name", "params", "formula"), LIBRARY, ids=[e[0] for e in LIBRARY])
+def test_function_library_formulas_and_auto_start(name, params, formula):
+    function = getattr(nf.models, name)
+    x = np.linspace(0.1, 5, 60)
+    y = formula(x, *params)
+    np.testing.assert_allclose(function(x, *params), y, rtol=1e-12)
+    lower, upper = function.bounds()
+    assert len(lower) == len(upper) == len(params)
+    popt, _ = nf.curve_fit(function, x, y, p0="auto")
+    np.testing.assert_allclose(popt, params, rtol=1e-5)
+
+
+def test_library_function_formula_and_auto_start():
+    x = np.linspace(0.1, 5, 60)
+    y = 2.0 * np.exp(-((x - 2.5) ** 2) / (2 * 0.5**2))
+    np.testing.assert_allclose(nf.models.gaussian(x, 2.0, 2.5, 0.5), y, rtol=1e-12)
+    popt, _ = nf.curve_fit(nf.models.gaussian, x, y, p0="auto")
+    np.testing.assert_allclose(popt, [2.0, 2.5, 0.5], rtol=1e-6)
+
+
+def test_polynomial_is_highest_power_first():
+    quadratic = nf.models.polynomial(2)
+    x = np.linspace(-2, 2, 20)
+    y = 1.0 * x**2 - 2.0 * x + 3.0
+    np.testing.assert_allclose(quadratic.estimate_p0(x, y), [1.0, -2.0, 3.0], atol=1e-9)
+    np.testing.assert_allclose(quadratic(x, 1.0, -2.0, 3.0), y)
+
+
+def test_memory_requirements_and_chunking():
+    stats = nf.estimate_memory_requirements(20_000_000, 4)
+    per_point = 8 * (2 + 4 * 4)  # x, y; Jacobian row and 3 intermediates (float64)
+    assert stats.n_points == 20_000_000 and stats.n_params == 4
+    np.testing.assert_allclose(stats.total_memory_estimate_gb, 20e6 * per_point / 1e9)
+    assert stats.recommended_chunk_size == 1_000_000 and stats.n_chunks == 20
+    assert nf.estimate_memory_requirements(100_000, 3).n_chunks == 1
+    fitter = nf.LargeDatasetFitter(memory_limit_gb=2.0)
+    assert fitter.get_memory_recommendations(100_000, 3)["processing_strategy"] == "single_chunk"
+
+
+def test_large_dataset_fitter_chunked_fit_is_the_exact_fit(data, scipy_fit):
+    config = nf.LDMemoryConfig(memory_limit_gb=1e-6, min_chunk_size=16, max_chunk_size=16)
+    result = nf.LargeDatasetFitter(config=config).fit(decay, *data, p0=[1, 1, 0])
+    assert result.n_chunks == math.ceil(40 / 16)
+    np.testing.assert_allclose(result.popt, scipy_fit[0], rtol=1e-6)
+    popt, pcov = nf.curve_fit_large(decay, *data, p0=[1, 1, 0])  # one chunk: curve_fit
+    np.testing.assert_allclose(pcov, scipy_fit[1], rtol=1e-4)
+    with pytest.raises(ValueError, match="has 2 points"):
+        nf.curve_fit_large(decay, [1.0, 2.0, 3.0], [1.0, 2.0], p0=[1, 1, 0])
+    with pytest.raises(ValueError, match="sigma length"):
+        nf.curve_fit_large(decay, *data, p0=[1, 1, 0], sigma=np.ones(41))
+
+
+def test_guides_three_argument_callback_sees_and_stops_the_fit(data):
+    seen = []
+
+    def monitor(iteration, cost, grad):
+        seen.append((int(iteration), float(cost), np.shape(grad)))
+        return iteration >= 2  # True stops the fit
+
+    result = nf.CurveFit(decay, *data, p0=[1, 1, 0], method="trf", callback=monitor).fit()
+    assert [s[0] for s in seen] == [1, 2] and seen[0][2] == (3,)
+    assert result.status == -3 and result.nit == 2  # stopped by the callback
+
+
+def test_result_record_filled_in_by_hand_raises_for_what_it_lacks():
+    result = nf.CurveFitResult(nf.OptimizeResult())
+    result["popt"] = np.array([1.0, 2.0])
+    result["ydata"] = np.array([2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(result.popt, [1.0, 2.0])
+    with pytest.raises(AttributeError):
+        result.confidence_intervals()  # no pcov
+
+
+def test_least_squares_rejects_two_dimensional_residuals_like_scipy():
+    def fun(x):
+        return jnp.array([x, x**2])  # (2, 1) for x of shape (1,)
+
+    with pytest.raises(ValueError, match="at most 1-d"):
+        nf.least_squares(fun, [2.0])
+    with pytest.raises(TypeError, match="'options'"):
+        nf.LeastSquares().least_squares(lambda x: x - 1.0, [2.0], options={})
+
+
+def test_guides_convergence_monitor_runs_as_written(data, capsys):
+    class ConvergenceMonitor:  # the guide's "Real-Time Convergence Monitoring" block
+        def __init__(self, print_every=10):
+            self.costs, self.iterations, self.grads = [], [], []
+            self.print_every = print_every
+
+        def callback(self, iteration, cost, grad):
+            self.iterations.append(iteration)
+            self.costs.append(cost)
+            self.grads.append(jnp.linalg.norm(grad))
+            if iteration % self.print_every == 0:
+                print(f"Iter {iteration:4d}: cost={cost:.6e}, ||grad||={self.grads[-1]:.6e}")
+
+    def model(x, params):
+        a, b, c = params
+        return a * jnp.exp(-b * x) + c
+
+    monitor = ConvergenceMonitor(print_every=1)
+    result = nf.CurveFit(model, *data, [1.0, 1.0, 0.0], callback=monitor.callback).fit()
+    assert result.success and monitor.iterations == list(range(1, result.nit + 1))
+    assert "Iter    1: cost=" in capsys.readouterr().out
