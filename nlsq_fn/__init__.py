@@ -82,6 +82,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:
+    __version__: str
     from . import _models as models  # noqa: F401
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
