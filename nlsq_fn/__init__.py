@@ -32,8 +32,6 @@ from ._strategy import AbstractStrategy as AbstractStrategy
 from ._trf import TRF as TRF
 from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 
-__version__ = "0.1.0"
-
 # The wings a first fit does not need (streaming, batches, multistart, the model
 # library) are imported on first use, so that `import nlsq_fn` costs little more than
 # importing JAX and Equinox.
@@ -73,6 +71,11 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # from the installed package's metadata, read on first use
+        from importlib.metadata import version
+
+        globals()[name] = value = version("nlsq_fn")
+        return value
     if name not in _LAZY:
         raise AttributeError(f"module 'nlsq_fn' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]
@@ -83,10 +86,11 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
 
 
 if TYPE_CHECKING:
+    __version__: str
     from . import _models as models  # noqa: F401
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
