@@ -77,14 +77,29 @@ class WhitenedModel(eqx.Module):
         prediction = self.model(x, params)
         return jax.scipy.linalg.solve_triangular(self.cholesky, prediction, lower=True)
 
+    def around_host(self, on_host: Callable) -> "WhitenedModel":
+        """The whitening in JAX around the model run on the host (`on_host(model)`)."""
+        return WhitenedModel(on_host(self.model), self.cholesky)
+
+
+class _ByIdentity:
+    """A NumPy array held in static configuration (the `Solver`'s `jac`), which must be
+    hashable: compared by identity."""
+
+    def __init__(self, array):
+        self.array = np.asarray(array)
+
 
 class WhitenedJacobian(eqx.Module):
+    """``L⁻¹ jac(x, params)``: the user's `jac` for the whitened residuals."""
+
     jac: Callable
-    cholesky: Float[Array, "m m"]
+    cholesky: _ByIdentity
 
     def __call__(self, x, params):
-        jac = jnp.reshape(self.jac(x, params), (self.cholesky.shape[0], -1))
-        return jax.scipy.linalg.solve_triangular(self.cholesky, jac, lower=True)
+        cholesky = jnp.asarray(self.cholesky.array)
+        jac = jnp.reshape(self.jac(x, params), (cholesky.shape[0], -1))
+        return jax.scipy.linalg.solve_triangular(cholesky, jac, lower=True)
 
 
 class FitSolution(eqx.Module):
@@ -527,14 +542,16 @@ class CurveFit(ReusableFitter):
     def _solver(self, bounds, style, **overrides):
         """The core `Solver` for these options; `overrides` replace fields (the streaming
         optimizer sets its own `factorization` and `chunk_size`)."""
-        options = finite_difference_options(self.diff_step) | overrides
+        options = (
+            dict(jac=self._jacobian(style)) | finite_difference_options(self.diff_step)
+            | overrides
+        )
         return Solver(
             strategy=self.strategy,
             loss=self.loss,
             bounds=bounds if has_finite_bounds(bounds) else None,
             x_scale=self.x_scale,
             max_nfev=self.max_nfev,
-            jac=self._jacobian(style),
             # Only the table is printed from inside the loop; verbose=1 reports after
             # the fit and shares the compiled code of verbose=0.
             verbose=2 if self.verbose == 2 else 0,
@@ -595,14 +612,14 @@ class CurveFit(ReusableFitter):
                 f"data points={ydata.size}"
             )
         unpadded = dict(xdata=xdata, ydata=ydata, sigma=sigma, names=names)
-        solver = self._solver(self._flat_bounds(bounds, names), style)
+        flat_bounds = self._flat_bounds(bounds, names)
+        solver = self._solver(flat_bounds, style)
         m = ydata.shape[0] if ydata.ndim == 1 else None
         if cholesky is not None:  # correlated errors: whitened, not padded
             model = WhitenedModel(model, jnp.asarray(cholesky))
-            if callable(solver.jac):
-                solver = eqx.tree_at(
-                    lambda s: s.jac, solver, WhitenedJacobian(solver.jac, model.cholesky)
-                )
+            if callable(solver.jac):  # (a static field: a new Solver, not `tree_at`)
+                whitened = WhitenedJacobian(solver.jac, _ByIdentity(cholesky))
+                solver = self._solver(flat_bounds, style, jac=whitened)
             white_y = np.linalg.solve(cholesky, ydata)  # triangular: exact enough
             data = Data(xdata, white_y)
         elif self.pad and m is not None and _has_points_axis(xdata, m):

@@ -115,6 +115,17 @@ def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable)
         raise stand_in(host_error) from host_error
 
 
+def evaluated_on_host(model: Callable, shape: tuple[int, ...]) -> Callable:
+    """`model` run on the host (`HostModel`). A front end's wrapper whose own work is
+    JAX (it has ``around_host(wrap)``, as the whitening of a 2-D `sigma`) stays in JAX
+    around its host-run inner model: its arrays are then inputs of the compiled fit,
+    not constants captured by the callback (which, traced, would leak)."""
+    around_host = getattr(model, "around_host", None)
+    if around_host is not None:
+        return around_host(lambda inner: evaluated_on_host(inner, shape))
+    return HostModel(model, shape)
+
+
 class HostModel(eqx.Module):
     """``model(x, params)`` evaluated in Python on NumPy arrays via `jax.pure_callback`
     (one call per evaluation; under `jax.vmap` one after the other)."""

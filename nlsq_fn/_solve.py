@@ -14,7 +14,7 @@ from ._chunking import chunks_agree
 from ._data import Data
 from ._finite_difference import FINITE_DIFFERENCE_METHODS, finite_difference_jacobian
 from ._host_errors import reraise_host_errors
-from ._host_model import HostModel
+from ._host_model import evaluated_on_host
 from ._linearize import (
     Linearization,
     chunked_linearize,
@@ -263,7 +263,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     `nlsq_fn._adjoint`). Arrays the model closes over are differentiable too.
     """
     if state.host_model:
-        model = HostModel(model, data.y.shape)
+        model = evaluated_on_host(model, data.y.shape)
     else:
         model = with_explicit_closure(model, data, state.params)
     x_flat, stats = differentiable_fit(_iterate, (model, data, state))

@@ -177,3 +177,48 @@ def test_two_input_columns_with_nan_omit_match_scipy():
         jac=lambda xy, *p: np.asarray(jac(jnp.asarray(p), xy)), **TOLERANCES,
     )
     _compare(nf.curve_fit(surface, xy, y, p0=P0, nan_policy="omit", **TOLERANCES), reference)
+
+
+def _numpy_decay(x, a, b, c):
+    return a * np.exp(-b * x) + c
+
+
+def _numpy_decay_jac(x, a, b, c):
+    e = np.exp(-b * x)
+    return np.stack([e, -a * x * e, np.ones_like(x)], axis=-1)
+
+
+def _covariance(n, seed=3):
+    a = np.random.default_rng(seed).normal(0, 0.05, (n, n))
+    return a @ a.T + 0.01 * np.eye(n)
+
+
+def test_numpy_model_with_a_covariance_and_omitted_nans_matches_scipy():
+    """A NumPy model runs on the host while the whitening by the covariance's Cholesky
+    factor stays in the compiled fit (the factor once leaked from its trace)."""
+    sigma = _covariance(X.size)
+    y = Y.copy()
+    y[[4, 30]] = np.nan
+    with pytest.warns(UserWarning, match="host"):
+        popt, pcov = nf.curve_fit(
+            _numpy_decay, X, y, p0=P0, sigma=sigma, nan_policy="omit", method="trf"
+        )
+    expected, expected_cov = scipy.optimize.curve_fit(
+        _numpy_decay, X, y, p0=P0, sigma=sigma, nan_policy="omit", method="trf"
+    )
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
+    np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
+
+
+def test_jacobian_function_with_a_covariance_equals_the_diagonal_sigma_fit():
+    """A diagonal covariance is the 1-D `sigma` of its square roots (SciPy's
+    test_curvefit_simplecovariance, with `jac`): same parameters and covariance."""
+    sigma = np.full(X.size, 0.05)
+    for absolute_sigma in (False, True):
+        with pytest.warns(UserWarning, match="host"):
+            by_sigma = nf.curve_fit(_numpy_decay, X, Y, p0=P0, sigma=sigma,
+                                    jac=_numpy_decay_jac, absolute_sigma=absolute_sigma)
+            by_covariance = nf.curve_fit(_numpy_decay, X, Y, p0=P0, sigma=np.diag(sigma**2),
+                                         jac=_numpy_decay_jac, absolute_sigma=absolute_sigma)
+        np.testing.assert_allclose(by_covariance[0], by_sigma[0], rtol=1e-10)
+        np.testing.assert_allclose(by_covariance[1], by_sigma[1], rtol=1e-8)
