@@ -214,7 +214,9 @@ def least_squares(
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
     model = _ResidualModel(fun, rest)
     out, error = traced_shape(model, arrays, x0)
-    if error is None:
+    if error is None and not (isinstance(jac, str) and jac == "cs"):
+        # (Complex steps call `fun` with complex parameters, which the fit's closure
+        # conversion of a traced float would refuse: those floats stay Python numbers.)
         model = _with_traced_floats(model, arrays, x0)
     else:  # a NumPy `fun`: `init` runs it on the host
 

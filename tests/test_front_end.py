@@ -406,3 +406,20 @@ def test_zero_tolerances_follow_scipys_rules_for_lm():
     assert str(ours.value) == str(scipys.value)
     with pytest.raises(ValueError, match="`ftol` must be non-negative"):
         nf.curve_fit(decay, X, Y, p0=P0, method="lm", ftol=-1.0)
+
+
+@pytest.mark.parametrize("jac", ["2-point", "cs"])
+def test_least_squares_args_with_finite_differences_match_scipy(jac):
+    """A float in `args` is a traced value (no recompilation for a new one), except with
+    complex steps, which call `fun` with complex parameters."""
+    def fun(x, a, b=1.0):
+        return jnp.stack([(x[0] - a) ** 2 + b, x[0] - a])
+
+    for a in (3.0, 4.5):
+        ours = nf.least_squares(fun, [2.0], jac, args=(a,), kwargs={"b": 5.0})
+        theirs = scipy.optimize.least_squares(
+            lambda x, a, b=1.0: np.asarray(fun(jnp.asarray(x), a, b)), [2.0], jac,
+            args=(a,), kwargs={"b": 5.0},
+        )
+        np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
+        np.testing.assert_allclose(ours.x, a, rtol=1e-3)
