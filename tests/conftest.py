@@ -28,16 +28,39 @@ def x64(request):
     if request.param:
         yield True
         return
-    # nlsq_fn's compiled programs are dropped around a float32 test: JAX's fast dispatch
-    # path was seen to run a program compiled under one setting on the other's arrays
-    # (INVALID_ARGUMENT: f32[40] expected, f64[40] given) once a model's fit was
-    # compiled in both, in one process.
-    _compiled.clear()
-    try:
-        with jax.enable_x64(False):
-            yield False
-    finally:
+    with jax.enable_x64(False):
+        yield False
+
+
+# nlsq_fn's compiled programs are dropped whenever the tests switch between float64 and
+# float32 (the `x64` fixture's x64 off): JAX's fast dispatch path was seen to run a
+# program compiled under one setting on the other's arrays (INVALID_ARGUMENT: f32[40]
+# expected, f64[40] given) once a model's fit was compiled in both, in one process. They
+# are dropped on a switch only (not around every float32 test), and each module's float32
+# cases run after its float64 ones, so that consecutive tests keep sharing programs.
+_programs_compiled_with_x64 = [True]
+
+
+def _uses_float32(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("x64", True) is False
+
+
+def pytest_collection_modifyitems(items):
+    """Within each module, the float32 (x64 off) cases after the float64 ones: one switch
+    between the two, and so one drop of the compiled programs, per module (a stable
+    sort: the order is otherwise unchanged, and the same in every xdist worker)."""
+    position = {}
+    for item in items:
+        position.setdefault(item.nodeid.split("::")[0], len(position))
+    items.sort(key=lambda item: (position[item.nodeid.split("::")[0]], _uses_float32(item)))
+
+
+def pytest_runtest_setup(item):
+    x64 = not _uses_float32(item)
+    if _programs_compiled_with_x64[0] != x64:
         _compiled.clear()
+        _programs_compiled_with_x64[0] = x64
 
 
 def pytest_terminal_summary(terminalreporter):
