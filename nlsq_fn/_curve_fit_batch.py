@@ -97,7 +97,7 @@ def curve_fit_batch(
         return f(x, *p)
 
     data = Data(np.broadcast_to(xdata, ydata.shape), ydata, sigma=sigma)
-    solver = Solver(strategy=method, **solver_options)
+    solver = Solver(strategy=method, **solver_options)  # type: ignore[arg-type]  # converted
     first = p0 if p0.ndim == 1 else p0[0]
     state = init_batch(model, data, jnp.asarray(first), solver)
     if p0.ndim == 2:
