@@ -34,6 +34,7 @@ def _fields(dataset, index: int) -> tuple:
     if isinstance(dataset, Data):
         x, y, sigma, mask = dataset.x, dataset.y, dataset.sigma, dataset.mask
     elif isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3):
+        # (type: ignore: mypy cannot star a tuple-or-list.)
         x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))  # type: ignore[misc]
         x = Data(x, y).x  # a list `x` is an array, as `Data` takes it
     else:
