@@ -40,8 +40,8 @@ CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every process
 
 _lock = threading.Lock()
-_environment = []  # computed once: JAX, devices, CPU, nlsq_fn's source
-_lapack_ready = []
+_environment: list = []  # computed once: JAX, devices, CPU, nlsq_fn's source
+_lapack_ready: list = []
 
 
 def cache_folder() -> pathlib.Path | None:
