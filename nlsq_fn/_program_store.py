@@ -142,7 +142,7 @@ class StoredProgram:
                 self.loads += 1
                 return executable, jax.tree.structure(jax.eval_shape(structured, *leaves))
         executable = jax.jit(flat).lower(*leaves).compile()
-        if path is not None:
+        if path is not None and not _jax_cache_on():
             _store(path, executable)
         return executable, out_trees[-1]
 
@@ -155,6 +155,14 @@ class StoredProgram:
             return None
         digest = hashlib.sha256((description + _environment_key()).encode()).hexdigest()
         return folder / f"{self.name}-{digest[:32]}.bin"
+
+
+def _jax_cache_on() -> bool:
+    """Whether JAX's own persistent cache is on (`nf.enable_compilation_cache`). Then a
+    compiled program may come from that cache, and such an executable, serialized again,
+    loads but fails when run (XLA CPU: "Function ... not found"); JAX's cache already
+    keeps these programs across processes, so the store writes nothing."""
+    return bool(jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir)
 
 
 def _x64() -> bool:

@@ -16,19 +16,6 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
     os.environ["NLSQ_FN_PROGRAM_CACHE"] = _programs_folder
     atexit.register(shutil.rmtree, _programs_folder, ignore_errors=True)
 
-# JAX's persistent compilation cache, one folder per test run (made by the first
-# process, inherited by the xdist workers): the same program (a shared model's fit,
-# compiled again after a float32 module dropped the kept programs, or by the other
-# worker) is compiled once per run. `NLSQ_FN_TEST_JAX_CACHE=off` switches it off.
-if "NLSQ_FN_TEST_JAX_CACHE" not in os.environ:
-    _jax_cache_folder = tempfile.mkdtemp(prefix="nlsq_fn_jax_cache_")
-    os.environ["NLSQ_FN_TEST_JAX_CACHE"] = _jax_cache_folder
-    atexit.register(shutil.rmtree, _jax_cache_folder, ignore_errors=True)
-if os.environ["NLSQ_FN_TEST_JAX_CACHE"] != "off":
-    jax.config.update("jax_compilation_cache_dir", os.environ["NLSQ_FN_TEST_JAX_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
 from nlsq_fn import _compiled  # noqa: E402
 
 
