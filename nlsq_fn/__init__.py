@@ -38,6 +38,8 @@ from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 _LAZY = {
     "models": ("_models", None),
     "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
+    "global_fit": ("_global_fit", "global_fit"),
+    "GlobalFitResult": ("_global_fit", "GlobalFitResult"),
     "init_batch": ("_batch", "init_batch"),
     "pad_datasets": ("_batch", "pad_datasets"),
     "solve_batch": ("_batch", "solve_batch"),
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
     from ._curve_fit_batch import curve_fit_batch  # noqa: F401
+    from ._global_fit import GlobalFitResult, global_fit  # noqa: F401
     from ._large_data import (  # noqa: F401
         DatasetStats,
         LargeDatasetFitter,
