@@ -114,7 +114,7 @@ class GlobalFitResult:
 
 def _datasets(datasets) -> list[tuple]:
     """`(x, y, sigma or None)` for each dataset, checked."""
-    if isinstance(datasets, (np.ndarray, Mapping)) or not isinstance(datasets, Sequence):
+    if isinstance(datasets, (np.ndarray, Mapping, str)) or not isinstance(datasets, Sequence):
         raise ValueError(
             "`datasets` must be a list of (x, y) or (x, y, sigma) tuples, got "
             f"{type(datasets).__name__}."

@@ -166,3 +166,121 @@ def test_bad_structure_is_named(data, options, words):
     options = dict(p0=[1.0, 1.0, 1.0]) | options
     with pytest.raises(ValueError, match=words.replace("(", r"\(")):
         nf.curve_fit(decay, x, y, **options)
+
+
+# --- global fits ---------------------------------------------------------------------
+
+
+def peak(x, amp, center, width, offset):
+    return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
+@pytest.fixture(scope="module")
+def spectra():
+    """Six peaks of one width, 20 to 45 points each, with uncertainties."""
+    rng = np.random.default_rng(1)
+    datasets = []
+    for i in range(6):
+        x = np.linspace(-3.0, 3.0, 20 + 5 * i)
+        sigma = 0.02 * (1.0 + rng.random(x.size))
+        y = np.asarray(peak(x, 1.0 + 0.2 * i, 0.1 * i - 0.3, 0.8, 0.05 * i))
+        datasets.append((x, y + sigma * rng.normal(size=x.size), sigma))
+    return datasets
+
+
+def stacked_scipy(datasets, theta0, k, bounds=(-np.inf, np.inf), loss="linear"):
+    """`scipy.optimize.least_squares` on the stacked problem θ = [width, (amp, center,
+    offset) per dataset], and SciPy's covariance (pinv(JᵀJ) · 2 cost / (m - n))."""
+
+    def residual(theta):
+        local = jnp.reshape(theta[1:], (k, 3))
+        return jnp.concatenate([
+            (peak(x, local[i, 0], local[i, 1], theta[0], local[i, 2]) - y) / s
+            for i, (x, y, s) in enumerate(datasets)
+        ])
+
+    fun, jac = jax.jit(residual), jax.jit(jax.jacfwd(residual))
+    result = scipy.optimize.least_squares(
+        lambda t: np.asarray(fun(t)), theta0, jac=lambda t: np.asarray(jac(t)),
+        bounds=bounds, loss=loss, x_scale=1.0, method="trf", **TIGHT,
+    )
+    m, n = result.fun.size, result.x.size
+    pcov = np.linalg.inv(result.jac.T @ result.jac) * 2 * result.cost / (m - n)
+    return result, pcov
+
+
+@pytest.mark.parametrize("engine", ["block", "dense"])
+def test_global_fit_equals_scipy_on_the_stacked_problem(spectra, engine):
+    p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+    result = nf.global_fit(peak, spectra, p0, shared=("width",), engine=engine, **TIGHT)
+    k = len(spectra)
+    expected, pcov = stacked_scipy(spectra, np.r_[1.0, np.tile([1.0, 0.0, 0.0], k)], k)
+    assert result.success and result.shared == ("width",)
+    assert_close(result.x, expected.x)
+    assert_close(result.cost, expected.cost)
+    assert_close(result.pcov, pcov, rtol=1e-5)
+    # By name: shared a float, local an array over the datasets.
+    assert isinstance(result.params["width"], float)
+    assert result.params["amp"].shape == (k,)
+    local = expected.x[1:].reshape(k, 3)
+    assert_close(result.params["center"], local[:, 1])
+    assert_close(result.perr["width"], np.sqrt(pcov[0, 0]), rtol=1e-5)
+    assert_close(result.perr["offset"], np.sqrt(np.diag(pcov)[3::3]), rtol=1e-5)
+    assert_close(result.shared_pcov, pcov[:1, :1], rtol=1e-5)
+    assert_close(result.local_pcov[2], pcov[7:10, 7:10], rtol=1e-5)
+    assert result.fun.size == sum(y.size for _, y, _ in spectra)
+
+
+def test_global_fit_with_bounds_and_a_robust_loss(spectra):
+    k = len(spectra)
+    bounds = {"width": (0.2, 0.79), "offset": (-1.0, 1.0)}  # width ends at its bound
+    p0 = {"amp": 1.0, "center": 0.0, "width": 0.5, "offset": 0.0}
+    result = nf.global_fit(
+        peak, spectra, p0, shared="width", bounds=bounds, loss="soft_l1", **TIGHT
+    )
+    lower = np.r_[0.2, np.tile([-np.inf, -np.inf, -1.0], k)]
+    upper = np.r_[0.79, np.tile([np.inf, np.inf, 1.0], k)]
+    expected, _ = stacked_scipy(
+        spectra, np.r_[0.5, np.tile([1.0, 0.0, 0.0], k)], k, (lower, upper), "soft_l1"
+    )
+    assert_close(result.x, expected.x, rtol=1e-5, atol=1e-8)
+    assert result.active_mask[0] == 1 and result.params["width"] <= 0.79
+
+
+def test_global_fit_of_a_named_model_starts_from_its_guesses(spectra):
+    model = nf.models.Gaussian() + nf.models.Constant()  # amplitude, center, sigma, c
+    result = nf.global_fit(model, [(x, y) for x, y, _ in spectra], shared=("sigma",))
+    assert result.success and result.names == ("amplitude", "center", "sigma", "c")
+    assert result.params["sigma"] == pytest.approx(0.8, rel=0.02)
+    assert_close(result.params["c"], 0.05 * np.arange(6), rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (dict(shared=("gamma",)), "`shared` names unknown parameter 'gamma'"),
+        (dict(datasets="not a list"), "`datasets` must be a list"),
+        (dict(datasets=[(np.ones(3),)]), r"`datasets\[0\]` must be a tuple"),
+        (dict(datasets=[(np.ones(3), np.ones(4))]), "x has shape"),
+        (dict(p0={"amp": [1.0, 2.0], "center": 0.0, "width": 1.0, "offset": 0.0}),
+         "local parameter 'amp'"),
+        (dict(bounds={"amp": (2.0, 3.0)}), r"'amp\[0\]'"),
+        (dict(engine="sparse"), "`engine`"),
+    ],
+)
+def test_global_fit_bad_input_is_named(spectra, arguments, words):
+    arguments = dict(
+        datasets=spectra, p0={"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0},
+        shared=("width",),
+    ) | arguments
+    with pytest.raises(ValueError, match=words):
+        nf.global_fit(peak, **arguments)
+
+
+def test_global_fit_needs_a_pointwise_model_for_different_lengths(spectra):
+    def centred(x, amp, center, width, offset):
+        return peak(x - x.mean(), amp, center, width, offset)
+
+    p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+    with pytest.raises(ValueError, match="pointwise"):
+        nf.global_fit(centred, spectra, p0, shared=("width",))
