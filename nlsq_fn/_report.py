@@ -225,7 +225,10 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
     width = max(len(name) for name in result.names) + 1
     for i, name in enumerate(result.names):
         value, err = result.popt[i], result.perr[i]
-        relative = f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) else ""
+        relative = (
+            f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) and err > 0
+            else ""
+        )
         low, high = intervals[name]
         note = ""
         if name in getattr(result, "fixed", ()):
