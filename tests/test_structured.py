@@ -134,6 +134,7 @@ def test_curve_fit_class_refits_with_new_fixed_data(data):
     assert first.popt[2] == second.popt[2] == 0.5
 
 
+@pytest.mark.slow
 def test_fixed_under_jit_gives_the_host_result(data):
     x, y, _ = data
     host = nf.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.1], fixed={"b": 1.25})
@@ -175,6 +176,10 @@ def peak(x, amp, center, width, offset):
     return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
 
 
+def peak_np(x, amp, center, width, offset):
+    return amp * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
 @pytest.fixture(scope="module")
 def spectra():
     """Six peaks of one width, 20 to 45 points each, with uncertainties."""
@@ -193,16 +198,30 @@ def stacked_scipy(datasets, theta0, k, bounds=(-np.inf, np.inf), loss="linear"):
     offset) per dataset], and SciPy's covariance (pinv(JᵀJ) · 2 cost / (m - n))."""
 
     def residual(theta):
-        local = jnp.reshape(theta[1:], (k, 3))
-        return jnp.concatenate([
-            (peak(x, local[i, 0], local[i, 1], theta[0], local[i, 2]) - y) / s
+        local = theta[1:].reshape(k, 3)
+        return np.concatenate([
+            (peak_np(x, local[i, 0], local[i, 1], theta[0], local[i, 2]) - y) / s
             for i, (x, y, s) in enumerate(datasets)
         ])
 
-    fun, jac = jax.jit(residual), jax.jit(jax.jacfwd(residual))
+    def jacobian(theta):  # analytic, block-arrow: column 0 the shared width
+        local = theta[1:].reshape(k, 3)
+        blocks = []
+        for i, (x, _, s) in enumerate(datasets):
+            amp, center, offset = local[i]
+            u = (x - center) / theta[0]
+            e = np.exp(-0.5 * u**2)
+            block = np.zeros((x.size, theta.size))
+            block[:, 0] = amp * e * u**2 / theta[0]
+            block[:, 1 + 3 * i : 4 + 3 * i] = np.stack(
+                [e, amp * e * u / theta[0], np.ones_like(x)], axis=1
+            )
+            blocks.append(block / s[:, None])
+        return np.concatenate(blocks)
+
     result = scipy.optimize.least_squares(
-        lambda t: np.asarray(fun(t)), theta0, jac=lambda t: np.asarray(jac(t)),
-        bounds=bounds, loss=loss, x_scale=1.0, method="trf", **TIGHT,
+        residual, theta0, jac=jacobian, bounds=bounds, loss=loss, x_scale=1.0,
+        method="trf", **TIGHT,
     )
     m, n = result.fun.size, result.x.size
     pcov = np.linalg.inv(result.jac.T @ result.jac) * 2 * result.cost / (m - n)
@@ -231,6 +250,7 @@ def test_global_fit_equals_scipy_on_the_stacked_problem(spectra, engine):
     assert result.fun.size == sum(y.size for _, y, _ in spectra)
 
 
+@pytest.mark.slow
 def test_global_fit_with_bounds_and_a_robust_loss(spectra):
     k = len(spectra)
     bounds = {"width": (0.2, 0.79), "offset": (-1.0, 1.0)}  # width ends at its bound
@@ -247,6 +267,7 @@ def test_global_fit_with_bounds_and_a_robust_loss(spectra):
     assert result.active_mask[0] == 1 and result.params["width"] <= 0.79
 
 
+@pytest.mark.slow
 def test_global_fit_of_a_named_model_starts_from_its_guesses(spectra):
     model = nf.models.Gaussian() + nf.models.Constant()  # amplitude, center, sigma, c
     result = nf.global_fit(model, [(x, y) for x, y, _ in spectra], shared=("sigma",))
@@ -284,3 +305,35 @@ def test_global_fit_needs_a_pointwise_model_for_different_lengths(spectra):
     p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
     with pytest.raises(ValueError, match="pointwise"):
         nf.global_fit(centred, spectra, p0, shared=("width",))
+
+
+def test_block_linearization_is_that_of_the_stacked_jacobian():
+    """rᵀr = JᵀJ, grad = Jᵀf and the cost of the dense stacked problem (padded, masked,
+    weighted, robust loss), from the blocks alone."""
+    from nlsq_fn._block_linearize import GlobalModel, block_linearization
+    from nlsq_fn._conventions import UnpackedModel
+    from nlsq_fn._linearize import scale_for_loss
+
+    rng = np.random.default_rng(3)
+    k, length = 4, 6  # fewer points than the 2 + 3 columns of a block in dataset 3
+    model = GlobalModel(UnpackedModel(peak), 4, (2, 3), (0, 1), k)
+    x = np.tile(np.linspace(-2, 2, length), (k, 1))
+    mask = np.arange(length)[None, :] < np.array([[6], [5], [6], [3]])
+    data = nf.Data(x, rng.normal(size=(k, length)), sigma=rng.uniform(0.5, 2, (k, length)),
+                   mask=mask)
+    theta = jnp.asarray(rng.uniform(0.5, 1.5, 2 + 2 * k))
+    loss = nf.SoftL1(f_scale=0.7)
+
+    def residual(theta):
+        return data.weighted_residual(model(data.model_x, theta))
+
+    @jax.jit  # (one program: eager dispatch of every small op costs more)
+    def both(theta):
+        blocks = block_linearization(model, data, theta, loss)[0]
+        return blocks, scale_for_loss(residual(theta), jax.jacfwd(residual)(theta), loss)
+
+    linearization, (cost, f, jac) = both(theta)
+    r = linearization.factor
+    assert_close(r.T @ r, jac.T @ jac, rtol=1e-10, atol=1e-12)
+    assert_close(linearization.grad, jac.T @ f, rtol=1e-10, atol=1e-12)
+    assert_close(linearization.cost, cost, rtol=1e-12)
