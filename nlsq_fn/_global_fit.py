@@ -101,6 +101,30 @@ class GlobalFitResult:
     def redchi(self) -> float:
         return 2 * self.cost / self.dof if self.dof > 0 else float("inf")
 
+    def summary(self) -> str:
+        """The fit in a few lines: the shared parameters with their standard errors,
+        then one row of local parameters per dataset."""
+        lines = [
+            f"[[Global fit]] {self.n_datasets} datasets, {self.n_points} points, "
+            f"{self.x.size} parameters, engine {self.engine!r}",
+            f"    cost = {self.cost:.6g}, reduced chi-square = {self.redchi:.6g}, "
+            f"nfev = {self.nfev}, success = {self.success} ({self.message})",
+            "[[Shared]]",
+        ]
+        params, perr = self.params, self.perr
+        lines += [f"    {name}: {params[name]:.8g} +/- {perr[name]:.3g}" for name in self.shared]
+        if self.local:
+            lines.append("[[Local]] (value +/- standard error)")
+            header = "".join(f"{name:>26}" for name in self.local)
+            lines.append(f"    {'dataset':<8}{header}")
+            for i in range(self.n_datasets):
+                cells = "".join(
+                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}"
+                    for name in self.local
+                )
+                lines.append(f"    {i:<8}{cells}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         shared = ", ".join(
             f"{name}={self.params[name]:.4g}±{self.perr[name]:.2g}" for name in self.shared
@@ -251,6 +275,26 @@ def _bounds(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
     return flat(lower), flat(upper)
 
 
+def _check_traceable(model, x, global_model, theta0) -> None:
+    """The stacked model maps the one-dataset model over the datasets with JAX: a
+    model written with NumPy cannot be, which is said here rather than deep inside."""
+    shared, local = global_model.split(theta0)
+    params = global_model.dataset_params(shared, local[0])
+    try:
+        jax.eval_shape(model, x, params)
+    except (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerBoolConversionError,
+        jax.errors.TracerIntegerConversionError,
+    ) as error:
+        raise ValueError(
+            "global_fit needs a model written with jax.numpy (it is mapped over the "
+            f"datasets and differentiated by JAX); this one is not traceable: "
+            f"{type(error).__name__}."
+        ) from error
+
+
 def _flat_names(shared, local, k) -> list[str]:
     return list(shared) + [f"{name}[{i}]" for i in range(k) for name in local]
 
@@ -361,6 +405,7 @@ def global_fit(
     )
     theta0 = _start(model, names, shared, local, p0, checked)
     lower, upper = _bounds(bounds, names, shared, local, k)
+    _check_traceable(one_model, checked[0][0], global_model, theta0)
     data = _stack(checked, one_model, theta0, global_model)
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
     solver = Solver(

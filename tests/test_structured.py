@@ -248,6 +248,7 @@ def test_global_fit_equals_scipy_on_the_stacked_problem(spectra, engine):
     assert_close(result.shared_pcov, pcov[:1, :1], rtol=1e-5)
     assert_close(result.local_pcov[2], pcov[7:10, 7:10], rtol=1e-5)
     assert result.fun.size == sum(y.size for _, y, _ in spectra)
+    assert "width:" in result.summary() and len(result.summary().splitlines()) == 6 + 6
 
 
 @pytest.mark.slow
@@ -296,6 +297,12 @@ def test_global_fit_bad_input_is_named(spectra, arguments, words):
     ) | arguments
     with pytest.raises(ValueError, match=words):
         nf.global_fit(peak, **arguments)
+
+
+def test_global_fit_needs_a_jax_model(spectra):
+    p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+    with pytest.raises(ValueError, match="jax.numpy"):
+        nf.global_fit(peak_np, spectra, p0, shared=("width",))
 
 
 def test_global_fit_needs_a_pointwise_model_for_different_lengths(spectra):
