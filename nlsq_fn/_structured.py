@@ -149,8 +149,10 @@ class StructuredModel(eqx.Module):
                     target[:] = np.broadcast_to(side.ravel(), (n,))
                     if side.size == 1:  # one bound for all: the free and fixed ones
                         target[ties] = np.inf if target is upper else -np.inf
-        fixed = np.asarray(self.fixed_values, dtype=float)
-        for name, value in zip(self.fixed_names, fixed, strict=True):
+        # (Traced fixed values, under jit / grad, are not checked: they have no value.)
+        checked = self.fixed_names if is_concrete(self.fixed_values) else ()
+        fixed = np.asarray(self.fixed_values if checked else [], dtype=float)
+        for name, value in zip(checked, fixed, strict=True):
             i = self.names.index(name)
             if not lower[i] <= value <= upper[i]:
                 raise ValueError(

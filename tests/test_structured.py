@@ -148,6 +148,26 @@ def test_fixed_under_jit_gives_the_host_result(data):
     assert_close(pcov, host.pcov, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_gradients_through_fixed_and_tied_fits_equal_finite_differences(data):
+    x, y, _ = data
+    ties = {"c": lambda p: 0.2 * p["a"]}
+
+    def tied_c(y):
+        return nf.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.1], ties=ties, **TIGHT)[0][2]
+
+    def a_of_fixed_b(b):
+        return nf.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.1], fixed={"b": b}, **TIGHT)[0][0]
+
+    step = 1e-6
+    bump = np.zeros_like(y)
+    bump[3] = step
+    by_y = (tied_c(y + bump) - tied_c(y - bump)) / (2 * step)
+    assert_close(jax.grad(tied_c)(jnp.asarray(y))[3], by_y, rtol=1e-5)
+    by_b = (a_of_fixed_b(1.3 + step) - a_of_fixed_b(1.3 - step)) / (2 * step)
+    assert_close(jax.grad(a_of_fixed_b)(1.3), by_b, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "options, words",
     [
