@@ -40,6 +40,8 @@ _LAZY = {
     "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
     "global_fit": ("_global_fit", "global_fit"),
     "GlobalFitResult": ("_global_fit", "GlobalFitResult"),
+    "odr": ("_odr", "odr"),
+    "ODRResult": ("_odr", "ODRResult"),
     "init_batch": ("_batch", "init_batch"),
     "pad_datasets": ("_batch", "pad_datasets"),
     "solve_batch": ("_batch", "solve_batch"),
@@ -113,6 +115,7 @@ if TYPE_CHECKING:
         multistart,
         sample_box,
     )
+    from ._odr import ODRResult, odr  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401
     from ._sources import (  # noqa: F401

@@ -242,7 +242,7 @@ def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
     return np.concatenate(theta)
 
 
-def _bounds(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
+def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
     """Flat bounds of θ from bounds per parameter: a pair (scalars or one per model
     parameter) or a dict ``{name: (lower, upper)}``; the same for every dataset."""
     bounds = as_bounds(bounds)
@@ -269,8 +269,9 @@ def _bounds(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
     index = {name: i for i, name in enumerate(names)}
 
     def flat(side):
-        local_side = np.tile([side[index[name]] for name in local], k)
-        return np.concatenate([[side[index[name]] for name in shared], local_side])
+        local_side = np.tile(np.array([side[index[name]] for name in local], float), k)
+        return np.concatenate([np.array([side[index[name]] for name in shared], float),
+                               local_side])
 
     return flat(lower), flat(upper)
 
@@ -404,7 +405,7 @@ def global_fit(
         tuple(names.index(name) for name in local), k,
     )
     theta0 = _start(model, names, shared, local, p0, checked)
-    lower, upper = _bounds(bounds, names, shared, local, k)
+    lower, upper = flat_bounds_of(bounds, names, shared, local, k)
     _check_traceable(one_model, checked[0][0], global_model, theta0)
     data = _stack(checked, one_model, theta0, global_model)
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))

@@ -2,6 +2,8 @@
 SciPy's fit of the model reduced by hand and the delta method; global fits
 (`global_fit`) against `scipy.optimize.least_squares` on the stacked problem."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
