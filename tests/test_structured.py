@@ -366,3 +366,64 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
     assert_close(r.T @ r, jac.T @ jac, rtol=1e-10, atol=1e-12)
     assert_close(linearization.grad, jac.T @ f, rtol=1e-10, atol=1e-12)
     assert_close(linearization.cost, cost, rtol=1e-12)
+
+
+# --- orthogonal distance regression --------------------------------------------------
+
+
+def scipy_odr(f_np, x, y, beta0, sx=None, sy=None, **options):
+    with warnings.catch_warnings():  # scipy.odr is deprecated since SciPy 1.17
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import scipy.odr
+
+        return scipy.odr.ODR(
+            scipy.odr.RealData(x, y, sx=sx, sy=sy),
+            scipy.odr.Model(lambda beta, x: f_np(x, *beta)), beta0=beta0,
+            sstol=1e-14, partol=1e-14, **options,
+        ).run()
+
+
+@pytest.fixture(scope="module")
+def errors_in_x():
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.0, 5.0, 30)
+    sx, sy = 0.05 * (1 + rng.random(30)), 0.02 * (1 + rng.random(30))
+    y = decay_np(x, 2.0, 0.5, 0.3) + sy * rng.normal(size=30)
+    return x + sx * rng.normal(size=30), y, sx, sy
+
+
+def relative_to_largest(expected):
+    return dict(rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_odr_equals_scipy_odr(errors_in_x, weighted):
+    x, y, sx, sy = errors_in_x
+    sigmas = dict(sigma_x=sx, sigma_y=sy) if weighted else {}
+    result = nf.odr(decay, x, y, [1.0, 1.0, 0.0], **sigmas)
+    expected = scipy_odr(decay_np, x, y, [1.0, 1.0, 0.0], *((sx, sy) if weighted else ()))
+    assert result.success
+    assert_close(result.beta, expected.beta, rtol=1e-5)
+    assert_close(result.sd_beta, expected.sd_beta, rtol=1e-5)
+    assert_close(result.delta, expected.delta, **relative_to_largest(expected.delta))
+    assert_close(result.eps, expected.eps, **relative_to_largest(expected.eps))
+    assert_close(result.res_var, expected.res_var, rtol=1e-5)
+
+
+def test_odr_with_a_bound_equals_scipy_odr_with_the_parameter_held_there(errors_in_x):
+    x, y, sx, sy = errors_in_x
+    # The unbounded fit has c ≈ 0.3; with c <= 0.2 the fit ends on the bound, where it is
+    # ODRPACK's fit with c held at 0.2 (ifixb), the reference.
+    result = nf.odr(decay, x, y, {"a": 1.0, "b": 1.0, "c": 0.0}, sigma_x=sx, sigma_y=sy,
+                    bounds={"c": (-1.0, 0.2)})
+    expected = scipy_odr(decay_np, x, y, [1.0, 1.0, 0.2], sx, sy, ifixb=[1, 1, 0])
+    assert result.beta[2] <= 0.2
+    assert_close(result.beta, expected.beta, rtol=1e-5)
+    assert_close(result.delta, expected.delta, **relative_to_largest(expected.delta))
+
+
+def test_odr_bad_input_is_named():
+    with pytest.raises(ValueError, match="`sigma_x` has 3 values but there are 5 points"):
+        nf.odr(decay, np.arange(5.0), np.ones(5), [1.0, 1.0, 0.0], sigma_x=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="same length"):
+        nf.odr(decay, np.arange(5.0), np.ones(4), [1.0, 1.0, 0.0])
