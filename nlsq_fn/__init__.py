@@ -78,8 +78,8 @@ def __getattr__(name: str):
     if name == "__version__":  # from the installed package's metadata, read on first use
         from importlib.metadata import version
 
-        globals()[name] = value = version("nlsq_fn")
-        return value
+        globals()[name] = release = version("nlsq_fn")
+        return release
     if name not in _LAZY:
         raise AttributeError(f"module 'nlsq_fn' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]

@@ -2,6 +2,7 @@
 bands, a report, diagnostics and a plot."""
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,21 @@ class CurveFitResult(NLSQResultNames):
     # the others, but not varied by the fit (`n_params` counts the free ones).
     fixed: tuple = ()
     tied: tuple = ()
+
+    if TYPE_CHECKING:  # SciPy's fields, set from `fields` in `__init__`
+        x: np.ndarray
+        cost: float
+        fun: np.ndarray
+        jac: np.ndarray
+        grad: np.ndarray
+        optimality: float
+        active_mask: np.ndarray
+        nfev: int
+        njev: int
+        nit: int
+        status: int
+        success: bool
+        initial_cost: float
 
     def __init__(self, record=None, /, *, model=None, names=(), xdata=None, ydata=None,
                  sigma=None, absolute_sigma=False, pcov=None, **fields):

@@ -1,7 +1,7 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -22,7 +22,7 @@ from ._progress import print_final_report
 from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
-from ._solver import Solver, init
+from ._solver import JacobianMode, Solver, init
 from ._stepwise import solve_stepwise_while_cheaper
 from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
@@ -233,9 +233,9 @@ def least_squares(
             "number of variables."
         )
     if callable(jac):
-        jac_mode = _ResidualJacobian(jac, rest)
+        jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
     elif jac is None or jac in _JACOBIAN_NAMES:
-        jac_mode = jac or "fwd"
+        jac_mode = cast(JacobianMode, jac or "fwd")
     else:
         raise ValueError(
             f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "

@@ -32,6 +32,7 @@ import threading
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 MAX_BYTES = 64 * 2**20
@@ -39,8 +40,8 @@ CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every process
 
 _lock = threading.Lock()
-_environment = []  # computed once: JAX, devices, CPU, nlsq_fn's source
-_lapack_ready = []
+_environment: list = []  # computed once: JAX, devices, CPU, nlsq_fn's source
+_lapack_ready: list = []
 
 
 def cache_folder() -> pathlib.Path | None:
@@ -98,6 +99,9 @@ class StoredProgram:
         leaves, in_tree = jax.tree.flatten(dynamic)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self._fallback(*args)  # inside the user's transformation
+        # NumPy arrays carry no weak type and keep float64 with x64 off: as JAX arrays,
+        # they match what the executable was compiled for.
+        leaves = [leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf) for leaf in leaves]
         static_leaves, static_tree = jax.tree.flatten(static)
         avals = tuple((leaf.shape, leaf.dtype, leaf.weak_type) for leaf in leaves)
         try:

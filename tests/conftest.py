@@ -16,6 +16,19 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
     os.environ["NLSQ_FN_PROGRAM_CACHE"] = _programs_folder
     atexit.register(shutil.rmtree, _programs_folder, ignore_errors=True)
 
+# JAX's persistent compilation cache, one folder per test run (made by the first
+# process, inherited by the xdist workers): the same program (a shared model's fit,
+# compiled again after a float32 module dropped the kept programs, or by the other
+# worker) is compiled once per run. `NLSQ_FN_TEST_JAX_CACHE=off` switches it off.
+if "NLSQ_FN_TEST_JAX_CACHE" not in os.environ:
+    _jax_cache_folder = tempfile.mkdtemp(prefix="nlsq_fn_jax_cache_")
+    os.environ["NLSQ_FN_TEST_JAX_CACHE"] = _jax_cache_folder
+    atexit.register(shutil.rmtree, _jax_cache_folder, ignore_errors=True)
+if os.environ["NLSQ_FN_TEST_JAX_CACHE"] != "off":
+    jax.config.update("jax_compilation_cache_dir", os.environ["NLSQ_FN_TEST_JAX_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 from nlsq_fn import _compiled  # noqa: E402
 
 
@@ -82,7 +95,7 @@ def pytest_terminal_summary(terminalreporter):
     for strategy, name, start, lre, nfev, rss in sorted(rows):
         write(f"{strategy:8} {name:10} {start:>5} {lre:6.2f} {nfev:6d} {rss:12.5e}")
     write("")
-    write("The README's accuracy table (paste it from here):")
+    write("The accuracy table of docs/accuracy-performance.md (paste it from here):")
     write("| strategy | runs with LRE ≥ 6 | median LRE | minimum LRE |")
     write("|---|---|---|---|")
     for strategy in sorted({row[0] for row in rows}):

@@ -99,3 +99,18 @@ def test_a_folder_that_cannot_be_written_fails_nothing(tmp_path):
     blocked.write_text("")
     _program_store._store(blocked / "entry.bin", executable=None)  # raises nothing
     assert _program_store._load(blocked / "entry.bin") is None
+
+
+def test_numpy_arguments_are_taken_as_jax_arrays():
+    """NumPy arrays have no weak type and stay float64 with x64 off: a stored program
+    takes them as the JAX arrays they become, in either precision."""
+    import jax
+    import numpy as np
+
+    program = _program_store.stored(lambda a, b: a * b + 1.0)
+    values = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(program(values, np.float64(2.0)), [3.0, 5.0, 7.0])
+    with jax.enable_x64(False):
+        result = program(values, np.float64(2.0))
+        assert result.dtype == np.float32
+        np.testing.assert_allclose(result, [3.0, 5.0, 7.0])
