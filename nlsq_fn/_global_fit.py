@@ -8,6 +8,7 @@ fitted by the core's strategies: evaluated by per-dataset blocks (``engine="bloc
 problem through `solve` (``engine="dense"``). Both give the fit of the stacked problem.
 """
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -39,6 +40,7 @@ def _solve_stacked(model, data, state):
     return solution, parts
 
 
+@dataclasses.dataclass(repr=False)
 class GlobalFitResult:
     """The result of `global_fit` (NumPy values).
 
@@ -54,8 +56,26 @@ class GlobalFitResult:
       `initial_cost`, `n_points`, `dof`, `redchi`, `engine`.
     """
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    names: tuple[str, ...]
+    shared: tuple[str, ...]
+    local: tuple[str, ...]
+    flat_names: list[str]
+    n_datasets: int
+    x: np.ndarray
+    pcov: np.ndarray
+    fun: np.ndarray
+    n_points: int
+    engine: str
+    absolute_sigma: bool
+    cost: float
+    initial_cost: float
+    optimality: float
+    active_mask: np.ndarray
+    nfev: int
+    njev: int
+    nit: int
+    status: int
+    success: bool
 
     @property
     def message(self) -> str:
@@ -68,7 +88,9 @@ class GlobalFitResult:
     def _by_name(self, flat) -> dict:
         n_s, k = len(self.shared), self.n_datasets
         local = np.reshape(flat[n_s:], (k, len(self.local)))
-        values = {name: float(flat[i]) for i, name in enumerate(self.shared)}
+        values: dict[str, float | np.ndarray] = {
+            name: float(flat[i]) for i, name in enumerate(self.shared)
+        }
         values |= {name: local[:, j].copy() for j, name in enumerate(self.local)}
         return {name: values[name] for name in self.names}
 
@@ -196,6 +218,7 @@ def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
     a local parameter's value a scalar for every dataset or one per dataset), or from a
     named model's guess per dataset (a shared parameter's: their mean), else ones."""
     k = len(datasets)
+    values: dict  # by name: a number, or one per dataset
     if p0 is None:
         guess = getattr(model, "guess", None)
         if guess is None:

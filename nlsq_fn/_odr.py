@@ -7,6 +7,7 @@ parameters ``β`` shared. The block engine (`nlsq_fn._block_linearize`) eliminat
 ``δᵢ`` point by point, so the fit never forms the ``2m × (m + p)`` Jacobian.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -37,6 +38,7 @@ class PointModel(eqx.Module):
         return jnp.stack([jnp.reshape(prediction, ()), delta])
 
 
+@dataclasses.dataclass(repr=False)
 class ODRResult:
     """The result of `odr` (NumPy values), with `scipy.odr.Output`'s names: `beta`
     (= `popt`), `sd_beta` (= `perr`), `cov_beta` (the unscaled covariance, as SciPy's:
@@ -46,8 +48,21 @@ class ODRResult:
     (the weighted sum of squares over ``m - p``), `sum_square`; `params` and `perr`
     by name (`perr_by_name`); `cost`, `nfev`, `status`, `success`, `message`."""
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    names: tuple[str, ...]
+    beta: np.ndarray
+    sd_beta: np.ndarray
+    cov_beta: np.ndarray
+    pcov: np.ndarray
+    delta: np.ndarray
+    eps: np.ndarray
+    xplus: np.ndarray
+    y: np.ndarray
+    res_var: float
+    sum_square: float
+    cost: float
+    nfev: int
+    status: int
+    success: bool
 
     popt = property(lambda self: self.beta)
     perr = property(lambda self: self.sd_beta)
@@ -126,6 +141,7 @@ def odr(
     x, y, sigma_x, sigma_y = _check_points(x, y, sigma_x, sigma_y)
     style = model_convention(model, p0, param_style)
     names = parameter_names(model, style, None if isinstance(p0, dict) else np.size(p0))
+    beta_model: Callable
     if style == "named":
         beta_model = NamedModel(model, tuple(names))
     elif style == "unpacked":

@@ -39,7 +39,7 @@ class StructuredModel(eqx.Module):
     names: tuple[str, ...] = eqx.field(static=True)
     free: tuple[str, ...] = eqx.field(static=True)
     fixed_names: tuple[str, ...] = eqx.field(static=True)
-    fixed_values: jax.Array
+    fixed_values: jax.Array | np.ndarray  # NumPy when given concretely
     tie_names: tuple[str, ...] = eqx.field(static=True)
     tie_functions: tuple[Callable, ...] = eqx.field(static=True)
 
@@ -264,6 +264,7 @@ def parameter_structure(
     free = tuple(name for name in names if name not in fixed and name not in ties)
     if not free:
         raise ValueError("Every parameter is fixed or tied: nothing is left to fit.")
+    full_model: Callable
     if style == "named":
         full_model = NamedModel(f, names)
     elif style == "unpacked":
