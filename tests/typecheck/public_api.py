@@ -53,7 +53,8 @@ best = nf.multistart(model, data, p0, solver, n_starts=8).best
 grad_b = jax.grad(lambda y: nf.solve(model, nf.Data(x, y), state).x["b"])(jnp.asarray(y))
 
 # Structured parameters: fixed and tied, global fits, errors in x.
-held = nf.curve_fit(decay, x, y, p0=[1.0, 0.5, 0.0], fixed={"rate": 1.3})
+held_popt, held_pcov = nf.curve_fit(decay, x, y, p0=[1.0, 0.5, 0.0], fixed={"rate": 1.3})
+held = nf.CurveFit(decay, x, y, p0=[1.0, 0.5, 0.0], fixed={"rate": 1.3}).fit()
 tied = nf.CurveFit(decay, x, y, p0=[1.0, 0.5, 0.0],
                    ties={"offset": lambda p: 0.2 * p["amplitude"]}).fit()
 held_names: tuple = held.fixed + tied.tied
