@@ -427,3 +427,21 @@ def test_odr_bad_input_is_named():
         nf.odr(decay, np.arange(5.0), np.ones(5), [1.0, 1.0, 0.0], sigma_x=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="same length"):
         nf.odr(decay, np.arange(5.0), np.ones(4), [1.0, 1.0, 0.0])
+
+
+@pytest.mark.slow
+def test_fifty_gaussian_datasets_with_a_shared_width_equal_scipy():
+    """The issue's acceptance problem: 50 datasets x 100 points, shared width."""
+    rng = np.random.default_rng(7)
+    x = np.linspace(-3.0, 3.0, 100)
+    datasets = []
+    for _ in range(50):
+        amp, center, offset = rng.uniform(0.5, 2), rng.uniform(-1, 1), rng.uniform(0, 0.3)
+        sigma = np.full(100, 0.02)
+        datasets.append((x, peak_np(x, amp, center, 0.7, offset) + sigma * rng.normal(size=100),
+                         sigma))
+    p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+    result = nf.global_fit(peak, datasets, p0, shared="width", **TIGHT)
+    expected, pcov = stacked_scipy(datasets, np.r_[1.0, np.tile([1.0, 0.0, 0.0], 50)], 50)
+    assert_close(result.x, expected.x)
+    assert_close(result.perr_flat, np.sqrt(np.diag(pcov)), rtol=1e-6)
