@@ -19,12 +19,15 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
 from nlsq_fn import _compiled  # noqa: E402
 
 
-@pytest.fixture(params=[True, False], ids=["x64", "x32"])
+@pytest.fixture(
+    params=[True, pytest.param(False, marks=pytest.mark.extended)], ids=["x64", "x32"]
+)
 def x64(request):
     """Run the test with JAX's x64 on (float64, the suite's default) and off (float32,
-    JAX's own default). `jax.enable_x64` is a context manager of JAX's configuration,
-    which is part of every jit cache key: programs traced under one setting are never
-    reused under the other."""
+    JAX's own default; in CI's extended step: `test_float32.py` and a few rows of
+    `test_scipy_agreement.py` cover float32 in the default run). `jax.enable_x64` is a
+    context manager of JAX's configuration, which is part of every jit cache key:
+    programs traced under one setting are never reused under the other."""
     if request.param:
         yield True
         return

@@ -100,6 +100,7 @@ def test_compacted_batch_matches_separate_fits(pixels):
     assert same_nfev >= 36, f"{same_nfev} of 40 members took their own number of steps"
 
 
+@pytest.mark.extended
 def test_members_stopped_by_their_budget_or_their_input(small_working_batch):
     """A member that runs out of evaluations stops with status 0 at its budget, one with
     improper input (a NaN start) with -1, and the others are not disturbed."""

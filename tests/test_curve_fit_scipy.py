@@ -210,6 +210,7 @@ def test_numpy_model_with_a_covariance_and_omitted_nans_matches_scipy():
     np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
 
 
+@pytest.mark.extended
 def test_jacobian_function_with_a_covariance_equals_the_diagonal_sigma_fit():
     """A diagonal covariance is the 1-D `sigma` of its square roots (SciPy's
     test_curvefit_simplecovariance, with `jac`): same parameters and covariance."""

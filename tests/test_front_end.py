@@ -259,6 +259,7 @@ def test_curve_fit_covariance_sigma_matches_scipy(x64):
         nf.curve_fit(decay, X, Y, p0=P0, sigma=-np.eye(X.size))
 
 
+@pytest.mark.extended
 def test_curve_fit_scipy_keywords():
     # maxfev (leastsq's name) limits the evaluations for lm and trf alike.
     for method in ("lm", "trf"):

@@ -210,9 +210,8 @@ def _central_differences(theta, optima, steps):
     return [block.T for block in np.split(columns, np.cumsum(sizes)[:-1])]
 
 
-# The default run: an active bound, a robust loss, pytree parameters; the rest in CI's
-# extended step.
-DEFAULT_GRAD_CASES = ("upper_bound_active", "softl1_TRF", "pytree_params_hyper_in_data")
+# The default run: an active bound and a robust loss; the rest in CI's extended step.
+DEFAULT_GRAD_CASES = ("upper_bound_active", "softl1_TRF")
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,7 @@ def test_chunked_robust_loss():
     _assert_same(plain, chunked)
 
 
+@pytest.mark.extended
 def test_chunked_pytree_params_and_inputs_single_chunk():
     """Two input columns as a dict, parameters as a dict; the chunk covers everything."""
     rng = np.random.default_rng(4)
@@ -123,6 +124,7 @@ def test_chunked_pytree_params_and_inputs_single_chunk():
     _assert_same(plain, chunked)
 
 
+@pytest.mark.extended
 def test_chunked_two_dimensional_y():
     """Images: chunks run along the first axis of y (rows) and of x."""
     rng = np.random.default_rng(5)

@@ -301,6 +301,7 @@ RESUMABLE = textwrap.dedent(
 )
 
 
+@pytest.mark.extended
 def test_killed_fit_resumes_from_its_checkpoint(tmp_path):
     script = tmp_path / "fit.py"
     script.write_text(RESUMABLE)
