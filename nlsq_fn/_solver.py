@@ -329,6 +329,20 @@ def build_state(
             f"{solver.factorization!r}."
         )
     chunk_size, verify_chunks = solver.chunk_size, False
+    matrix_free = getattr(strategy, "matrix_free", False)
+    if matrix_free:
+        if chunk_size not in ("auto", None):
+            raise ValueError(
+                f"{type(strategy).__name__} never forms the Jacobian: `chunk_size` does "
+                "not apply (use chunk_size=None)."
+            )
+        chunk_size = None
+        if x_scale_flat is None and solver.jac in ("fwd", "rev"):
+            raise ValueError(
+                f"x_scale='jac' needs the Jacobian's column norms, which "
+                f"{type(strategy).__name__} with JAX's derivatives never forms; give "
+                "`x_scale` as numbers."
+            )
     if isinstance(chunk_size, str):
         if chunk_size != "auto":
             raise ValueError(
