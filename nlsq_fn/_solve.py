@@ -31,6 +31,7 @@ from ._operator_linearize import (
 )
 from ._result import Solution, finished
 from ._solver import SolverState, start_point
+from ._sparse_jacobian import GroupedDifferences
 from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
@@ -89,6 +90,16 @@ def residual_function(
 
 def residual_and_jac(model, data, state, unravel, x):
     """Weighted residuals and their Jacobian at flat parameters `x`."""
+    if isinstance(state.jac, GroupedDifferences):  # finite differences by column groups
+        def residual_of(params):
+            return data.weighted_residual(model(data.model_x, params))
+
+        f = residual_of(unravel(x))
+        jac = state.jac.jacobian(
+            residual_of, x, unravel, f, state.diff_step, state.lower, state.upper,
+            state.bounded,
+        )
+        return f, jac
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.model_x, params))
@@ -126,10 +137,19 @@ def is_matrix_free(state) -> bool:
     return getattr(state.strategy, "matrix_free", False)
 
 
+def uses_jvps(state) -> bool:
+    """Whether a matrix-free fit applies the Jacobian as JVPs / VJPs of the model (JAX's
+    derivatives, `x_scale` given): it never forms the Jacobian then."""
+    return (
+        is_matrix_free(state) and state.jac in ("fwd", "rev") and state.x_scale is not None
+    )
+
+
 def operator_linearization_at(model, data, state, unravel, x) -> OperatorLinearization:
     """The matrix-free strategy's summary at `x`: with JAX's derivatives one VJP (no
-    Jacobian); with a given Jacobian (a function, finite differences) that matrix."""
-    if state.jac in ("fwd", "rev"):
+    Jacobian); with a given Jacobian (a function, finite differences) that matrix, as
+    with ``x_scale="jac"`` (which needs the column norms: autodiff forms it then)."""
+    if uses_jvps(state):
         return autodiff_linearization(residual_function(model, data, unravel), x, state.loss)
     f, jac = residual_and_jac(model, data, state, unravel, x)
     return matrix_linearization(f, jac, state.loss)
@@ -232,7 +252,7 @@ def _iterate(inputs):
     if state.verify_chunks:
         chunks_ok = chunks_agree(model, data, unravel(x0), state.chunk_size)
     residual = None
-    if is_matrix_free(state) and state.jac in ("fwd", "rev"):
+    if uses_jvps(state):
         residual = residual_function(model, data, unravel)
     problem = problem_for(data, state, residual)
     strategy = state.strategy
@@ -305,7 +325,7 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
     initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
     if is_matrix_free(state):
         # No n x n factor; the Jacobian only where it was given as a matrix.
-        if state.jac in ("fwd", "rev"):
+        if uses_jvps(state):
             f = residual_function(model, data, unravel)(x_flat)
             final = operator_linearization_at(model, data, state, unravel, x_flat)
         else:

@@ -29,6 +29,7 @@ from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import as_jax_array, is_concrete
+from ._sparse_jacobian import GroupedDifferences
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
@@ -337,12 +338,6 @@ def build_state(
                 "not apply (use chunk_size=None)."
             )
         chunk_size = None
-        if x_scale_flat is None and solver.jac in ("fwd", "rev"):
-            raise ValueError(
-                f"x_scale='jac' needs the Jacobian's column norms, which "
-                f"{type(strategy).__name__} with JAX's derivatives never forms; give "
-                "`x_scale` as numbers."
-            )
     if isinstance(chunk_size, str):
         if chunk_size != "auto":
             raise ValueError(
@@ -356,7 +351,10 @@ def build_state(
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
     jac = solver.jac
-    if not callable(jac) and jac not in ("fwd", "rev", *FINITE_DIFFERENCE_METHODS):
+    grouped = isinstance(jac, GroupedDifferences)
+    if not grouped and not callable(jac) and jac not in (
+        "fwd", "rev", *FINITE_DIFFERENCE_METHODS
+    ):
         raise ValueError(
             f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
             f"{jac!r}."
