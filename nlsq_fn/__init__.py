@@ -53,6 +53,7 @@ _LAZY = {
     "StreamedFitResult": ("_streamed_result", "StreamedFitResult"),
     "StreamingOptimizer": ("_streaming", "StreamingOptimizer"),
     "LeastSquares": ("_least_squares_class", "LeastSquares"),
+    "TRFLSMR": ("_lsmr_trf", "TRFLSMR"),
     **{
         name: ("_large_data", name)
         for name in (
