@@ -195,9 +195,11 @@ def least_squares(
     ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
     fit by raising `StopIteration` (status -2), as in SciPy 1.16+; nlsq_fn's
     ``callback(iteration, x, cost, grad)`` may also stop it by returning True.
-    `tr_solver` (None, 'exact' or 'lsmr'), `tr_options` and `workers` are accepted for
-    SciPy compatibility and have no effect (the trust-region step is always the exact,
-    dense one); `jac_sparsity` is refused.
+    ``tr_solver="lsmr"`` (method 'trf') solves the trust-region subproblem with LSMR,
+    matrix-free with JAX's derivatives (`TRFLSMR`; `tr_options` as SciPy's); a NumPy
+    `jac` returning a SciPy sparse matrix or `LinearOperator`, or `jac_sparsity`
+    (finite differences over column groups), selects it as SciPy does. `workers` is
+    accepted for SciPy compatibility and has no effect.
 
     Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
     (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
