@@ -91,8 +91,21 @@ def _exp_case():
     return model, nf.Data(x=jnp.asarray(x), y=jnp.asarray(y))
 
 
-@pytest.mark.parametrize("loss", ["linear", "soft_l1", "cauchy"])
-@pytest.mark.parametrize("bounds", [None, ([0.0, 0.0, 0.0], [10.0, 1.2, 1.0])])
+BOX = ([0.0, 0.0, 0.0], [10.0, 1.2, 1.0])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("loss", "bounds"),
+    [
+        ("linear", None),
+        ("soft_l1", BOX),
+        pytest.param("linear", BOX, marks=SLOW),
+        pytest.param("soft_l1", None, marks=SLOW),
+        pytest.param("cauchy", None, marks=SLOW),
+        pytest.param("cauchy", BOX, marks=SLOW),
+    ],
+)
 def test_equals_dense_path(loss, bounds):
     model, data = _exp_case()
     p0 = jnp.array([1.0, 0.5, 0.0])
@@ -110,8 +123,15 @@ def test_equals_dense_path(loss, bounds):
     assert iterative.factor is None and iterative.jac is None  # matrix-free
 
 
-@pytest.mark.parametrize("bounded", [False, True])
-@pytest.mark.parametrize("loss", ["linear", "huber"])
+@pytest.mark.parametrize(
+    ("bounded", "loss"),
+    [
+        (True, "linear"),
+        pytest.param(False, "linear", marks=SLOW),
+        pytest.param(False, "huber", marks=SLOW),
+        pytest.param(True, "huber", marks=SLOW),
+    ],
+)
 def test_matches_scipy_lsmr(bounded, loss):
     n = 60
     x0, lb, ub = broyden_start(n)
@@ -128,7 +148,11 @@ def test_matches_scipy_lsmr(bounded, loss):
 
 
 @pytest.mark.parametrize(
-    "options", [{"regularize": False}, {"atol": 1e-10, "btol": 1e-10, "maxiter": 40}]
+    "options",
+    [
+        {"regularize": False},
+        pytest.param({"atol": 1e-10, "btol": 1e-10, "maxiter": 40}, marks=SLOW),
+    ],
 )
 def test_tr_options(options):
     x0, _, _ = broyden_start(40)
@@ -150,7 +174,9 @@ def test_host_sparse_and_operator_jacobians():
     np.testing.assert_allclose(operator.x, theirs.x, rtol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["2-point", "3-point", "cs"])
+@pytest.mark.parametrize(
+    "method", ["3-point", pytest.param("2-point", marks=SLOW), pytest.param("cs", marks=SLOW)]
+)
 def test_jac_sparsity_grouped_differences(method):
     n = 40
     x0, lb, ub = broyden_start(n)
@@ -191,6 +217,7 @@ def test_refusals():
         least_squares(broyden, x0, tr_solver="lsmr", method="dogbox")
 
 
+@SLOW
 def test_x_scale_jac_forms_the_jacobian():
     x0, _, _ = broyden_start(30)
     ours = least_squares(broyden, x0, tr_solver="lsmr", x_scale="jac")
