@@ -17,8 +17,9 @@ from ._host_errors import reraise_host_errors
 from ._host_model import call_on_host, call_untraceable, traced_shape
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
-from ._lsmr_trf import lsmr_strategy
+from ._lsmr_trf import TRFLSMR, lsmr_strategy
 from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
+from ._operator_linearize import host_jacobian_operator
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
@@ -330,6 +331,11 @@ def least_squares(
     if verbose >= 1:
         print_final_report(solution)
     result = as_optimize_result(solution)
+    if solution.jac is None and isinstance(strategy, TRFLSMR):  # never formed: SciPy's
+        # operator instead (JVPs / VJPs at the solution)
+        result["jac"] = host_jacobian_operator(
+            lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
+        )
     if jac_kind != "dense":  # SciPy's type back
         result["jac"] = structured_like(jac_kind, result["jac"])
     if method == "lm":

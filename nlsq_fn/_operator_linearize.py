@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._linearize import scale_residuals_for_loss
@@ -100,3 +101,27 @@ def jacobian_operator(
         return out if row_scale is None else out * row_scale
 
     return lx.FunctionLinearOperator(product, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+def host_jacobian_operator(residual, x, loss):
+    """The loss-scaled Jacobian of `residual` at concrete `x` as a SciPy
+    `LinearOperator` (compiled JVP / VJP products), for a matrix-free fit's result:
+    SciPy's ``res.jac`` without the ``m × n`` matrix."""
+    from scipy.sparse.linalg import LinearOperator
+
+    f, jvp = jax.linearize(residual, x)
+    _, _, row_scale = scale_residuals_for_loss(f, loss)
+    scale = jnp.ones_like(f) if row_scale is None else row_scale
+    vjp = jax.linear_transpose(jvp, x)
+    forward = jax.jit(lambda v: jvp(v) * scale)
+    backward = jax.jit(lambda u: vjp(u * scale)[0])
+
+    def matvec(v):
+        return np.asarray(forward(jnp.asarray(np.ravel(v), x.dtype)))
+
+    def rmatvec(u):
+        return np.asarray(backward(jnp.asarray(np.ravel(u), f.dtype)))
+
+    return LinearOperator(
+        (f.size, x.size), matvec=matvec, rmatvec=rmatvec, dtype=np.dtype(f.dtype)
+    )

@@ -141,7 +141,12 @@ def test_matches_scipy_lsmr(bounded, loss):
         broyden_np, x0, jac=broyden_jac_sparse, bounds=bounds, loss=loss,
         tr_solver="lsmr",
     )
-    assert ours.jac is None  # JVPs and VJPs only
+    assert isinstance(ours.jac, LinearOperator)  # JVPs and VJPs only, never the matrix
+    v = np.linspace(0, 1, n)
+    dense = jax.jacfwd(broyden)(jnp.asarray(ours.x))
+    if loss == "linear":
+        np.testing.assert_allclose(ours.jac.matvec(v), dense @ v, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ours.jac.rmatvec(v), dense.T @ v, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ours.cost, theirs.cost, rtol=1e-3, atol=1e-12)
     np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
     assert ours.optimality < 1e-6
