@@ -54,6 +54,7 @@ _LAZY = {
     "StreamingOptimizer": ("_streaming", "StreamingOptimizer"),
     "LeastSquares": ("_least_squares_class", "LeastSquares"),
     "TRFLSMR": ("_lsmr_trf", "TRFLSMR"),
+    "DogboxLSMR": ("_lsmr_dogbox", "DogboxLSMR"),
     **{
         name: ("_large_data", name)
         for name in (

@@ -17,7 +17,8 @@ from ._host_errors import reraise_host_errors
 from ._host_model import call_on_host, call_untraceable, traced_shape
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
-from ._lsmr_trf import TRFLSMR, lsmr_strategy
+from ._lsmr_dogbox import DogboxLSMR
+from ._lsmr_trf import TRFLSMR, lsmr_options, lsmr_strategy
 from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
 from ._operator_linearize import host_jacobian_operator
 from ._optimize_result import OptimizeResult
@@ -117,10 +118,14 @@ def _with_tr_solver(strategy, method: str, tr_solver, tr_options):
     if tr_solver != "lsmr" or method == "lm":
         return strategy
     if method == "dogbox":
-        raise NotImplementedError(
-            "method='dogbox' with tr_solver='lsmr' (or a sparse / operator Jacobian, or "
-            "`jac_sparsity`) is not implemented; use method='trf'."
-        )
+        options = lsmr_options(tr_options)
+        if "regularize" in options:
+            warn_user(
+                "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' "
+                "method."
+            )
+            del options["regularize"]
+        return DogboxLSMR(**options)
     return lsmr_strategy(tr_options)
 
 
@@ -331,8 +336,8 @@ def least_squares(
     if verbose >= 1:
         print_final_report(solution)
     result = as_optimize_result(solution)
-    if solution.jac is None and isinstance(strategy, TRFLSMR):  # never formed: SciPy's
-        # operator instead (JVPs / VJPs at the solution)
+    if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
+        # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
         result["jac"] = host_jacobian_operator(
             lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
         )

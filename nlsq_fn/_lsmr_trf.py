@@ -78,6 +78,25 @@ def solve_trust_region_2d(b, g, radius, n_angles: int = 64, newton_steps: int = 
     return jnp.where(newton, p_newton, p_circle)
 
 
+def lsmr_solve(options, jac_h, f, diag, n):
+    """LSMR's solution of ``[J_h; diag] p ≈ [f; 0]`` (`diag` None: ``J_h p ≈ f``), with
+    `options`' ``atol``, ``btol``, ``maxiter`` and ``conlim`` (SciPy's meanings)."""
+    if diag is None:
+        product, rhs = (lambda p: jac_h @ p), f
+    else:
+        def product(p):
+            return jnp.concatenate([jac_h @ p, diag * p])
+
+        rhs = jnp.concatenate([f, jnp.zeros((n,), f.dtype)])
+    operator = lx.FunctionLinearOperator(product, jax.ShapeDtypeStruct((n,), f.dtype))
+    solver = lx.LSMR(
+        rtol=min(options.atol, options.btol), atol=0.0,
+        max_steps=n if options.maxiter is None else options.maxiter,
+        conlim=options.conlim,
+    )
+    return lx.linear_solve(operator, rhs, solver, throw=False).value
+
+
 class _LSMRState(eqx.Module):
     radius: Float[Array, ""]
     scale_inv: Float[Array, " n"]
@@ -145,18 +164,7 @@ class TRFLSMR(AbstractStrategy):
         return jnp.max(jnp.abs(linearization.grad * v))
 
     def _lsmr(self, jac_h, f, diag, n):
-        def product(p):
-            return jnp.concatenate([jac_h @ p, diag * p])
-
-        operator = lx.FunctionLinearOperator(
-            product, jax.ShapeDtypeStruct((n,), f.dtype)
-        )
-        rhs = jnp.concatenate([f, jnp.zeros((n,), f.dtype)])
-        solver = lx.LSMR(
-            rtol=min(self.atol, self.btol), atol=0.0,
-            max_steps=n if self.maxiter is None else self.maxiter, conlim=self.conlim,
-        )
-        return lx.linear_solve(operator, rhs, solver, throw=False).value
+        return lsmr_solve(self, jac_h, f, diag, n)
 
     def _subspace(self, jac_h, lin, g_h, diag_h, radius):
         """SciPy's 2-D subspace: the scaled gradient and the (regularised) LSMR
@@ -233,8 +241,8 @@ class TRFLSMR(AbstractStrategy):
         )
 
 
-def lsmr_strategy(tr_options: dict | None) -> TRFLSMR:
-    """`TRFLSMR` from SciPy's `tr_options`; an unknown option is a TypeError (SciPy
+def lsmr_options(tr_options: dict | None) -> dict:
+    """SciPy's `tr_options` for ``lsmr``, checked; an unknown option is a TypeError (SciPy
     passes them on to ``lsmr``, which raises one)."""
     options = dict(tr_options or {})
     unknown = sorted(set(options) - set(LSMR_OPTIONS))
@@ -245,4 +253,9 @@ def lsmr_strategy(tr_options: dict | None) -> TRFLSMR:
     for name in ("atol", "btol"):
         if name in options and options[name] is None:
             options[name] = 1e-6  # SciPy's lsmr: None means the default
-    return TRFLSMR(**options)
+    return options
+
+
+def lsmr_strategy(tr_options: dict | None) -> TRFLSMR:
+    """`TRFLSMR` from SciPy's `tr_options`."""
+    return TRFLSMR(**lsmr_options(tr_options))

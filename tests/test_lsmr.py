@@ -218,8 +218,6 @@ def test_refusals():
         )
     with pytest.raises(TypeError):
         least_squares(broyden, x0, tr_solver="lsmr", tr_options={"tol": 1e-10})
-    with pytest.raises(NotImplementedError, match="dogbox"):
-        least_squares(broyden, x0, tr_solver="lsmr", method="dogbox")
 
 
 @SLOW
@@ -251,3 +249,18 @@ def test_jit_and_vmap():
     solutions = fit(starts)
     assert np.all(np.asarray(solutions.status) > 0)
     assert np.all(np.asarray(solutions.cost) < 1e-18)
+
+
+@pytest.mark.parametrize("bounded", [True, pytest.param(False, marks=SLOW)])
+def test_dogbox_lsmr_matches_scipy(bounded):
+    n = 40
+    x0, lb, ub = broyden_start(n)
+    bounds = (lb, ub) if bounded else (-np.inf, np.inf)
+    ours = least_squares(broyden, x0, tr_solver="lsmr", method="dogbox", bounds=bounds)
+    theirs = scipy.optimize.least_squares(
+        broyden_np, x0, jac=broyden_jac_sparse, bounds=bounds, method="dogbox",
+        tr_solver="lsmr",
+    )
+    assert isinstance(ours.jac, LinearOperator)
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
+    assert ours.optimality < 1e-6
