@@ -157,6 +157,9 @@ _SCIPY_MESSAGES = {
     _SCIPY_STOPPED: "Stopped because `callback` function raised `StopIteration` or "
     "returned `True`",
 }
+# From this many parameters `tr_solver=None` means 'lsmr' (SciPy: 'exact' for a dense
+# Jacobian, whose SVD would take minutes and m x n x 8 bytes there).
+LSMR_FROM_N = 5000
 _JACOBIAN_NAMES = ("fwd", "rev", "2-point", "3-point", "cs")
 
 
@@ -201,8 +204,9 @@ def least_squares(
     ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
     fit by raising `StopIteration` (status -2), as in SciPy 1.16+; nlsq_fn's
     ``callback(iteration, x, cost, grad)`` may also stop it by returning True.
-    ``tr_solver="lsmr"`` (method 'trf') solves the trust-region subproblem with LSMR,
-    matrix-free with JAX's derivatives (`TRFLSMR`; `tr_options` as SciPy's); a NumPy
+    ``tr_solver="lsmr"`` (the default from 5000 parameters) solves the trust-region
+    subproblem with LSMR, matrix-free with JAX's derivatives (`TRFLSMR`, `DogboxLSMR`;
+    `tr_options` as SciPy's); a NumPy
     `jac` returning a SciPy sparse matrix or `LinearOperator`, or `jac_sparsity`
     (finite differences over column groups), selects it as SciPy does. `workers` is
     accepted for SciPy compatibility and has no effect.
@@ -310,6 +314,8 @@ def least_squares(
             jac_kind = "sparse"
         # (A `jac` function gives the Jacobian itself and JAX's derivatives are applied
         # as JVPs / VJPs: neither needs the pattern, as in SciPy for a callable `jac`.)
+    if tr_solver is None and x0.size >= LSMR_FROM_N:
+        tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
     strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
     solver_options = finite_difference_options(diff_step)
     solver = Solver(
