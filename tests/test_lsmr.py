@@ -281,3 +281,16 @@ def test_implicit_gradient_equals_dense_path():
     dense = jax.jacobian(lambda y: fitted(y, nf.TRF()))(data.y)
     iterative = jax.jacobian(lambda y: fitted(y, TRFLSMR()))(data.y)
     np.testing.assert_allclose(iterative, dense, rtol=1e-5, atol=1e-6)  # x agree to ~1e-8
+
+
+def test_selected_variances_equal_the_dense_pcov():
+    model, data = _exp_case()
+    popt, pcov = nf.curve_fit(lambda x, a, b, c: model(x, jnp.stack([a, b, c])),
+                              np.asarray(data.x), np.asarray(data.y), p0=[1.0, 0.5, 0.0])
+
+    def residual(p):
+        return model(data.x, p) - data.y
+
+    variances = nf.selected_variances(residual, popt, [0, 2])
+    np.testing.assert_allclose(variances, np.diag(pcov)[[0, 2]], rtol=1e-6)
+    assert nf.covariance_memory(100_000) == 8 * 10**10
