@@ -57,7 +57,9 @@ def selected_variances(
     operator = lx.FunctionLinearOperator(
         normal, jax.ShapeDtypeStruct(x.shape, x.dtype), lx.positive_semidefinite_tag
     )
-    solver = lx.CG(rtol=rtol, atol=0.0, max_steps=max_steps)
+    # (Lineax's CG scales its test elementwise: with atol 0 the zeros of eᵢ give 0 / 0
+    # and stop it after one step. eᵢ has norm 1, so atol = rtol is the relative test.)
+    solver = lx.CG(rtol=rtol, atol=rtol, max_steps=max_steps)
 
     def variance(i):
         unit = jnp.zeros_like(x).at[i].set(1.0)

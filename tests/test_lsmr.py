@@ -294,3 +294,10 @@ def test_selected_variances_equal_the_dense_pcov():
     variances = nf.selected_variances(residual, popt, [0, 2])
     np.testing.assert_allclose(variances, np.diag(pcov)[[0, 2]], rtol=1e-6)
     assert nf.covariance_memory(100_000) == 8 * 10**10
+    x = jnp.full(100, -0.9)  # and on a larger system (CG takes many steps)
+    jac = np.asarray(jax.jacfwd(broyden)(x))
+    exact = np.diag(np.linalg.inv(jac.T @ jac))[[0, 50, 99]]
+    np.testing.assert_allclose(
+        nf.selected_variances(broyden, x, [0, 50, 99], absolute_sigma=True), exact,
+        rtol=1e-6,
+    )
