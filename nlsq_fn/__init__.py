@@ -38,6 +38,10 @@ from ._trust_region import STATUS_MESSAGES as STATUS_MESSAGES
 _LAZY = {
     "models": ("_models", None),
     "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
+    "global_fit": ("_global_fit", "global_fit"),
+    "GlobalFitResult": ("_global_fit", "GlobalFitResult"),
+    "odr": ("_odr", "odr"),
+    "ODRResult": ("_odr", "ODRResult"),
     "init_batch": ("_batch", "init_batch"),
     "pad_datasets": ("_batch", "pad_datasets"),
     "solve_batch": ("_batch", "solve_batch"),
@@ -78,8 +82,8 @@ def __getattr__(name: str):
     if name == "__version__":  # from the installed package's metadata, read on first use
         from importlib.metadata import version
 
-        globals()[name] = value = version("nlsq_fn")
-        return value
+        globals()[name] = release = version("nlsq_fn")
+        return release
     if name not in _LAZY:
         raise AttributeError(f"module 'nlsq_fn' has no attribute {name!r}")
     module_name, attribute = _LAZY[name]
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
     from ._curve_fit_batch import curve_fit_batch  # noqa: F401
+    from ._global_fit import GlobalFitResult, global_fit  # noqa: F401
     from ._large_data import (  # noqa: F401
         DatasetStats,
         LargeDatasetFitter,
@@ -114,6 +119,7 @@ if TYPE_CHECKING:
         multistart,
         sample_box,
     )
+    from ._odr import ODRResult, odr  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401
     from ._sources import (  # noqa: F401

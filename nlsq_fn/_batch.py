@@ -6,6 +6,7 @@ then on (its parameters, counters and status no longer change), while the others
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -26,10 +27,15 @@ from ._stepwise import can_step_from_host, closes_over_traced_arrays
 
 def _fields(dataset, index: int) -> tuple:
     """``(x, y, sigma, mask)`` of one dataset as NumPy arrays (no device round trips)."""
+    x: Any
+    y: Any
+    sigma: Any
+    mask: Any
     if isinstance(dataset, Data):
         x, y, sigma, mask = dataset.x, dataset.y, dataset.sigma, dataset.mask
     elif isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3):
-        x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))
+        # (type: ignore: mypy cannot star a tuple-or-list.)
+        x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))  # type: ignore[misc]
         x = Data(x, y).x  # a list `x` is an array, as `Data` takes it
     else:
         raise TypeError(
@@ -89,7 +95,8 @@ def pad_datasets(datasets: Sequence, length: int | None = None) -> Data:
     structure = jax.tree.structure(members[0][0])
     tail = members[0][1].shape[1:]
     for index, ((x, y, _, _), count) in enumerate(zip(members, counts, strict=True)):
-        if jax.tree.structure(x) != structure or y.shape[1:] != tail:
+        # (type: ignore: jax's stub leaves PyTreeDef unresolved.)
+        if jax.tree.structure(x) != structure or y.shape[1:] != tail:  # type: ignore[operator]
             raise ValueError(
                 f"Dataset {index} differs from dataset 0 in the structure of `x` or the "
                 "trailing shape of `y`; only the number of points may differ."

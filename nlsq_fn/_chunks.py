@@ -8,6 +8,7 @@ summary (cost, gradient, Jacobian factor) a pass sums what the fit statistics ne
 import queue
 import threading
 from collections.abc import Iterator
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -86,13 +87,15 @@ def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> 
         (running.cost, running.grad, running.square), f, jac.astype(dtype),
         state.loss, state.factorization,
     )
-    counted = chunk.mask
+    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
     raw = f if chunk.sigma is None else f * chunk.sigma
     y = jnp.where(counted, chunk.y, 0.0)
     x = [jnp.where(counted, leaf, 0).astype(dtype) for leaf in jax.tree.leaves(chunk.x)]
+    sum_x: Any = sum(jnp.sum(leaf) for leaf in x)  # arrays (`x` has leaves)
+    sum_x2: Any = sum(jnp.sum(leaf**2) for leaf in x)
     sums = running.sums + Sums(
         jnp.sum(counted).astype(dtype), jnp.sum(f**2), jnp.sum(raw**2), jnp.sum(y),
-        jnp.sum(y**2), sum(jnp.sum(leaf) for leaf in x), sum(jnp.sum(leaf**2) for leaf in x),
+        jnp.sum(y**2), sum_x, sum_x2,
     )
     return _Running(cost, grad, square, sums)
 
@@ -114,7 +117,7 @@ def pointwise_mismatch(model, x, chunk: Data):
         for part in (slice(None, half), slice(half, None))
     ]
     joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
-    counted = chunk.mask
+    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
     finite = jnp.isfinite(whole) & jnp.isfinite(joined)
     scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
     rtol = 1e3 * jnp.finfo(whole.dtype).eps

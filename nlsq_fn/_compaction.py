@@ -33,6 +33,7 @@ from ._data import Data
 from ._misc import as_jax_array, tree_where
 from ._result import Solution
 from ._solve import (
+    LoopCarry,
     advance,
     linearization_at,
     problem_for,
@@ -57,7 +58,7 @@ class WorkingLoop(eqx.Module):
     keeps it), the point to evaluate next, the strategy's proposal there, and whether
     the fit has begun (a lane not begun evaluates its start first)."""
 
-    carry: eqx.Module
+    carry: LoopCarry
     pending: jax.Array
     proposal: eqx.Module
     begun: jax.Array

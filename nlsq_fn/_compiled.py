@@ -22,7 +22,7 @@ MAP_SHARE = 0.75  # of `vm.max_map_count`: room left to compile the next program
 # a fit's own few programs then stay compiled.
 MIN_PROGRAMS = 8
 
-_programs = []
+_programs: list = []
 _counted_at = [0]  # programs kept when the memory maps were last counted
 
 

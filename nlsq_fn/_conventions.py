@@ -25,7 +25,7 @@ In the ambiguous case 4 (or to call ``f(x, a)`` with one value named ``p``), pas
 
 import inspect
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import equinox as eqx
 import jax
@@ -96,7 +96,7 @@ def model_convention(f: Callable, p0=None, param_style: str | None = None) -> Pa
                 f"`param_style` must be 'array' (model(x, params)), 'unpacked' "
                 f"(f(x, a, b, ...)) or None, got {param_style!r}."
             )
-        return param_style
+        return cast(ParamStyle, param_style)
     if is_named_model(f):
         return "named"
     signature = _positional_parameters(f)

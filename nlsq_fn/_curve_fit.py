@@ -12,6 +12,7 @@ from ._curve_fit_class import CurveFit, any_finite_bound
 from ._fit_result import CurveFitResult
 from ._misc import is_concrete
 from ._scipy_compat import OptimizeWarning
+from ._structured import parameter_structure
 
 __all__ = ["OptimizeWarning", "curve_fit"]
 
@@ -19,7 +20,7 @@ __all__ = ["OptimizeWarning", "curve_fit"]
 # 'trf' (and 'dogbox'), to `leastsq` for 'lm'; nlsq_fn's own options for every method.
 _OPTIONS = {
     "loss", "f_scale", "ftol", "xtol", "gtol", "max_nfev", "x_scale", "verbose",
-    "callback", "diff_step", "param_style", "pad",
+    "callback", "diff_step", "param_style", "pad", "fixed", "ties",
 }
 _LEAST_SQUARES_ONLY = {"tr_solver", "tr_options", "jac_sparsity", "workers"}
 _LEASTSQ_ONLY = {"maxfev", "epsfcn", "factor", "diag", "col_deriv"}
@@ -117,7 +118,12 @@ def curve_fit(
     passed to `least_squares` (``loss``, ``f_scale``, ``x_scale``, ``max_nfev`` or
     ``maxfev``, ``ftol``...) or, for 'lm', `leastsq`'s (``maxfev``, ``diag``, ``ftol``,
     ``xtol``, ``gtol``; ``epsfcn`` and ``factor`` have no effect); ``param_style`` and
-    ``pad`` are `CurveFit`'s. `f` may also be the NLSQ guide's ``model(x, params)``
+    ``pad`` are `CurveFit`'s. ``fixed={"b": 1.3}`` holds parameters at values and
+    ``ties={"c": lambda p: 2 * p["a"]}`` makes them functions of the free and fixed
+    ones (by name: from `f`'s signature, a dict `p0`, or `nf.models`); then `p0` and
+    `bounds` may be given for all parameters or for the free ones, the fit varies the
+    free ones only, and `popt` / `pcov` cover all parameters (fixed: variance 0; tied:
+    propagated through the tie's Jacobian). `f` may also be the NLSQ guide's ``model(x, params)``
     (see `CurveFit` for the rule). `f` must be written with `jax.numpy`.
 
     ``check_finite`` (default: True unless `nan_policy` is given) rejects NaN or inf in
@@ -141,6 +147,12 @@ def curve_fit(
     if isinstance(xdata, (list, tuple)) and is_concrete(xdata):
         # SciPy converts sequences to a float array before calling `f`.
         xdata = np.asarray(xdata, dtype=float)
+    if kwargs.get("fixed") or kwargs.get("ties"):
+        # The fit is one of the free parameters: its bounds choose the method.
+        structure = parameter_structure(
+            f, p0, kwargs.get("fixed"), kwargs.get("ties"), kwargs.get("param_style")
+        )
+        bounds = structure.free_bounds(bounds)
     bounded = any_finite_bound(bounds)
     if method is None:
         robust = kwargs.get("loss", "linear") != "linear"

@@ -97,7 +97,9 @@ def curve_fit_batch(
         return f(x, *p)
 
     data = Data(np.broadcast_to(xdata, ydata.shape), ydata, sigma=sigma)
-    solver = Solver(strategy=method, **solver_options)
+    # (type: ignore: `Solver` converts a method name to its strategy, which mypy's
+    # dataclass model does not know.)
+    solver = Solver(strategy=method, **solver_options)  # type: ignore[arg-type]
     first = p0 if p0.ndim == 1 else p0[0]
     state = init_batch(model, data, jnp.asarray(first), solver)
     if p0.ndim == 2:

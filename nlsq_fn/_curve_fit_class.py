@@ -52,6 +52,7 @@ from ._scipy_compat import (
 from ._solve import solve, with_jacobian
 from ._solver import Solver, build_state, init, raise_for_start, start_flags
 from ._stepwise import solve_stepwise_while_cheaper
+from ._structured import expand_result, expand_solution, parameter_structure
 from ._trust_region import IMPROPER_INPUT
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
@@ -356,6 +357,13 @@ class CurveFit(ReusableFitter):
     - `callback`: ``callback(iteration, params, cost, grad)`` after each iteration,
       returning True (or raising `StopIteration`) stops the fit (status -3); SciPy's
       ``callback(intermediate_result)`` and ``callback(x)`` work too;
+    - `fixed`, `ties`: ``fixed={"b": 1.3}`` holds parameters at values, ``ties={"c":
+      lambda p: 2 * p["a"]}`` makes them functions of the free and fixed ones (`p` by
+      name). The fit varies the free parameters only (`p0` and `bounds` may be given for
+      all parameters or for the free ones; a fixed value must lie within its bounds, a
+      tie cannot be bounded); the result covers all of them, in the model's order, with
+      the covariance propagated (``E C Eᵀ``, ``E`` the Jacobian of the map free -> all),
+      and its `fixed` / `tied` fields and `summary()` mark them;
     - `pad`: False (default) fits exactly the data given, compiling once per data
       shape. True pads the data to size buckets (powers of two, masked) so that new
       lengths reuse compiled code; only for pointwise models (each output depending on
@@ -397,6 +405,8 @@ class CurveFit(ReusableFitter):
         f: Callable | None = None,
         xdata=UNSET,
         ydata=None,
+        fixed: dict | None = None,
+        ties: dict | None = None,
         flength=None,
         use_dynamic_sizing: bool = False,
         **nlsq_options,
@@ -424,6 +434,16 @@ class CurveFit(ReusableFitter):
         )
         f_scale = as_real(f_scale, "f_scale")
         max_nfev = as_count(max_nfev, "max_nfev")
+        # Step-by-step fits are charged to the user's function (a structured model,
+        # holding arrays, cannot be remembered).
+        self.timing_key = model
+        self.structure = None
+        if fixed or ties:
+            # The fit is one of the free parameters (`StructuredModel`, an array model);
+            # `fit` expands its result to all of them.
+            self.structure = parameter_structure(model, p0, fixed, ties, param_style)
+            bounds = self.structure.free_bounds(bounds)  # checks the fixed values
+            model, param_style = self.structure, "array"
         self.f = model
         self.xdata, self.ydata, self.p0, self.sigma = x, y, p0, sigma
         self.absolute_sigma = bool(absolute_sigma)
@@ -588,6 +608,13 @@ class CurveFit(ReusableFitter):
         sigma = self.sigma if sigma is None else sigma
         if x is UNSET or y is None:
             raise ValueError("Give `x` and `y` (to CurveFit or to fit).")
+        if self.structure is not None:
+            # p0 and bounds of all parameters (or of the free ones: then this changes
+            # nothing, so resolving twice is harmless) as those of the free ones.
+            full_bounds = self.structure.bounds_of_all(bounds)
+            p0 = self.structure.free_p0(p0, x, y, full_bounds)
+            free = self.structure.free_indices()
+            bounds = full_bounds[0][free], full_bounds[1][free]
         return x, y, p0, sigma, bounds
 
     @reraise_host_errors
@@ -680,6 +707,14 @@ class CurveFit(ReusableFitter):
         x = _one_of(x, xdata, "x", "xdata", UNSET)
         y = _one_of(y, ydata, "y", "ydata", None)
         resolved = self._resolve(x, y, p0, sigma, bounds)
+        if self.structure is None:
+            return self._fit_resolved(resolved)
+        fitted = self._fit_resolved(resolved)
+        if isinstance(fitted, FitSolution):
+            return expand_solution(self.structure, fitted)
+        return expand_result(self.structure, fitted)
+
+    def _fit_resolved(self, resolved) -> "CurveFitResult | FitSolution":
         if not is_concrete(*resolved):
             return self._fit_traced(*resolved)
         model, data, state, unpadded = self.prepare(*resolved)
@@ -689,7 +724,7 @@ class CurveFit(ReusableFitter):
         # have cost what a compilation would, and for a padded CurveFit (made to be
         # reused), the whole fit is compiled once and reused.
         if not self.pad:
-            fitted = _fit_stepwise(self.f, model, data, state)
+            fitted = _fit_stepwise(self.timing_key, model, data, state)
         solution, parts, checks = fitted or _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays

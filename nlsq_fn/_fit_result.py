@@ -2,6 +2,7 @@
 bands, a report, diagnostics and a plot."""
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,8 @@ class CurveFitResult(NLSQResultNames):
     by name), `correlation`, the statistics `chisqr`, `redchi`, `rmse`, `r_squared`,
     `aic`, `bic` (formulas in `nlsq_fn._stats`), `conf_intervals()`, `eval()`,
     `confidence_band()`, `prediction_band()`, `diagnostics`, `summary()`, `plot()`.
+    With ``fixed=`` / ``ties=`` it reports every parameter; `fixed` and `tied` name
+    those the fit did not vary.
     ``popt, pcov = result`` unpacks like SciPy's return value (and, as `curve_fit`
     returns it with ``full_output=True``, like its 5-tuple); NLSQ's names
     (`residuals`, `predictions`, `mae`, `adj_r_squared`, `confidence_intervals`,
@@ -30,6 +33,25 @@ class CurveFitResult(NLSQResultNames):
     # What the result unpacks as: SciPy's ``(popt, pcov)`` unless `curve_fit` set its
     # 5-tuple (``full_output=True``).
     returned: tuple | None = None
+    # Parameters held at a value (`fixed=`) or given by a tie (`ties=`): reported with
+    # the others, but not varied by the fit (`n_params` counts the free ones).
+    fixed: tuple = ()
+    tied: tuple = ()
+
+    if TYPE_CHECKING:  # SciPy's fields, set from `fields` in `__init__`
+        x: np.ndarray
+        cost: float
+        fun: np.ndarray
+        jac: np.ndarray
+        grad: np.ndarray
+        optimality: float
+        active_mask: np.ndarray
+        nfev: int
+        njev: int
+        nit: int
+        status: int
+        success: bool
+        initial_cost: float
 
     def __init__(self, record=None, /, *, model=None, names=(), xdata=None, ydata=None,
                  sigma=None, absolute_sigma=False, pcov=None, **fields):
@@ -109,7 +131,13 @@ class CurveFitResult(NLSQResultNames):
 
     @property
     def n_params(self) -> int:
-        return int(self.popt.size)
+        """The parameters the fit varied (fixed and tied ones are not counted)."""
+        return int(self.popt.size) - len(self.fixed) - len(self.tied)
+
+    @property
+    def varied(self) -> np.ndarray:
+        """Whether each parameter was varied by the fit (not fixed, not tied)."""
+        return np.array([name not in self.fixed + self.tied for name in self.names])
 
     @property
     def dof(self) -> int:

@@ -61,7 +61,7 @@ NUMPY_TRACING_ERRORS = (
 # the same model on new data of the same shapes need not trace the model again (JAX's
 # own jit cache makes the same assumption: a function's trace depends on its identity
 # and its arguments' shapes).
-_shapes = collections.OrderedDict()
+_shapes: collections.OrderedDict = collections.OrderedDict()
 _SHAPES_KEPT = 64
 
 

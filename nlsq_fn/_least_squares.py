@@ -1,7 +1,7 @@
 """``least_squares``: SciPy's interface, as a thin layer over `init` and `solve`."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -26,7 +26,7 @@ from ._progress import print_final_report
 from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
-from ._solver import Solver, init
+from ._solver import JacobianMode, Solver, init
 from ._sparse_jacobian import (
     GroupedDifferences,
     check_jac_sparsity,
@@ -287,10 +287,10 @@ def least_squares(
         )
     jac_kind = "dense"
     if callable(jac):
-        jac_mode = _ResidualJacobian(jac, rest)
+        jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
         jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
     elif jac is None or jac in _JACOBIAN_NAMES:
-        jac_mode = jac or "fwd"
+        jac_mode = cast(JacobianMode, jac or "fwd")
     else:
         raise ValueError(
             f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "

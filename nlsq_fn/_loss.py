@@ -108,7 +108,9 @@ class CallableLoss(AbstractLoss):
     SciPy scales it). Written with `jax.numpy` it is traced; a NumPy function (one that
     assigns into arrays, say) is called on the host through `jax.pure_callback`."""
 
-    rho: Callable = eqx.field(static=True)
+    # (Equinox drops the base's abstract `f_scale` from the fields, so `rho` comes first;
+    # mypy's dataclass model keeps it.)
+    rho: Callable = eqx.field(static=True)  # type: ignore[misc]
     f_scale: Float[ArrayLike, ""] = 1.0
 
     def rho_unscaled(self, z):
@@ -130,7 +132,7 @@ class CallableLoss(AbstractLoss):
         return out[0], out[1], out[2]
 
 
-_LOSSES_BY_NAME = {
+_LOSSES_BY_NAME: dict[str, type[AbstractLoss]] = {
     "linear": Linear,
     "soft_l1": SoftL1,
     "huber": Huber,
@@ -147,7 +149,7 @@ def as_loss(loss: "str | Callable | AbstractLoss", f_scale: float = 1.0) -> Abst
     if callable(loss) and not isinstance(loss, str):
         if not f_scale > 0:
             raise ValueError(f"`f_scale` must be positive, got {f_scale}.")
-        return CallableLoss(loss, f_scale=f_scale)
+        return CallableLoss(rho=loss, f_scale=f_scale)
     if isinstance(loss, str) and loss in _LOSSES_BY_NAME:
         if not f_scale > 0:
             raise ValueError(f"`f_scale` must be positive, got {f_scale}.")

@@ -398,7 +398,7 @@ class Function(Model):
         return self.guesser(x, y)
 
 
-PEAK_SHAPES = {
+PEAK_SHAPES: dict[str, type[Model]] = {
     "gaussian": Gaussian,
     "lorentzian": Lorentzian,
     "voigt": Voigt,

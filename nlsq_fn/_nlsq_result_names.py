@@ -4,6 +4,7 @@
 Each is computed from the result's own values and methods, never a second copy."""
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,22 @@ import numpy as np
 class NLSQResultNames:
     """Mixed into `CurveFitResult` (which provides `residual`, `best_fit`, `r_squared`,
     `conf_intervals`, `prediction_band`, `names`, `n_points`, `n_params`)."""
+
+    if TYPE_CHECKING:  # what `CurveFitResult` provides, declared for the type checker
+        names: tuple[str, ...]
+
+        @property
+        def residual(self) -> np.ndarray: ...
+        @property
+        def best_fit(self) -> np.ndarray: ...
+        @property
+        def r_squared(self) -> float: ...
+        @property
+        def n_points(self) -> int: ...
+        @property
+        def n_params(self) -> int: ...
+        def conf_intervals(self, level: float = 0.95) -> dict: ...
+        def prediction_band(self, x=None, level: float = 0.95, sigma=None) -> tuple: ...
 
     # Cached, as NLSQ's: the same array on each access.
     @functools.cached_property

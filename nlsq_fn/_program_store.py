@@ -32,6 +32,7 @@ import threading
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 MAX_BYTES = 64 * 2**20
@@ -39,8 +40,8 @@ CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every process
 
 _lock = threading.Lock()
-_environment = []  # computed once: JAX, devices, CPU, nlsq_fn's source
-_lapack_ready = []
+_environment: list = []  # computed once: JAX, devices, CPU, nlsq_fn's source
+_lapack_ready: list = []
 
 
 def cache_folder() -> pathlib.Path | None:
@@ -98,6 +99,9 @@ class StoredProgram:
         leaves, in_tree = jax.tree.flatten(dynamic)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self._fallback(*args)  # inside the user's transformation
+        # NumPy arrays carry no weak type and keep float64 with x64 off: as JAX arrays,
+        # they match what the executable was compiled for.
+        leaves = [leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf) for leaf in leaves]
         static_leaves, static_tree = jax.tree.flatten(static)
         avals = tuple((leaf.shape, leaf.dtype, leaf.weak_type) for leaf in leaves)
         try:
@@ -138,7 +142,7 @@ class StoredProgram:
                 self.loads += 1
                 return executable, jax.tree.structure(jax.eval_shape(structured, *leaves))
         executable = jax.jit(flat).lower(*leaves).compile()
-        if path is not None:
+        if path is not None and not _jax_cache_on():
             _store(path, executable)
         return executable, out_trees[-1]
 
@@ -151,6 +155,14 @@ class StoredProgram:
             return None
         digest = hashlib.sha256((description + _environment_key()).encode()).hexdigest()
         return folder / f"{self.name}-{digest[:32]}.bin"
+
+
+def _jax_cache_on() -> bool:
+    """Whether JAX's own persistent cache is on (`nf.enable_compilation_cache`). Then a
+    compiled program may come from that cache, and such an executable, serialized again,
+    loads but fails when run (XLA CPU: "Function ... not found"); JAX's cache already
+    keeps these programs across processes, so the store writes nothing."""
+    return bool(jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir)
 
 
 def _x64() -> bool:

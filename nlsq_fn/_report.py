@@ -27,9 +27,19 @@ class Diagnostic:
         return f"{self.name}: {self.message} Hint: {self.hint}"
 
 
+def _varied(result) -> np.ndarray:
+    """Whether each parameter was varied (fixed and tied ones were not)."""
+    held = tuple(getattr(result, "fixed", ())) + tuple(getattr(result, "tied", ()))
+    return np.array([name not in held for name in result.names])
+
+
 def _most_correlated_pair(result):
     corr = np.abs(np.nan_to_num(result.correlation, nan=0.0))
     np.fill_diagonal(corr, 0.0)
+    # A tie is fully correlated with what it reads by construction: not a finding.
+    varied = _varied(result)
+    corr[~varied, :] = 0.0
+    corr[:, ~varied] = 0.0
     if corr.size <= 1:
         return None
     i, j = np.unravel_index(np.argmax(corr), corr.shape)
@@ -196,6 +206,10 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
         ("# function evals", str(result.nfev)),
         ("# data points", str(result.n_points)),
         ("# variables", str(result.n_params)),
+        *(
+            [("# fixed, tied", f"{len(result.fixed)}, {len(result.tied)}")]
+            if getattr(result, "fixed", ()) or getattr(result, "tied", ()) else []
+        ),
         ("chi-square", _format(result.chisqr)),
         ("reduced chi-square", _format(result.redchi)),
         ("Akaike info crit", _format(result.aic)),
@@ -211,10 +225,17 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
     width = max(len(name) for name in result.names) + 1
     for i, name in enumerate(result.names):
         value, err = result.popt[i], result.perr[i]
-        relative = f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) else ""
+        relative = (
+            f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) and err > 0
+            else ""
+        )
         low, high = intervals[name]
         note = ""
-        if result.active_mask[i]:
+        if name in getattr(result, "fixed", ()):
+            note = " (fixed)"
+        elif name in getattr(result, "tied", ()):
+            note = " (tied)"
+        elif result.active_mask[i]:
             note = " (at lower bound)" if result.active_mask[i] < 0 else " (at upper bound)"
         lines.append(
             f"    {name + ':':<{width}} {value:.8g} +/- {_format(err)}{relative} "
@@ -223,8 +244,11 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
         )
     pairs = []
     corr = result.correlation
-    for i in range(result.n_params):
-        for j in range(i + 1, result.n_params):
+    varied = _varied(result)
+    for i in range(len(result.names)):
+        for j in range(i + 1, len(result.names)):
+            if not (varied[i] and varied[j]):
+                continue  # fixed: no correlation; tied: ±1 with what it reads
             if np.isfinite(corr[i, j]) and abs(corr[i, j]) >= correlation_threshold:
                 pairs.append((abs(corr[i, j]), result.names[i], result.names[j], corr[i, j]))
     if pairs:

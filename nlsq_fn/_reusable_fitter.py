@@ -10,6 +10,8 @@ other constructor options (stability guards, cache settings) are accepted for th
 reason and likewise change nothing.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 
 # NLSQ's `CurveFit.__init__` keywords other than `flength` and `use_dynamic_sizing`.
@@ -40,7 +42,7 @@ class ReusableFitter:
             )
         if flength is not None and not flength > 0:
             raise ValueError(f"`flength` must be a positive length or None, got {flength!r}.")
-        self.f = None
+        self.f: Callable | None = None
         self.flength = flength
         self.use_dynamic_sizing = bool(use_dynamic_sizing)
 

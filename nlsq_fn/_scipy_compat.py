@@ -31,7 +31,7 @@ def warn_optimize(message: str) -> None:
     warn_user(message, category)
 
 
-_BOTH = {}
+_BOTH: dict = {}
 
 
 def _both_warnings(scipy_class):
@@ -46,7 +46,8 @@ def check_tolerances(ftol, xtol, gtol, method: str) -> tuple[float, float, float
     ``method="leastsq"`` (`curve_fit`'s 'lm'): MINPACK takes any tolerance >= 0, with
     no warning (the core checks the signs, and that one is positive)."""
     if method == "leastsq":
-        return tuple(0.0 if tol is None else float(tol) for tol in (ftol, xtol, gtol))
+        f, x, g = (0.0 if tol is None else float(tol) for tol in (ftol, xtol, gtol))
+        return f, x, g
 
     def check(tol, name):
         if tol is None:

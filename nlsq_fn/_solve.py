@@ -1,6 +1,7 @@
 """``solve``: the whole fit as one pure, compiled, differentiable function."""
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -155,7 +156,9 @@ def operator_linearization_at(model, data, state, unravel, x) -> OperatorLineari
     return matrix_linearization(f, jac, state.loss)
 
 
-def linearization_at(model, data, state, unravel, x) -> Linearization:
+def linearization_at(
+    model, data, state, unravel, x
+) -> Linearization | OperatorLinearization:
     """The ``n``-sized summary at flat parameters `x`: in one shot, or chunk by chunk
     (never holding the whole Jacobian) when `state.chunk_size` is set."""
     if is_matrix_free(state):
@@ -323,6 +326,7 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no
     # derivatives), so that the initial cost is differentiable in the data too.
     initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
+    final: Any  # a `Linearization`, or an `OperatorLinearization` (matrix-free)
     if is_matrix_free(state):
         # No n x n factor; the Jacobian only where it was given as a matrix.
         if uses_jvps(state):

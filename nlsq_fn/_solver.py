@@ -33,7 +33,7 @@ from ._sparse_jacobian import GroupedDifferences
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
-JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable
+JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable | GroupedDifferences
 
 
 def _as_strategy(strategy) -> AbstractStrategy:
@@ -150,7 +150,7 @@ class SolverState(eqx.Module):
     gtol: float = eqx.field(static=True)
     max_nfev: int = eqx.field(static=True)
     jac: JacobianMode = eqx.field(static=True)
-    factorization: str = eqx.field(static=True)
+    factorization: Factorization = eqx.field(static=True)
     verbose: int = eqx.field(default=0, static=True)
     callback: Callable | None = eqx.field(default=None, static=True)
     chunk_size: int | None = eqx.field(default=None, static=True)
@@ -368,6 +368,7 @@ def build_state(
             raise ValueError("`chunk_size` needs a model written with jax.numpy.")
     diff_step = _diff_step(solver.diff_step, n)
     max_nfev = 100 * n if solver.max_nfev is None else as_count(solver.max_nfev, "max_nfev")
+    assert max_nfev is not None  # as_count returns None only for None
     if solver.verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2, got {solver.verbose!r}.")
     if solver.callback is not None and not callable(solver.callback):

@@ -16,6 +16,7 @@ import abc
 import copy
 import importlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ class NpySource(AbstractSource):
     def __init__(self, x, y, sigma=None, piece_size: int = 1 << 20):
         self.paths = (x, y, sigma)
         self.piece_size = int(piece_size)
-        headers = [None if path is None else _npy_header(path) for path in self.paths]
+        headers: list[Any] = [None if path is None else _npy_header(path) for path in self.paths]
         (x_shape, _, _), (y_shape, _, _) = headers[0], headers[1]
         if len(y_shape) != 1:
             raise ValueError(f"`y` in {y!r} must be 1-D, got shape {y_shape}.")

@@ -83,7 +83,7 @@ def group_columns(pattern) -> np.ndarray:
     pattern = sp.csc_array(pattern)
     m, n = pattern.shape
     groups = np.empty(n, np.int64)
-    used = []  # per group: which rows its columns occupy
+    used: list[np.ndarray] = []  # per group: which rows its columns occupy
     for j in range(n):
         rows = pattern.indices[pattern.indptr[j] : pattern.indptr[j + 1]]
         for k, taken in enumerate(used):

@@ -50,7 +50,7 @@ def can_step_from_host(state: SolverState) -> bool:
 
 # Seconds each user function has spent in step-by-step fits so far in this process
 # (weakly: a function that is gone is forgotten).
-_stepwise_seconds = weakref.WeakKeyDictionary()
+_stepwise_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # About what compiling a whole fit costs: a function is fitted step by step until its
 # fits have taken that long, then compiled once (as renting skis until their price is
 # paid: never more than twice the better of the two choices made in hindsight).
@@ -79,9 +79,9 @@ _COMPILE_EVENTS = frozenset({
 _compiling = threading.local()
 
 
-def _add_compile_time(event: str, duration: float, **_) -> None:
+def _add_compile_time(event: str, duration_secs: float, **_: str | int) -> None:
     if event in _COMPILE_EVENTS:
-        _compiling.seconds = getattr(_compiling, "seconds", 0.0) + duration
+        _compiling.seconds = getattr(_compiling, "seconds", 0.0) + duration_secs
 
 
 jax.monitoring.register_event_duration_secs_listener(_add_compile_time)

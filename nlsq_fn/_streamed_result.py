@@ -4,6 +4,8 @@ A streamed fit keeps no per-point arrays: its covariance comes from the Jacobian
 its statistics (`chisqr`, `r_squared`, `aic`, ...) from sums over the last pass.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +62,7 @@ class StreamedFitResult(CurveFitResult):
     ``n × n`` Jacobian factor (``jacᵀ jac = JᵀJ``); the statistics (`chisqr`,
     `redchi`, `rmse`, `r_squared`, `aic`, `bic`) come from sums over the data."""
 
-    def __init__(self, *, sums: dict, **fields):
+    def __init__(self, *, sums: Any, **fields):  # a `Sums` of Python floats
         self.sums = sums
         super().__init__(**fields)
 

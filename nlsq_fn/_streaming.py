@@ -14,6 +14,7 @@ the state between iterations is a pytree that is checkpointed to disk after each
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -143,7 +144,7 @@ class StreamingOptimizer:
         self._chunk_size_given = as_chunk_size(value)
 
     def _chunk_size(self, n_params, dtype, n_points=None) -> int:
-        size = self.chunk_size
+        size: Any = self.chunk_size  # None, "auto" or a count
         if size is None or size == "auto":
             size = automatic_chunk_size(n_params, dtype)
             if n_points is not None:  # no chunk larger than the data needs

@@ -82,7 +82,7 @@ def pytest_terminal_summary(terminalreporter):
     for strategy, name, start, lre, nfev, rss in sorted(rows):
         write(f"{strategy:8} {name:10} {start:>5} {lre:6.2f} {nfev:6d} {rss:12.5e}")
     write("")
-    write("The README's accuracy table (paste it from here):")
+    write("The accuracy table of docs/accuracy-performance.md (paste it from here):")
     write("| strategy | runs with LRE ≥ 6 | median LRE | minimum LRE |")
     write("|---|---|---|---|")
     for strategy in sorted({row[0] for row in rows}):

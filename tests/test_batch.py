@@ -99,6 +99,7 @@ def _check_ragged_batch(datasets, n_alone):
                             jac=alone.jac, err_msg=f"dataset {index}")
 
 
+@pytest.mark.extended
 def test_ragged_batch_of_300_matches_fits_alone():
     _check_ragged_batch(_ragged(300), n_alone=4)
 

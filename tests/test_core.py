@@ -25,6 +25,7 @@ def _decay_data(seed=0, n=60, noise=0.05):
     return x, y
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("strategy", [nf.TRF(), nf.LevenbergMarquardt()])
 def test_pytree_parameters_match_flat(strategy):
     x, y = _decay_data()
@@ -85,6 +86,7 @@ def _batched_and_separate(x, ys):
     return batched, jax.tree.map(lambda *leaves: np.stack(leaves), *separate)
 
 
+@pytest.mark.extended
 def test_vmap_over_500_datasets_equals_separate_fits():
     """Nearly noise-free data. Batched and single fits round differently, so they agree
     to what the algorithm resolves (see `assert_same_optimum`), not bit for bit. (Which
@@ -125,6 +127,7 @@ def test_mask_makes_padded_points_count_for_nothing():
     assert_same_optimum(b.x, a.x, b.cost, a.cost, jac=a.jac)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("strategy", [nf.TRF(), nf.LevenbergMarquardt()])
 def test_jacobian_modes_agree(strategy):
     x, y = _decay_data(4)

@@ -38,6 +38,7 @@ def _dataset(m, seed, stretch=1.0):
     return x, clean + 0.02 * rng.standard_normal(m), truth
 
 
+@pytest.mark.extended
 def test_same_shape_and_new_lengths_compile_once_per_bucket():
     def decay(x, a, b, c):  # defined here: no other test has compiled it
         return a * jnp.exp(-b * x) + c
@@ -74,6 +75,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
         np.testing.assert_allclose(result.popt, truth, rtol=0.1, atol=0.05)
 
 
+@pytest.mark.extended
 def test_padding_does_not_change_the_result():
     def decay(x, a, b, c):
         return a * jnp.exp(-b * x) + c
@@ -160,6 +162,7 @@ def test_curve_fit_reports_a_model_not_finite_at_p0():
         nf.curve_fit(lambda x, a: 1e200 * (x - a), x, 2 * x, p0=[0.0])
 
 
+@pytest.mark.extended
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
 @pytest.mark.parametrize("bound", ["programs", "memory maps"])
 def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch, bound):

@@ -167,6 +167,7 @@ def _centred_when_large(x, p):  # pointwise on small inputs (the made-up probe),
     return p[0] * jnp.where(jnp.max(x) > 100, x - jnp.mean(x), x) + p[1]
 
 
+@pytest.mark.extended
 def test_chunks_under_jit_are_checked_inside_the_fit():
     """Traced data cannot be checked before the fit: a model that passes the probe on
     made-up rows but not on the real data ends with status CHUNKS_DIFFER (never a wrong
@@ -218,6 +219,7 @@ def test_auto_chunks_pointwise_models_only(under_jit):
     assert nf.init(_decay, nf.Data(x[:1000], y[:1000]), p0).chunk_size is None
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("strategy", [nf.TRF(), nf.LevenbergMarquardt()], ids=["trf", "lm"])
 def test_defaults_give_the_qr_fit(strategy):
     """Large data with every default (chunked, JᵀJ) against the one-shot QR fit."""

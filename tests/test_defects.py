@@ -38,6 +38,7 @@ def test_padding_refuses_a_model_that_is_not_pointwise():
         nf.CurveFit(_centred_line, X40, y, p0=[1, 1], pad=True).fit()
 
 
+@pytest.mark.extended
 def test_padding_is_checked_on_every_fits_own_data():
     """A first fit of 32 points needs no padding (nothing to check); a later fit of 40
     points is padded to 64 and must be refused, not fitted with b = 3.5 (SciPy: 5)."""
@@ -57,6 +58,7 @@ def _plane(x, a, b, c):  # x has one row per point: (M, 2), as a DataFrame's val
     return a * x[:, 0] + b * x[:, 1] + c
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("pad", [False, True])
 def test_xdata_with_one_row_per_point_works_as_in_scipy(pad):
     rng = np.random.default_rng(0)
@@ -226,6 +228,7 @@ def test_model_returning_integers_is_refused():
 # --- 5. bounds without p0: a feasible start, as SciPy picks -----------------------------
 
 
+@pytest.mark.extended
 def test_bounds_without_p0_start_inside_as_in_scipy():
     model = lambda x, a, b: a * jnp.exp(-b * x)  # noqa: E731
     numpy_model = lambda x, a, b: a * np.exp(-b * x)  # noqa: E731
@@ -307,6 +310,7 @@ def test_nan_bounds_are_refused_as_by_scipy():
         nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
 
 
+@pytest.mark.extended
 def test_inputs_that_used_to_be_refused_now_fit():
     # A single-leaf pytree p0 with bounds of the same structure.
     model = lambda x, p: p["a"] * x  # noqa: E731
@@ -371,6 +375,7 @@ def test_bad_input_under_jit_gives_status_minus_one():
 # --- 6. masked points where the model is not finite -------------------------------------
 
 
+@pytest.mark.extended
 def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
     model = lambda x, p: p[0] * jnp.sqrt(x) + p[1]  # noqa: E731  (NaN for x < 0)
     x = np.linspace(0.5, 3, 12)
@@ -417,6 +422,7 @@ def test_p0_on_a_bound_is_reported_as_given():
         _line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0], rtol=1e-7)
 
 
+@pytest.mark.extended
 def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
     batch = nf.pad_datasets([(X10, 2 * np.exp(-s * X10)) for s in (1.0, 1.5, 2.0)])
     state = nf.init_batch(_exp_model, batch, jnp.ones(2), nf.Solver(verbose=2))

@@ -189,6 +189,7 @@ def test_an_exception_of_a_numpy_jac_mid_fit_reaches_the_caller(front_end):
     assert raised.value is error
 
 
+@pytest.mark.extended
 def test_an_exception_of_a_callback_reaches_the_caller():
     error = UserError("stop it my way")
 
@@ -212,6 +213,7 @@ def test_an_exception_of_a_callback_reaches_the_caller():
         jax.block_until_ready(jax.jit(nf.solve, static_argnums=0)(exp_decay, data, state))
 
 
+@pytest.mark.extended
 def test_fits_in_threads_each_raise_their_own_exception():
     errors = [UserError(f"fit {i}") for i in range(2)]
     raised = [None] * 2
@@ -233,6 +235,7 @@ def test_fits_in_threads_each_raise_their_own_exception():
     assert all(a is b for a, b in zip(raised, errors, strict=True)), raised
 
 
+@pytest.mark.extended
 @pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 def test_ctrl_c_in_a_callback_or_a_numpy_model_raises_keyboard_interrupt():
     def interrupted(iteration, params, cost, grad):

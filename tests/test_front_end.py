@@ -198,6 +198,7 @@ def test_least_squares_scipy_callbacks_and_stop_iteration():
     np.testing.assert_allclose(results[0].cost, 0.5 * np.sum(np.asarray(residual(res.x)) ** 2))
 
 
+@pytest.mark.extended
 def test_least_squares_tolerance_none_and_bounds_object():
     # With ftol and xtol off only gtol (status 1) or max_nfev (0) can stop a fit. gtol=1e-8
     # is met far from rounding: the optimality falls 200-fold per iteration here (2e-5,
@@ -389,6 +390,7 @@ def test_curve_fit_vmapped_over_bounds_members_equal_their_own_fits():
     assert np.asarray(batch.x)[0, 0] == pytest.approx(2.3)
 
 
+@pytest.mark.extended
 def test_zero_tolerances_follow_scipys_rules_for_lm():
     f_np = lambda x, *p: np.asarray(decay(x, *p))  # noqa: E731
     for name in ("ftol", "xtol", "gtol"):
@@ -408,6 +410,7 @@ def test_zero_tolerances_follow_scipys_rules_for_lm():
         nf.curve_fit(decay, X, Y, p0=P0, method="lm", ftol=-1.0)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("jac", ["2-point", "cs"])
 def test_least_squares_args_with_finite_differences_match_scipy(jac):
     """A float in `args` is a traced value (no recompilation for a new one), except with

@@ -210,7 +210,21 @@ def _central_differences(theta, optima, steps):
     return [block.T for block in np.split(columns, np.cumsum(sizes)[:-1])]
 
 
-@pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.name)
+# The default run: an active bound, a robust loss, pytree parameters; the rest in CI's
+# extended step.
+DEFAULT_GRAD_CASES = ("upper_bound_active", "softl1_TRF", "pytree_params_hyper_in_data")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case, id=case.name,
+            marks=[] if case.name in DEFAULT_GRAD_CASES else [pytest.mark.extended],
+        )
+        for case in GRAD_CASES
+    ],
+)
 def test_jacobians_match_central_differences(case):
     theta = (jnp.asarray(case.y), jnp.asarray(X), jnp.asarray(case.h))
     solution, forward, reverse, optima, residual_grads, steps = _derivatives_and_reference(
@@ -295,6 +309,7 @@ def _prediction_loss(y, max_nfev=1000):
 GRAD = jax.jit(jax.grad(_prediction_loss, has_aux=True), static_argnums=1)
 
 
+@pytest.mark.extended
 def test_grad_jvp_and_finite_difference_agree():
     direction = jnp.asarray(np.random.default_rng(3).standard_normal(M))
     h = 1e-5
@@ -355,6 +370,7 @@ def test_backward_pass_does_not_depend_on_iteration_count():
         assert memory[20].temp_size_in_bytes == memory[1000].temp_size_in_bytes
 
 
+@pytest.mark.extended
 def test_vmap_of_grad_matches_separate_calls():
     rng = np.random.default_rng(4)
     ys = jnp.asarray(Y_CLEAN + 0.05 * rng.standard_normal((4, M)))

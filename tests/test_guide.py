@@ -34,6 +34,7 @@ def _agree(result, reference):
     np.testing.assert_allclose(result.cost, reference.cost, rtol=1e-6)
 
 
+@pytest.mark.extended
 def test_radioactive_decay_with_bounds_and_huber():
     def radioactive_decay(t, params):
         """Model: N(t) = N₀ * exp(-λt)"""
@@ -84,6 +85,7 @@ def multi_gaussian(x, params):
     return result
 
 
+@pytest.mark.extended
 def test_three_gaussian_peaks_with_baseline_bounds_and_soft_l1():
     x = jnp.linspace(1000, 3000, 400)  # the guide has 2000 points
     true_params = [150, 1500, 40, 250, 2000, 50, 180, 2500, 45, 20]
@@ -163,6 +165,7 @@ def model(x, params):
     return a * jnp.exp(-b * x) + c
 
 
+@pytest.mark.extended
 def test_five_loss_comparison_on_outlier_data():
     key = jax.random.PRNGKey(0)
     true_params = jnp.array([3.0, 0.4, 0.5])
@@ -224,6 +227,7 @@ def test_analytical_jacobian_block():
     np.testing.assert_allclose(result.jac, reference.jac, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.extended
 def test_vmap_of_curve_fit_block_members_equal_their_own_fits():
     def fit_batch(x_batch, y_batch, p0_batch):
         def fit_single(x, y, p0):

@@ -84,6 +84,7 @@ def test_chunked_equals_unchunked(strategy, factorization):
     _assert_same(plain, chunked)
 
 
+@pytest.mark.extended
 def test_chunked_bounds_sigma_mask():
     x, y, p0 = _exp_problem(seed=1)
     sigma = 0.03 + 0.04 * np.random.default_rng(2).random(x.size)
@@ -98,6 +99,7 @@ def test_chunked_bounds_sigma_mask():
     np.testing.assert_array_equal(chunked.active_mask, plain.active_mask)
 
 
+@pytest.mark.extended
 def test_chunked_robust_loss():
     x, y, p0 = _outlier_problem()
     plain, chunked = _both(

@@ -142,6 +142,7 @@ def test_memory_requirements_and_chunking():
     assert fitter.get_memory_recommendations(100_000, 3)["processing_strategy"] == "single_chunk"
 
 
+@pytest.mark.extended
 def test_large_dataset_fitter_chunked_fit_is_the_exact_fit(data, scipy_fit):
     config = nf.LDMemoryConfig(memory_limit_gb=1e-6, min_chunk_size=16, max_chunk_size=16)
     result = nf.LargeDatasetFitter(config=config).fit(decay, *data, p0=[1, 1, 0])

@@ -210,6 +210,7 @@ def check_against_one_process(tmp_path, methods, modes, in_memory=True, devices_
             np.testing.assert_allclose(fit["pcov"], one_process.pcov, rtol=1e-7)
 
 
+@pytest.mark.extended
 def test_two_processes_give_the_single_process_fit(tmp_path):
     # The fast variant: LM, the same `.npy` files in both processes (each reads only
     # its block of rows). The slow one below compares with the in-memory fit too.

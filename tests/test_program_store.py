@@ -23,6 +23,9 @@ import numpy as np
 import scipy.optimize
 import nlsq_fn as nf
 from nlsq_fn import _steps
+import os
+if os.environ.get("TEST_JAX_CACHE"):
+    nf.enable_compilation_cache(os.environ["TEST_JAX_CACHE"])
 
 x = np.linspace(0.0, 4.0, 60)
 y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.sin(7 * x)
@@ -38,8 +41,10 @@ print(json.dumps(dict(
 """
 
 
-def _fit_in_fresh_process(folder):
+def _fit_in_fresh_process(folder, jax_cache=None):
     env = dict(os.environ, NLSQ_FN_PROGRAM_CACHE=str(folder), PYTHONPATH=str(ROOT))
+    if jax_cache is not None:
+        env["TEST_JAX_CACHE"] = str(jax_cache)
     done = subprocess.run(
         [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
     )
@@ -47,6 +52,7 @@ def _fit_in_fresh_process(folder):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.extended
 def test_a_second_process_loads_the_steps_and_fits_the_same(tmp_path):
     first = _fit_in_fresh_process(tmp_path)
     assert first["loads"] == [0, 0, 0]
@@ -67,6 +73,20 @@ def test_a_second_process_loads_the_steps_and_fits_the_same(tmp_path):
     assert damaged["loads"] == [0, 0, 0]
     assert damaged["popt"] == first["popt"]
     assert all(path.stat().st_size > 100 for path in tmp_path.glob("*.bin"))  # rewritten
+
+
+@pytest.mark.extended
+def test_with_jaxs_own_cache_on_the_stored_programs_stay_valid(tmp_path):
+    """With `nf.enable_compilation_cache`, a program may come out of JAX's cache; such an
+    executable, serialized again, used to be stored and then fail when loaded ("Function
+    ... not found"). A third process, without JAX's cache, must fit from the store."""
+    jax_cache, store = tmp_path / "jax", tmp_path / "programs"
+    first = _fit_in_fresh_process(tmp_path / "other", jax_cache=jax_cache)  # fills JAX's
+    second = _fit_in_fresh_process(store, jax_cache=jax_cache)  # from JAX's cache
+    third = _fit_in_fresh_process(store)
+    for fit in (first, second, third):
+        for value, expected in zip(fit["popt"], fit["scipy"], strict=True):
+            assert value == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("setting", ["off", "0", "false"])
@@ -99,3 +119,18 @@ def test_a_folder_that_cannot_be_written_fails_nothing(tmp_path):
     blocked.write_text("")
     _program_store._store(blocked / "entry.bin", executable=None)  # raises nothing
     assert _program_store._load(blocked / "entry.bin") is None
+
+
+def test_numpy_arguments_are_taken_as_jax_arrays():
+    """NumPy arrays have no weak type and stay float64 with x64 off: a stored program
+    takes them as the JAX arrays they become, in either precision."""
+    import jax
+    import numpy as np
+
+    program = _program_store.stored(lambda a, b: a * b + 1.0)
+    values = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(program(values, np.float64(2.0)), [3.0, 5.0, 7.0])
+    with jax.enable_x64(False):
+        result = program(values, np.float64(2.0))
+        assert result.dtype == np.float32
+        np.testing.assert_allclose(result, [3.0, 5.0, 7.0])

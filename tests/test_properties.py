@@ -12,6 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.optimize
 from helpers import exp_decay
 from hypothesis import example, given, settings, strategies as st
@@ -84,6 +85,7 @@ _TRUTH_CUT_OFF = (  # the box excludes the truth in the rate: an upper bound is 
 )
 
 
+@pytest.mark.extended
 @PROPERTY_SETTINGS
 @given(bounded_problems())
 @example(_EXACT_START)
@@ -120,6 +122,7 @@ def _gradient_scale(problem):
     return np.linalg.norm(jac) * max(np.linalg.norm(y), 1.0)
 
 
+@pytest.mark.extended
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(bounded_problems())
 @example(_TRUTH_CUT_OFF)

@@ -194,6 +194,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
         _fit().plot()
 
 
+@pytest.mark.extended
 def test_least_squares_verbose_2_and_callback_match_scipy(capsys):
     def residual(p, x, y):
         return decay(x, *p) - y

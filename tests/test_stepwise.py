@@ -22,19 +22,30 @@ class _Model(eqx.Module):
         return self.fn(x, p)
 
 
-# By default a case of each kind (bounds active, robust loss, x_scale='jac', sigma); the
-# rest are slow tests (each compiles a fit).
+# By default one case per strategy; in CI's extended step a case of each kind (bounds
+# active, robust loss, x_scale='jac', sigma); the rest are slow tests (each compiles a
+# fit).
 DEFAULT_CASES = {
-    "trf": ("exp_decay_sigma", "logistic4_bounded", "exp_decay_upper_bound_active",
-            "outliers_huber", "misra1a_bounded_xscale_jac"),
-    "lm": ("exp_decay", "rational", "misra1a_xscale_jac"),
-    "dogbox": ("logistic4_bounded", "exp_decay_upper_bound_active", "outliers_huber"),
+    "trf": ("logistic4_bounded",),
+    "lm": ("exp_decay",),
+    "dogbox": ("exp_decay_upper_bound_active",),
 }
+EXTENDED_CASES = {
+    "trf": ("exp_decay_sigma", "exp_decay_upper_bound_active", "outliers_huber",
+            "misra1a_bounded_xscale_jac"),
+    "lm": ("rational", "misra1a_xscale_jac"),
+    "dogbox": ("logistic4_bounded", "outliers_huber"),
+}
+
+
+def _marks(case, method):
+    if case.name in DEFAULT_CASES[method]:
+        return []
+    return [pytest.mark.extended if case.name in EXTENDED_CASES[method] else pytest.mark.slow]
+
+
 CASES_AND_METHODS = [
-    pytest.param(
-        case, method, id=f"{case.name}-{method}",
-        marks=[] if case.name in DEFAULT_CASES[method] else [pytest.mark.slow],
-    )
+    pytest.param(case, method, id=f"{case.name}-{method}", marks=_marks(case, method))
     for method in STRATEGIES
     for case in CASES
     if method != "lm" or not (case.bounded or case.loss != "linear")

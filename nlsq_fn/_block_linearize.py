@@ -1,0 +1,165 @@
+"""The linearization of a global fit from per-dataset blocks, never the stacked Jacobian.
+
+A global fit's parameters are ``θ = [shared (n_s), local_1 (n_l), ..., local_k (n_l)]``
+and its Jacobian is block-arrow shaped: dataset ``i``'s rows depend on the shared
+parameters and on its own ``local_i`` only. The strategies need only the cost, the
+gradient ``Jᵀf`` and a square ``r`` with ``rᵀr = JᵀJ`` (`Linearization`), and all three
+come from the blocks:
+
+- each dataset's Jacobian ``[J_l,i | J_s,i]`` (``L × (n_l + n_s)``, one `vmap`-ed
+  forward-mode pass) has a QR factor ``[[R_ll,i, R_ls,i], [0, R_ss,i]]``;
+- the QR factor ``R_S`` of the stacked ``R_ss,i`` (``k n_s × n_s``) eliminates the
+  local blocks (the square-root form of the Schur complement ``S = A - Σ B_i D_i⁻¹
+  B_iᵀ``: ``R_Sᵀ R_S = S``);
+- ``r`` has the rows ``[R_ls,i | 0 .. R_ll,i .. 0]`` for each dataset and
+  ``[R_S | 0]``, so ``rᵀr = Σ_i J_iᵀ J_i = JᵀJ`` exactly, with the conditioning of ``J``
+  (no normal equations).
+
+The cost is ``k`` small QRs and one of ``k n_s × n_s`` instead of the QR of the
+``k L × n`` stacked Jacobian (``k L n²``), and memory ``k L (n_l + n_s)`` instead of
+``k L n``. The trust-region strategies run unchanged on the ``n × n`` factor.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._covariance import covariance_parts
+from ._linearize import Linearization, scale_for_loss
+from ._loss import AbstractLoss
+from ._solve import advance, problem_for, start
+from ._solver import start_point
+from ._trust_region import RUNNING
+
+__all__ = ["GlobalModel", "block_linearization", "solve_by_blocks"]
+
+
+class GlobalModel(eqx.Module):
+    """The stacked model of a global fit: ``model(x, θ)`` on `x` stacked over the
+    datasets (leading axis), with ``θ = [shared, local_1, ..., local_k]``; `model` is the
+    one-dataset model of the parameter vector in its own order."""
+
+    model: Callable = eqx.field(static=True)
+    n_params: int = eqx.field(static=True)
+    shared_index: tuple[int, ...] = eqx.field(static=True)
+    local_index: tuple[int, ...] = eqx.field(static=True)
+    n_datasets: int = eqx.field(static=True)
+
+    @property
+    def n_shared(self) -> int:
+        return len(self.shared_index)
+
+    @property
+    def n_local(self) -> int:
+        return len(self.local_index)
+
+    def split(self, theta):
+        """``(shared (n_s,), local (k, n_l))`` of the flat `theta`."""
+        shared = theta[: self.n_shared]
+        local = jnp.reshape(theta[self.n_shared :], (self.n_datasets, self.n_local))
+        return shared, local
+
+    def dataset_params(self, shared, local_i):
+        """One dataset's parameter vector, in the model's order."""
+        params = jnp.zeros((self.n_params,), jnp.result_type(shared, local_i))
+        params = params.at[jnp.asarray(self.shared_index, int)].set(shared)
+        return params.at[jnp.asarray(self.local_index, int)].set(local_i)
+
+    def __call__(self, x, theta):
+        shared, local = self.split(theta)
+        params = jax.vmap(self.dataset_params, in_axes=(None, 0))(shared, local)
+        return jax.vmap(self.model)(x, params)
+
+
+def block_linearization(
+    model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss
+) -> tuple[Linearization, Float[Array, "k L"]]:
+    """The `Linearization` of the stacked problem at `theta` from the per-dataset blocks
+    (see the module docstring), and the weighted residuals ``(k, L)``."""
+    shared, local = model.split(theta)
+    k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
+    y = data.y
+    sigma = jnp.ones_like(y) if data.sigma is None else jnp.broadcast_to(data.sigma, y.shape)
+    mask = jnp.ones(y.shape, bool) if data.mask is None else data.mask
+
+    def residual(shared, local_i, x_i, y_i, sigma_i, mask_i):
+        prediction = model.model(x_i, model.dataset_params(shared, local_i))
+        # (Masked values must not leak NaN into derivatives: the double `where`.)
+        prediction = jnp.where(mask_i, prediction, 0.0)
+        y_i = jnp.where(mask_i, y_i, 0.0)
+        sigma_i = jnp.where(mask_i, sigma_i, 1.0)
+        r = jnp.where(mask_i, (prediction - y_i) / sigma_i, 0.0)
+        return r, r
+
+    jacobian = jax.jacfwd(residual, argnums=(0, 1), has_aux=True)
+    (jac_shared, jac_local), f = jax.vmap(jacobian, in_axes=(None, 0, 0, 0, 0, 0))(
+        shared, local, data.model_x, y, sigma, mask
+    )
+    length = y.shape[1]
+    # Rows of dataset i: [J_l,i | J_s,i], loss-scaled as the stacked problem's rows.
+    blocks = jnp.concatenate([jac_local, jac_shared], axis=-1)
+    cost, f_scaled, rows = scale_for_loss(
+        f.reshape(-1), blocks.reshape(k * length, n_l + n_s), loss
+    )
+    f_scaled = f_scaled.reshape(k, length)
+    blocks = rows.reshape(k, length, n_l + n_s)
+    grad_local = jnp.einsum("kla,kl->ka", blocks[..., :n_l], f_scaled)
+    grad_shared = jnp.einsum("kla,kl->a", blocks[..., n_l:], f_scaled)
+    grad = jnp.concatenate([grad_shared, grad_local.reshape(-1)])
+    width = n_l + n_s
+    if length < width:  # a square R needs at least as many rows as columns
+        blocks = jnp.pad(blocks, ((0, 0), (0, width - length), (0, 0)))
+    r_blocks = jax.vmap(lambda b: jnp.linalg.qr(b, mode="r"))(blocks)[:, :width, :]
+    r_ll, r_ls, r_ss = r_blocks[:, :n_l, :n_l], r_blocks[:, :n_l, n_l:], r_blocks[:, n_l:, n_l:]
+    r_schur = jnp.linalg.qr(r_ss.reshape(k * n_s, n_s), mode="r")
+    local_rows = jnp.concatenate(
+        [
+            r_ls.reshape(k * n_l, n_s),
+            # block_diag(R_ll,1, ..., R_ll,k)
+            jnp.einsum("iab,ij->iajb", r_ll, jnp.eye(k, dtype=r_ll.dtype)).reshape(
+                k * n_l, k * n_l
+            ),
+        ],
+        axis=1,
+    )
+    shared_rows = jnp.concatenate(
+        [r_schur, jnp.zeros((n_s, k * n_l), r_schur.dtype)], axis=1
+    )
+    factor = jnp.concatenate([local_rows, shared_rows], axis=0)
+    return Linearization(cost=cost, grad=grad, factor=factor), f
+
+
+@eqx.filter_jit
+def solve_by_blocks(model: GlobalModel, data, state):
+    """The fit of the stacked problem with `state`'s strategy, evaluated by blocks:
+    ``(θ, weighted residuals (k, L), counts, covariance parts, optimality)``. The same
+    strategy steps as `solve` on the stacked problem (only the factor ``r`` differs, by
+    an orthogonal transformation that the steps do not see)."""
+    x0, _ = start_point(state)
+    problem = problem_for(data, state)
+    strategy = state.strategy
+
+    def evaluate(x):
+        return block_linearization(model, data, x, state.loss)[0]
+
+    carry = start(strategy, x0, evaluate(x0), problem, state.max_nfev)
+
+    def body(carry):
+        out = strategy.step(
+            carry.x, carry.linearization, carry.strategy_state, evaluate, problem
+        )
+        return advance(carry, out, strategy, state.max_nfev)
+
+    final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
+    linearization, residuals = block_linearization(model, data, final.x, state.loss)
+    parts = covariance_parts(linearization.factor, linearization.cost, data.n_points)
+    counts = dict(
+        nfev=final.nfev, njev=final.njev, nit=final.nit, status=final.status,
+        active_mask=strategy.active_constraints(final.x, problem),
+        optimality=strategy.optimality(final.x, linearization, problem),
+        cost=linearization.cost, initial_cost=carry.linearization.cost,
+    )
+    return final.x, residuals, counts, parts

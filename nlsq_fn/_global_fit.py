@@ -1,0 +1,489 @@
+"""``global_fit``: one model fitted to several datasets at once, some parameters shared
+by all of them and the others local (one value per dataset).
+
+The datasets are padded to one length and masked (`Data`), the parameters stacked as
+``θ = [shared, local_1, ..., local_k]`` (`GlobalModel`), and the stacked problem is
+fitted by the core's strategies: evaluated by per-dataset blocks (``engine="block"``,
+`nlsq_fn._block_linearize`, never forming the ``m × n`` Jacobian) or as one dense
+problem through `solve` (``engine="dense"``). Both give the fit of the stacked problem.
+"""
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._arguments import as_bounds
+from ._block_linearize import GlobalModel, solve_by_blocks
+from ._conventions import NamedModel, UnpackedModel, model_convention, parameter_names
+from ._covariance import covariance_parts
+from ._curve_fit_class import pad_points
+from ._data import Data
+from ._least_squares import strategy_for
+from ._loss import as_loss
+from ._solve import solve
+from ._solver import Solver, init
+from ._trust_region import STATUS_MESSAGES
+
+__all__ = ["GlobalFitResult", "global_fit"]
+
+ENGINES = ("block", "dense")
+
+
+@eqx.filter_jit
+def _solve_stacked(model, data, state):
+    solution = solve(model, data, state)
+    parts = covariance_parts(solution.jac, solution.cost, data.n_points)
+    return solution, parts
+
+
+@dataclasses.dataclass(repr=False)
+class GlobalFitResult:
+    """The result of `global_fit` (NumPy values).
+
+    - `params`, `perr`: dicts by parameter name; a shared parameter's value is a float,
+      a local one's an array over the datasets.
+    - `shared`, `local`: the names of each kind; `names`: the model's parameters.
+    - `x`: the flat ``θ = [shared, local of dataset 0, local of dataset 1, ...]``, `pcov`
+      its covariance (SciPy's recipe: ``(JᵀJ)⁻¹``, times the reduced chi-square unless
+      `absolute_sigma`); `shared_pcov` the shared parameters' block, `local_pcov` the
+      ``(k, n_local, n_local)`` blocks of each dataset's local parameters.
+    - `cost`, `fun` (weighted residuals, the datasets concatenated), `optimality`,
+      `active_mask`, `nfev`, `njev`, `nit`, `status`, `success`, `message`,
+      `initial_cost`, `n_points`, `dof`, `redchi`, `engine`.
+    """
+
+    names: tuple[str, ...]
+    shared: tuple[str, ...]
+    local: tuple[str, ...]
+    flat_names: list[str]
+    n_datasets: int
+    x: np.ndarray
+    pcov: np.ndarray
+    fun: np.ndarray
+    n_points: int
+    engine: str
+    absolute_sigma: bool
+    cost: float
+    initial_cost: float
+    optimality: float
+    active_mask: np.ndarray
+    nfev: int
+    njev: int
+    nit: int
+    status: int
+    success: bool
+
+    @property
+    def message(self) -> str:
+        return STATUS_MESSAGES[self.status]
+
+    @property
+    def perr_flat(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.pcov))
+
+    def _by_name(self, flat) -> dict:
+        n_s, k = len(self.shared), self.n_datasets
+        local = np.reshape(flat[n_s:], (k, len(self.local)))
+        values: dict[str, float | np.ndarray] = {
+            name: float(flat[i]) for i, name in enumerate(self.shared)
+        }
+        values |= {name: local[:, j].copy() for j, name in enumerate(self.local)}
+        return {name: values[name] for name in self.names}
+
+    @property
+    def params(self) -> dict:
+        return self._by_name(self.x)
+
+    @property
+    def perr(self) -> dict:
+        return self._by_name(self.perr_flat)
+
+    @property
+    def shared_pcov(self) -> np.ndarray:
+        n_s = len(self.shared)
+        return self.pcov[:n_s, :n_s]
+
+    @property
+    def local_pcov(self) -> np.ndarray:
+        n_s, n_l = len(self.shared), len(self.local)
+        return np.stack([
+            self.pcov[n_s + i * n_l : n_s + (i + 1) * n_l, n_s + i * n_l : n_s + (i + 1) * n_l]
+            for i in range(self.n_datasets)
+        ])
+
+    @property
+    def dof(self) -> int:
+        return self.n_points - self.x.size
+
+    @property
+    def redchi(self) -> float:
+        return 2 * self.cost / self.dof if self.dof > 0 else float("inf")
+
+    def summary(self) -> str:
+        """The fit in a few lines: the shared parameters with their standard errors,
+        then one row of local parameters per dataset."""
+        lines = [
+            f"[[Global fit]] {self.n_datasets} datasets, {self.n_points} points, "
+            f"{self.x.size} parameters, engine {self.engine!r}",
+            f"    cost = {self.cost:.6g}, reduced chi-square = {self.redchi:.6g}, "
+            f"nfev = {self.nfev}, success = {self.success} ({self.message})",
+            "[[Shared]]",
+        ]
+        params, perr = self.params, self.perr
+        lines += [f"    {name}: {params[name]:.8g} +/- {perr[name]:.3g}" for name in self.shared]
+        if self.local:
+            lines.append("[[Local]] (value +/- standard error)")
+            header = "".join(f"{name:>26}" for name in self.local)
+            lines.append(f"    {'dataset':<8}{header}")
+            for i in range(self.n_datasets):
+                cells = "".join(
+                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}"
+                    for name in self.local
+                )
+                lines.append(f"    {i:<8}{cells}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        shared = ", ".join(
+            f"{name}={self.params[name]:.4g}±{self.perr[name]:.2g}" for name in self.shared
+        )
+        state = "success" if self.success else f"failed (status {self.status})"
+        return (
+            f"GlobalFitResult({self.n_datasets} datasets; shared: {shared or 'none'}; "
+            f"local: {', '.join(self.local) or 'none'}; cost={self.cost:.4g}, {state})"
+        )
+
+
+def _datasets(datasets) -> list[tuple]:
+    """`(x, y, sigma or None)` for each dataset, checked."""
+    if isinstance(datasets, (np.ndarray, Mapping, str)) or not isinstance(datasets, Sequence):
+        raise ValueError(
+            "`datasets` must be a list of (x, y) or (x, y, sigma) tuples, got "
+            f"{type(datasets).__name__}."
+        )
+    if len(datasets) == 0:
+        raise ValueError("`datasets` is empty.")
+    checked = []
+    for i, dataset in enumerate(datasets):
+        if not isinstance(dataset, (tuple, list)) or len(dataset) not in (2, 3):
+            raise ValueError(
+                f"`datasets[{i}]` must be a tuple (x, y) or (x, y, sigma), got "
+                f"{type(dataset).__name__}"
+                + (f" of length {len(dataset)}." if hasattr(dataset, "__len__") else ".")
+            )
+        x, y = np.asarray(dataset[0], dtype=float), np.asarray(dataset[1], dtype=float)
+        sigma = None if len(dataset) == 2 or dataset[2] is None else dataset[2]
+        if y.ndim != 1 or y.size == 0:
+            raise ValueError(f"`datasets[{i}]`: y must be 1-D and not empty, got shape {y.shape}.")
+        if x.ndim == 0 or y.size not in (x.shape[0], x.shape[-1]):
+            raise ValueError(
+                f"`datasets[{i}]`: x has shape {x.shape} but y has {y.size} points."
+            )
+        if sigma is not None:
+            sigma = np.broadcast_to(np.asarray(sigma, dtype=float), y.shape) if np.size(
+                sigma
+            ) in (1, y.size) else None
+            if sigma is None:
+                raise ValueError(
+                    f"`datasets[{i}]`: sigma has {np.size(dataset[2])} values but y has "
+                    f"{y.size}."
+                )
+        checked.append((x, y, sigma))
+    return checked
+
+
+def _one_dataset_model(model, p0, param_style):
+    """``(model of the parameter vector, the parameters' names)``."""
+    style = model_convention(model, None if isinstance(p0, Mapping) else p0, param_style)
+    n = None if p0 is None or isinstance(p0, Mapping) else len(p0)
+    names = parameter_names(model, style, n)
+    if names is None:
+        raise ValueError(
+            "global_fit needs the model's parameter names: write f(x, a, b, ...), use an "
+            "nlsq_fn.models model, or give `p0` (then model(x, params) has params[0], ...)."
+        )
+    if style == "named":
+        return NamedModel(model, tuple(names)), tuple(names)
+    if style == "unpacked":
+        return UnpackedModel(model), tuple(names)
+    return model, tuple(names)
+
+
+def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
+    """The flat start θ from `p0` (a dict by name or a sequence in the model's order;
+    a local parameter's value a scalar for every dataset or one per dataset), or from a
+    named model's guess per dataset (a shared parameter's: their mean), else ones."""
+    k = len(datasets)
+    values: dict  # by name: a number, or one per dataset
+    if p0 is None:
+        guess = getattr(model, "guess", None)
+        if guess is None:
+            values = {name: 1.0 for name in names}
+        else:
+            guesses = [guess(x, y) for x, y, _ in datasets]
+            values = {name: np.array([g[name] for g in guesses], float) for name in names}
+            values |= {name: float(np.mean(values[name])) for name in shared}
+    elif isinstance(p0, Mapping):
+        unknown = sorted(set(p0) - set(names))
+        missing = [name for name in names if name not in p0]
+        if unknown or missing:
+            raise ValueError(
+                f"`p0` must name each of the model's parameters {list(names)}; unknown: "
+                f"{unknown}, missing: {missing}."
+            )
+        values = dict(p0)
+    else:
+        if len(p0) != len(names):
+            raise ValueError(
+                f"`p0` has {len(p0)} entries but the model has {len(names)} parameters "
+                f"{list(names)}."
+            )
+        values = dict(zip(names, p0, strict=True))
+    theta = []
+    for name in shared:
+        value = np.asarray(values[name], dtype=float)
+        if value.size != 1:
+            raise ValueError(
+                f"`p0` gives {value.size} values for the shared parameter {name!r}; give one."
+            )
+        theta.append(value.reshape(1))
+    local_values = []
+    for name in local:
+        value = np.asarray(values[name], dtype=float)
+        if value.size not in (1, k):
+            raise ValueError(
+                f"`p0` gives {value.size} values for the local parameter {name!r}; give one "
+                f"or one per dataset ({k})."
+            )
+        local_values.append(np.broadcast_to(value.ravel(), (k,)))
+    if local_values:
+        theta.append(np.stack(local_values, axis=1).ravel())
+    return np.concatenate(theta)
+
+
+def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
+    """Flat bounds of θ from bounds per parameter: a pair (scalars or one per model
+    parameter) or a dict ``{name: (lower, upper)}``; the same for every dataset."""
+    bounds = as_bounds(bounds)
+    if isinstance(bounds, dict):
+        unknown = sorted(set(bounds) - set(names))
+        if unknown:
+            raise ValueError(
+                f"`bounds` names unknown parameters {unknown}; the model's parameters are "
+                f"{list(names)}."
+            )
+        lower = np.array([bounds.get(name, (-np.inf, np.inf))[0] for name in names], float)
+        upper = np.array([bounds.get(name, (-np.inf, np.inf))[1] for name in names], float)
+    else:
+        sides = []
+        for side in bounds:
+            side = np.asarray(side, dtype=float).ravel()
+            if side.size not in (1, len(names)):
+                raise ValueError(
+                    f"`bounds` has a side of {side.size} values; give a scalar or one per "
+                    f"model parameter {list(names)} (the same for every dataset)."
+                )
+            sides.append(np.broadcast_to(side, (len(names),)))
+        lower, upper = sides
+    index = {name: i for i, name in enumerate(names)}
+
+    def flat(side):
+        local_side = np.tile(np.array([side[index[name]] for name in local], float), k)
+        return np.concatenate([np.array([side[index[name]] for name in shared], float),
+                               local_side])
+
+    return flat(lower), flat(upper)
+
+
+def _check_traceable(model, x, global_model, theta0) -> None:
+    """The stacked model maps the one-dataset model over the datasets with JAX: a
+    model written with NumPy cannot be, which is said here rather than deep inside."""
+    shared, local = global_model.split(theta0)
+    params = global_model.dataset_params(shared, local[0])
+    try:
+        jax.eval_shape(model, x, params)
+    except (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerBoolConversionError,
+        jax.errors.TracerIntegerConversionError,
+    ) as error:
+        raise ValueError(
+            "global_fit needs a model written with jax.numpy (it is mapped over the "
+            f"datasets and differentiated by JAX); this one is not traceable: "
+            f"{type(error).__name__}."
+        ) from error
+
+
+def _flat_names(shared, local, k) -> list[str]:
+    return list(shared) + [f"{name}[{i}]" for i in range(k) for name in local]
+
+
+def _stack(datasets, model, theta0, global_model):
+    """The datasets padded to one length (edge values, masked), stacked: a `Data` with
+    `x` ``(k, L, ...)`` and `y` ``(k, L)``. Raises unless the model is pointwise (the
+    padded points must not change the real points' values)."""
+    lengths = [y.size for _, y, _ in datasets]
+    length = max(lengths)
+    xs = [pad_points(x, y.size, length) for x, y, _ in datasets]
+    shapes = {x.shape for x in xs}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"The datasets' x arrays differ in shape beyond their number of points: "
+            f"{sorted(shapes)} after padding to {length} points."
+        )
+    ys = np.stack([np.pad(y, (0, length - y.size)) for _, y, _ in datasets])
+    given = [sigma is not None for _, _, sigma in datasets]
+    sigma = None
+    if any(given):
+        sigma = np.stack([
+            np.pad(np.ones(y.size) if s is None else s, (0, length - y.size),
+                   constant_values=1.0)
+            for _, y, s in datasets
+        ])
+    mask = None
+    if min(lengths) != length:
+        mask = np.arange(length)[None, :] < np.array(lengths)[:, None]
+        shortest = int(np.argmin(lengths))
+        x, y, _ = datasets[shortest]
+        shared, local = global_model.split(theta0)
+        params = global_model.dataset_params(shared, local[shortest])
+        alone = np.asarray(model(x, params))
+        padded = np.asarray(model(xs[shortest], params))[: y.size]
+        if alone.shape != y.shape or not np.allclose(alone, padded, rtol=1e-12, atol=0.0,
+                                                     equal_nan=True):
+            raise ValueError(
+                f"The datasets have different lengths ({min(lengths)} to {length} points), "
+                "which global_fit pads to one length; that needs a pointwise model (each "
+                "output depending only on its own x), and this one's values change with "
+                "the padding (x.mean(), x.size, a convolution...)."
+            )
+    return Data(np.stack(xs), ys, sigma=sigma, mask=mask)
+
+
+def global_fit(
+    model: Callable,
+    datasets,
+    p0=None,
+    shared: Sequence[str] = (),
+    *,
+    bounds=(-np.inf, np.inf),
+    loss="linear",
+    f_scale: float = 1.0,
+    absolute_sigma: bool = False,
+    method: str = "trf",
+    x_scale=None,
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    max_nfev: int | None = None,
+    engine: str = "block",
+    param_style: str | None = None,
+) -> GlobalFitResult:
+    """Fit `model`, written for one dataset, to all `datasets` at once: the parameters
+    named in `shared` take one value for all datasets, every other parameter one value
+    per dataset.
+
+    - `model`: ``f(x, a, b, ...)`` (parameter names from the signature), an
+      `nlsq_fn.models` model, or ``model(x, params)`` (names ``params[0]``, ...).
+    - `datasets`: a list of ``(x, y)`` or ``(x, y, sigma)``, of any lengths (padded to
+      one and masked: the model must be pointwise, which is checked).
+    - `p0`: a dict by name or a sequence in the model's order; a local parameter's
+      entry is one value for all datasets or one per dataset. None: a named model's
+      guess on each dataset (a shared parameter's: their mean), else ones.
+    - `bounds`: a pair (scalars or one per model parameter) or a dict ``{name: (lower,
+      upper)}``, the same for every dataset.
+    - `loss`, `f_scale`, `method` (``"trf"``, ``"dogbox"``, ``"lm"``), `x_scale`,
+      tolerances, `max_nfev`, `absolute_sigma`: as `curve_fit`'s, for the stacked
+      problem (its residuals are the datasets' residuals, concatenated).
+    - `engine`: ``"block"`` (default) evaluates the stacked problem by per-dataset
+      blocks and eliminates the local parameters (`nlsq_fn._block_linearize`): memory
+      ``O(m (n_shared + n_local))`` instead of the dense ``O(m n)``; ``"dense"`` fits the
+      stacked problem through `solve` with its full Jacobian. Both fit the same problem
+      with the same steps.
+
+    Returns a `GlobalFitResult`: `params` and `perr` by name (shared: floats, local:
+    arrays over the datasets), `cost`, `success`, `pcov` of the flat parameters, the
+    shared parameters' covariance `shared_pcov` and the per-dataset blocks `local_pcov`.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}.")
+    checked = _datasets(datasets)
+    one_model, names = _one_dataset_model(model, p0, param_style)
+    shared = (shared,) if isinstance(shared, str) else tuple(shared)
+    unknown = [name for name in shared if name not in names]
+    if unknown:
+        raise ValueError(
+            f"`shared` names unknown parameter {unknown[0]!r}; the model's parameters are "
+            f"{list(names)}."
+        )
+    local = tuple(name for name in names if name not in shared)
+    k = len(checked)
+    global_model = GlobalModel(
+        one_model, len(names), tuple(names.index(name) for name in shared),
+        tuple(names.index(name) for name in local), k,
+    )
+    theta0 = _start(model, names, shared, local, p0, checked)
+    lower, upper = flat_bounds_of(bounds, names, shared, local, k)
+    _check_traceable(one_model, checked[0][0], global_model, theta0)
+    data = _stack(checked, one_model, theta0, global_model)
+    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
+    solver = Solver(
+        strategy=strategy_for(method, bounded),
+        loss=as_loss(loss, f_scale),
+        bounds=(lower, upper) if bounded else None,
+        x_scale=x_scale,
+        ftol=ftol, xtol=xtol, gtol=gtol,
+        max_nfev=max_nfev,
+        chunk_size=None,  # chunks would split the datasets from their local parameters
+    )
+    flat_names = _flat_names(shared, local, k)
+    try:
+        state = init(global_model, data, theta0, solver)
+    except ValueError as error:
+        message = re.sub(
+            r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error)
+        )
+        raise ValueError(message) from error
+    n_points = sum(y.size for _, y, _ in checked)
+    if engine == "dense":
+        solution, parts = _solve_stacked(global_model, data, state)
+        theta, fun = solution.x, solution.fun.reshape(data.y.shape)
+        counts = {
+            name: getattr(solution, name)
+            for name in ("nfev", "njev", "nit", "status", "active_mask", "optimality",
+                         "cost", "initial_cost")
+        }
+    else:
+        theta, fun, counts, parts = solve_by_blocks(global_model, data, state)
+    fun = np.asarray(fun)
+    residuals = np.concatenate([fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
+    parts = jax.tree.map(np.asarray, parts)
+    counts = {name: np.asarray(value) for name, value in counts.items()}
+    return GlobalFitResult(
+        names=names,
+        shared=shared,
+        local=local,
+        flat_names=flat_names,
+        n_datasets=k,
+        x=np.asarray(theta),
+        pcov=np.asarray(parts.covariance(absolute_sigma)),
+        fun=residuals,
+        n_points=n_points,
+        engine=engine,
+        absolute_sigma=absolute_sigma,
+        cost=float(counts["cost"]),
+        initial_cost=float(counts["initial_cost"]),
+        optimality=float(counts["optimality"]),
+        active_mask=counts["active_mask"],
+        nfev=int(counts["nfev"]),
+        njev=int(counts["njev"]),
+        nit=int(counts["nit"]),
+        status=int(counts["status"]),
+        success=int(counts["status"]) > 0,
+    )
+
