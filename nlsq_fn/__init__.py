@@ -57,6 +57,10 @@ _LAZY = {
     "StreamedFitResult": ("_streamed_result", "StreamedFitResult"),
     "StreamingOptimizer": ("_streaming", "StreamingOptimizer"),
     "LeastSquares": ("_least_squares_class", "LeastSquares"),
+    "TRFLSMR": ("_lsmr_trf", "TRFLSMR"),
+    "DogboxLSMR": ("_lsmr_dogbox", "DogboxLSMR"),
+    "selected_variances": ("_selected_variances", "selected_variances"),
+    "covariance_memory": ("_selected_variances", "covariance_memory"),
     **{
         name: ("_large_data", name)
         for name in (

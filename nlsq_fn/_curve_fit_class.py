@@ -35,6 +35,7 @@ from ._covariance import covariance_parts
 from ._data import Data
 from ._fit_result import CurveFitResult
 from ._host_errors import reraise_host_errors
+from ._host_model import call_on_host, traced_shape
 from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
@@ -56,6 +57,15 @@ from ._trust_region import IMPROPER_INPUT
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
 
+
+
+def _broadcast_to_model(model, xdata, p0, ydata):
+    """A scalar `ydata` as an array shaped like the model's values at `p0` (SciPy
+    subtracts it from them, broadcasting)."""
+    out, error = traced_shape(model, xdata, p0)
+    if error is not None:
+        out = call_on_host(model, xdata, p0)
+    return np.broadcast_to(ydata, np.shape(out)).astype(float)
 
 class _Unset:
     """Marks an argument that was not given (None is a valid `x`: SciPy passes it on)."""
@@ -631,6 +641,8 @@ class CurveFit(ReusableFitter):
         no_p0 = p0 is None and style != "named"
         p0 = self._initial_params(p0, xdata, ydata, style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
+        if ydata.ndim == 0:  # SciPy broadcasts a scalar `ydata` against f's values
+            ydata = _broadcast_to_model(model, xdata, p0, ydata)
         if no_p0 and any_finite_bound(bounds):
             p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
         if self.method == "lm" and ydata.size < p0.size:

@@ -38,23 +38,23 @@ class _DogboxState(eqx.Module):
     scale_inv: Float[Array, " n"]
 
 
-class _DogboxProposal(eqx.Module):
+class DogboxProposal(eqx.Module):
     x_new: Float[Array, " n"]
     step: Float[Array, " n"]
     predicted: Float[Array, ""]  # the model's predicted cost reduction
     region_hit: Bool[Array, ""]  # whether the step ends on the trust region's edge
 
 
-def _on_bound(x, lower, upper) -> Int[Array, " n"]:
+def on_bound(x, lower, upper) -> Int[Array, " n"]:
     """-1 / 1 where `x` sits exactly on its lower / upper bound, 0 elsewhere."""
     return jnp.where(x == lower, -1, jnp.where(x == upper, 1, 0))
 
 
-def _free(x, grad, problem) -> Bool[Array, " n"]:
+def free_variables(x, grad, problem) -> Bool[Array, " n"]:
     """The variables a step may move: all but those held on a bound by the gradient."""
     if not problem.bounded:
         return jnp.ones(x.shape, bool)
-    return _on_bound(x, problem.lower, problem.upper) * grad >= 0
+    return on_bound(x, problem.lower, problem.upper) * grad >= 0
 
 
 def _gauss_newton_step(factor, grad, free) -> Float[Array, " n"]:
@@ -74,7 +74,7 @@ def _gauss_newton_step(factor, grad, free) -> Float[Array, " n"]:
     return jnp.where(free, p, 0.0)
 
 
-def _dogleg_step(newton, grad, factor, lower, upper, tr_bounds):
+def dogleg_step(newton, grad, factor, lower, upper, tr_bounds):
     """The dogleg step inside the box ``lower <= p <= upper`` (bounds relative to `x`,
     already intersected with the trust region).
 
@@ -133,20 +133,20 @@ class Dogbox(AbstractStrategy):
 
     def optimality(self, x, linearization, problem):
         g = linearization.grad
-        return jnp.max(jnp.abs(jnp.where(_free(x, g, problem), g, 0.0)))
+        return jnp.max(jnp.abs(jnp.where(free_variables(x, g, problem), g, 0.0)))
 
     def active_constraints(self, x, problem):
-        return _on_bound(x, problem.lower, problem.upper).astype(jnp.int32)
+        return on_bound(x, problem.lower, problem.upper).astype(jnp.int32)
 
     def propose(self, x, linearization, state, problem):
         lower, upper = problem.lower, problem.upper
-        free = _free(x, linearization.grad, problem)
+        free = free_variables(x, linearization.grad, problem)
         g = jnp.where(free, linearization.grad, 0.0)
         factor = linearization.factor
         newton = _gauss_newton_step(factor, g, free)
         tr_bounds = state.radius / state.scale_inv
         # Held variables get the empty box [0, 0]: they do not move and hit nothing.
-        step, bound_hits, region_hit = _dogleg_step(
+        step, bound_hits, region_hit = dogleg_step(
             newton, g, factor,
             jnp.where(free, lower - x, 0.0), jnp.where(free, upper - x, 0.0), tr_bounds,
         )
@@ -156,7 +156,7 @@ class Dogbox(AbstractStrategy):
             # Clipped against rounding, and set exactly on the bounds the step reached.
             x_new = jnp.clip(x_new, lower, upper)
             x_new = jnp.where(bound_hits < 0, lower, jnp.where(bound_hits > 0, upper, x_new))
-        return x_new, _DogboxProposal(x_new, step, predicted, region_hit)
+        return x_new, DogboxProposal(x_new, step, predicted, region_hit)
 
     def judge(self, x, linearization, state, proposal, trial, problem):
         judged = judge_trial(

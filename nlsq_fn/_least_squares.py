@@ -12,17 +12,28 @@ from ._arguments import as_bounds, as_count, as_real, as_verbose
 from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._dogbox import Dogbox
+from ._finite_difference import FINITE_DIFFERENCE_METHODS
 from ._host_errors import reraise_host_errors
 from ._host_model import call_on_host, call_untraceable, traced_shape
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
+from ._lsmr_dogbox import DogboxLSMR
+from ._lsmr_trf import TRFLSMR, lsmr_options, lsmr_strategy
 from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
+from ._operator_linearize import host_jacobian_operator
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
 from ._scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 from ._solve import solve, with_jacobian
 from ._solver import JacobianMode, Solver, init
+from ._sparse_jacobian import (
+    GroupedDifferences,
+    check_jac_sparsity,
+    dense_jacobian,
+    jacobian_kind,
+    structured_like,
+)
 from ._stepwise import solve_stepwise_while_cheaper
 from ._trf import TRF
 from ._trust_region import STATUS_MESSAGES, STOPPED
@@ -81,8 +92,41 @@ class _ResidualJacobian(eqx.Module):
 
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
+        out = self.jac(params, *args, **kwargs)
+        if jacobian_kind(out) != "dense":  # on the host: a SciPy sparse matrix / operator
+            return np.atleast_2d(dense_jacobian(out, jnp.size(params)))
         # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
-        return jnp.atleast_2d(jnp.asarray(self.jac(params, *args, **kwargs)))
+        return jnp.atleast_2d(jnp.asarray(out))
+
+
+def _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs) -> str:
+    """What a `jac` written with NumPy returns at `x0` ("sparse", "operator" or
+    "dense"; one call on the host); "dense" for a JAX one (it returns an array)."""
+    _, error = traced_shape(jac_mode, arrays, x0)
+    if error is None:
+        return "dense"
+    try:
+        value = jac(np.array(x0), *args, **kwargs)
+    except Exception:  # noqa: BLE001 - `init` reports a failing `jac` with its own message
+        return "dense"
+    return jacobian_kind(value)
+
+
+def _with_tr_solver(strategy, method: str, tr_solver, tr_options):
+    """The strategy for SciPy's `tr_solver` (`tr_options` apply to 'lsmr' only, as in
+    SciPy; 'lm' has no trust-region solver to choose)."""
+    if tr_solver != "lsmr" or method == "lm":
+        return strategy
+    if method == "dogbox":
+        options = lsmr_options(tr_options)
+        if "regularize" in options:
+            warn_user(
+                "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' "
+                "method."
+            )
+            del options["regularize"]
+        return DogboxLSMR(**options)
+    return lsmr_strategy(tr_options)
 
 
 def strategy_for(method: str, has_bounds: bool):
@@ -113,6 +157,9 @@ _SCIPY_MESSAGES = {
     _SCIPY_STOPPED: "Stopped because `callback` function raised `StopIteration` or "
     "returned `True`",
 }
+# From this many parameters `tr_solver=None` means 'lsmr' (SciPy: 'exact' for a dense
+# Jacobian, whose SVD would take minutes and m x n x 8 bytes there).
+LSMR_FROM_N = 5000
 _JACOBIAN_NAMES = ("fwd", "rev", "2-point", "3-point", "cs")
 
 
@@ -157,9 +204,12 @@ def least_squares(
     ``nit``, ``grad``) or ``callback(x)`` is called after each iteration and stops the
     fit by raising `StopIteration` (status -2), as in SciPy 1.16+; nlsq_fn's
     ``callback(iteration, x, cost, grad)`` may also stop it by returning True.
-    `tr_solver` (None, 'exact' or 'lsmr'), `tr_options` and `workers` are accepted for
-    SciPy compatibility and have no effect (the trust-region step is always the exact,
-    dense one); `jac_sparsity` is refused.
+    ``tr_solver="lsmr"`` (the default from 5000 parameters) solves the trust-region
+    subproblem with LSMR, matrix-free with JAX's derivatives (`TRFLSMR`, `DogboxLSMR`;
+    `tr_options` as SciPy's); a NumPy
+    `jac` returning a SciPy sparse matrix or `LinearOperator`, or `jac_sparsity`
+    (finite differences over column groups), selects it as SciPy does. `workers` is
+    accepted for SciPy compatibility and has no effect.
 
     Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
     (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
@@ -167,11 +217,14 @@ def least_squares(
     ``initial_cost``. Under `jax.jit`, `jax.vmap` or `jax.grad` (traced `x0` or
     `args`) it returns the `Solution` pytree of JAX arrays instead.
     """
-    del tr_options, workers  # always the exact (dense SVD) trust-region step
+    del workers  # SciPy's parallel finite differences: JAX batches them itself
     if tr_solver not in (None, "exact", "lsmr"):
         raise ValueError("`tr_solver` must be None, 'exact' or 'lsmr'.")
     if jac_sparsity is not None:
-        raise ValueError("`jac_sparsity` is not supported: JAX computes the exact Jacobian.")
+        if method == "lm":
+            raise ValueError("method='lm' does not support `jac_sparsity`.")
+        if tr_solver == "exact":
+            raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
     if not callable(fun):
         raise TypeError(f"`fun` must be callable, got {type(fun).__name__}.")
     if method not in ("trf", "lm", "dogbox"):
@@ -232,8 +285,10 @@ def least_squares(
             "Method 'lm' doesn't work when the number of residuals is less than the "
             "number of variables."
         )
+    jac_kind = "dense"
     if callable(jac):
         jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
+        jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
     elif jac is None or jac in _JACOBIAN_NAMES:
         jac_mode = cast(JacobianMode, jac or "fwd")
     else:
@@ -241,6 +296,27 @@ def least_squares(
             f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
             f"got {jac!r}."
         )
+    if jac_kind != "dense":
+        if method == "lm":
+            raise ValueError("method='lm' works only with dense Jacobian matrices.")
+        if tr_solver == "exact":
+            raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+        if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
+            raise ValueError(
+                "x_scale='jac' can't be used when `jac` returns LinearOperator."
+            )
+        tr_solver = "lsmr"
+    if jac_sparsity is not None:
+        pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
+        tr_solver = "lsmr"
+        if isinstance(jac_mode, str) and jac_mode in FINITE_DIFFERENCE_METHODS:
+            jac_mode = GroupedDifferences.from_pattern(jac_mode, pattern)
+            jac_kind = "sparse"
+        # (A `jac` function gives the Jacobian itself and JAX's derivatives are applied
+        # as JVPs / VJPs: neither needs the pattern, as in SciPy for a callable `jac`.)
+    if tr_solver is None and x0.size >= LSMR_FROM_N:
+        tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
+    strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
     solver_options = finite_difference_options(diff_step)
     solver = Solver(
         strategy=strategy,
@@ -266,6 +342,13 @@ def least_squares(
     if verbose >= 1:
         print_final_report(solution)
     result = as_optimize_result(solution)
+    if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
+        # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
+        result["jac"] = host_jacobian_operator(
+            lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
+        )
+    if jac_kind != "dense":  # SciPy's type back
+        result["jac"] = structured_like(jac_kind, result["jac"])
     if method == "lm":
         result["njev"] = None  # as SciPy, whose MINPACK does not count them
     return result

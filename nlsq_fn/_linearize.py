@@ -47,13 +47,24 @@ def scale_for_loss(
     """Cost and the loss-scaled ``(f, J)`` whose Gauss–Newton model matches the robust
     cost to second order (Triggs et al., as in SciPy's ``scale_for_robust_loss_function``).
     """
+    cost, f_scaled, jac_scale = scale_residuals_for_loss(f, loss)
+    if jac_scale is None:
+        return cost, f_scaled, jac
+    return cost, f_scaled, jac * jac_scale[:, None]
+
+
+def scale_residuals_for_loss(
+    f: Float[Array, " m"], loss: AbstractLoss
+) -> tuple[Float[Array, ""], Float[Array, " m"], Float[Array, " m"] | None]:
+    """`scale_for_loss` without the Jacobian: the cost, the loss-scaled residuals and
+    the factor of each Jacobian row (None for the linear loss, which scales nothing)."""
     rho0, rho1, rho2 = loss(f)
     cost = 0.5 * jnp.sum(rho0)
     if isinstance(loss, Linear):
-        return cost, f, jac
+        return cost, f, None
     eps = jnp.finfo(f.dtype).eps
     jac_scale = jnp.sqrt(jnp.maximum(rho1 + 2 * rho2 * f**2, eps))
-    return cost, f * rho1 / jac_scale, jac * jac_scale[:, None]
+    return cost, f * rho1 / jac_scale, jac_scale
 
 
 def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "n n"]:

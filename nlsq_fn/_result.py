@@ -27,8 +27,9 @@ class Solution(eqx.Module):
     - `initial_cost`: the cost at `p0`.
     - `factor`: a square ``r`` with ``rᵀr = JᵀJ`` for that loss-scaled Jacobian at the
       solution (its R factor with ``factorization="qr"`` or in one shot; the root of
-      ``JᵀJ`` when chunked with ``"normal"`` or ``"auto"``); always present, so
-      covariances need no ``m x n`` array.
+      ``JᵀJ`` when chunked with ``"normal"`` or ``"auto"``), so covariances need no
+      ``m x n`` array; None after a matrix-free fit (`TRFLSMR`, `DogboxLSMR`), whose
+      `jac` is None too with JAX's derivatives (see `selected_variances`).
     """
 
     x: PyTree[Float[Array, "..."]]
@@ -44,7 +45,7 @@ class Solution(eqx.Module):
     status: Int[Array, ""]
     success: Bool[Array, ""]
     initial_cost: Float[Array, ""]
-    factor: Float[Array, "n n"]
+    factor: Float[Array, "n n"] | None
 
     @property
     def message(self) -> str | list[str]:

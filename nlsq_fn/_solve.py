@@ -1,6 +1,7 @@
 """``solve``: the whole fit as one pure, compiled, differentiable function."""
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -24,8 +25,14 @@ from ._linearize import (
     scale_for_loss,
 )
 from ._misc import tree_where
+from ._operator_linearize import (
+    OperatorLinearization,
+    autodiff_linearization,
+    matrix_linearization,
+)
 from ._result import Solution, finished
 from ._solver import SolverState, start_point
+from ._sparse_jacobian import GroupedDifferences
 from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
@@ -84,6 +91,16 @@ def residual_function(
 
 def residual_and_jac(model, data, state, unravel, x):
     """Weighted residuals and their Jacobian at flat parameters `x`."""
+    if isinstance(state.jac, GroupedDifferences):  # finite differences by column groups
+        def residual_of(params):
+            return data.weighted_residual(model(data.model_x, params))
+
+        f = residual_of(unravel(x))
+        jac = state.jac.jacobian(
+            residual_of, x, unravel, f, state.diff_step, state.lower, state.upper,
+            state.bounded,
+        )
+        return f, jac
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.model_x, params))
@@ -116,9 +133,36 @@ def residual_and_jac(model, data, state, unravel, x):
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
 
 
-def linearization_at(model, data, state, unravel, x) -> Linearization:
+def is_matrix_free(state) -> bool:
+    """Whether the strategy works with the Jacobian as an operator (`TRFLSMR`)."""
+    return getattr(state.strategy, "matrix_free", False)
+
+
+def uses_jvps(state) -> bool:
+    """Whether a matrix-free fit applies the Jacobian as JVPs / VJPs of the model (JAX's
+    derivatives, `x_scale` given): it never forms the Jacobian then."""
+    return (
+        is_matrix_free(state) and state.jac in ("fwd", "rev") and state.x_scale is not None
+    )
+
+
+def operator_linearization_at(model, data, state, unravel, x) -> OperatorLinearization:
+    """The matrix-free strategy's summary at `x`: with JAX's derivatives one VJP (no
+    Jacobian); with a given Jacobian (a function, finite differences) that matrix, as
+    with ``x_scale="jac"`` (which needs the column norms: autodiff forms it then)."""
+    if uses_jvps(state):
+        return autodiff_linearization(residual_function(model, data, unravel), x, state.loss)
+    f, jac = residual_and_jac(model, data, state, unravel, x)
+    return matrix_linearization(f, jac, state.loss)
+
+
+def linearization_at(
+    model, data, state, unravel, x
+) -> Linearization | OperatorLinearization:
     """The ``n``-sized summary at flat parameters `x`: in one shot, or chunk by chunk
     (never holding the whole Jacobian) when `state.chunk_size` is set."""
+    if is_matrix_free(state):
+        return operator_linearization_at(model, data, state, unravel, x)
     if state.chunk_size is None:
         f, jac = residual_and_jac(model, data, state, unravel, x)
         return linearize(f, jac, state.loss, state.factorization)
@@ -128,7 +172,7 @@ def linearization_at(model, data, state, unravel, x) -> Linearization:
     )
 
 
-def problem_for(data, state):
+def problem_for(data, state, residual=None):
     return Problem(
         lower=state.lower,
         upper=state.upper,
@@ -138,6 +182,7 @@ def problem_for(data, state):
         gtol=state.gtol,
         n_rows=data.n_points,
         bounded=state.bounded,
+        residual=residual,
     )
 
 
@@ -209,7 +254,10 @@ def _iterate(inputs):
     chunks_ok = True
     if state.verify_chunks:
         chunks_ok = chunks_agree(model, data, unravel(x0), state.chunk_size)
-    problem = problem_for(data, state)
+    residual = None
+    if uses_jvps(state):
+        residual = residual_function(model, data, unravel)
+    problem = problem_for(data, state, residual)
     strategy = state.strategy
 
     def evaluate(x):
@@ -278,7 +326,17 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
     # Recomputed outside the implicit rule (which gives its auxiliary outputs no
     # derivatives), so that the initial cost is differentiable in the data too.
     initial_cost = state.loss.cost(residual_function(model, data, unravel)(x0))
-    if state.chunk_size is None:
+    final: Any  # a `Linearization`, or an `OperatorLinearization` (matrix-free)
+    if is_matrix_free(state):
+        # No n x n factor; the Jacobian only where it was given as a matrix.
+        if uses_jvps(state):
+            f = residual_function(model, data, unravel)(x_flat)
+            final = operator_linearization_at(model, data, state, unravel, x_flat)
+        else:
+            f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+            final = matrix_linearization(f, jac, state.loss)
+        jac_scaled = final.jac
+    elif state.chunk_size is None:
         f, jac = residual_and_jac(model, data, state, unravel, x_flat)
         cost, f_scaled, jac_scaled = scale_for_loss(f, jac, state.loss)
         final = Linearization(
@@ -301,8 +359,8 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
 def with_jacobian(model: Callable, data: Data, state: SolverState, solution: Solution):
     """`solution` with its (loss-scaled) Jacobian filled in after a chunked fit, for
     front ends that return it as SciPy does: one more evaluation, in one shot."""
-    if solution.jac is not None:
-        return solution
+    if solution.jac is not None or is_matrix_free(state):
+        return solution  # (a matrix-free fit never forms the Jacobian)
     model = with_explicit_closure(model, data, state.params)
     x_flat, unravel = ravel_pytree(solution.x)
     f, jac = residual_and_jac(model, data, state, unravel, x_flat)

@@ -29,10 +29,11 @@ from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import as_jax_array, is_concrete
+from ._sparse_jacobian import GroupedDifferences
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
-JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable
+JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable | GroupedDifferences
 
 
 def _as_strategy(strategy) -> AbstractStrategy:
@@ -329,6 +330,14 @@ def build_state(
             f"{solver.factorization!r}."
         )
     chunk_size, verify_chunks = solver.chunk_size, False
+    matrix_free = getattr(strategy, "matrix_free", False)
+    if matrix_free:
+        if chunk_size not in ("auto", None):
+            raise ValueError(
+                f"{type(strategy).__name__} never forms the Jacobian: `chunk_size` does "
+                "not apply (use chunk_size=None)."
+            )
+        chunk_size = None
     if isinstance(chunk_size, str):
         if chunk_size != "auto":
             raise ValueError(
@@ -342,7 +351,10 @@ def build_state(
         chunk_size = int(chunk_size)
         check_chunkable(data, chunk_size)
     jac = solver.jac
-    if not callable(jac) and jac not in ("fwd", "rev", *FINITE_DIFFERENCE_METHODS):
+    grouped = isinstance(jac, GroupedDifferences)
+    if not grouped and not callable(jac) and jac not in (
+        "fwd", "rev", *FINITE_DIFFERENCE_METHODS
+    ):
         raise ValueError(
             f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
             f"{jac!r}."

@@ -35,11 +35,12 @@ from ._trust_region import RUNNING
 
 
 def can_step_from_host(state: SolverState) -> bool:
-    """Whether `solve_stepwise` can drive this fit: a strategy with `propose` / `judge`,
-    a JAX model in one shot, and no progress hooks (their table and callback are part
-    of the compiled loop)."""
+    """Whether `solve_stepwise` can drive this fit: a dense strategy with `propose` /
+    `judge`, a JAX model in one shot, and no progress hooks (their table and callback
+    are part of the compiled loop)."""
     return (
         state.strategy.steps_from_host
+        and not getattr(state.strategy, "matrix_free", False)  # (its own linearization)
         and not state.host_model
         and state.chunk_size is None
         and state.verbose == 0

@@ -30,6 +30,9 @@ class Problem(eqx.Module):
     gtol: float = eqx.field(static=True)
     n_rows: Int[Array, ""]
     bounded: bool = eqx.field(default=True, static=True)
+    # Flat parameters -> weighted residuals, for a matrix-free strategy (`TRFLSMR`)
+    # that applies the Jacobian as JVPs / VJPs; None for the others.
+    residual: Callable | None = eqx.field(default=None, static=True)
 
 
 class StepOutcome(eqx.Module):

@@ -172,6 +172,11 @@ class StreamingOptimizer:
             raise ValueError(
                 f"{type(fitter.strategy).__name__} cannot be driven from a host loop."
             )
+        if getattr(fitter.strategy, "matrix_free", False):
+            raise NotImplementedError(
+                f"{type(fitter.strategy).__name__} (matrix-free) in a streamed fit is not "
+                "implemented: each Jacobian product would be a pass over the data."
+            )
         try:
             state = init(model, first, p0, solver)
         except ValueError as error:

@@ -43,7 +43,7 @@ class _TRFProposal(eqx.Module):
     alpha: Float[Array, ""]  # the Levenberg–Marquardt parameter the subproblem found
 
 
-def _select_step(x, jac_h, diag_h, g_h, p, p_h, d, radius, lower, upper, theta):
+def select_step(x, jac_h, diag_h, g_h, p, p_h, d, radius, lower, upper, theta):
     """Best of: the trust-region step, its reflection off the first bound it crosses,
     and the scaled steepest-descent step, each kept strictly inside the box."""
     p_value = quadratic_value(jac_h, g_h, p_h, diag_h)
@@ -152,7 +152,7 @@ class TRF(AbstractStrategy):
             rtol=0.01, gauss_newton_slack=1.0, to_boundary=True,
         )
         if problem.bounded:
-            step, step_h, predicted = _select_step(
+            step, step_h, predicted = select_step(
                 x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
             )
             x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)

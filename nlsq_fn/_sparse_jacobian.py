@@ -1,0 +1,169 @@
+"""Jacobians with structure: SciPy sparse matrices and operators returned by a host
+`jac`, and a known sparsity pattern (`jac_sparsity`) for finite differences.
+
+A host `jac` returning a `scipy.sparse` matrix or a `scipy.sparse.linalg.LinearOperator`
+is made dense on the host (``m × n`` numbers: for moderate sizes; the matrix-free path
+for many parameters is a model written with `jax.numpy`, whose Jacobian is applied as
+JVPs / VJPs). With `jac_sparsity`, finite differences perturb whole groups of
+structurally independent columns at once (SciPy's ``group_columns``): one evaluation
+(two for 3-point) per group instead of per parameter.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._finite_difference import absolute_step, adjust_to_bounds
+
+# The most numbers a host sparse / operator Jacobian is made dense into.
+MAX_DENSE_ENTRIES = 50_000_000
+
+
+def jacobian_kind(value) -> str:
+    """``"sparse"``, ``"operator"`` or ``"dense"``: what a `jac` returned."""
+    if not type(value).__module__.startswith("scipy."):
+        return "dense"  # (SciPy imported only for SciPy's types: import time)
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator
+
+    if sp.issparse(value):
+        return "sparse"
+    if isinstance(value, LinearOperator):
+        return "operator"
+    return "dense"
+
+
+def dense_jacobian(value, n: int) -> np.ndarray:
+    """A host Jacobian as a dense array (sparse matrices and operators made dense)."""
+    kind = jacobian_kind(value)
+    if kind == "dense":
+        return value
+    shape = value.shape
+    if shape[0] * shape[1] > MAX_DENSE_ENTRIES:
+        raise ValueError(
+            f"A {kind} Jacobian of shape {shape} from a NumPy `jac` is made dense on the "
+            "host, which needs too much memory here; write the model with jax.numpy "
+            "and use tr_solver='lsmr' (its Jacobian is then applied as JVPs / VJPs, "
+            "never formed)."
+        )
+    if kind == "sparse":
+        return value.toarray()
+    return np.asarray(value.matmat(np.eye(shape[1], dtype=value.dtype)))
+
+
+def structured_like(kind: str, jac: np.ndarray):
+    """A dense result's Jacobian as the type the user's `jac` returned (CSR / operator)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import aslinearoperator
+
+    return sp.csr_array(jac) if kind == "sparse" else aslinearoperator(jac)
+
+
+def check_jac_sparsity(jac_sparsity, m: int, n: int):
+    """The pattern as a SciPy CSC matrix of booleans, checked to be ``(m, n)``."""
+    import scipy.sparse as sp
+
+    if sp.issparse(jac_sparsity):
+        pattern = sp.csc_array(jac_sparsity)
+    else:
+        pattern = sp.csc_array(np.atleast_2d(np.asarray(jac_sparsity)))
+    if pattern.shape != (m, n):
+        raise ValueError(
+            f"`jac_sparsity` has wrong shape: expected {(m, n)}, actual {pattern.shape}."
+        )
+    return pattern.astype(bool)
+
+
+def group_columns(pattern) -> np.ndarray:
+    """A group number for each column such that no two columns of a group share a
+    row (greedy, in column order, as SciPy's ``group_columns`` without reordering)."""
+    import scipy.sparse as sp
+
+    pattern = sp.csc_array(pattern)
+    m, n = pattern.shape
+    groups = np.empty(n, np.int64)
+    used: list[np.ndarray] = []  # per group: which rows its columns occupy
+    for j in range(n):
+        rows = pattern.indices[pattern.indptr[j] : pattern.indptr[j + 1]]
+        for k, taken in enumerate(used):
+            if not taken[rows].any():
+                taken[rows] = True
+                groups[j] = k
+                break
+        else:
+            taken = np.zeros(m, bool)
+            taken[rows] = True
+            used.append(taken)
+            groups[j] = len(used) - 1
+    return groups
+
+
+class GroupedDifferences(eqx.Module):
+    """A `jac` mode: SciPy's finite differences (`method`) over column groups of a known
+    sparsity pattern; the pattern's ``(row, column)`` pairs and each column's group
+    are static (hashable tuples)."""
+
+    method: str = eqx.field(static=True)
+    groups: tuple[int, ...] = eqx.field(static=True)
+    rows: tuple[int, ...] = eqx.field(static=True)
+    cols: tuple[int, ...] = eqx.field(static=True)
+
+    @classmethod
+    def from_pattern(cls, method: str, pattern) -> "GroupedDifferences":
+        import scipy.sparse as sp
+
+        coo = sp.coo_array(pattern)
+        return cls(
+            method, tuple(int(g) for g in group_columns(pattern)),
+            tuple(int(r) for r in coo.row), tuple(int(c) for c in coo.col),
+        )
+
+    def jacobian(self, residual, x, unravel, f0, diff_step, lower, upper, bounded):
+        """The ``(m, n)`` Jacobian (zero outside the pattern) at flat `x`, where
+        ``residual(unravel(x)) == f0``: one evaluation per group (two for 3-point)."""
+        n, m = x.size, f0.size
+        groups = jnp.asarray(self.groups)
+        n_groups = max(self.groups) + 1
+        basis = (jnp.arange(n_groups)[:, None] == groups[None, :]).astype(x.dtype)
+        rel = None if diff_step is None else jnp.broadcast_to(
+            jnp.asarray(diff_step, x.dtype), (n,)
+        )
+        method = self.method
+        step = absolute_step(x, f0.dtype, method, rel)
+        at = jax.vmap(lambda x_: residual(unravel(x_)))
+        if method == "cs":
+            params = unravel(x)
+
+            def along_imaginary(direction):
+                return residual(
+                    jax.tree.map(lambda p, d: p + 1j * d, params, unravel(direction))
+                )
+
+            f_complex = jax.vmap(along_imaginary)(basis * step[None, :])
+            difference, dx = jnp.imag(f_complex), step
+        elif method == "2-point":
+            if bounded:
+                step, _ = adjust_to_bounds(x, step, method, lower, upper)
+            difference = at(x + basis * step[None, :]) - f0
+            dx = (x + step) - x
+        else:
+            step, one_sided = jnp.abs(step), jnp.zeros(n, bool)
+            if bounded:
+                step, one_sided = adjust_to_bounds(x, step, method, lower, upper)
+            near = jnp.where(one_sided, step, -step)
+            far = jnp.where(one_sided, 2 * step, step)
+            f_near = at(x + basis * near[None, :])
+            f_far = at(x + basis * far[None, :])
+            dx = jnp.where(one_sided, (x + 2 * step) - x, (x + step) - (x - step))
+            difference = None
+        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
+        g = groups[cols]
+        if difference is None:
+            central = f_far[g, rows] - f_near[g, rows]
+            sided = -3.0 * f0[rows] + 4 * f_near[g, rows] - f_far[g, rows]
+            values = jnp.where(one_sided[cols], sided, central)
+        else:
+            values = difference[g, rows]
+        values = (values / dx[cols]).astype(f0.dtype)
+        return jnp.zeros((m, n), f0.dtype).at[rows, cols].set(values)
