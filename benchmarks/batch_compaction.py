@@ -52,8 +52,9 @@ def line_np(x, amplitude, center, width, background):
 def line_jac_np(x, amplitude, center, width, background):
     u = (x - center) / width
     e = np.exp(-0.5 * u**2)
-    return np.stack([e, amplitude * e * u / width, amplitude * e * u**2 / width,
-                     np.ones_like(x)], axis=1)
+    return np.stack(
+        [e, amplitude * e * u / width, amplitude * e * u**2 / width, np.ones_like(x)], axis=1
+    )
 
 
 def pixel_map(side: int):
@@ -61,18 +62,28 @@ def pixel_map(side: int):
     channels = np.linspace(-10.0, 10.0, 40)
     row, col = np.mgrid[0:side, 0:side] / (side - 1) * 2 - 1
     radius = np.hypot(row, col)
-    truth = np.stack([
-        (2.0 + 8.0 * np.exp(-(radius / 0.6) ** 2)).ravel(),
-        (4.0 * col * np.exp(-radius)).ravel(),
-        (1.2 + 1.0 * np.exp(-(radius / 0.5) ** 2)).ravel(),
-        np.ones(side * side),
-    ], axis=1)
+    truth = np.stack(
+        [
+            (2.0 + 8.0 * np.exp(-((radius / 0.6) ** 2))).ravel(),
+            (4.0 * col * np.exp(-radius)).ravel(),
+            (1.2 + 1.0 * np.exp(-((radius / 0.5) ** 2))).ravel(),
+            np.ones(side * side),
+        ],
+        axis=1,
+    )
     rng = np.random.default_rng(0)
     spectra = np.stack([line_np(channels, *t) for t in truth])
     spectra = spectra + 0.5 * rng.standard_normal(spectra.shape)
     edges = np.median(np.concatenate([spectra[:, :5], spectra[:, -5:]], axis=1), axis=1)
-    starts = np.stack([spectra.max(axis=1) - edges, channels[spectra.argmax(axis=1)],
-                       np.full(side * side, 2.0), edges], axis=1)
+    starts = np.stack(
+        [
+            spectra.max(axis=1) - edges,
+            channels[spectra.argmax(axis=1)],
+            np.full(side * side, 2.0),
+            edges,
+        ],
+        axis=1,
+    )
     return channels, spectra, starts
 
 
@@ -102,8 +113,7 @@ def compare(name, model, x, y, starts, scipy_seconds):
     """Times of one batch: compacted, one program, the median batch; and SciPy's."""
     size = y.shape[0]
     data = nf.Data(np.broadcast_to(x, y.shape), y)
-    state = nf.with_starts(nf.init_batch(model, data, jnp.asarray(starts[0])),
-                           jnp.asarray(starts))
+    state = nf.with_starts(nf.init_batch(model, data, jnp.asarray(starts[0])), jnp.asarray(starts))
     one_program = eqx.filter_jit(nf.solve_batch)
     compacted = timed(lambda: nf.solve_batch(model, data, state))
     vmapped = timed(lambda: one_program(model, data, state))
@@ -131,8 +141,9 @@ def compare(name, model, x, y, starts, scipy_seconds):
         "median_batch_warm_s": median_batch[1],
         "scipy_loop_s": scipy_seconds,
         "status_as_one_program": float(np.mean(same)),
-        "largest_x_difference": float(np.max(np.abs(np.asarray(compacted[2].x)
-                                                    - np.asarray(vmapped[2].x)))),
+        "largest_x_difference": float(
+            np.max(np.abs(np.asarray(compacted[2].x) - np.asarray(vmapped[2].x)))
+        ),
     }
     row["scipy_over_compacted_warm"] = scipy_seconds / compacted[1]
     row["scipy_over_compacted_first"] = scipy_seconds / compacted[0]
@@ -150,15 +161,21 @@ def main():
     rows = []
     x, y, starts = pixel_map(options.side)
     seconds = scipy_loop(line_np, line_jac_np, x, y, starts, options.scipy_fits)
-    rows.append(compare(f"pixel map {options.side}x{options.side} x 40", line, x, y,
-                        starts, seconds))
+    rows.append(
+        compare(f"pixel map {options.side}x{options.side} x 40", line, x, y, starts, seconds)
+    )
     print(json.dumps(rows[-1], indent=1), flush=True)
     if not options.no_c:
         problem = workload_c()
         starts = np.tile(problem.p0, (problem.y.shape[0], 1))
-        seconds = scipy_loop(lambda x, *p: peak_np(x, np.array(p)),
-                             lambda x, *p: peak_jac_np(x, np.array(p)),
-                             problem.x, problem.y, starts, options.scipy_fits)
+        seconds = scipy_loop(
+            lambda x, *p: peak_np(x, np.array(p)),
+            lambda x, *p: peak_jac_np(x, np.array(p)),
+            problem.x,
+            problem.y,
+            starts,
+            options.scipy_fits,
+        )
         rows.append(compare(problem.name, peak_jax, problem.x, problem.y, starts, seconds))
         print(json.dumps(rows[-1], indent=1), flush=True)
     record = {

@@ -98,7 +98,10 @@ def measure(solver, baseline=None, store=None):
     if store is not None:
         env["NLSQ_FN_PROGRAM_CACHE"] = str(store)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, solver], capture_output=True, text=True, env=env,
+        [sys.executable, "-c", CHILD, solver],
+        capture_output=True,
+        text=True,
+        env=env,
         cwd=baseline or HERE,
     )
     if out.returncode:
@@ -134,23 +137,31 @@ def main():
             refits = [r["same_model_all_s"] for r in results]
             row.update(
                 same_model_first_10_s=statistics.median(t for r in refits for t in r[:10]),
-                first_s=med("first_s"), new_model_median_s=statistics.median(new),
-                new_model_range_s=[new[0], new[-1]], same_model_s=med("same_model_s"),
+                first_s=med("first_s"),
+                new_model_median_s=statistics.median(new),
+                new_model_range_s=[new[0], new[-1]],
+                same_model_s=med("same_model_s"),
             )
         rows[solver] = row
-    print("| solver | import | first fit | each new model (median, range) | same model, new "
-          "data (first 10 refits) | same model, new data (settled) |")
+    print(
+        "| solver | import | first fit | each new model (median, range) | same model, new "
+        "data (first 10 refits) | same model, new data (settled) |"
+    )
     print("|---|---|---|---|---|---|")
     for solver, row in rows.items():
         if solver == "deps":
-            print(f"| dependencies only (JAX, Equinox, Optimistix, Lineax) | "
-                  f"{row['import_s']:.2f} s | – | – | – | – |")
+            print(
+                f"| dependencies only (JAX, Equinox, Optimistix, Lineax) | "
+                f"{row['import_s']:.2f} s | – | – | – | – |"
+            )
             continue
         low, high = row["new_model_range_s"]
-        print(f"| {solver} | {row['import_s']:.2f} s | {row['first_s'] * 1e3:.0f} ms | "
-              f"{row['new_model_median_s'] * 1e3:.1f} ms ({low * 1e3:.1f}–{high * 1e3:.1f}) | "
-              f"{row['same_model_first_10_s'] * 1e3:.2f} ms | "
-              f"{row['same_model_s'] * 1e3:.2f} ms |")
+        print(
+            f"| {solver} | {row['import_s']:.2f} s | {row['first_s'] * 1e3:.0f} ms | "
+            f"{row['new_model_median_s'] * 1e3:.1f} ms ({low * 1e3:.1f}–{high * 1e3:.1f}) | "
+            f"{row['same_model_first_10_s'] * 1e3:.2f} ms | "
+            f"{row['same_model_s'] * 1e3:.2f} ms |"
+        )
     ours, optx, scipy = rows["nlsq_fn"], rows["optimistix"], rows["scipy"]
     ratios = dict(
         new_model_vs_optimistix=ours["new_model_median_s"] / optx["new_model_median_s"],

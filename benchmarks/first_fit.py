@@ -76,11 +76,14 @@ def measure(solver, cache, baseline=None):
         solver, folder = "nlsq_fn", baseline
     done = subprocess.run(
         [sys.executable, "-c", CHILD, solver, cache],
-        capture_output=True, text=True, env=env, cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
     )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(done.stderr[-2000:])
 
 
@@ -112,8 +115,7 @@ def main():
     summary = {}
     for (solver, cache), found in rows.items():
         median = {
-            k: statistics.median(r[k] for r in found)
-            for k in ("import_s", "first_s", "second_s")
+            k: statistics.median(r[k] for r in found) for k in ("import_s", "first_s", "second_s")
         }
         summary[f"{solver}, {cache}"] = dict(median, all=found)
         lines.append(

@@ -73,9 +73,13 @@ def run_engine(engine: str, k: int, m: int) -> dict:
         warm.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(
-        engine=engine, first_s=first, warm_s=statistics.median(warm),
-        peak_mb=(peak - before) / 1024, nfev=int(result["nfev"]),
-        cost=float(result["cost"]), x=np.asarray(result["x"]).tolist(),
+        engine=engine,
+        first_s=first,
+        warm_s=statistics.median(warm),
+        peak_mb=(peak - before) / 1024,
+        nfev=int(result["nfev"]),
+        cost=float(result["cost"]),
+        x=np.asarray(result["x"]).tolist(),
     )
 
 
@@ -96,8 +100,11 @@ def scipy_stacked(data):
     fun, jac = jax.jit(residual), jax.jit(jax.jacfwd(residual))
     theta0 = np.r_[1.0, 0.0, np.tile([1.0, 0.0, 0.0], k)]
     result = scipy.optimize.least_squares(
-        lambda t: np.asarray(fun(t)), theta0, jac=lambda t: np.asarray(jac(t)),
-        method="trf", x_scale=1.0,
+        lambda t: np.asarray(fun(t)),
+        theta0,
+        jac=lambda t: np.asarray(jac(t)),
+        method="trf",
+        x_scale=1.0,
     )
     return dict(nfev=result.nfev, cost=result.cost, x=result.x)
 
@@ -120,8 +127,16 @@ def main():
     engines = ["block", "dense"] + (["scipy"] if args.scipy else [])
     rows = []
     for engine in engines:
-        command = [sys.executable, __file__, "--worker", engine,
-                   "--datasets", str(args.datasets), "--points", str(args.points)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            engine,
+            "--datasets",
+            str(args.datasets),
+            "--points",
+            str(args.points),
+        ]
         out = subprocess.run(command, capture_output=True, text=True, env=os.environ)
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
@@ -129,15 +144,21 @@ def main():
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     k, m = args.datasets, args.points
     n = 2 + 3 * k
-    print(f"global fit: {k} datasets x {m} points, 2 shared + 3 local parameters "
-          f"(n = {n}, m = {k * m}; dense Jacobian {k * m * n * 8 / 1e6:.0f} MB)")
+    print(
+        f"global fit: {k} datasets x {m} points, 2 shared + 3 local parameters "
+        f"(n = {n}, m = {k * m}; dense Jacobian {k * m * n * 8 / 1e6:.0f} MB)"
+    )
     dense = np.asarray(next(r for r in rows if r["engine"] == "dense")["x"])
-    print(f"{'engine':<8} {'first call s':>12} {'warm s':>8} {'peak MB':>8} {'nfev':>5} "
-          f"{'max rel diff to dense':>22}")
+    print(
+        f"{'engine':<8} {'first call s':>12} {'warm s':>8} {'peak MB':>8} {'nfev':>5} "
+        f"{'max rel diff to dense':>22}"
+    )
     for row in rows:
         diff = np.max(np.abs(np.asarray(row["x"]) - dense) / np.maximum(np.abs(dense), 1e-12))
-        print(f"{row['engine']:<8} {row['first_s']:>12.2f} {row['warm_s']:>8.3f} "
-              f"{row['peak_mb']:>8.0f} {row['nfev']:>5} {diff:>22.2e}")
+        print(
+            f"{row['engine']:<8} {row['first_s']:>12.2f} {row['warm_s']:>8.3f} "
+            f"{row['peak_mb']:>8.0f} {row['nfev']:>5} {diff:>22.2e}"
+        )
 
 
 if __name__ == "__main__":

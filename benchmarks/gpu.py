@@ -102,8 +102,16 @@ def run_group(args):
         if time.time() > args.deadline:
             print(f"deadline reached: stopped before {workload} {solver}")
             break
-        spec = dict(run=args.run, device=device, workload=workload, size=size, batch=batch,
-                    dtype=args.dtype, solver=solver, jax=jax.__version__)
+        spec = dict(
+            run=args.run,
+            device=device,
+            workload=workload,
+            size=size,
+            batch=batch,
+            dtype=args.dtype,
+            solver=solver,
+            jax=jax.__version__,
+        )
         try:
             spec.update(measure(workload, size, batch, args.dtype, solver))
         except Exception as error:  # a peer that fails gets no time, and says why
@@ -143,28 +151,47 @@ def main():
     shares = (("float32", 0.4), ("float64", 0.8 if args.streaming_points else 1.0))
     for dtype, share in shares:
         deadline = started + share * args.budget
-        command = [sys.executable, __file__, "--dtype", dtype, "--deadline", str(deadline),
-                   "--run", run, "--out", args.out] + (["--quick"] if args.quick else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--dtype",
+            dtype,
+            "--deadline",
+            str(deadline),
+            "--run",
+            run,
+            "--out",
+            args.out,
+        ] + (["--quick"] if args.quick else [])
         try:
             subprocess.run(command, env=env, timeout=deadline - time.time() + 120)
         except subprocess.TimeoutExpired:
             print(f"{dtype} group timed out")
     if args.streaming_points:
         left = started + args.budget - time.time()
-        command = [sys.executable, str(HERE / "streaming.py"), "--points",
-                   str(int(args.streaming_points)), "--dir", "/tmp/nlsq_fn_stream"]
+        command = [
+            sys.executable,
+            str(HERE / "streaming.py"),
+            "--points",
+            str(int(args.streaming_points)),
+            "--dir",
+            "/tmp/nlsq_fn_stream",
+        ]
         print(f"streaming: {' '.join(command[1:])} (timeout {max(left, 60):.0f} s)", flush=True)
         results = HERE / "results" / "streaming.jsonl"
         try:
             subprocess.run(command, env=env, timeout=max(left, 60), check=True)
             line = results.read_text().splitlines()[-1]
             with (pathlib.Path(args.out) / "gpu.jsonl").open("a") as stream:
-                stream.write(json.dumps(dict(json.loads(line), run=run,
-                                             workload="streaming")) + "\n")
+                stream.write(
+                    json.dumps(dict(json.loads(line), run=run, workload="streaming")) + "\n"
+                )
         except (subprocess.SubprocessError, OSError, IndexError) as error:
             print(f"streaming run failed: {error!r}")
-    print(f"GPU run done in {time.time() - started:.0f} s; Gpufit's published rate for E: "
-          f"{GPUFIT_FITS_PER_S:.3g} fits/s (GTX 1080, float32)")
+    print(
+        f"GPU run done in {time.time() - started:.0f} s; Gpufit's published rate for E: "
+        f"{GPUFIT_FITS_PER_S:.3g} fits/s (GTX 1080, float32)"
+    )
 
 
 if __name__ == "__main__":

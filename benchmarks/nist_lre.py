@@ -73,17 +73,14 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for name, strategy in strategies.items():
         for factorization in args.factorizations.split(","):
-            found = {
-                p["name"]: lres(p, strategy, factorization, args.chunk_size) for p in problems
-            }
+            found = {p["name"]: lres(p, strategy, factorization, args.chunk_size) for p in problems}
             values = np.array([v for pair in found.values() for v in pair])
-            low = ", ".join(
-                f"{k} {min(v):.1f}" for k, v in found.items() if not min(v) >= 8
-            )
+            low = ", ".join(f"{k} {min(v):.1f}" for k, v in found.items() if not min(v) >= 8)
             print(
                 f"| {name} | {factorization} | {chunks} | "
                 f"{int(np.sum(values >= 6))}/{values.size} | {np.median(values):.2f} | "
-                f"{np.min(values):.2f} | {low or '–'} |", flush=True,
+                f"{np.min(values):.2f} | {low or '–'} |",
+                flush=True,
             )
 
 

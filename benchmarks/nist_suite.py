@@ -32,11 +32,13 @@ def _fitters(name, tol):
         else:
             strategy = nf.LevenbergMarquardt()
         # "(defaults)": factorization="auto"; "(tuned)": "normal", as on A, B, C.
-        factorization = (
-            "normal" if "tuned" in name else "qr" if "(qr)" in name else "auto"
-        )
+        factorization = "normal" if "tuned" in name else "qr" if "(qr)" in name else "auto"
         solver = nf.Solver(
-            strategy=strategy, factorization=factorization, ftol=tol, xtol=tol, gtol=tol,
+            strategy=strategy,
+            factorization=factorization,
+            ftol=tol,
+            xtol=tol,
+            gtol=tol,
             max_nfev=5000,
         )
 
@@ -64,10 +66,18 @@ def _fitters(name, tol):
             x, y, model = problem["x"], problem["y"], problem["model"]
             residual = jax.jit(lambda p: model(x, p) - y)
             jac = jax.jit(jax.jacfwd(lambda p: model(x, p) - y))
-            return lambda start: scipy.optimize.least_squares(
-                lambda p: np.asarray(residual(p)), start, jac=lambda p: np.asarray(jac(p)),
-                method="lm", ftol=tol, xtol=tol, gtol=tol, max_nfev=5000,
-            ).x
+            return lambda start: (
+                scipy.optimize.least_squares(
+                    lambda p: np.asarray(residual(p)),
+                    start,
+                    jac=lambda p: np.asarray(jac(p)),
+                    method="lm",
+                    ftol=tol,
+                    xtol=tol,
+                    gtol=tol,
+                    max_nfev=5000,
+                ).x
+            )
 
         return make
 
@@ -82,8 +92,12 @@ def _fitters(name, tol):
             @jax.jit
             def fit(x, y, p0):
                 return optx.least_squares(
-                    lambda p, args: model(args[0], p) - args[1], solver, p0, args=(x, y),
-                    max_steps=5000, throw=False,
+                    lambda p, args: model(args[0], p) - args[1],
+                    solver,
+                    p0,
+                    args=(x, y),
+                    max_steps=5000,
+                    throw=False,
                 ).value
 
             x, y = jnp.asarray(problem["x"]), jnp.asarray(problem["y"])
@@ -97,8 +111,12 @@ def _fitters(name, tol):
         def make(problem):
             model = problem["model"]
             solver = jaxopt.LevenbergMarquardt(
-                lambda p, x, y: model(x, p) - y, maxiter=5000,
-                stop_criterion="madsen-nielsen", xtol=tol, gtol=tol, tol=tol,
+                lambda p, x, y: model(x, p) - y,
+                maxiter=5000,
+                stop_criterion="madsen-nielsen",
+                xtol=tol,
+                gtol=tol,
+                tol=tol,
             )
             fit = jax.jit(lambda x, y, p0: solver.run(p0, x, y).params)
             x, y = jnp.asarray(problem["x"]), jnp.asarray(problem["y"])
@@ -119,8 +137,15 @@ def _fitters(name, tol):
 
             return lambda start: np.asarray(
                 fitter.curve_fit(
-                    f, problem["x"], problem["y"], p0=start, ftol=tol, xtol=tol, gtol=tol,
-                    max_nfev=5000, full_output=True,
+                    f,
+                    problem["x"],
+                    problem["y"],
+                    p0=start,
+                    ftol=tol,
+                    xtol=tol,
+                    gtol=tol,
+                    max_nfev=5000,
+                    full_output=True,
                 )[0]
             )
 

@@ -88,7 +88,7 @@ def run_child(spec: dict, device: str, timeout: float) -> dict:
         return dict(spec, error=f"timed out after {timeout:.0f} s")
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return dict(spec, **json.loads(line[len("RESULT "):]))
+            return dict(spec, **json.loads(line[len("RESULT ") :]))
     return dict(spec, error=(done.stderr or done.stdout).strip().splitlines()[-1:])
 
 
@@ -99,8 +99,10 @@ def plan(args) -> list[dict]:
     import workloads
 
     solvers = args.solvers.split(",") if args.solvers else list(ALL_SOLVERS)
-    wanted = set(args.only.split(",")) if args.only else set("ABCD") | (
-        {"E"} if args.device == "gpu" else set()
+    wanted = (
+        set(args.only.split(","))
+        if args.only
+        else set("ABCD") | ({"E"} if args.device == "gpu" else set())
     )
     repeats = max(3, args.repeats)
     specs = []
@@ -113,21 +115,27 @@ def plan(args) -> list[dict]:
         ]
     if "B" in wanted:
         specs += [
-            dict(workload="B", size=workloads.B_SIZE, solver=s, repeats=repeats)
-            for s in solvers
+            dict(workload="B", size=workloads.B_SIZE, solver=s, repeats=repeats) for s in solvers
         ]
     if "C" in wanted:
         specs += [
             dict(
-                workload="C", size=workloads.C_POINTS, batch=workloads.C_BATCH, solver=s,
-                repeats=repeats, nlsq_loop_limit=args.nlsq_loop_limit,
+                workload="C",
+                size=workloads.C_POINTS,
+                batch=workloads.C_BATCH,
+                solver=s,
+                repeats=repeats,
+                nlsq_loop_limit=args.nlsq_loop_limit,
             )
             for s in solvers
         ]
     if "D" in wanted:
         specs += [
             dict(
-                workload="D", size=0, solver=s, repeats=repeats,
+                workload="D",
+                size=0,
+                solver=s,
+                repeats=repeats,
                 nist_only=list(NIST_QUICK) if args.quick else None,
             )
             for s in solvers + [e for e in NIST_EXTRA if not args.solvers]
@@ -136,7 +144,8 @@ def plan(args) -> list[dict]:
         batch = 10_000 if args.device != "gpu" else workloads.E_FITS
         specs += [
             dict(workload="E", size=25, batch=batch, solver=s, repeats=repeats)
-            for s in solvers if s in JAX_SOLVERS
+            for s in solvers
+            if s in JAX_SOLVERS
         ]
     return specs
 
@@ -178,8 +187,10 @@ def markdown(results: list[dict]) -> str:
         fastest = min((r["warm_s"] for r in peers), default=None)
         jaxopt = next((r["warm_s"] for r in peers if r["solver"] == "JAXopt LM"), None)
         for r in rows:
-            label = f"{size:.0e}" if workload in "AB" else (
-                f"{r.get('batch')}×{size}" if workload in "CE" else "NIST"
+            label = (
+                f"{size:.0e}"
+                if workload in "AB"
+                else (f"{r.get('batch')}×{size}" if workload in "CE" else "NIST")
             )
             head = f"| {run} | {workload} | {label} | {r['solver']} |"
             if "error" in r:
@@ -297,13 +308,16 @@ def main():
     parser.add_argument("--sizes", help="workload A: comma-separated sizes (e.g. 1e6,1e7)")
     parser.add_argument("--repeats", type=int, default=3, help="warm repeats (at least 3)")
     parser.add_argument(
-        "--nlsq-loop-limit", type=int, default=100,
+        "--nlsq-loop-limit",
+        type=int,
+        default=100,
         help="workload C: NLSQ fits this many datasets and its time is scaled up",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument(
-        "--update", action="store_true",
+        "--update",
+        action="store_true",
         help="replace the matching rows of an earlier results file instead of starting anew",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)

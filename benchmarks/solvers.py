@@ -67,9 +67,7 @@ def _time_peer_fit(fit, problem, repeats, dtype):
 
     fit = jax.jit(jax.vmap(fit, in_axes=(None, 0, None)) if problem.batched else fit)
     x, y, p0 = (jnp.asarray(a, dtype) for a in (problem.x, problem.y, problem.p0))
-    first, warm, warm_all, (params, steps, cost) = _timed(
-        lambda: _block(fit(x, y, p0)), repeats
-    )
+    first, warm, warm_all, (params, steps, cost) = _timed(lambda: _block(fit(x, y, p0)), repeats)
     return _report(first, warm, warm_all, params, steps, cost)
 
 
@@ -93,12 +91,12 @@ def nlsq_fn_solver(strategy: str, m: int, tol: float, tuned: bool = False):
 
     options = dict(
         strategy=nf.TRF() if strategy == "trf" else nf.LevenbergMarquardt(),
-        ftol=tol, xtol=tol, gtol=tol,
+        ftol=tol,
+        xtol=tol,
+        gtol=tol,
     )
     if tuned:
-        options.update(
-            factorization="normal", chunk_size=nlsq_fn_chunk_size(m), max_nfev=1000
-        )
+        options.update(factorization="normal", chunk_size=nlsq_fn_chunk_size(m), max_nfev=1000)
     return nf.Solver(**options)
 
 
@@ -199,8 +197,15 @@ def run_scipy(problem, repeats, tol=TOL):
 
     def one(y):
         popt, _, info, _, _ = scipy.optimize.curve_fit(
-            f, problem.x, y, p0=problem.p0, jac=jac, full_output=True,
-            ftol=tol, xtol=tol, gtol=tol,
+            f,
+            problem.x,
+            y,
+            p0=problem.p0,
+            jac=jac,
+            full_output=True,
+            ftol=tol,
+            xtol=tol,
+            gtol=tol,
         )
         return popt, info["nfev"]
 
@@ -232,9 +237,7 @@ def run_optimistix(problem, repeats, tol=TOL):
     solver = optx.LevenbergMarquardt(rtol=tol, atol=tol)
 
     def fit(x, y, p0):
-        sol = optx.least_squares(
-            residual, solver, p0, args=(x, y), max_steps=1000, throw=False
-        )
+        sol = optx.least_squares(residual, solver, p0, args=(x, y), max_steps=1000, throw=False)
         r = residual(sol.value, (x, y))
         return sol.value, sol.stats["num_steps"], 0.5 * jnp.sum(r**2)
 
@@ -261,8 +264,13 @@ def run_jaxopt(problem, repeats, tol=TOL, defaults=False):
         solver = jaxopt.LevenbergMarquardt(residual)
     else:
         solver = jaxopt.LevenbergMarquardt(
-            residual, maxiter=1000, stop_criterion="madsen-nielsen", xtol=tol, gtol=tol,
-            tol=tol, jit=True,
+            residual,
+            maxiter=1000,
+            stop_criterion="madsen-nielsen",
+            xtol=tol,
+            gtol=tol,
+            tol=tol,
+            jit=True,
         )
 
     def fit(x, y, p0):
@@ -311,15 +319,19 @@ def run_nlsq(problem, repeats, tol=TOL, loop_limit=None):
     fitted = ys if problem.batched else problem.y
     cost = _cost_np(MODELS[problem.workload][1], problem.x, fitted, params)
     return _report(
-        first, warm * scale, [w * scale for w in warm_all], params, nfev, cost,
-        datasets_timed=len(ys), time_scaled_by=scale,
+        first,
+        warm * scale,
+        [w * scale for w in warm_all],
+        params,
+        nfev,
+        cost,
+        datasets_timed=len(ys),
+        time_scaled_by=scale,
     )
 
 
 def _nlsq_fn_runner(strategy, tuned):
-    return lambda problem, repeats, **kw: run_nlsq_fn(
-        problem, repeats, strategy, tuned=tuned, **kw
-    )
+    return lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, strategy, tuned=tuned, **kw)
 
 
 RUNNERS = {

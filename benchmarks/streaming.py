@@ -55,8 +55,9 @@ def write_data(directory: pathlib.Path, points: int, dtype) -> tuple:
         t = np.load(t_path, mmap_mode="r")
         if t.shape == (points,) and t.dtype == dtype:
             return t_path, y_path
-    header = dict(descr=np.lib.format.dtype_to_descr(np.dtype(dtype)), fortran_order=False,
-                  shape=(points,))
+    header = dict(
+        descr=np.lib.format.dtype_to_descr(np.dtype(dtype)), fortran_order=False, shape=(points,)
+    )
     rng = np.random.default_rng(0)
     block = 1 << 22
     duration = 1000.0
@@ -67,8 +68,12 @@ def write_data(directory: pathlib.Path, points: int, dtype) -> tuple:
             stop = min(points, start + block)
             ts = np.arange(start, stop) * (duration / max(points - 1, 1))
             a, decay, freq, phase, drift, offset = TRUE
-            ys = (a * np.exp(-decay * ts) * np.sin(2 * np.pi * freq * ts + phase)
-                  + drift * ts + offset + 0.1 * rng.standard_normal(stop - start))
+            ys = (
+                a * np.exp(-decay * ts) * np.sin(2 * np.pi * freq * ts + phase)
+                + drift * ts
+                + offset
+                + 0.1 * rng.standard_normal(stop - start)
+            )
             t_file.write(ts.astype(dtype).tobytes())
             y_file.write(ys.astype(dtype).tobytes())
     return t_path, y_path
@@ -100,14 +105,23 @@ def main():
     write_time = time.perf_counter() - start
     if args.reader == "memmap":  # touched pages stay resident: RSS grows with the file
         source = nf.ArraySource(
-            np.load(t_path, mmap_mode="r"), np.load(y_path, mmap_mode="r"),
+            np.load(t_path, mmap_mode="r"),
+            np.load(y_path, mmap_mode="r"),
             piece_size=args.chunk_size,
         )
     else:  # plain reads: a few chunks in memory
         source = nf.NpySource(t_path, y_path, piece_size=args.chunk_size)
     optimizer = nf.StreamingOptimizer(
-        damped_oscillation, P0, chunk_size=args.chunk_size, bounds=BOUNDS, method="trf",
-        loss="huber", ftol=1e-9, xtol=1e-9, factorization=args.factorization, verbose=1,
+        damped_oscillation,
+        P0,
+        chunk_size=args.chunk_size,
+        bounds=BOUNDS,
+        method="trf",
+        loss="huber",
+        ftol=1e-9,
+        xtol=1e-9,
+        factorization=args.factorization,
+        verbose=1,
     )
     # Compile on one chunk first, so that the timed fit measures passes, not XLA.
     start = time.perf_counter()
@@ -123,23 +137,40 @@ def main():
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB
     record = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        points=points, chunk_size=args.chunk_size, dtype=np.dtype(dtype).name,
-        factorization=args.factorization, reader=args.reader, device=str(jax.devices()[0]),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs", load=os.getloadavg()[0],
-        write_s=round(write_time, 2), first_chunk_fit_s=round(compile_time, 2),
-        fit_s=round(total, 2), passes=optimizer.passes,
-        s_per_pass=round(total / optimizer.passes, 3), nfev=result.nfev, nit=result.nit,
-        success=result.success, peak_rss_gib=round(peak_rss, 3),
-        x=result.x.tolist(), true=TRUE.tolist(), perr=result.perr.tolist(),
+        points=points,
+        chunk_size=args.chunk_size,
+        dtype=np.dtype(dtype).name,
+        factorization=args.factorization,
+        reader=args.reader,
+        device=str(jax.devices()[0]),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
+        load=os.getloadavg()[0],
+        write_s=round(write_time, 2),
+        first_chunk_fit_s=round(compile_time, 2),
+        fit_s=round(total, 2),
+        passes=optimizer.passes,
+        s_per_pass=round(total / optimizer.passes, 3),
+        nfev=result.nfev,
+        nit=result.nit,
+        success=result.success,
+        peak_rss_gib=round(peak_rss, 3),
+        x=result.x.tolist(),
+        true=TRUE.tolist(),
+        perr=result.perr.tolist(),
     )
     print("| points | chunk | passes | s / pass | total s | peak RSS GiB | success |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {points:,} | {args.chunk_size:,} | {optimizer.passes} | "
-          f"{record['s_per_pass']} | {record['fit_s']} | {record['peak_rss_gib']} | "
-          f"{result.success} |")
+    print(
+        f"| {points:,} | {args.chunk_size:,} | {optimizer.passes} | "
+        f"{record['s_per_pass']} | {record['fit_s']} | {record['peak_rss_gib']} | "
+        f"{result.success} |"
+    )
     for name, fitted, true, err in zip(
-        ("amplitude", "decay", "freq", "phase", "drift", "offset"), result.x, TRUE,
-        result.perr, strict=True,
+        ("amplitude", "decay", "freq", "phase", "drift", "offset"),
+        result.x,
+        TRUE,
+        result.perr,
+        strict=True,
     ):
         print(f"  {name:10s} fitted {fitted: .8f} ± {err:.2e}   true {true: .6f}")
     out = HERE / "results" / "streaming.jsonl"
@@ -152,11 +183,19 @@ def exact_fit(points: int, dtype) -> dict:
     """This script's last exact fit of the same file (from `streaming.jsonl`)."""
     out = HERE / "results" / "streaming.jsonl"
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    ours = [r for r in records if r.get("solver", "nlsq_fn") == "nlsq_fn"
-            and r["points"] == points and r["dtype"] == np.dtype(dtype).name and r["success"]]
+    ours = [
+        r
+        for r in records
+        if r.get("solver", "nlsq_fn") == "nlsq_fn"
+        and r["points"] == points
+        and r["dtype"] == np.dtype(dtype).name
+        and r["success"]
+    ]
     if not ours:
-        raise SystemExit(f"Run `python benchmarks/streaming.py --points {points}` first: "
-                         "the peer's parameters are compared with its exact fit.")
+        raise SystemExit(
+            f"Run `python benchmarks/streaming.py --points {points}` first: "
+            "the peer's parameters are compared with its exact fit."
+        )
     return ours[-1]
 
 
@@ -174,11 +213,15 @@ def run_peer(args, points: int) -> None:
     t = np.load(t_path, mmap_mode="r")
     y = np.load(y_path, mmap_mode="r")
     if args.peer == "nlsq-large":
-        options = dict(method="trf", loss="huber", ftol=1e-9, xtol=1e-9,
-                       chunk_size=args.chunk_size)
+        options = dict(method="trf", loss="huber", ftol=1e-9, xtol=1e-9, chunk_size=args.chunk_size)
     else:  # its own options: no loss (Huber = linear here: all |residuals| < f_scale)
-        options = dict(method="hybrid_streaming", gauss_newton_tol=1e-9,
-                       chunk_size=args.chunk_size, enable_checkpoints=False, verbose=0)
+        options = dict(
+            method="hybrid_streaming",
+            gauss_newton_tol=1e-9,
+            chunk_size=args.chunk_size,
+            enable_checkpoints=False,
+            verbose=0,
+        )
     options.update(p0=P0, bounds=BOUNDS)
     error = None
     start = time.perf_counter()
@@ -192,25 +235,39 @@ def run_peer(args, points: int) -> None:
     x_exact, perr = np.array(exact["x"]), np.array(exact["perr"])
     record = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        solver=f"nlsq {nlsq.__version__} {args.peer}", points=points,
+        solver=f"nlsq {nlsq.__version__} {args.peer}",
+        points=points,
         chunk_size=args.chunk_size if args.peer == "nlsq-large" else None,
-        dtype=np.dtype(dtype).name, device=str(jax.devices()[0]),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs", load=os.getloadavg()[0],
-        fit_s=round(total, 2), peak_rss_gib=round(peak_rss, 3), error=error,
-        x=None if popt is None else popt.tolist(), exact_x=exact["x"], exact_perr=exact["perr"],
+        dtype=np.dtype(dtype).name,
+        device=str(jax.devices()[0]),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
+        load=os.getloadavg()[0],
+        fit_s=round(total, 2),
+        peak_rss_gib=round(peak_rss, 3),
+        error=error,
+        x=None if popt is None else popt.tolist(),
+        exact_x=exact["x"],
+        exact_perr=exact["perr"],
     )
     if popt is not None:
         record["max_dev_in_sigma"] = float(np.max(np.abs(popt - x_exact) / perr))
         record["max_rel_dev"] = float(np.max(np.abs(popt - x_exact) / np.abs(x_exact)))
-    print("| solver | points | total s (compile included) | peak RSS GiB | "
-          "max |p - exact| / σ | max rel. |")
+    print(
+        "| solver | points | total s (compile included) | peak RSS GiB | "
+        "max |p - exact| / σ | max rel. |"
+    )
     print("|---|---|---|---|---|---|")
-    print(f"| {record['solver']} | {points:,} | {record['fit_s']} | "
-          f"{record['peak_rss_gib']} | {record.get('max_dev_in_sigma', error)} | "
-          f"{record.get('max_rel_dev', '')} |")
+    print(
+        f"| {record['solver']} | {points:,} | {record['fit_s']} | "
+        f"{record['peak_rss_gib']} | {record.get('max_dev_in_sigma', error)} | "
+        f"{record.get('max_rel_dev', '')} |"
+    )
     if popt is not None:
         for name, fitted, best, err in zip(
-            ("amplitude", "decay", "freq", "phase", "drift", "offset"), popt, x_exact, perr,
+            ("amplitude", "decay", "freq", "phase", "drift", "offset"),
+            popt,
+            x_exact,
+            perr,
             strict=True,
         ):
             print(f"  {name:10s} {fitted: .10f}   exact {best: .10f} ± {err:.2e}")

@@ -64,15 +64,26 @@ _LAZY = {
     **{
         name: ("_large_data", name)
         for name in (
-            "DatasetStats", "LargeDatasetFitter", "LDMemoryConfig", "curve_fit_large",
-            "estimate_memory_requirements", "fit_large_dataset",
+            "DatasetStats",
+            "LargeDatasetFitter",
+            "LDMemoryConfig",
+            "curve_fit_large",
+            "estimate_memory_requirements",
+            "fit_large_dataset",
         )
     },
     **{
         name: ("_sources", name)
         for name in (
-            "AbstractSource", "ArraySource", "CallableSource", "HDF5Source", "NpySource",
-            "PandasSource", "ParquetSource", "SQLSource", "ZarrSource",
+            "AbstractSource",
+            "ArraySource",
+            "CallableSource",
+            "HDF5Source",
+            "NpySource",
+            "PandasSource",
+            "ParquetSource",
+            "SQLSource",
+            "ZarrSource",
         )
     },
 }

@@ -39,8 +39,10 @@ def main() -> None:
     solution = jax.block_until_ready(fit(peak, data, state))
     elapsed = time.perf_counter() - start
     print(f"Single fit ({x.size} points, Huber loss, bounds): {solution.message}")
-    print(f"  nfev={int(solution.nfev)}  cost={float(solution.cost):.6g}  "
-          f"first call (with compilation) {elapsed:.2f} s")
+    print(
+        f"  nfev={int(solution.nfev)}  cost={float(solution.cost):.6g}  "
+        f"first call (with compilation) {elapsed:.2f} s"
+    )
     for name in truth:
         print(f"  {name:7s} fitted {float(solution.x[name]):8.4f}   true {truth[name]:8.4f}")
 
@@ -61,16 +63,20 @@ def main() -> None:
     batch = jax.block_until_ready(fit_many(ys))
     elapsed = time.perf_counter() - start
     error = np.max(np.abs(np.asarray(batch.x["height"]) - heights))
-    print(f"Batched: 1000 fits in {elapsed:.3f} s (warm); {int(np.sum(batch.success))} "
-          f"succeeded; largest height error {error:.3f}")
+    print(
+        f"Batched: 1000 fits in {elapsed:.3f} s (warm); {int(np.sum(batch.success))} "
+        f"succeeded; largest height error {error:.3f}"
+    )
 
     def fitted_center(y):
         d = nf.Data(x, y)
         return nf.solve(peak, d, nf.init(peak, d, p0, solver)).x["center"]
 
     gradient = jax.grad(fitted_center)(jnp.asarray(y))
-    print(f"d(center)/d(y): largest entry {float(jnp.max(jnp.abs(gradient))):.4f} at "
-          f"x = {x[int(jnp.argmax(jnp.abs(gradient)))]:.2f} (implicit differentiation)")
+    print(
+        f"d(center)/d(y): largest entry {float(jnp.max(jnp.abs(gradient))):.4f} at "
+        f"x = {x[int(jnp.argmax(jnp.abs(gradient)))]:.2f} (implicit differentiation)"
+    )
 
 
 if __name__ == "__main__":

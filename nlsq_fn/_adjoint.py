@@ -40,9 +40,7 @@ from optimistix.internal import implicit_jvp
 from ._data import Data
 
 
-def optimality_condition(
-    x: Float[Array, " n"], stats: PyTree, inputs: tuple
-) -> Float[Array, " n"]:
+def optimality_condition(x: Float[Array, " n"], stats: PyTree, inputs: tuple) -> Float[Array, " n"]:
     """``F(x, θ)``: zero at the solution (see the module's docstring)."""
     model, data, state = inputs
     _, unravel = ravel_pytree(state.params)

@@ -49,8 +49,7 @@ def _fields(dataset, index: int) -> tuple:
         sigma = np.asarray(sigma)
         if sigma.shape not in ((), y.shape):
             raise ValueError(
-                f"Dataset {index}: `sigma` has shape {sigma.shape} but `y` has shape "
-                f"{y.shape}."
+                f"Dataset {index}: `sigma` has shape {sigma.shape} but `y` has shape {y.shape}."
             )
         sigma = np.broadcast_to(sigma, y.shape)
     mask = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
@@ -139,9 +138,7 @@ def _member(data: Data, index: int) -> Data:
 
 
 @reraise_host_errors
-def init_batch(
-    model: Callable, data: Data, p0: PyTree, solver: Solver = Solver()
-) -> SolverState:
+def init_batch(model: Callable, data: Data, p0: PyTree, solver: Solver = Solver()) -> SolverState:
     """`init` for a batch of datasets (leading axis of every leaf of `data`).
 
     Validates the whole batch's data at once and the model on its first member; the
@@ -164,9 +161,7 @@ def with_starts(state: SolverState, starts: PyTree) -> SolverState:
     flat = jax.vmap(lambda p: ravel_pytree(p)[0])(starts)
     _, unravel = ravel_pytree(state.params)
     if flat.ndim != 2 or flat.shape[1] != state.lower.shape[-1]:
-        raise ValueError(
-            "`starts` must be shaped like the parameters, with a leading batch axis."
-        )
+        raise ValueError("`starts` must be shaped like the parameters, with a leading batch axis.")
     if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
         flat = jax.vmap(make_strictly_feasible, in_axes=(0, None, None))(
             flat.astype(state.lower.dtype), state.lower, state.upper
@@ -198,8 +193,7 @@ def can_compact(model: Callable, data: Data, state: SolverState) -> bool:
     leaves = jax.tree.leaves(eqx.filter((model, data, state), eqx.is_array))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         return False
-    if any(isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1
-           for leaf in leaves):
+    if any(isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1 for leaf in leaves):
         return False
     params = state.params
     if is_batched_state(state):
@@ -245,6 +239,4 @@ def solve_batch(
     # if_array: map the arrays only; Python scalars in the modules (a loss's f_scale)
     # are shared by all members.
     state_axis = eqx.if_array(0) if batched_state else None
-    return eqx.filter_vmap(solve, in_axes=(None, eqx.if_array(0), state_axis))(
-        model, data, state
-    )
+    return eqx.filter_vmap(solve, in_axes=(None, eqx.if_array(0), state_axis))(model, data, state)

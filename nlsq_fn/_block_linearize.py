@@ -125,9 +125,7 @@ def block_linearization(
         ],
         axis=1,
     )
-    shared_rows = jnp.concatenate(
-        [r_schur, jnp.zeros((n_s, k * n_l), r_schur.dtype)], axis=1
-    )
+    shared_rows = jnp.concatenate([r_schur, jnp.zeros((n_s, k * n_l), r_schur.dtype)], axis=1)
     factor = jnp.concatenate([local_rows, shared_rows], axis=0)
     return Linearization(cost=cost, grad=grad, factor=factor), f
 
@@ -148,18 +146,20 @@ def solve_by_blocks(model: GlobalModel, data, state):
     carry = start(strategy, x0, evaluate(x0), problem, state.max_nfev)
 
     def body(carry):
-        out = strategy.step(
-            carry.x, carry.linearization, carry.strategy_state, evaluate, problem
-        )
+        out = strategy.step(carry.x, carry.linearization, carry.strategy_state, evaluate, problem)
         return advance(carry, out, strategy, state.max_nfev)
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
     linearization, residuals = block_linearization(model, data, final.x, state.loss)
     parts = covariance_parts(linearization.factor, linearization.cost, data.n_points)
     counts = dict(
-        nfev=final.nfev, njev=final.njev, nit=final.nit, status=final.status,
+        nfev=final.nfev,
+        njev=final.njev,
+        nit=final.nit,
+        status=final.status,
         active_mask=strategy.active_constraints(final.x, problem),
         optimality=strategy.optimality(final.x, linearization, problem),
-        cost=linearization.cost, initial_cost=carry.linearization.cost,
+        cost=linearization.cost,
+        initial_cost=carry.linearization.cost,
     )
     return final.x, residuals, counts, parts

@@ -78,12 +78,8 @@ def find_active_constraints(
     upper_dist = upper - x
     lower_threshold = rtol * jnp.maximum(1, jnp.abs(lower))
     upper_threshold = rtol * jnp.maximum(1, jnp.abs(upper))
-    lower_active = jnp.isfinite(lower) & (
-        lower_dist <= jnp.minimum(upper_dist, lower_threshold)
-    )
-    upper_active = jnp.isfinite(upper) & (
-        upper_dist <= jnp.minimum(lower_dist, upper_threshold)
-    )
+    lower_active = jnp.isfinite(lower) & (lower_dist <= jnp.minimum(upper_dist, lower_threshold))
+    upper_active = jnp.isfinite(upper) & (upper_dist <= jnp.minimum(lower_dist, upper_threshold))
     active = jnp.where(lower_active, -1, 0)
     return jnp.where(upper_active, 1, active)
 

@@ -123,9 +123,7 @@ def same_on_pieces(model: Callable, x, params, pieces) -> bool:
             for reference, candidate in zip(whole, piece, strict=True):
                 reference = reference[rows_of_whole]
                 candidate = np.asarray(candidate)[rows_of_piece]
-                if candidate.shape != reference.shape or not _agree(
-                    reference, candidate, xp=np
-                ):
+                if candidate.shape != reference.shape or not _agree(reference, candidate, xp=np):
                     return False
     except Exception:  # noqa: BLE001 - any failure on a piece: not the same
         return False

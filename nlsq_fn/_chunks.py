@@ -62,7 +62,8 @@ class Sums(eqx.Module):
             sum_x2=rounding * float(self.sum_x2),
         )
         return [
-            name for name, tolerance in scales.items()
+            name
+            for name, tolerance in scales.items()
             if not abs(float(getattr(self, name)) - float(getattr(other, name))) <= tolerance
         ]
 
@@ -84,8 +85,11 @@ def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> 
     f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
     dtype = running.cost.dtype
     cost, grad, square = accumulate_rows(
-        (running.cost, running.grad, running.square), f, jac.astype(dtype),
-        state.loss, state.factorization,
+        (running.cost, running.grad, running.square),
+        f,
+        jac.astype(dtype),
+        state.loss,
+        state.factorization,
     )
     counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
     raw = f if chunk.sigma is None else f * chunk.sigma
@@ -94,8 +98,13 @@ def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> 
     sum_x: Any = sum(jnp.sum(leaf) for leaf in x)  # arrays (`x` has leaves)
     sum_x2: Any = sum(jnp.sum(leaf**2) for leaf in x)
     sums = running.sums + Sums(
-        jnp.sum(counted).astype(dtype), jnp.sum(f**2), jnp.sum(raw**2), jnp.sum(y),
-        jnp.sum(y**2), sum_x, sum_x2,
+        jnp.sum(counted).astype(dtype),
+        jnp.sum(f**2),
+        jnp.sum(raw**2),
+        jnp.sum(y),
+        jnp.sum(y**2),
+        sum_x,
+        sum_x2,
     )
     return _Running(cost, grad, square, sums)
 
@@ -121,8 +130,9 @@ def pointwise_mismatch(model, x, chunk: Data):
     finite = jnp.isfinite(whole) & jnp.isfinite(joined)
     scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
     rtol = 1e3 * jnp.finfo(whole.dtype).eps
-    differs = jnp.where(finite, jnp.abs(whole - joined) > rtol * scale,
-                        jnp.isfinite(whole) != jnp.isfinite(joined))
+    differs = jnp.where(
+        finite, jnp.abs(whole - joined) > rtol * scale, jnp.isfinite(whole) != jnp.isfinite(joined)
+    )
     return jnp.any(counted & differs)
 
 

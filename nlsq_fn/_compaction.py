@@ -144,8 +144,9 @@ def _going(loop: WorkingLoop):
 
 
 @compiled
-def run_working_batch(model, data: Data, state: SolverState, loop: WorkingLoop,
-                      batched_state: bool, stop_at):
+def run_working_batch(
+    model, data: Data, state: SolverState, loop: WorkingLoop, batched_state: bool, stop_at
+):
     """Passes over a working batch until at most `stop_at` of its lanes are going on;
     a finished member is frozen, as in ``vmap`` of `solve`'s loop."""
     one_pass = _vmapped(_one_pass, batched_state, per_member=1)
@@ -222,8 +223,12 @@ def solve_compacted(
         # The last working batch runs to the end; the others until half are done.
         stop_at = lanes_per_batch // REFILL_RATIO if pool.size else 0
         loop = run_working_batch(
-            model, _take(data, lanes), member_state(lanes), _take(store, lanes),
-            batched_state, np.int32(stop_at),
+            model,
+            _take(data, lanes),
+            member_state(lanes),
+            _take(store, lanes),
+            batched_state,
+            np.int32(stop_at),
         )
         loop = _to_host(loop)
         _put(store, lanes, loop)
@@ -235,11 +240,11 @@ def solve_compacted(
     for begin in range(0, size, lanes_per_batch):
         members = np.arange(begin, min(begin + lanes_per_batch, size))
         lanes = _lanes(members, lanes_per_batch)
-        solution = finish(model, _take(data, lanes), member_state(lanes), batched_state,
-                          _take(store.carry, lanes))
+        solution = finish(
+            model, _take(data, lanes), member_state(lanes), batched_state, _take(store.carry, lanes)
+        )
         solutions.append(_take(_to_host(solution), slice(0, members.size)))
     return jax.tree.map(
-        lambda *parts: as_jax_array(np.concatenate(parts)) if eqx.is_array(parts[0])
-        else parts[0],
+        lambda *parts: as_jax_array(np.concatenate(parts)) if eqx.is_array(parts[0]) else parts[0],
         *solutions,
     )

@@ -36,8 +36,21 @@ ParamStyle = Literal["array", "unpacked", "named"]
 # Names that mark ``f(x, <name>)`` as taking the whole parameter vector.
 ARRAY_NAMES = frozenset(
     {
-        "params", "param", "parameters", "p", "pars", "theta", "beta", "coeffs",
-        "coef", "coefs", "coefficients", "weights", "popt", "pvec", "p_vec",
+        "params",
+        "param",
+        "parameters",
+        "p",
+        "pars",
+        "theta",
+        "beta",
+        "coeffs",
+        "coef",
+        "coefs",
+        "coefficients",
+        "weights",
+        "popt",
+        "pvec",
+        "p_vec",
     }
 )
 

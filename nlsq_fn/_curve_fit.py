@@ -19,8 +19,20 @@ __all__ = ["OptimizeWarning", "curve_fit"]
 # What `curve_fit(..., **kwargs)` passes on, as SciPy does: to `least_squares` for
 # 'trf' (and 'dogbox'), to `leastsq` for 'lm'; nlsq_fn's own options for every method.
 _OPTIONS = {
-    "loss", "f_scale", "ftol", "xtol", "gtol", "max_nfev", "x_scale", "verbose",
-    "callback", "diff_step", "param_style", "pad", "fixed", "ties",
+    "loss",
+    "f_scale",
+    "ftol",
+    "xtol",
+    "gtol",
+    "max_nfev",
+    "x_scale",
+    "verbose",
+    "callback",
+    "diff_step",
+    "param_style",
+    "pad",
+    "fixed",
+    "ties",
 }
 _LEAST_SQUARES_ONLY = {"tr_solver", "tr_options", "jac_sparsity", "workers"}
 _LEASTSQ_ONLY = {"maxfev", "epsfcn", "factor", "diag", "col_deriv"}
@@ -159,13 +171,21 @@ def curve_fit(
         method = "trf" if bounded or robust else "lm"
     if method == "lm" and bounded:
         raise ValueError(
-            "Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' "
-            "instead."
+            "Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead."
         )
     options = _options_for(method, kwargs)
     fitter = CurveFit(
-        f, xdata, ydata, p0=p0, sigma=sigma, absolute_sigma=absolute_sigma,
-        bounds=bounds, method=method, jac=jac, nan_policy=nan_policy, **options,
+        f,
+        xdata,
+        ydata,
+        p0=p0,
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        bounds=bounds,
+        method=method,
+        jac=jac,
+        nan_policy=nan_policy,
+        **options,
     )
     result = fitter.fit()
     traced = not isinstance(result.success, (bool, np.bool_))

@@ -30,15 +30,16 @@ def _progress_bar(progress: bool | None, size: int):
         if progress is None:  # the default: a bar only where tqdm is installed
             return None
         raise
-    return tqdm.tqdm(total=size, unit="fit", delay=2.0 if progress is None else 0.0,
-                     leave=progress is not None)
+    return tqdm.tqdm(
+        total=size, unit="fit", delay=2.0 if progress is None else 0.0, leave=progress is not None
+    )
 
 
 @compiled
 def _covariances(solution: Solution, n_points, absolute_sigma: bool):
-    return jax.vmap(
-        lambda jac, cost, m: covariance_from_jacobian(jac, cost, m, absolute_sigma)
-    )(solution.jac, solution.cost, n_points)
+    return jax.vmap(lambda jac, cost, m: covariance_from_jacobian(jac, cost, m, absolute_sigma))(
+        solution.jac, solution.cost, n_points
+    )
 
 
 def curve_fit_batch(
@@ -106,11 +107,14 @@ def curve_fit_batch(
         state = with_starts(state, jnp.asarray(p0))
     bar = _progress_bar(progress, size)
     try:
-        solution = solve_batch(model, data, state, progress=None if bar is None else
-                               lambda finished, _: bar.update(finished - bar.n))
+        solution = solve_batch(
+            model,
+            data,
+            state,
+            progress=None if bar is None else lambda finished, _: bar.update(finished - bar.n),
+        )
     finally:
         if bar is not None:
             bar.close()
     pcov = _covariances(solution, jnp.full(size, m), absolute_sigma)
     return solution.x, pcov, solution
-

@@ -58,7 +58,6 @@ from ._trust_region import IMPROPER_INPUT
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
 
 
-
 def _broadcast_to_model(model, xdata, p0, ydata):
     """A scalar `ydata` as an array shaped like the model's values at `p0` (SciPy
     subtracts it from them, broadcasting)."""
@@ -66,6 +65,7 @@ def _broadcast_to_model(model, xdata, p0, ydata):
     if error is not None:
         out = call_on_host(model, xdata, p0)
     return np.broadcast_to(ydata, np.shape(out)).astype(float)
+
 
 class _Unset:
     """Marks an argument that was not given (None is a valid `x`: SciPy passes it on)."""
@@ -307,10 +307,14 @@ def _init_message(error, names, no_p0, style) -> str:
     one scalar parameter by SciPy's rule for lack of `p0`."""
     message = _user_message(error, names)
     if no_p0 and style == "unpacked" and len(names) == 1:
-        message = message.rstrip(".") + "." + (
-            f" Without `p0` the model was called with one scalar parameter "
-            f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
-            "give `p0`."
+        message = (
+            message.rstrip(".")
+            + "."
+            + (
+                f" Without `p0` the model was called with one scalar parameter "
+                f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
+                "give `p0`."
+            )
         )
     return message
 
@@ -573,8 +577,7 @@ class CurveFit(ReusableFitter):
         """The core `Solver` for these options; `overrides` replace fields (the streaming
         optimizer sets its own `factorization` and `chunk_size`)."""
         options = (
-            dict(jac=self._jacobian(style)) | finite_difference_options(self.diff_step)
-            | overrides
+            dict(jac=self._jacobian(style)) | finite_difference_options(self.diff_step) | overrides
         )
         return Solver(
             strategy=self.strategy,
@@ -633,9 +636,7 @@ class CurveFit(ReusableFitter):
             xdata = np.asarray(xdata)
             if np.issubdtype(xdata.dtype, np.integer) or xdata.dtype == bool:
                 xdata = xdata.astype(float)
-        xdata, ydata, sigma = _omit_or_raise_nan(
-            xdata, ydata, sigma, self.nan_policy, x_is_array
-        )
+        xdata, ydata, sigma = _omit_or_raise_nan(xdata, ydata, sigma, self.nan_policy, x_is_array)
         sigma, cholesky = _check_sigma(sigma, ydata)
         style, model, names = self._convention(p0)
         no_p0 = p0 is None and style != "named"
@@ -668,8 +669,8 @@ class CurveFit(ReusableFitter):
                 self._check_model_on(model, xdata, ydata, p0, names)
                 self._model_checked = True
             y_padded = np.pad(ydata, (0, size - m))
-            sigma_padded = None if sigma is None else np.pad(
-                sigma, (0, size - m), constant_values=1.0
+            sigma_padded = (
+                None if sigma is None else np.pad(sigma, (0, size - m), constant_values=1.0)
             )
             mask = np.arange(size) < m
             data = Data(x_padded, y_padded, sigma=sigma_padded, mask=mask)
@@ -760,8 +761,19 @@ class CurveFit(ReusableFitter):
         fields = {
             name: np.asarray(getattr(solution, name))
             for name in (
-                "x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev",
-                "njev", "nit", "status", "success", "initial_cost",
+                "x",
+                "cost",
+                "fun",
+                "jac",
+                "grad",
+                "optimality",
+                "active_mask",
+                "nfev",
+                "njev",
+                "nit",
+                "status",
+                "success",
+                "initial_cost",
             )
         }
         fields["fun"] = fields["fun"][:m]
@@ -860,7 +872,5 @@ def _check_sigma(sigma, ydata):
 
 def _fit_solution(solution, parts, absolute_sigma, m, p0) -> FitSolution:
     """The traced fit's result; `fun` and `jac` without the padded rows."""
-    solution = eqx.tree_at(
-        lambda s: (s.fun, s.jac), solution, (solution.fun[:m], solution.jac[:m])
-    )
+    solution = eqx.tree_at(lambda s: (s.fun, s.jac), solution, (solution.fun[:m], solution.jac[:m]))
     return FitSolution(solution, parts.covariance(absolute_sigma), parts.rank, p0)

@@ -104,13 +104,11 @@ def validate_data(data: Data) -> None:
     y = data.y
     if data.sigma is not None and data.sigma.shape not in ((), y.shape):
         raise ValueError(
-            f"`sigma` has shape {data.sigma.shape} but `y` has shape {y.shape}; "
-            "they must match."
+            f"`sigma` has shape {data.sigma.shape} but `y` has shape {y.shape}; they must match."
         )
     if data.mask is not None and data.mask.shape != y.shape:
         raise ValueError(
-            f"`mask` has shape {data.mask.shape} but `y` has shape {y.shape}; "
-            "they must match."
+            f"`mask` has shape {data.mask.shape} but `y` has shape {y.shape}; they must match."
         )
     if y.size == 0:
         raise ValueError("`y` is empty: there is nothing to fit.")
@@ -126,8 +124,7 @@ def validate_data(data: Data) -> None:
         and jnp.shape(x_leaves[0])[0] != y.shape[0]
     ):
         raise ValueError(
-            f"`x` has {jnp.shape(x_leaves[0])[0]} points but `y` has {y.shape[0]}; "
-            "they must match."
+            f"`x` has {jnp.shape(x_leaves[0])[0]} points but `y` has {y.shape[0]}; they must match."
         )
     if not is_concrete(data):
         return

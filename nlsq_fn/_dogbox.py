@@ -89,9 +89,7 @@ def dogleg_step(newton, grad, factor, lower, upper, tr_bounds):
     region_lower, region_upper = box_lower == -tr_bounds, box_upper == tr_bounds
 
     to_box, _ = step_size_to_bound(jnp.zeros_like(grad), -grad, box_lower, box_upper)
-    a, b, _ = quadratic_along(
-        factor, grad, -grad, jnp.zeros_like(grad), jnp.zeros_like(grad)
-    )
+    a, b, _ = quadratic_along(factor, grad, -grad, jnp.zeros_like(grad), jnp.zeros_like(grad))
     t, _ = minimize_quadratic_1d(a, b, jnp.zeros_like(to_box), to_box)
     cauchy = -t * grad
     towards_newton = newton - cauchy
@@ -147,8 +145,12 @@ class Dogbox(AbstractStrategy):
         tr_bounds = state.radius / state.scale_inv
         # Held variables get the empty box [0, 0]: they do not move and hit nothing.
         step, bound_hits, region_hit = dogleg_step(
-            newton, g, factor,
-            jnp.where(free, lower - x, 0.0), jnp.where(free, upper - x, 0.0), tr_bounds,
+            newton,
+            g,
+            factor,
+            jnp.where(free, lower - x, 0.0),
+            jnp.where(free, upper - x, 0.0),
+            tr_bounds,
         )
         predicted = -quadratic_value(factor, g, step)
         x_new = x + step
@@ -160,12 +162,23 @@ class Dogbox(AbstractStrategy):
 
     def judge(self, x, linearization, state, proposal, trial, problem):
         judged = judge_trial(
-            self, x, linearization, proposal.x_new, trial, problem,
-            predicted=proposal.predicted, step=proposal.step,
+            self,
+            x,
+            linearization,
+            proposal.x_new,
+            trial,
+            problem,
+            predicted=proposal.predicted,
+            step=proposal.step,
             step_norm=jnp.max(jnp.abs(proposal.step * state.scale_inv)),
-            at_edge=proposal.region_hit, radius=state.radius, scale_inv=state.scale_inv,
+            at_edge=proposal.region_hit,
+            radius=state.radius,
+            scale_inv=state.scale_inv,
         )
         return StepOutcome(
-            judged.x, judged.linearization, _DogboxState(judged.radius, judged.scale_inv),
-            judged.accepted, judged.status,
+            judged.x,
+            judged.linearization,
+            _DogboxState(judged.radius, judged.scale_inv),
+            judged.accepted,
+            judged.status,
         )

@@ -49,8 +49,7 @@ def _describe(value, depth: int = _DEPTH, seen: frozenset = frozenset()) -> str:
             f"[{value.co_code.hex()}; {inner(value.co_consts)}; {value.co_names}]"
         )
     if isinstance(value, types.FunctionType):
-        closure = [cell.cell_contents for cell in value.__closure__ or ()
-                   if _filled(cell)]
+        closure = [cell.cell_contents for cell in value.__closure__ or () if _filled(cell)]
         return (
             f"function {value.__module__}.{value.__qualname__}"
             f"({inner(value.__code__)}; {inner(value.__defaults__)}; "
@@ -97,5 +96,6 @@ def fingerprint(items: dict) -> np.ndarray:
 def differing(names, saved, current) -> list[str]:
     """The names of the items whose rows differ between two fingerprints."""
     saved, current = np.asarray(saved), np.asarray(current)
-    return [name for name, a, b in zip(names, saved, current, strict=True)
-            if not np.array_equal(a, b)]
+    return [
+        name for name, a, b in zip(names, saved, current, strict=True) if not np.array_equal(a, b)
+    ]

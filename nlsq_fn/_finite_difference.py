@@ -30,7 +30,7 @@ def absolute_step(
 ) -> Float[Array, " n"]:
     """SciPy's ``_compute_absolute_step``: the signed step of each variable."""
     sign = jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
-    default = (_relative_step(method, x.dtype, f_dtype) * sign * jnp.maximum(1.0, jnp.abs(x)))
+    default = _relative_step(method, x.dtype, f_dtype) * sign * jnp.maximum(1.0, jnp.abs(x))
     if diff_step is None:
         return default.astype(x.dtype)
     step = (diff_step * sign * jnp.abs(x)).astype(x.dtype)
@@ -85,8 +85,7 @@ def finite_difference_jacobian(
     """
     if method not in FINITE_DIFFERENCE_METHODS:
         raise ValueError(
-            f"Unknown finite-difference method {method!r}; use one of "
-            f"{FINITE_DIFFERENCE_METHODS}."
+            f"Unknown finite-difference method {method!r}; use one of {FINITE_DIFFERENCE_METHODS}."
         )
     n = x.size
     rel = None if diff_step is None else jnp.broadcast_to(jnp.asarray(diff_step, x.dtype), (n,))
@@ -120,7 +119,5 @@ def finite_difference_jacobian(
         f_near = at(x + eye * near[:, None])
         f_far = at(x + eye * far[:, None])
         dx = jnp.where(one_sided, (x + 2 * step) - x, (x + step) - (x - step))
-        difference = jnp.where(
-            one_sided[:, None], -3.0 * f0 + 4 * f_near - f_far, f_far - f_near
-        )
+        difference = jnp.where(one_sided[:, None], -3.0 * f0 + 4 * f_near - f_far, f_far - f_near)
     return (difference / dx[:, None]).T

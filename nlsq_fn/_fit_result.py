@@ -53,8 +53,20 @@ class CurveFitResult(NLSQResultNames):
         success: bool
         initial_cost: float
 
-    def __init__(self, record=None, /, *, model=None, names=(), xdata=None, ydata=None,
-                 sigma=None, absolute_sigma=False, pcov=None, **fields):
+    def __init__(
+        self,
+        record=None,
+        /,
+        *,
+        model=None,
+        names=(),
+        xdata=None,
+        ydata=None,
+        sigma=None,
+        absolute_sigma=False,
+        pcov=None,
+        **fields,
+    ):
         if record is not None:
             # NLSQ's ``CurveFitResult(OptimizeResult(...))``: a record filled in by hand
             # (``result["popt"] = ...``); what it lacks raises when asked for.
@@ -209,8 +221,7 @@ class CurveFitResult(NLSQResultNames):
                 sigma = np.ravel(self.sigma)
             else:
                 raise ValueError(
-                    "This fit used `sigma`: give `sigma` at the new points for a "
-                    "prediction band."
+                    "This fit used `sigma`: give `sigma` at the new points for a prediction band."
                 )
         noise = np.square(sigma) * (1.0 if self.absolute_sigma else self.redchi)
         y = np.ravel(self.eval(x))

@@ -110,10 +110,12 @@ class GlobalFitResult:
     @property
     def local_pcov(self) -> np.ndarray:
         n_s, n_l = len(self.shared), len(self.local)
-        return np.stack([
-            self.pcov[n_s + i * n_l : n_s + (i + 1) * n_l, n_s + i * n_l : n_s + (i + 1) * n_l]
-            for i in range(self.n_datasets)
-        ])
+        return np.stack(
+            [
+                self.pcov[n_s + i * n_l : n_s + (i + 1) * n_l, n_s + i * n_l : n_s + (i + 1) * n_l]
+                for i in range(self.n_datasets)
+            ]
+        )
 
     @property
     def dof(self) -> int:
@@ -141,8 +143,7 @@ class GlobalFitResult:
             lines.append(f"    {'dataset':<8}{header}")
             for i in range(self.n_datasets):
                 cells = "".join(
-                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}"
-                    for name in self.local
+                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}" for name in self.local
                 )
                 lines.append(f"    {i:<8}{cells}")
         return "\n".join(lines)
@@ -180,17 +181,16 @@ def _datasets(datasets) -> list[tuple]:
         if y.ndim != 1 or y.size == 0:
             raise ValueError(f"`datasets[{i}]`: y must be 1-D and not empty, got shape {y.shape}.")
         if x.ndim == 0 or y.size not in (x.shape[0], x.shape[-1]):
-            raise ValueError(
-                f"`datasets[{i}]`: x has shape {x.shape} but y has {y.size} points."
-            )
+            raise ValueError(f"`datasets[{i}]`: x has shape {x.shape} but y has {y.size} points.")
         if sigma is not None:
-            sigma = np.broadcast_to(np.asarray(sigma, dtype=float), y.shape) if np.size(
-                sigma
-            ) in (1, y.size) else None
+            sigma = (
+                np.broadcast_to(np.asarray(sigma, dtype=float), y.shape)
+                if np.size(sigma) in (1, y.size)
+                else None
+            )
             if sigma is None:
                 raise ValueError(
-                    f"`datasets[{i}]`: sigma has {np.size(dataset[2])} values but y has "
-                    f"{y.size}."
+                    f"`datasets[{i}]`: sigma has {np.size(dataset[2])} values but y has {y.size}."
                 )
         checked.append((x, y, sigma))
     return checked
@@ -293,8 +293,7 @@ def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndar
 
     def flat(side):
         local_side = np.tile(np.array([side[index[name]] for name in local], float), k)
-        return np.concatenate([np.array([side[index[name]] for name in shared], float),
-                               local_side])
+        return np.concatenate([np.array([side[index[name]] for name in shared], float), local_side])
 
     return flat(lower), flat(upper)
 
@@ -340,11 +339,14 @@ def _stack(datasets, model, theta0, global_model):
     given = [sigma is not None for _, _, sigma in datasets]
     sigma = None
     if any(given):
-        sigma = np.stack([
-            np.pad(np.ones(y.size) if s is None else s, (0, length - y.size),
-                   constant_values=1.0)
-            for _, y, s in datasets
-        ])
+        sigma = np.stack(
+            [
+                np.pad(
+                    np.ones(y.size) if s is None else s, (0, length - y.size), constant_values=1.0
+                )
+                for _, y, s in datasets
+            ]
+        )
     mask = None
     if min(lengths) != length:
         mask = np.arange(length)[None, :] < np.array(lengths)[:, None]
@@ -354,8 +356,9 @@ def _stack(datasets, model, theta0, global_model):
         params = global_model.dataset_params(shared, local[shortest])
         alone = np.asarray(model(x, params))
         padded = np.asarray(model(xs[shortest], params))[: y.size]
-        if alone.shape != y.shape or not np.allclose(alone, padded, rtol=1e-12, atol=0.0,
-                                                     equal_nan=True):
+        if alone.shape != y.shape or not np.allclose(
+            alone, padded, rtol=1e-12, atol=0.0, equal_nan=True
+        ):
             raise ValueError(
                 f"The datasets have different lengths ({min(lengths)} to {length} points), "
                 "which global_fit pads to one length; that needs a pointwise model (each "
@@ -424,8 +427,11 @@ def global_fit(
     local = tuple(name for name in names if name not in shared)
     k = len(checked)
     global_model = GlobalModel(
-        one_model, len(names), tuple(names.index(name) for name in shared),
-        tuple(names.index(name) for name in local), k,
+        one_model,
+        len(names),
+        tuple(names.index(name) for name in shared),
+        tuple(names.index(name) for name in local),
+        k,
     )
     theta0 = _start(model, names, shared, local, p0, checked)
     lower, upper = flat_bounds_of(bounds, names, shared, local, k)
@@ -437,7 +443,9 @@ def global_fit(
         loss=as_loss(loss, f_scale),
         bounds=(lower, upper) if bounded else None,
         x_scale=x_scale,
-        ftol=ftol, xtol=xtol, gtol=gtol,
+        ftol=ftol,
+        xtol=xtol,
+        gtol=gtol,
         max_nfev=max_nfev,
         chunk_size=None,  # chunks would split the datasets from their local parameters
     )
@@ -445,9 +453,7 @@ def global_fit(
     try:
         state = init(global_model, data, theta0, solver)
     except ValueError as error:
-        message = re.sub(
-            r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error)
-        )
+        message = re.sub(r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error))
         raise ValueError(message) from error
     n_points = sum(y.size for _, y, _ in checked)
     if engine == "dense":
@@ -455,8 +461,16 @@ def global_fit(
         theta, fun = solution.x, solution.fun.reshape(data.y.shape)
         counts = {
             name: getattr(solution, name)
-            for name in ("nfev", "njev", "nit", "status", "active_mask", "optimality",
-                         "cost", "initial_cost")
+            for name in (
+                "nfev",
+                "njev",
+                "nit",
+                "status",
+                "active_mask",
+                "optimality",
+                "cost",
+                "initial_cost",
+            )
         }
     else:
         theta, fun, counts, parts = solve_by_blocks(global_model, data, state)
@@ -486,4 +500,3 @@ def global_fit(
         status=int(counts["status"]),
         success=int(counts["status"]) > 0,
     )
-

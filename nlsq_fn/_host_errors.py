@@ -76,9 +76,7 @@ def _filing(function: Callable) -> Callable:
 
 def host_callback(function: Callable, result_shape_dtypes, *args, vmap_method: str):
     """`jax.pure_callback` of `function`, whose exceptions the front ends re-raise."""
-    return jax.pure_callback(
-        _filing(function), result_shape_dtypes, *args, vmap_method=vmap_method
-    )
+    return jax.pure_callback(_filing(function), result_shape_dtypes, *args, vmap_method=vmap_method)
 
 
 def _interrupted(message: str) -> bool:

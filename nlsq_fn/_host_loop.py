@@ -63,13 +63,18 @@ def checkpoint_like(state: SolverState, problem: Problem) -> FitCheckpoint:
     shape_only = jax.eval_shape(
         lambda: FitCheckpoint(
             start_loop(
-                state.strategy, state.params,
-                Linearization(jnp.zeros((), dtype), jnp.zeros(n, dtype),
-                              jnp.zeros((n, n), dtype)),
-                problem, state.max_nfev,
+                state.strategy,
+                state.params,
+                Linearization(jnp.zeros((), dtype), jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)),
+                problem,
+                state.max_nfev,
             ),
-            state.params, Sums.zeros(dtype), jnp.zeros((), dtype),
-            Sums.zeros(dtype), jnp.zeros((), dtype), jnp.zeros((), bool),
+            state.params,
+            Sums.zeros(dtype),
+            jnp.zeros((), dtype),
+            Sums.zeros(dtype),
+            jnp.zeros((), dtype),
+            jnp.zeros((), bool),
         )
     )
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_only)
@@ -109,7 +114,8 @@ def load_checkpoint(
     if int(carry.status) == MAX_NFEV and int(carry.nfev) < state.max_nfev:
         nit = carry.nit - (~saved.accepted).astype(carry.nit.dtype)
         saved = eqx.tree_at(
-            lambda s: (s.carry.status, s.carry.nit), saved,
+            lambda s: (s.carry.status, s.carry.nit),
+            saved,
             (jnp.asarray(RUNNING, carry.status.dtype), nit),
         )
     return saved

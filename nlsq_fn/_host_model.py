@@ -140,6 +140,9 @@ class HostModel(eqx.Module):
             return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
 
         return host_callback(
-            on_host, jax.ShapeDtypeStruct(self.shape, dtype), x, params,
+            on_host,
+            jax.ShapeDtypeStruct(self.shape, dtype),
+            x,
+            params,
             vmap_method="sequential",
         )

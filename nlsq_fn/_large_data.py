@@ -29,8 +29,14 @@ class LDMemoryConfig:
     max_chunk_size: int = 1_000_000
     extra: dict = dataclasses.field(default_factory=dict)
 
-    def __init__(self, memory_limit_gb=8.0, safety_factor=0.8, min_chunk_size=1_000,
-                 max_chunk_size=1_000_000, **extra):
+    def __init__(
+        self,
+        memory_limit_gb=8.0,
+        safety_factor=0.8,
+        min_chunk_size=1_000,
+        max_chunk_size=1_000_000,
+        **extra,
+    ):
         if not memory_limit_gb > 0:
             raise ValueError(f"`memory_limit_gb` must be positive, got {memory_limit_gb!r}.")
         if not 0 < safety_factor <= 1:
@@ -76,9 +82,12 @@ def estimate_memory_requirements(n_points, n_params, config: LDMemoryConfig | No
     total = estimate_memory(n_points, n_params, "float64")["total_gb"]
     chunk = _chunk_size(n_points, n_params, config)
     return DatasetStats(
-        n_points=n_points, n_params=n_params,
-        memory_per_point_bytes=total * 1e9 / n_points, total_memory_estimate_gb=total,
-        recommended_chunk_size=chunk, n_chunks=math.ceil(n_points / chunk),
+        n_points=n_points,
+        n_params=n_params,
+        memory_per_point_bytes=total * 1e9 / n_points,
+        total_memory_estimate_gb=total,
+        recommended_chunk_size=chunk,
+        n_chunks=math.ceil(n_points / chunk),
     )
 
 
@@ -87,9 +96,7 @@ def _checked_data(xdata, ydata, sigma):
     if ydata.ndim != 1:
         raise ValueError(f"`ydata` must be 1-D for a large-data fit, got shape {ydata.shape}.")
     if xdata.ndim == 0 or xdata.shape[-1] != ydata.size:
-        raise ValueError(
-            f"`xdata` has shape {xdata.shape} but `ydata` has {ydata.size} points."
-        )
+        raise ValueError(f"`xdata` has shape {xdata.shape} but `ydata` has {ydata.size} points.")
     if ydata.size < 2:
         raise ValueError(f"A fit needs at least 2 points, got {ydata.size}.")
     if sigma is not None:
@@ -107,8 +114,12 @@ class LargeDatasetFitter:
     ``LargeDatasetFitter(config=LDMemoryConfig(...))``, then
     ``fit(f, xdata, ydata, p0, bounds=..., sigma=..., **curve_fit_options)``."""
 
-    def __init__(self, memory_limit_gb: float | None = None,
-                 config: LDMemoryConfig | None = None, **nlsq_options):
+    def __init__(
+        self,
+        memory_limit_gb: float | None = None,
+        config: LDMemoryConfig | None = None,
+        **nlsq_options,
+    ):
         del nlsq_options  # NLSQ's sampling / progress / diagnostics switches
         if config is None:
             config = LDMemoryConfig(
@@ -116,8 +127,11 @@ class LargeDatasetFitter:
             )
         elif memory_limit_gb is not None:
             config = LDMemoryConfig(
-                memory_limit_gb, config.safety_factor, config.min_chunk_size,
-                config.max_chunk_size, **config.extra,
+                memory_limit_gb,
+                config.safety_factor,
+                config.min_chunk_size,
+                config.max_chunk_size,
+                **config.extra,
             )
         self.config = config
 
@@ -128,14 +142,25 @@ class LargeDatasetFitter:
         return dict(
             processing_strategy="single_chunk" if stats.n_chunks == 1 else "chunked",
             recommendations=dict(
-                chunk_size=stats.recommended_chunk_size, n_chunks=stats.n_chunks,
+                chunk_size=stats.recommended_chunk_size,
+                n_chunks=stats.n_chunks,
                 total_memory_estimate_gb=stats.total_memory_estimate_gb,
             ),
             dataset_stats=stats,
         )
 
-    def fit(self, f, xdata, ydata, p0=None, bounds=(-np.inf, np.inf), sigma=None,
-            absolute_sigma=False, method=None, **kwargs):
+    def fit(
+        self,
+        f,
+        xdata,
+        ydata,
+        p0=None,
+        bounds=(-np.inf, np.inf),
+        sigma=None,
+        absolute_sigma=False,
+        method=None,
+        **kwargs,
+    ):
         """The fit of all the data: `CurveFit` when they fit in one chunk, else the
         exact chunked fit of `StreamingOptimizer`. Returns a `CurveFitResult`
         (unpacks as ``popt, pcov``; a chunked one also has ``n_chunks``) and, like
@@ -148,8 +173,9 @@ class LargeDatasetFitter:
         if chunk >= ydata.size:
             from ._curve_fit_class import CurveFit
 
-            return CurveFit(f, xdata, ydata, p0, sigma, absolute_sigma, bounds, method,
-                            **kwargs).fit()
+            return CurveFit(
+                f, xdata, ydata, p0, sigma, absolute_sigma, bounds, method, **kwargs
+            ).fit()
         if sigma is not None and sigma.ndim != 1:
             raise ValueError(
                 "A 2-D covariance sigma cannot be split into chunks: give 1-D standard "
@@ -159,8 +185,14 @@ class LargeDatasetFitter:
         from ._streaming import StreamingOptimizer
 
         optimizer = StreamingOptimizer(
-            f, p0, chunk_size=chunk, bounds=bounds, method=method,
-            absolute_sigma=absolute_sigma, verbose=0, **kwargs,
+            f,
+            p0,
+            chunk_size=chunk,
+            bounds=bounds,
+            method=method,
+            absolute_sigma=absolute_sigma,
+            verbose=0,
+            **kwargs,
         )
         result = optimizer.fit(ArraySource(xdata, ydata, sigma))
         result.n_chunks = math.ceil(ydata.size / chunk)
@@ -174,9 +206,19 @@ def fit_large_dataset(f, xdata, ydata, p0=None, memory_limit_gb=None, **kwargs):
     return LargeDatasetFitter(memory_limit_gb=memory_limit_gb).fit(f, xdata, ydata, p0, **kwargs)
 
 
-def curve_fit_large(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False,
-                    check_finite=True, bounds=(-np.inf, np.inf), method=None,
-                    memory_limit_gb=None, **kwargs):
+def curve_fit_large(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    sigma=None,
+    absolute_sigma=False,
+    check_finite=True,
+    bounds=(-np.inf, np.inf),
+    method=None,
+    memory_limit_gb=None,
+    **kwargs,
+):
     """NLSQ's ``curve_fit_large``: `curve_fit`'s arguments plus `memory_limit_gb`;
     the result unpacks as ``popt, pcov``; a failed fit raises `RuntimeError` as in
     `curve_fit`."""
@@ -186,8 +228,15 @@ def curve_fit_large(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False,
                 raise ValueError(f"`{name}` must not contain infs or NaNs.")
     kwargs.pop("auto_size_detection", None)
     result = LargeDatasetFitter(memory_limit_gb=memory_limit_gb).fit(
-        f, xdata, ydata, p0, bounds=bounds, sigma=sigma, absolute_sigma=absolute_sigma,
-        method=method, **kwargs,
+        f,
+        xdata,
+        ydata,
+        p0,
+        bounds=bounds,
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        method=method,
+        **kwargs,
     )
     if not result.success:  # as curve_fit (SciPy's)
         raise RuntimeError("Optimal parameters not found: " + result.message)

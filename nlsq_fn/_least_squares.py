@@ -121,8 +121,7 @@ def _with_tr_solver(strategy, method: str, tr_solver, tr_options):
         options = lsmr_options(tr_options)
         if "regularize" in options:
             warn_user(
-                "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' "
-                "method."
+                "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method."
             )
             del options["regularize"]
         return DogboxLSMR(**options)
@@ -154,8 +153,7 @@ def has_finite_bounds(bounds) -> bool:
 _SCIPY_STOPPED = -2
 _SCIPY_MESSAGES = {
     **STATUS_MESSAGES,
-    _SCIPY_STOPPED: "Stopped because `callback` function raised `StopIteration` or "
-    "returned `True`",
+    _SCIPY_STOPPED: "Stopped because `callback` function raised `StopIteration` or returned `True`",
 }
 # From this many parameters `tr_solver=None` means 'lsmr' (SciPy: 'exact' for a dense
 # Jacobian, whose SVD would take minutes and m x n x 8 bytes there).
@@ -302,9 +300,7 @@ def least_squares(
         if tr_solver == "exact":
             raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
         if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
-            raise ValueError(
-                "x_scale='jac' can't be used when `jac` returns LinearOperator."
-            )
+            raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
         tr_solver = "lsmr"
     if jac_sparsity is not None:
         pattern = check_jac_sparsity(jac_sparsity, m, x0.size)

@@ -80,8 +80,15 @@ class LevenbergMarquardt(AbstractStrategy):
         diag_inv = 1 / state.diag
         s, vt = singular_values_and_vt(linearization.factor * diag_inv[None, :])
         q, par = solve_subproblem(
-            s, vt, vt @ (diag_inv * linearization.grad), state.delta, state.par,
-            problem.n_rows, rtol=0.1, gauss_newton_slack=1.1, to_boundary=False,
+            s,
+            vt,
+            vt @ (diag_inv * linearization.grad),
+            state.delta,
+            state.par,
+            problem.n_rows,
+            rtol=0.1,
+            gauss_newton_slack=1.1,
+            to_boundary=False,
             last_evaluated=True,
         )
         p = diag_inv * q
@@ -105,14 +112,13 @@ class LevenbergMarquardt(AbstractStrategy):
         directional = -(temp1**2 + temp2**2)
         ratio = jnp.where(predicted != 0, actual / jnp.where(predicted != 0, predicted, 1.0), 0.0)
 
-        shrink_by = jnp.where(
-            actual >= 0, 0.5, 0.5 * directional / (directional + 0.5 * actual)
-        )
+        shrink_by = jnp.where(actual >= 0, 0.5, 0.5 * directional / (directional + 0.5 * actual))
         shrink_by = jnp.where((0.1 * f_norm_new >= f_norm) | (shrink_by < 0.1), 0.1, shrink_by)
         shrink = ratio <= 0.25
         grow = ~shrink & ((par == 0) | (ratio >= 0.75))
         delta = jnp.where(
-            shrink, shrink_by * jnp.minimum(delta, p_norm / 0.1),
+            shrink,
+            shrink_by * jnp.minimum(delta, p_norm / 0.1),
             jnp.where(grow, p_norm / 0.5, delta),
         )
         par = jnp.where(shrink, par / shrink_by, jnp.where(grow, 0.5 * par, par))
@@ -129,7 +135,8 @@ class LevenbergMarquardt(AbstractStrategy):
         ftol_ok |= (jnp.abs(actual) <= eps) & (predicted <= eps) & (0.5 * ratio <= 1)
         xtol_ok |= delta <= eps * x_norm
         status = jnp.where(
-            ftol_ok & xtol_ok, FTOL_AND_XTOL,
+            ftol_ok & xtol_ok,
+            FTOL_AND_XTOL,
             jnp.where(ftol_ok, FTOL, jnp.where(xtol_ok, XTOL, RUNNING)),
         )
         gtol_met = accepted & (_scaled_gradient_norm(lin_out) <= jnp.maximum(problem.gtol, eps))

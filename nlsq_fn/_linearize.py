@@ -88,9 +88,7 @@ def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "
 
 def _check_method(method) -> None:
     if method not in FACTORIZATIONS:
-        raise ValueError(
-            f"Unknown factorization {method!r}; use 'auto', 'qr' or 'normal'."
-        )
+        raise ValueError(f"Unknown factorization {method!r}; use 'auto', 'qr' or 'normal'.")
 
 
 def residual_and_jacobian(
@@ -205,9 +203,7 @@ def chunked_linearize(
             return accumulate_rows(summary, f, jac.astype(dtype), loss, method)
 
         zero = jnp.zeros((), dtype)
-        summary = (
-            zero, jnp.zeros((n_params,), dtype), jnp.zeros((n_params, n_params), dtype)
-        )
+        summary = (zero, jnp.zeros((n_params,), dtype), jnp.zeros((n_params, n_params), dtype))
         return jax.lax.fori_loop(0, n_chunks, body, summary)
 
     cost, grad, square = one_pass(method)
@@ -242,8 +238,6 @@ def normal_root_if_safe(
     eigenvalues, eigenvectors = jnp.linalg.eigh(scaled)
     eigenvalues = jnp.maximum(eigenvalues, 0.0)
     eps = jnp.finfo(gram.dtype).eps
-    safe = (eigenvalues[0] >= jnp.sqrt(eps) * eigenvalues[-1]) & jnp.all(
-        jnp.isfinite(gram)
-    )
+    safe = (eigenvalues[0] >= jnp.sqrt(eps) * eigenvalues[-1]) & jnp.all(jnp.isfinite(gram))
     root = jnp.sqrt(eigenvalues)[:, None] * eigenvectors.T * scale[None, :]
     return root, safe

@@ -45,8 +45,12 @@ class DogboxLSMR(Dogbox):
         newton = -d * lsmr_solve(self, ScaledJacobian(operator, d), linearization.f, diag, n)
         tr_bounds = state.radius / state.scale_inv
         step, bound_hits, region_hit = dogleg_step(
-            newton, g, jac,
-            jnp.where(free, lower - x, 0.0), jnp.where(free, upper - x, 0.0), tr_bounds,
+            newton,
+            g,
+            jac,
+            jnp.where(free, lower - x, 0.0),
+            jnp.where(free, upper - x, 0.0),
+            tr_bounds,
         )
         predicted = -quadratic_value(jac, g, step)
         x_new = x + step

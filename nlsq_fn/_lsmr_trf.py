@@ -84,13 +84,15 @@ def lsmr_solve(options, jac_h, f, diag, n):
     if diag is None:
         product, rhs = (lambda p: jac_h @ p), f
     else:
+
         def product(p):
             return jnp.concatenate([jac_h @ p, diag * p])
 
         rhs = jnp.concatenate([f, jnp.zeros((n,), f.dtype)])
     operator = lx.FunctionLinearOperator(product, jax.ShapeDtypeStruct((n,), f.dtype))
     solver = lx.LSMR(
-        rtol=min(options.atol, options.btol), atol=0.0,
+        rtol=min(options.atol, options.btol),
+        atol=0.0,
         max_steps=n if options.maxiter is None else options.maxiter,
         conlim=options.conlim,
     )
@@ -153,8 +155,12 @@ class TRFLSMR(AbstractStrategy):
         radius = jnp.where(radius == 0, 1.0, radius)
         n = x.size
         state = _LSMRState(
-            radius, scale_inv, jnp.zeros((n, 2), x.dtype), jnp.zeros((2, 2), x.dtype),
-            jnp.zeros((2,), x.dtype), jnp.asarray(True),
+            radius,
+            scale_inv,
+            jnp.zeros((n, 2), x.dtype),
+            jnp.zeros((2, 2), x.dtype),
+            jnp.zeros((2,), x.dtype),
+            jnp.asarray(True),
         )
         optimal = self.optimality(x, linearization, problem) < problem.gtol
         return state, jnp.where(optimal, GTOL, RUNNING)
@@ -227,13 +233,25 @@ class TRFLSMR(AbstractStrategy):
     def judge(self, x, linearization, state, proposal, trial, problem):
         step_h_norm = jnp.linalg.norm(proposal.step_h)
         judged = judge_trial(
-            self, x, linearization, proposal.x_new, trial, problem,
-            predicted=proposal.predicted, step=proposal.step, step_norm=step_h_norm,
-            at_edge=step_h_norm > 0.95 * state.radius, radius=state.radius,
+            self,
+            x,
+            linearization,
+            proposal.x_new,
+            trial,
+            problem,
+            predicted=proposal.predicted,
+            step=proposal.step,
+            step_norm=step_h_norm,
+            at_edge=step_h_norm > 0.95 * state.radius,
+            radius=state.radius,
             scale_inv=state.scale_inv,
         )
         new_state = _LSMRState(
-            judged.radius, judged.scale_inv, proposal.basis, proposal.b_s, proposal.g_s,
+            judged.radius,
+            judged.scale_inv,
+            proposal.basis,
+            proposal.b_s,
+            proposal.g_s,
             judged.accepted,
         )
         return StepOutcome(

@@ -55,8 +55,9 @@ def estimate_memory(
     (its ``chunk_size=None``). The dict also gives ``chunk_size`` (None when not
     chunked).
     """
-    n_points, n_params = as_positive_int(n_points, "n_points"), as_positive_int(
-        n_params, "n_params"
+    n_points, n_params = (
+        as_positive_int(n_points, "n_points"),
+        as_positive_int(n_params, "n_params"),
     )
     chunk_size = as_chunk_size(chunk_size)
     if chunk_size == "auto":
@@ -88,8 +89,11 @@ def available_memory_bytes() -> int:
 
 
 def automatic_chunk_size(
-    n_params: int, dtype="float64", fraction: float = 0.1,
-    smallest: int = 1 << 10, largest: int = 1 << 20,
+    n_params: int,
+    dtype="float64",
+    fraction: float = 0.1,
+    smallest: int = 1 << 10,
+    largest: int = 1 << 20,
 ) -> int:
     """Points per chunk so that one chunk's share of `estimate_memory` uses about
     `fraction` of the available memory (between `smallest` and `largest`, a multiple of

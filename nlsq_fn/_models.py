@@ -199,7 +199,7 @@ class ExponentialDecay(Model):
     def initial_guess(self, x, y):
         # Put the offset a little beyond the far end, then fit a line to log|y - offset|.
         span = float(np.ptp(y)) or 1.0
-        decreasing = np.mean(y[: max(1, y.size // 10)]) > np.mean(y[-max(1, y.size // 10):])
+        decreasing = np.mean(y[: max(1, y.size // 10)]) > np.mean(y[-max(1, y.size // 10) :])
         sign = 1.0 if decreasing else -1.0
         offset = (np.min(y) - 0.05 * span) if decreasing else (np.max(y) + 0.05 * span)
         slope, intercept = np.polyfit(x, np.log(sign * (y - offset)), 1)
@@ -347,11 +347,14 @@ class DampedOscillation(Model):
         for frequency in coarse * np.linspace(0.8, 1.2, 21):
             for decay in span * np.array([0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0]):
                 envelope = np.exp(-(x - x[0]) / decay)
-                basis = np.stack([
-                    envelope * np.cos(2 * np.pi * frequency * x),
-                    envelope * np.sin(2 * np.pi * frequency * x),
-                    np.ones_like(x),
-                ], axis=1)
+                basis = np.stack(
+                    [
+                        envelope * np.cos(2 * np.pi * frequency * x),
+                        envelope * np.sin(2 * np.pi * frequency * x),
+                        np.ones_like(x),
+                    ],
+                    axis=1,
+                )
                 coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
                 error = float(np.sum((basis @ coef - y) ** 2))
                 if best is None or error < best[0]:
@@ -359,8 +362,11 @@ class DampedOscillation(Model):
         _, frequency, decay, (a, b, c) = best
         amplitude = np.hypot(a, b) * np.exp(x[0] / decay)
         return {
-            "amplitude": amplitude, "decay": decay, "frequency": frequency,
-            "phase": np.arctan2(-b, a), "offset": c,
+            "amplitude": amplitude,
+            "decay": decay,
+            "frequency": frequency,
+            "phase": np.arctan2(-b, a),
+            "offset": c,
         }
 
 

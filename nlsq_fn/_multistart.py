@@ -100,9 +100,7 @@ def _as_key(key) -> jax.Array:
         or (key.dtype == jnp.uint32 and key.shape == (2,))
     ):
         return key
-    raise TypeError(
-        f"`key` must be a jax.random.key, an integer seed or None, got {key!r}."
-    )
+    raise TypeError(f"`key` must be a jax.random.key, an integer seed or None, got {key!r}.")
 
 
 @reraise_host_errors
@@ -150,8 +148,7 @@ def multistart(
             if len(sample_bounds) != 2:
                 raise ValueError("`sample_bounds` must be a pair (lower, upper).")
             lower, upper = (
-                flat_like(b, state.params, "sample bound", flat_p0.dtype)
-                for b in sample_bounds
+                flat_like(b, state.params, "sample bound", flat_p0.dtype) for b in sample_bounds
             )
         if is_concrete(lower, upper) and not (
             np.all(np.isfinite(np.asarray(lower))) and np.all(np.isfinite(np.asarray(upper)))

@@ -87,8 +87,7 @@ def _check_points(x, y, sigma_x, sigma_y):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim != 1 or y.ndim != 1 or x.size != y.size or x.size == 0:
         raise ValueError(
-            f"odr needs 1-D `x` and `y` of the same length; got shapes {x.shape} and "
-            f"{y.shape}."
+            f"odr needs 1-D `x` and `y` of the same length; got shapes {x.shape} and {y.shape}."
         )
     sigmas = []
     for name, sigma in (("sigma_x", sigma_x), ("sigma_y", sigma_y)):
@@ -175,7 +174,11 @@ def odr(
         strategy=strategy_for(method, bounded),
         loss=as_loss(loss, f_scale),
         bounds=(lower, upper) if bounded else None,
-        ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev, chunk_size=None,
+        ftol=ftol,
+        xtol=xtol,
+        gtol=gtol,
+        max_nfev=max_nfev,
+        chunk_size=None,
     )
     theta0 = np.concatenate([beta0, np.zeros(m)])
     state = init(global_model, data, theta0, solver)

@@ -122,6 +122,4 @@ def host_jacobian_operator(residual, x, loss):
     def rmatvec(u):
         return np.asarray(backward(jnp.asarray(np.ravel(u), f.dtype)))
 
-    return LinearOperator(
-        (f.size, x.size), matvec=matvec, rmatvec=rmatvec, dtype=np.dtype(f.dtype)
-    )
+    return LinearOperator((f.size, x.size), matvec=matvec, rmatvec=rmatvec, dtype=np.dtype(f.dtype))

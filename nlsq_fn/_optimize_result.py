@@ -9,8 +9,23 @@ abbreviated past 12 entries) follow ``scipy._lib._util._RichResult`` (BSD licenc
 import numpy as np
 
 _ORDER = [
-    "message", "success", "status", "fun", "funl", "x", "xl", "col_ind", "nit", "lower",
-    "upper", "eqlin", "ineqlin", "converged", "flag", "function_calls", "iterations",
+    "message",
+    "success",
+    "status",
+    "fun",
+    "funl",
+    "x",
+    "xl",
+    "col_ind",
+    "nit",
+    "lower",
+    "upper",
+    "eqlin",
+    "ineqlin",
+    "converged",
+    "flag",
+    "function_calls",
+    "iterations",
     "root",
 ]
 

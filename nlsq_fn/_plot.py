@@ -16,8 +16,15 @@ def _pyplot():
 
 
 def plot_fit(
-    result, *, band: float | None = 0.95, n_curve: int = 400, fig=None, title=None,
-    ax=None, show_residuals: bool = True, show_confidence: bool = True,
+    result,
+    *,
+    band: float | None = 0.95,
+    n_curve: int = 400,
+    fig=None,
+    title=None,
+    ax=None,
+    show_residuals: bool = True,
+    show_confidence: bool = True,
 ):
     """Plot a 1-D fit: data (with error bars when `sigma` was given), the fitted curve
     on a fine grid, the `band` confidence band (None for none) and the residuals below.
@@ -50,8 +57,9 @@ def plot_fit(
     top.plot(grid, np.ravel(result.eval(grid)), color="C0", label="fit")
     if band is not None and np.all(np.isfinite(result.pcov)):
         lower, upper = result.confidence_band(grid, level=band)
-        top.fill_between(grid, lower, upper, color="C0", alpha=0.25,
-                         label=f"{band:.0%} confidence band")
+        top.fill_between(
+            grid, lower, upper, color="C0", alpha=0.25, label=f"{band:.0%} confidence band"
+        )
     top.legend(loc="best")
     top.set_ylabel("y")
     if title is not None:

@@ -72,11 +72,18 @@ def _environment_key() -> str:
 
         device = jax.devices()[0]
         _environment.append(
-            repr((
-                jax.__version__, jaxlib.__version__, device.platform,
-                device.client.platform_version, device.device_kind, len(jax.devices()),
-                flags, source.hexdigest(),
-            ))
+            repr(
+                (
+                    jax.__version__,
+                    jaxlib.__version__,
+                    device.platform,
+                    device.client.platform_version,
+                    device.device_kind,
+                    len(jax.devices()),
+                    flags,
+                    source.hexdigest(),
+                )
+            )
         )
     return _environment[0]
 

@@ -82,44 +82,54 @@ def diagnose(result) -> list[Diagnostic]:
     found = []
     names = result.names
     if not result.success:
-        found.append(Diagnostic(
-            "not converged", result.message,
-            "raise max_nfev, try another p0 (a model's guess()), or x_scale='jac'.",
-        ))
+        found.append(
+            Diagnostic(
+                "not converged",
+                result.message,
+                "raise max_nfev, try another p0 (a model's guess()), or x_scale='jac'.",
+            )
+        )
     if not np.all(np.isfinite(result.pcov)):
-        found.append(Diagnostic(
-            "no covariance",
-            f"{result.n_points} points for {result.n_params} parameters leave no degrees "
-            "of freedom to estimate the noise.",
-            "add data points, fix some parameters, or pass absolute_sigma=True with "
-            "known sigma.",
-        ))
+        found.append(
+            Diagnostic(
+                "no covariance",
+                f"{result.n_points} points for {result.n_params} parameters leave no degrees "
+                "of freedom to estimate the noise.",
+                "add data points, fix some parameters, or pass absolute_sigma=True with "
+                "known sigma.",
+            )
+        )
     s = result.singular_values
     condition = s[0] / s[-1] if s[-1] > 0 else math.inf
     if condition > CONDITION_LIMIT or result.rank < result.n_params:
         pair = _most_correlated_pair(result)
         detail = (
             f" The most correlated pair is ({pair[0]}, {pair[1]}) with C = {pair[2]:+.4f}."
-            if pair and np.isfinite(pair[2]) else ""
+            if pair and np.isfinite(pair[2])
+            else ""
         )
-        found.append(Diagnostic(
-            "ill-conditioned",
-            f"Jacobian condition number {condition:.3g} (rank {result.rank} of "
-            f"{result.n_params}).{detail}",
-            "the data do not determine all parameters: fix or remove one of a "
-            "correlated pair, reparametrize (e.g. centre x), or add data that "
-            "separates them.",
-        ))
+        found.append(
+            Diagnostic(
+                "ill-conditioned",
+                f"Jacobian condition number {condition:.3g} (rank {result.rank} of "
+                f"{result.n_params}).{detail}",
+                "the data do not determine all parameters: fix or remove one of a "
+                "correlated pair, reparametrize (e.g. centre x), or add data that "
+                "separates them.",
+            )
+        )
     for i in np.flatnonzero(result.active_mask):
         side = "lower" if result.active_mask[i] < 0 else "upper"
         bound = result.lower[i] if result.active_mask[i] < 0 else result.upper[i]
-        found.append(Diagnostic(
-            "at bound",
-            f"parameter '{names[i]}' = {result.popt[i]:.6g} is at its {side} bound "
-            f"{bound:.6g}; its standard error is not meaningful.",
-            f"widen the {side} bound of '{names[i]}' if it is not physical, or check "
-            "the model.",
-        ))
+        found.append(
+            Diagnostic(
+                "at bound",
+                f"parameter '{names[i]}' = {result.popt[i]:.6g} is at its {side} bound "
+                f"{bound:.6g}; its standard error is not meaningful.",
+                f"widen the {side} bound of '{names[i]}' if it is not physical, or check "
+                "the model.",
+            )
+        )
     jac = np.asarray(result.jac)
     f_norm = np.linalg.norm(result.fun)
     # Residuals at the rounding level of the data (an exact fit) have no direction and
@@ -140,13 +150,15 @@ def diagnose(result) -> list[Diagnostic]:
         cosines = np.abs(result.grad) / np.where(norms > 0, norms * f_norm, np.inf)
         worst = int(np.argmax(np.where(free, cosines, 0.0)))
         if cosines[worst] > GRADIENT_COSINE_LIMIT:
-            found.append(Diagnostic(
-                "large gradient",
-                f"the cost still decreases along '{names[worst]}' (gradient cosine "
-                f"{cosines[worst]:.2e}, optimality {result.optimality:.3g}).",
-                "the fit stopped early: lower ftol/xtol/gtol, raise max_nfev, or try "
-                "x_scale='jac'.",
-            ))
+            found.append(
+                Diagnostic(
+                    "large gradient",
+                    f"the cost still decreases along '{names[worst]}' (gradient cosine "
+                    f"{cosines[worst]:.2e}, optimality {result.optimality:.3g}).",
+                    "the fit stopped early: lower ftol/xtol/gtol, raise max_nfev, or try "
+                    "x_scale='jac'.",
+                )
+            )
     residual = -np.ravel(result.fun)  # data minus model, weighted
     n = residual.size
     if n > 2 and not exact:
@@ -159,38 +171,46 @@ def diagnose(result) -> list[Diagnostic]:
             standard_error = 1.2533 * mad / math.sqrt(n)
         bias_z = centre / standard_error if standard_error > 0 else 0.0
         if abs(bias_z) > BIAS_Z_LIMIT:
-            found.append(Diagnostic(
-                "residual bias",
-                f"the weighted residuals (data - model) {statistic} {centre:+.3g} "
-                f"({bias_z:+.1f} standard errors from 0).",
-                "add an offset / baseline parameter, or use a robust loss if outliers "
-                "pull the fit." if result.loss == "Linear" else
-                "the robust fit may sit in a poor local minimum: try another p0 or a "
-                "larger f_scale, or add an offset / baseline parameter.",
-            ))
+            found.append(
+                Diagnostic(
+                    "residual bias",
+                    f"the weighted residuals (data - model) {statistic} {centre:+.3g} "
+                    f"({bias_z:+.1f} standard errors from 0).",
+                    "add an offset / baseline parameter, or use a robust loss if outliers "
+                    "pull the fit."
+                    if result.loss == "Linear"
+                    else "the robust fit may sit in a poor local minimum: try another p0 or a "
+                    "larger f_scale, or add an offset / baseline parameter.",
+                )
+            )
         x = np.asarray(result.xdata) if not isinstance(result.xdata, (tuple, dict)) else None
         if x is not None and x.shape == result.ydata.shape and result.ydata.ndim == 1:
             signs = np.sign(residual[np.argsort(x, kind="stable")])
             z = _runs_z(signs)
             if z < RUNS_Z_LIMIT:
-                found.append(Diagnostic(
-                    "systematic residuals",
-                    f"the residuals change sign too rarely along x (runs test z = "
-                    f"{z:.1f}).",
-                    "the model misses structure: check its shape, add a component (peak, "
-                    "baseline slope), or plot result.plot() to see where.",
-                ))
+                found.append(
+                    Diagnostic(
+                        "systematic residuals",
+                        f"the residuals change sign too rarely along x (runs test z = {z:.1f}).",
+                        "the model misses structure: check its shape, add a component (peak, "
+                        "baseline slope), or plot result.plot() to see where.",
+                    )
+                )
     positive = norms[norms > 0]
     if positive.size > 1 and positive.max() / positive.min() > SCALE_RATIO_LIMIT:
-        big, small = names[int(np.argmax(norms))], names[int(np.argmin(np.where(
-            norms > 0, norms, np.inf)))]
-        found.append(Diagnostic(
-            "poorly scaled",
-            f"the sensitivities to the parameters span "
-            f"{positive.max() / positive.min():.2g} ('{big}' vs '{small}').",
-            "pass x_scale='jac' (or typical magnitudes as x_scale), or rescale the "
-            "parameters / x so they are of order 1.",
-        ))
+        big, small = (
+            names[int(np.argmax(norms))],
+            names[int(np.argmin(np.where(norms > 0, norms, np.inf)))],
+        )
+        found.append(
+            Diagnostic(
+                "poorly scaled",
+                f"the sensitivities to the parameters span "
+                f"{positive.max() / positive.min():.2g} ('{big}' vs '{small}').",
+                "pass x_scale='jac' (or typical magnitudes as x_scale), or rescale the "
+                "parameters / x so they are of order 1.",
+            )
+        )
     return found
 
 
@@ -208,7 +228,8 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
         ("# variables", str(result.n_params)),
         *(
             [("# fixed, tied", f"{len(result.fixed)}, {len(result.tied)}")]
-            if getattr(result, "fixed", ()) or getattr(result, "tied", ()) else []
+            if getattr(result, "fixed", ()) or getattr(result, "tied", ())
+            else []
         ),
         ("chi-square", _format(result.chisqr)),
         ("reduced chi-square", _format(result.redchi)),
@@ -226,8 +247,7 @@ def summary(result, correlation_threshold: float = 0.1, level: float = 0.95) -> 
     for i, name in enumerate(result.names):
         value, err = result.popt[i], result.perr[i]
         relative = (
-            f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) and err > 0
-            else ""
+            f" ({abs(err / value):.2%})" if value != 0 and np.isfinite(err) and err > 0 else ""
         )
         low, high = intervals[name]
         note = ""

@@ -56,9 +56,7 @@ class Solution(eqx.Module):
         return [STATUS_MESSAGES[int(s)] for s in status.ravel()]
 
 
-def finished(
-    x, final, fun, jac, optimality, active_mask, counts, initial_cost
-) -> Solution:
+def finished(x, final, fun, jac, optimality, active_mask, counts, initial_cost) -> Solution:
     """The `Solution` at the end of a fit: `final` is the summary at `x` (its `cost`,
     `grad` and `factor`), `counts` has `nfev`, `njev`, `nit` and `status`."""
     return Solution(

@@ -15,18 +15,29 @@ from collections.abc import Callable
 import numpy as np
 
 # NLSQ's `CurveFit.__init__` keywords other than `flength` and `use_dynamic_sizing`.
-NLSQ_FITTER_OPTIONS = frozenset({
-    "enable_stability", "enable_recovery", "enable_overflow_check", "cache_config",
-    "max_jacobian_elements_for_svd",
-})
+NLSQ_FITTER_OPTIONS = frozenset(
+    {
+        "enable_stability",
+        "enable_recovery",
+        "enable_overflow_check",
+        "cache_config",
+        "max_jacobian_elements_for_svd",
+    }
+)
 # NLSQ's linear solvers for the step; nlsq_fn's step is always the exact dense one.
 NLSQ_SOLVERS = ("auto", "svd", "cg", "lsqr", "minibatch")
 # NLSQ's `curve_fit` keywords that change nothing here (timing, solver selection,
 # NLSQ's diagnostics), dropped before calling SciPy's interface.
-NLSQ_CALL_OPTIONS = frozenset({
-    "timeit", "batch_size", "compute_diagnostics", "diagnostics_level",
-    "diagnostics_config", "return_eval",
-})
+NLSQ_CALL_OPTIONS = frozenset(
+    {
+        "timeit",
+        "batch_size",
+        "compute_diagnostics",
+        "diagnostics_level",
+        "diagnostics_config",
+        "return_eval",
+    }
+)
 
 
 class ReusableFitter:
@@ -46,8 +57,20 @@ class ReusableFitter:
         self.flength = flength
         self.use_dynamic_sizing = bool(use_dynamic_sizing)
 
-    def curve_fit(self, f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False,
-                  check_finite=None, bounds=None, method=None, jac=None, **kwargs):
+    def curve_fit(
+        self,
+        f,
+        xdata,
+        ydata,
+        p0=None,
+        sigma=None,
+        absolute_sigma=False,
+        check_finite=None,
+        bounds=None,
+        method=None,
+        jac=None,
+        **kwargs,
+    ):
         """``scipy.optimize.curve_fit(f, xdata, ydata, ...)`` (see `nlsq_fn.curve_fit`);
         NLSQ's extra keywords ``timeit``, ``solver`` (one of NLSQ's names; the step is
         always the exact dense one), ``batch_size``, ``return_eval`` and its diagnostics
@@ -65,8 +88,9 @@ class ReusableFitter:
             xdata, ydata, sigma = _masked(mask, xdata, ydata, sigma)
         if bounds is None:
             bounds = (-float("inf"), float("inf"))
-        return curve_fit(f, xdata, ydata, p0, sigma, absolute_sigma, check_finite,
-                         bounds, method, jac, **kwargs)
+        return curve_fit(
+            f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, jac, **kwargs
+        )
 
 
 def _masked(mask, xdata, ydata, sigma):

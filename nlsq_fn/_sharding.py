@@ -32,8 +32,7 @@ def one_axis_mesh(devices, axis_name: str) -> Mesh:
     if isinstance(devices, Mesh):
         if devices.axis_names != (axis_name,):
             raise ValueError(
-                f"The mesh must have the one axis {axis_name!r}; it has "
-                f"{devices.axis_names}."
+                f"The mesh must have the one axis {axis_name!r}; it has {devices.axis_names}."
             )
         return devices
     devices = list(devices)
@@ -118,9 +117,7 @@ def reduce_devices(running, factorization: str):
 
 
 def finish(running, factorization: str) -> Linearization:
-    factor = (
-        normal_root_if_safe(running.square)[0] if factorization == "normal" else running.square
-    )
+    factor = normal_root_if_safe(running.square)[0] if factorization == "normal" else running.square
     return Linearization(running.cost, running.grad, factor)
 
 
@@ -134,7 +131,9 @@ def shard_batch(tree, devices, axis_name: str = "batch"):
         if not eqx.is_array(leaf) or jnp.ndim(leaf) == 0:
             return leaf
         check_shares(
-            jnp.shape(leaf)[0], "members of the batch", mesh.devices.size,
+            jnp.shape(leaf)[0],
+            "members of the batch",
+            mesh.devices.size,
             "add members (say, copies of one, whose fits you drop) or use fewer devices",
         )
         return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(axis_name)))

@@ -79,17 +79,27 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
             prior=_Prior(
                 start_point(state)[0], zero, jnp.zeros(n, dtype), jnp.zeros((n, n), dtype)
             ),
-            sums=Sums.zeros(dtype), n_chunks=0, nfev=0, njev=0, nit=0, status=RUNNING,
-            initial_cost=None, last=None,
+            sums=Sums.zeros(dtype),
+            n_chunks=0,
+            nfev=0,
+            njev=0,
+            nit=0,
+            status=RUNNING,
+            initial_cost=None,
+            last=None,
         )
     else:
         stream = dict(optimizer._stream)  # the stream's state changes only at the end
     state, prior = stream["state"], stream["prior"]
     chunk_size = optimizer._chunk_size(state.params.size, dtype)
-    chunks = list(optimizer._chunks(
-        fixed_chunks(iter([(x_chunk, y_chunk, sigma)]), chunk_size), chunk_size, dtype,
-        read_ahead=False,
-    ))
+    chunks = list(
+        optimizer._chunks(
+            fixed_chunks(iter([(x_chunk, y_chunk, sigma)]), chunk_size),
+            chunk_size,
+            dtype,
+            read_ahead=False,
+        )
+    )
 
     def evaluate(p, check_pointwise=False):
         lin, sums = optimizer._summarize(chunks, state, p, check_pointwise=check_pointwise)
@@ -121,15 +131,21 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
     stream["status"] = status
     step_norm = jnp.linalg.norm(p - p_before)
     converged = (
-        status > 0 and stream["n_chunks"] > 1
+        status > 0
+        and stream["n_chunks"] > 1
         and float(step_norm) < state.xtol * (state.xtol + float(jnp.linalg.norm(p)))
     )
     stream["last"] = (carry, problem)
     optimizer._stream = stream
     return StreamUpdate(
-        x=p, cost=carry.linearization.cost, grad=carry.linearization.grad,
-        step_norm=step_norm, n_points=int(n_points), n_chunks=stream["n_chunks"],
-        status=status, converged=bool(converged),
+        x=p,
+        cost=carry.linearization.cost,
+        grad=carry.linearization.grad,
+        step_norm=step_norm,
+        n_points=int(n_points),
+        n_chunks=stream["n_chunks"],
+        status=status,
+        converged=bool(converged),
     )
 
 
@@ -144,8 +160,13 @@ def stream_result(optimizer) -> CurveFitResult:
     carry = eqx.tree_at(
         lambda c: (c.linearization, c.nfev, c.njev, c.nit),
         carry,
-        (Linearization(cost, grad, prior.factor), jnp.asarray(stream["nfev"]),
-         jnp.asarray(stream["njev"]), jnp.asarray(stream["nit"])),
+        (
+            Linearization(cost, grad, prior.factor),
+            jnp.asarray(stream["nfev"]),
+            jnp.asarray(stream["njev"]),
+            jnp.asarray(stream["nit"]),
+        ),
     )
-    return optimizer._result(stream["state"], problem, carry, stream["sums"],
-                             stream["initial_cost"])
+    return optimizer._result(
+        stream["state"], problem, carry, stream["sums"], stream["initial_cost"]
+    )

@@ -99,4 +99,3 @@ def singular_values_and_vt(a):
         return _small_svd(a)
     _, s, vt = jnp.linalg.svd(a, full_matrices=False)
     return s, vt
-

@@ -71,9 +71,9 @@ def advance(carry: LoopCarry, out, strategy, max_nfev) -> LoopCarry:
     """The loop's carry after one trial step `out` (one more evaluation): counts
     evaluations and iterations and stops at the evaluation budget."""
     nfev = carry.nfev + 1
-    status = jnp.where(
-        (out.status == RUNNING) & (nfev >= max_nfev), MAX_NFEV, out.status
-    ).astype(jnp.int32)
+    status = jnp.where((out.status == RUNNING) & (nfev >= max_nfev), MAX_NFEV, out.status).astype(
+        jnp.int32
+    )
     nit = carry.nit + (out.accepted | (status != RUNNING)).astype(jnp.int32)
     new_jacobian = out.accepted
     if not strategy.jacobian_after_last_step:
@@ -92,12 +92,19 @@ def residual_function(
 def residual_and_jac(model, data, state, unravel, x):
     """Weighted residuals and their Jacobian at flat parameters `x`."""
     if isinstance(state.jac, GroupedDifferences):  # finite differences by column groups
+
         def residual_of(params):
             return data.weighted_residual(model(data.model_x, params))
 
         f = residual_of(unravel(x))
         jac = state.jac.jacobian(
-            residual_of, x, unravel, f, state.diff_step, state.lower, state.upper,
+            residual_of,
+            x,
+            unravel,
+            f,
+            state.diff_step,
+            state.lower,
+            state.upper,
             state.bounded,
         )
         return f, jac
@@ -121,12 +128,20 @@ def residual_and_jac(model, data, state, unravel, x):
             jac = jnp.where(data.mask.ravel()[:, None], jac, 0.0)
         return f, jac
     if state.jac in FINITE_DIFFERENCE_METHODS:
+
         def residual(params):
             return data.weighted_residual(model(data.model_x, params))
 
         f = residual(unravel(x))
         jac = finite_difference_jacobian(
-            residual, x, unravel, f, state.jac, state.diff_step, state.lower, state.upper,
+            residual,
+            x,
+            unravel,
+            f,
+            state.jac,
+            state.diff_step,
+            state.lower,
+            state.upper,
             state.bounded,
         )
         return f, jac
@@ -141,9 +156,7 @@ def is_matrix_free(state) -> bool:
 def uses_jvps(state) -> bool:
     """Whether a matrix-free fit applies the Jacobian as JVPs / VJPs of the model (JAX's
     derivatives, `x_scale` given): it never forms the Jacobian then."""
-    return (
-        is_matrix_free(state) and state.jac in ("fwd", "rev") and state.x_scale is not None
-    )
+    return is_matrix_free(state) and state.jac in ("fwd", "rev") and state.x_scale is not None
 
 
 def operator_linearization_at(model, data, state, unravel, x) -> OperatorLinearization:
@@ -156,9 +169,7 @@ def operator_linearization_at(model, data, state, unravel, x) -> OperatorLineari
     return matrix_linearization(f, jac, state.loss)
 
 
-def linearization_at(
-    model, data, state, unravel, x
-) -> Linearization | OperatorLinearization:
+def linearization_at(model, data, state, unravel, x) -> Linearization | OperatorLinearization:
     """The ``n``-sized summary at flat parameters `x`: in one shot, or chunk by chunk
     (never holding the whole Jacobian) when `state.chunk_size` is set."""
     if is_matrix_free(state):
@@ -168,7 +179,11 @@ def linearization_at(
         return linearize(f, jac, state.loss, state.factorization)
     return chunked_linearize(
         lambda chunk: residual_and_jac(model, chunk, state, unravel, x),
-        data, x.size, state.chunk_size, state.loss, state.factorization,
+        data,
+        x.size,
+        state.chunk_size,
+        state.loss,
+        state.factorization,
     )
 
 
@@ -266,9 +281,7 @@ def _iterate(inputs):
     # Progress hook: static switches, so a plain fit traces no callbacks at all.
     watched = state.verbose == 2 or state.callback is not None
     if strategy.steps_from_host and not watched:
-        final = _loop_with_one_evaluation(
-            strategy, x0, evaluate, problem, state, valid, chunks_ok
-        )
+        final = _loop_with_one_evaluation(strategy, x0, evaluate, problem, state, valid, chunks_ok)
         active = strategy.active_constraints(final.x, problem)
         stats = _Stats(final.nfev, final.njev, final.nit, final.status, active)
         return final.x, stats
@@ -281,13 +294,14 @@ def _iterate(inputs):
         )
 
     def body(carry):
-        out = strategy.step(
-            carry.x, carry.linearization, carry.strategy_state, evaluate, problem
-        )
+        out = strategy.step(carry.x, carry.linearization, carry.strategy_state, evaluate, problem)
         new = advance(carry, out, strategy, state.max_nfev)
         if watched:
             status = _progress.after_iteration(
-                carry, new, state, unravel,
+                carry,
+                new,
+                state,
+                unravel,
                 lambda x, lin: strategy.optimality(x, lin, problem),
             )
             new = eqx.tree_at(lambda c: c.status, new, status)
@@ -351,7 +365,13 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
         jac_scaled = None
     optimality = state.strategy.optimality(x_flat, final, problem_for(data, state))
     return finished(
-        unravel(x_flat), final, f, jac_scaled, optimality, active_mask, counts,
+        unravel(x_flat),
+        final,
+        f,
+        jac_scaled,
+        optimality,
+        active_mask,
+        counts,
         initial_cost,
     )
 

@@ -172,9 +172,7 @@ def flat_like(value, params, name, dtype):
     # Host values are shaped with NumPy: a `jnp` call on them would compile a small
     # program each (see `as_jax_array`).
     xp = np if is_concrete(value) else jnp
-    if jax.tree.structure(value) == structure and not jax.tree_util.treedef_is_leaf(
-        structure
-    ):
+    if jax.tree.structure(value) == structure and not jax.tree_util.treedef_is_leaf(structure):
         try:
             parts = [
                 xp.broadcast_to(xp.asarray(v, dtype), np.shape(p))
@@ -298,15 +296,18 @@ def build_state(
         if not strategy.supports_bounds and (
             np.any(np.isfinite(lower_np)) or np.any(np.isfinite(upper_np))
         ):
-            raise ValueError(
-                f"{type(strategy).__name__} does not support bounds; use TRF()."
-            )
+            raise ValueError(f"{type(strategy).__name__} does not support bounds; use TRF().")
         # x_scale may be traced even when the bounds are not (jnp.full under jit).
-        if x_scale_flat is not None and is_concrete(x_scale_flat) and not (
-            np.all(np.isfinite(np.asarray(x_scale_flat)))
-            and np.all(np.asarray(x_scale_flat) > 0)
+        if (
+            x_scale_flat is not None
+            and is_concrete(x_scale_flat)
+            and not (
+                np.all(np.isfinite(np.asarray(x_scale_flat)))
+                and np.all(np.asarray(x_scale_flat) > 0)
+            )
         ):
             raise ValueError("`x_scale` must be 'jac' or finite positive numbers.")
+
     # The state keeps `p0` as given (summaries show it); `solve` starts strictly inside
     # the bounds, as SciPy's TRF, and the model is checked there (dogbox starts at p0).
     # Shapes are checked abstractly (the start has the shape of `p0`); only a model or
@@ -326,8 +327,7 @@ def build_state(
         raise ValueError("At least one of `ftol`, `xtol`, `gtol` must be positive.")
     if solver.factorization not in FACTORIZATIONS:
         raise ValueError(
-            f"`factorization` must be 'auto', 'qr' or 'normal', got "
-            f"{solver.factorization!r}."
+            f"`factorization` must be 'auto', 'qr' or 'normal', got {solver.factorization!r}."
         )
     chunk_size, verify_chunks = solver.chunk_size, False
     matrix_free = getattr(strategy, "matrix_free", False)
@@ -352,12 +352,9 @@ def build_state(
         check_chunkable(data, chunk_size)
     jac = solver.jac
     grouped = isinstance(jac, GroupedDifferences)
-    if not grouped and not callable(jac) and jac not in (
-        "fwd", "rev", *FINITE_DIFFERENCE_METHODS
-    ):
+    if not grouped and not callable(jac) and jac not in ("fwd", "rev", *FINITE_DIFFERENCE_METHODS):
         raise ValueError(
-            f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got "
-            f"{jac!r}."
+            f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got {jac!r}."
         )
     if callable(jac):
         jac = _jacobian_function(jac, data, params, start)
@@ -394,7 +391,8 @@ def build_state(
         callback=solver.callback,
         chunk_size=chunk_size,
         verify_chunks=verify_chunks,
-        bounded=solver.bounds is not None and not (
+        bounded=solver.bounds is not None
+        and not (
             is_concrete(lower, upper)
             and not np.any(np.isfinite(np.asarray(lower)))
             and not np.any(np.isfinite(np.asarray(upper)))
@@ -461,8 +459,7 @@ def _jacobian_function(jac, data, params, start):
         jac = HostModel(jac, out.shape)
     if out.shape not in (expected, (*data.y.shape, n)):
         raise ValueError(
-            f"The return value of `jac` has wrong shape: expected {expected}, "
-            f"actual {out.shape}."
+            f"The return value of `jac` has wrong shape: expected {expected}, actual {out.shape}."
         )
     return jac
 
@@ -483,13 +480,10 @@ def _check_model(model, data, params, start) -> tuple[bool, np.ndarray | None]:
         on_host = True
     shape = getattr(out, "shape", None)
     if shape is None:
-        raise ValueError(
-            f"The model must return one array; it returned {type(out).__name__}."
-        )
+        raise ValueError(f"The model must return one array; it returned {type(out).__name__}.")
     if shape != data.y.shape:
         raise ValueError(
-            f"The model returns shape {shape} but `y` has shape {data.y.shape}; "
-            "they must match."
+            f"The model returns shape {shape} but `y` has shape {data.y.shape}; they must match."
         )
     if on_host:
         warn_host_model()
@@ -546,8 +540,7 @@ def raise_for_start(model_finite, cost_finite) -> None:
     there (flags from `start_flags`)."""
     if not model_finite:
         raise ValueError(
-            "The model returns NaN or inf at p0; choose another starting point or "
-            "check the model."
+            "The model returns NaN or inf at p0; choose another starting point or check the model."
         )
     if not cost_finite:
         raise ValueError(

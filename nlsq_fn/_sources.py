@@ -161,7 +161,8 @@ def _npy_header(path):
     with open(path, "rb") as file:
         version = np.lib.format.read_magic(file)
         read = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0)
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
             else np.lib.format.read_array_header_2_0
         )
         shape, fortran_order, dtype = read(file)
@@ -185,9 +186,7 @@ class CallableSource(AbstractSource):
             )
         for item in iterator:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise ValueError(
-                    "Each chunk of a callable source must be (x, y) or (x, y, sigma)."
-                )
+                raise ValueError("Each chunk of a callable source must be (x, y) or (x, y, sigma).")
             x, y, *rest = item
             sigma = rest[0] if rest else None
             yield (
@@ -219,8 +218,16 @@ class SQLSource(AbstractSource):
     in a background thread that reads ahead.
     """
 
-    def __init__(self, connection, query: str, params: Sequence = (), *, n_x: int = 1,
-                 sigma: bool = False, batch_size: int = 100_000):
+    def __init__(
+        self,
+        connection,
+        query: str,
+        params: Sequence = (),
+        *,
+        n_x: int = 1,
+        sigma: bool = False,
+        batch_size: int = 100_000,
+    ):
         self.connection, self.query, self.params = connection, query, tuple(params)
         self.n_x, self.sigma, self.batch_size = int(n_x), bool(sigma), int(batch_size)
         self.read_ahead = callable(connection) and not hasattr(connection, "cursor")
@@ -250,8 +257,9 @@ class SQLSource(AbstractSource):
 class HDF5Source(AbstractSource):
     """Datasets of an HDF5 file (h5py), read in slices of `piece_size` points."""
 
-    def __init__(self, path, x: str = "x", y: str = "y", sigma: str | None = None,
-                 piece_size: int = 1 << 20):
+    def __init__(
+        self, path, x: str = "x", y: str = "y", sigma: str | None = None, piece_size: int = 1 << 20
+    ):
         self.path, self.names = path, (x, y, sigma)
         self.piece_size = int(piece_size)
 
@@ -268,16 +276,19 @@ class HDF5Source(AbstractSource):
 class ZarrSource(AbstractSource):
     """Arrays of a Zarr group (a path or an open group), read chunk by chunk."""
 
-    def __init__(self, store, x: str = "x", y: str = "y", sigma: str | None = None,
-                 piece_size: int = 1 << 20):
+    def __init__(
+        self, store, x: str = "x", y: str = "y", sigma: str | None = None, piece_size: int = 1 << 20
+    ):
         self.store, self.names = store, (x, y, sigma)
         self.piece_size = int(piece_size)
 
     def pieces(self):
         zarr = optional_import("zarr", "zarr")
-        group = zarr.open_group(self.store, mode="r") if isinstance(
-            self.store, (str, bytes)
-        ) or hasattr(self.store, "__fspath__") else self.store
+        group = (
+            zarr.open_group(self.store, mode="r")
+            if isinstance(self.store, (str, bytes)) or hasattr(self.store, "__fspath__")
+            else self.store
+        )
         x, y, sigma = self.names
         source = ArraySource(
             group[x], group[y], None if sigma is None else group[sigma], self.piece_size
@@ -288,8 +299,7 @@ class ZarrSource(AbstractSource):
 class ParquetSource(AbstractSource):
     """Columns of a Parquet file (pyarrow), read one row group at a time."""
 
-    def __init__(self, path, x: str | Sequence[str] = "x", y: str = "y",
-                 sigma: str | None = None):
+    def __init__(self, path, x: str | Sequence[str] = "x", y: str = "y", sigma: str | None = None):
         self.path, self.x, self.y, self.sigma = path, x, y, sigma
 
     def pieces(self):
@@ -308,8 +318,13 @@ class PandasSource(AbstractSource):
     """``make_reader()`` returns a fresh chunked pandas reader (or any iterator of
     DataFrames), e.g. ``lambda: pd.read_csv(path, chunksize=100_000)``."""
 
-    def __init__(self, make_reader: Callable[[], Iterator], x: str | Sequence[str] = "x",
-                 y: str = "y", sigma: str | None = None):
+    def __init__(
+        self,
+        make_reader: Callable[[], Iterator],
+        x: str | Sequence[str] = "x",
+        y: str = "y",
+        sigma: str | None = None,
+    ):
         self.make_reader, self.x, self.y, self.sigma = make_reader, x, y, sigma
 
     def pieces(self):

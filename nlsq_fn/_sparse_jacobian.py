@@ -115,8 +115,10 @@ class GroupedDifferences(eqx.Module):
 
         coo = sp.coo_array(pattern)
         return cls(
-            method, tuple(int(g) for g in group_columns(pattern)),
-            tuple(int(r) for r in coo.row), tuple(int(c) for c in coo.col),
+            method,
+            tuple(int(g) for g in group_columns(pattern)),
+            tuple(int(r) for r in coo.row),
+            tuple(int(c) for c in coo.col),
         )
 
     def jacobian(self, residual, x, unravel, f0, diff_step, lower, upper, bounded):
@@ -126,9 +128,7 @@ class GroupedDifferences(eqx.Module):
         groups = jnp.asarray(self.groups)
         n_groups = max(self.groups) + 1
         basis = (jnp.arange(n_groups)[:, None] == groups[None, :]).astype(x.dtype)
-        rel = None if diff_step is None else jnp.broadcast_to(
-            jnp.asarray(diff_step, x.dtype), (n,)
-        )
+        rel = None if diff_step is None else jnp.broadcast_to(jnp.asarray(diff_step, x.dtype), (n,))
         method = self.method
         step = absolute_step(x, f0.dtype, method, rel)
         at = jax.vmap(lambda x_: residual(unravel(x_)))
@@ -136,9 +136,7 @@ class GroupedDifferences(eqx.Module):
             params = unravel(x)
 
             def along_imaginary(direction):
-                return residual(
-                    jax.tree.map(lambda p, d: p + 1j * d, params, unravel(direction))
-                )
+                return residual(jax.tree.map(lambda p, d: p + 1j * d, params, unravel(direction)))
 
             f_complex = jax.vmap(along_imaginary)(basis * step[None, :])
             difference, dx = jnp.imag(f_complex), step

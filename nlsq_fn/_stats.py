@@ -36,9 +36,7 @@ def _student_t_ppf(q, df):
         too_large = 0.5 * betainc(a, 0.5, jnp.exp(mid)) > tail
         return jnp.where(too_large, lo, mid), jnp.where(too_large, mid, hi)
 
-    lo, hi = jax.lax.fori_loop(
-        0, 200, halve, (jnp.full_like(tail, -740.0), jnp.zeros_like(tail))
-    )
+    lo, hi = jax.lax.fori_loop(0, 200, halve, (jnp.full_like(tail, -740.0), jnp.zeros_like(tail)))
     log_x = 0.5 * (lo + hi)
     t = jnp.sqrt(df * -jnp.expm1(log_x) / jnp.exp(log_x))
     return jnp.where(q >= 0.5, t, -t)
@@ -106,6 +104,4 @@ def curve_variance(model, x, popt, pcov) -> np.ndarray:
     """Delta-method variance of ``model(x, popt)`` (flattened), exact derivatives."""
     dtype = jnp.result_type(float)
     x = jax.tree.map(lambda leaf: jnp.asarray(leaf), x)
-    return np.asarray(
-        _curve_variance(model, x, jnp.asarray(popt, dtype), jnp.asarray(pcov, dtype))
-    )
+    return np.asarray(_curve_variance(model, x, jnp.asarray(popt, dtype), jnp.asarray(pcov, dtype)))

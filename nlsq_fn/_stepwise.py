@@ -71,11 +71,13 @@ def steps_from_host(function, state: SolverState) -> bool:
 
 # Compiling the model-independent steps and JAX's eager kernels happens once per
 # process and shape, not once per model: that time is not charged to the model.
-_COMPILE_EVENTS = frozenset({
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-})
+_COMPILE_EVENTS = frozenset(
+    {
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    }
+)
 _compiling = threading.local()
 
 
@@ -122,9 +124,7 @@ def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
 
 @stored
 def _finish(strategy, x, linearization: Linearization, problem):
-    return strategy.optimality(x, linearization, problem), strategy.active_constraints(
-        x, problem
-    )
+    return strategy.optimality(x, linearization, problem), strategy.active_constraints(x, problem)
 
 
 @stored
@@ -168,6 +168,12 @@ def solve_stepwise(model: Callable, data: Data, state: SolverState) -> Solution:
     x_flat = carry.x
     optimality, active_mask = _finish(strategy, x_flat, current.linearization, problem)
     return finished(
-        unravel(x_flat), current.linearization, current.fun, current.jac, optimality,
-        active_mask, carry, initial_cost,
+        unravel(x_flat),
+        current.linearization,
+        current.fun,
+        current.jac,
+        optimality,
+        active_mask,
+        carry,
+        initial_cost,
     )

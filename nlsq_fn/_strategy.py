@@ -117,9 +117,7 @@ class AbstractStrategy(eqx.Module):
     ) -> Float[Array, ""]:
         """The first-order optimality measure reported in the result."""
 
-    def active_constraints(
-        self, x: Float[Array, " n"], problem: Problem
-    ) -> Int[Array, " n"]:
+    def active_constraints(self, x: Float[Array, " n"], problem: Problem) -> Int[Array, " n"]:
         """SciPy's ``active_mask``: -1 / 1 for variables at their lower / upper bound
         (within ``xtol``, as SciPy's TRF reports it, but at least the type's ``eps``:
         in float32 TRF stops one unit in the last place inside, far beyond SciPy's
@@ -164,9 +162,19 @@ class Judged(NamedTuple):
 
 
 def judge_trial(
-    strategy: AbstractStrategy, x, linearization: Linearization, x_new,
-    trial: Linearization, problem: Problem, *, predicted, step, step_norm, at_edge,
-    radius, scale_inv,
+    strategy: AbstractStrategy,
+    x,
+    linearization: Linearization,
+    x_new,
+    trial: Linearization,
+    problem: Problem,
+    *,
+    predicted,
+    step,
+    step_norm,
+    at_edge,
+    radius,
+    scale_inv,
 ) -> Judged:
     """The acceptance test SciPy's trf and dogbox share: the actual reduction of the
     cost against the `predicted` one updates the trust radius (`step_norm` is the step's
@@ -178,16 +186,19 @@ def judge_trial(
     reduction = jnp.where(finite, linearization.cost - trial.cost, -jnp.inf)
     updated_radius, ratio = update_radius(radius, reduction, predicted, step_norm, at_edge)
     status = termination_status(
-        reduction, linearization.cost, jnp.linalg.norm(step), jnp.linalg.norm(x),
-        ratio, problem.ftol, problem.xtol,
+        reduction,
+        linearization.cost,
+        jnp.linalg.norm(step),
+        jnp.linalg.norm(x),
+        ratio,
+        problem.ftol,
+        problem.xtol,
     )
     status = jnp.where(finite, status, RUNNING)
     accepted = finite & (reduction > 0)
     x_out = jnp.where(accepted, x_new, x)
     lin_out = tree_where(accepted, trial, linearization)
-    scale_inv = jnp.where(
-        accepted, jacobian_scale_inverse(trial, problem, scale_inv), scale_inv
-    )
+    scale_inv = jnp.where(accepted, jacobian_scale_inverse(trial, problem, scale_inv), scale_inv)
     gtol_met = accepted & (strategy.optimality(x_out, lin_out, problem) < problem.gtol)
     return Judged(
         x=x_out,

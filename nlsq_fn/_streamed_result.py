@@ -56,7 +56,6 @@ def streamed_result(optimizer, state, problem, carry, sums, initial_cost) -> Cur
     )
 
 
-
 class StreamedFitResult(CurveFitResult):
     """A `CurveFitResult` without per-point arrays: `fun` is empty and `jac` is the
     ``n × n`` Jacobian factor (``jacᵀ jac = JᵀJ``); the statistics (`chisqr`,

@@ -117,8 +117,18 @@ class StreamingOptimizer:
     ):
         # The front end's own configuration: same model conventions, defaults, checks.
         self._fitter = CurveFit(
-            model, p0=p0, bounds=bounds, method=method, loss=loss, f_scale=f_scale,
-            x_scale=x_scale, jac=jac, ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev,
+            model,
+            p0=p0,
+            bounds=bounds,
+            method=method,
+            loss=loss,
+            f_scale=f_scale,
+            x_scale=x_scale,
+            jac=jac,
+            ftol=ftol,
+            xtol=xtol,
+            gtol=gtol,
+            max_nfev=max_nfev,
             absolute_sigma=absolute_sigma,
         )
         if verbose not in (None, 0, 1):
@@ -164,14 +174,13 @@ class StreamingOptimizer:
         names = names or tuple(f"p{i}" for i in range(p0.size))
         bounds = fitter._flat_bounds(fitter.bounds, names)
         solver = fitter._solver(
-            bounds, style,
+            bounds,
+            style,
             factorization=self.factorization,
             chunk_size=None,  # the chunks are this optimizer's own
         )
         if not fitter.strategy.steps_from_host:
-            raise ValueError(
-                f"{type(fitter.strategy).__name__} cannot be driven from a host loop."
-            )
+            raise ValueError(f"{type(fitter.strategy).__name__} cannot be driven from a host loop.")
         if getattr(fitter.strategy, "matrix_free", False):
             raise NotImplementedError(
                 f"{type(fitter.strategy).__name__} (matrix-free) in a streamed fit is not "
@@ -196,9 +205,14 @@ class StreamingOptimizer:
 
     def _problem(self, state: SolverState, n_points) -> Problem:
         return Problem(
-            lower=state.lower, upper=state.upper, x_scale=state.x_scale,
-            ftol=state.ftol, xtol=state.xtol, gtol=state.gtol,
-            n_rows=jnp.asarray(n_points, jnp.result_type(int)), bounded=state.bounded,
+            lower=state.lower,
+            upper=state.upper,
+            x_scale=state.x_scale,
+            ftol=state.ftol,
+            xtol=state.xtol,
+            gtol=state.gtol,
+            n_rows=jnp.asarray(n_points, jnp.result_type(int)),
+            bounded=state.bounded,
         )
 
     # ----------------------------------------------------------------- exact fit
@@ -211,8 +225,9 @@ class StreamingOptimizer:
             chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
         return prefetch(chunks) if read_ahead else chunks
 
-    def _summarize(self, chunks, state, x, bar=None, *, across_processes=False,
-                   check_pointwise=False) -> tuple[Linearization, Sums]:
+    def _summarize(
+        self, chunks, state, x, bar=None, *, across_processes=False, check_pointwise=False
+    ) -> tuple[Linearization, Sums]:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
         processes' chunks), and the sums of their residuals. `check_pointwise`: first
         make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
@@ -267,8 +282,7 @@ class StreamingOptimizer:
             return
         cause = mismatches[bad] if bad is not None else None
         cause = cause if isinstance(cause, Exception) else None
-        where = ("another process's chunk" if bad is None
-                 else f"chunk {bad} (0-based) of the pass")
+        where = "another process's chunk" if bad is None else f"chunk {bad} (0-based) of the pass"
         raised = f" (it raised {type(cause).__name__}: {cause})" if cause else ""
         raise ValueError(
             f"The model is not pointwise, so its data cannot be streamed: on {where} it "
@@ -279,22 +293,31 @@ class StreamingOptimizer:
             "all the data to the model as a constant."
         ) from cause
 
-    def _pass(self, source: AbstractSource, state, x, chunk_size, bar, split,
-              check_pointwise=False) -> tuple:
+    def _pass(
+        self, source: AbstractSource, state, x, chunk_size, bar, split, check_pointwise=False
+    ) -> tuple:
         """One pass: the summary at `x` and the sums of its residuals (of all
         processes' shares)."""
-        chunks = self._chunks(_processes.share(source, chunk_size, split), chunk_size,
-                              state.lower.dtype, source.read_ahead)
-        lin, sums = self._summarize(chunks, state, x, bar, across_processes=True,
-                                    check_pointwise=check_pointwise)
+        chunks = self._chunks(
+            _processes.share(source, chunk_size, split),
+            chunk_size,
+            state.lower.dtype,
+            source.read_ahead,
+        )
+        lin, sums = self._summarize(
+            chunks, state, x, bar, across_processes=True, check_pointwise=check_pointwise
+        )
         if float(sums.n_points) == 0:
             raise ValueError("The source gave no data points.")
         return lin, sums
 
     def _first_chunk(self, source, dtype) -> Data:
         for x, y, sigma in fixed_chunks(source.pieces(), 1 << 12):
-            return Data(np.asarray(x, dtype), np.asarray(y, dtype),
-                        sigma=None if sigma is None else np.asarray(sigma, dtype))
+            return Data(
+                np.asarray(x, dtype),
+                np.asarray(y, dtype),
+                sigma=None if sigma is None else np.asarray(sigma, dtype),
+            )
         raise ValueError("The source gave no data points.")
 
     def _fingerprint(self, state) -> dict:
@@ -322,11 +345,13 @@ class StreamingOptimizer:
             return
         shown = ", ".join(
             f"{name} {float(getattr(sums, name)):,.17g} (first pass: "
-            f"{float(getattr(first, name)):,.17g})" for name in differences
+            f"{float(getattr(first, name)):,.17g})"
+            for name in differences
         )
         origin = (
-            "" if checkpoint is None else
-            f" The first pass is that of the fit that saved the checkpoint "
+            ""
+            if checkpoint is None
+            else f" The first pass is that of the fit that saved the checkpoint "
             f"{os.fspath(checkpoint)!r}: a fit of other data? Delete it to start afresh."
         )
         raise ValueError(
@@ -380,42 +405,54 @@ class StreamingOptimizer:
         items = self._fingerprint(state)
         prints = fingerprint(items)
         try:
-            resumed = None if checkpoint is None else self._resume(
-                checkpoint, state, prints, tuple(items))
+            resumed = (
+                None
+                if checkpoint is None
+                else self._resume(checkpoint, state, prints, tuple(items))
+            )
             check_pointwise = True  # on the first pass of every run, resumed or not
             if resumed is None:
-                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split,
-                                        check_pointwise)
+                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split, check_pointwise)
                 check_pointwise = False
                 problem = self._problem(state, sums.n_points)
                 carry = start_loop(strategy, x0, lin0, problem, max_nfev)
-                saved = FitCheckpoint(carry, x0, sums, lin0.cost, sums, jnp.ones(()),
-                                      jnp.asarray(True))
+                saved = FitCheckpoint(
+                    carry, x0, sums, lin0.cost, sums, jnp.ones(()), jnp.asarray(True)
+                )
             else:
                 saved = resumed
                 problem = self._problem(state, saved.n_points)
                 if int(saved.carry.status) != RUNNING:
                     # Nothing left to compute, but the data must be the checkpoint's.
-                    _, sums = self._pass(source, state, saved.carry.x, chunk_size, bar,
-                                         split, check_pointwise)
-                    self._check_same_data(saved.first, sums, int(saved.passes) + 1,
-                                          checkpoint)
+                    _, sums = self._pass(
+                        source, state, saved.carry.x, chunk_size, bar, split, check_pointwise
+                    )
+                    self._check_same_data(saved.first, sums, int(saved.passes) + 1, checkpoint)
             self._describe(bar, saved)
             if checkpoint is not None and _processes.is_main():
                 save_checkpoint(checkpoint, saved, prints)
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
                 x_trial, proposal = propose_step(strategy, carry, problem)
-                trial, sums = self._pass(source, state, x_trial, chunk_size, bar, split,
-                                         check_pointwise)
-                self._check_same_data(saved.first, sums, int(saved.passes) + 1,
-                                      None if resumed is None else checkpoint)
+                trial, sums = self._pass(
+                    source, state, x_trial, chunk_size, bar, split, check_pointwise
+                )
+                self._check_same_data(
+                    saved.first,
+                    sums,
+                    int(saved.passes) + 1,
+                    None if resumed is None else checkpoint,
+                )
                 check_pointwise = False
                 carry, accepted = judge_step(strategy, carry, proposal, trial, problem, max_nfev)
                 saved = FitCheckpoint(
-                    carry, saved.x0, saved.first, saved.initial_cost,
+                    carry,
+                    saved.x0,
+                    saved.first,
+                    saved.initial_cost,
                     tree_where(accepted, sums, saved.sums),
-                    saved.passes + 1, accepted,
+                    saved.passes + 1,
+                    accepted,
                 )
                 self._describe(bar, saved)
                 if checkpoint is not None and _processes.is_main():
@@ -432,13 +469,12 @@ class StreamingOptimizer:
         problem = self._problem(state, 1)
         if not _processes.several():
             return load_checkpoint(path, state, problem, prints, names)
-        mine = (load_checkpoint(path, state, problem, prints, names)
-                if _processes.is_main() else None)
+        mine = (
+            load_checkpoint(path, state, problem, prints, names) if _processes.is_main() else None
+        )
         if not bool(_processes.agree(jnp.asarray(int(mine is not None)))):
             return None
-        return _processes.agree(
-            mine if mine is not None else checkpoint_like(state, problem)
-        )
+        return _processes.agree(mine if mine is not None else checkpoint_like(state, problem))
 
     # ----------------------------------------------------------------- progress
 
@@ -465,8 +501,9 @@ class StreamingOptimizer:
     def _describe(bar, saved):
         if bar is not None:
             bar.set_description(f"pass {int(saved.passes)}")
-            bar.set_postfix(cost=f"{float(saved.carry.linearization.cost):.6g}",
-                            nit=int(saved.carry.nit))
+            bar.set_postfix(
+                cost=f"{float(saved.carry.linearization.cost):.6g}", nit=int(saved.carry.nit)
+            )
 
     # ----------------------------------------------------------------- results
 

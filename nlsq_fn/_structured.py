@@ -95,9 +95,7 @@ class StructuredModel(eqx.Module):
             if missing:
                 model = getattr(self.full_model, "model", None)
                 if not hasattr(model, "guess"):
-                    raise ValueError(
-                        f"`p0` must give every free parameter; missing {missing}."
-                    )
+                    raise ValueError(f"`p0` must give every free parameter; missing {missing}.")
                 guessed = dict(model.guess(xdata, ydata))
             values = [p0[name] if name in p0 else guessed[name] for name in self.free]
             return _as_vector(values)
@@ -207,9 +205,11 @@ def _as_vector(values):
     if is_concrete(values):
         vector = np.asarray(values, dtype=float).ravel()
         return vector
-    return jnp.ravel(jnp.stack([jnp.asarray(v) for v in values])) if isinstance(
-        values, (list, tuple)
-    ) else jnp.ravel(jnp.asarray(values))
+    return (
+        jnp.ravel(jnp.stack([jnp.asarray(v) for v in values]))
+        if isinstance(values, (list, tuple))
+        else jnp.ravel(jnp.asarray(values))
+    )
 
 
 def _names_in(argument: str, given: Mapping, names: tuple[str, ...]) -> None:
@@ -271,13 +271,16 @@ def parameter_structure(
         full_model = UnpackedModel(f)
     else:
         full_model = f
-    fixed_values = (
-        np.asarray(values, dtype=float) if is_concrete(values) else jnp.stack(values)
-    )
+    fixed_values = np.asarray(values, dtype=float) if is_concrete(values) else jnp.stack(values)
     if not values:
         fixed_values = np.zeros(0)
     model = StructuredModel(
-        full_model, names, free, tuple(fixed), fixed_values, tuple(ties),
+        full_model,
+        names,
+        free,
+        tuple(fixed),
+        fixed_values,
+        tuple(ties),
         tuple(ties.values()),
     )
     _check_ties(model)
@@ -320,8 +323,19 @@ def expand_result(model: StructuredModel, result):
     fields = {
         name: getattr(result, name)
         for name in (
-            "cost", "fun", "optimality", "nfev", "njev", "nit", "status", "success",
-            "initial_cost", "rank", "singular_values", "method", "loss",
+            "cost",
+            "fun",
+            "optimality",
+            "nfev",
+            "njev",
+            "nit",
+            "status",
+            "success",
+            "initial_cost",
+            "rank",
+            "singular_values",
+            "method",
+            "loss",
         )
     }
     return CurveFitResult(
@@ -364,6 +378,8 @@ def expand_solution(model: StructuredModel, fitted):
     pcov = model.expand_covariance(fitted.solution.x, fitted.pcov)
     p0 = None if fitted.p0 is None else model.all_params(fitted.p0)
     return eqx.tree_at(
-        lambda f: (f.solution, f.pcov, f.p0), fitted, (solution, pcov, p0),
+        lambda f: (f.solution, f.pcov, f.p0),
+        fitted,
+        (solution, pcov, p0),
         is_leaf=lambda leaf: leaf is None,
     )

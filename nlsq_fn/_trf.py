@@ -60,9 +60,7 @@ def select_step(x, jac_h, diag_h, g_h, p, p_h, d, radius, lower, upper, theta):
     positive = r_stride > 0
     safe_r_stride = jnp.where(positive, r_stride, 1.0)
     r_lower = jnp.where(positive, (1 - theta) * p_stride / safe_r_stride, 0.0)
-    r_upper = jnp.where(
-        positive, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0
-    )
+    r_upper = jnp.where(positive, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0)
     a, b, c = quadratic_along(jac_h, g_h, r_h, diag_h, p_h_cut)
     t, r_value = minimize_quadratic_1d(a, b, r_lower, r_upper, c)
     r_h = p_h_cut + t * r_h
@@ -148,8 +146,15 @@ class TRF(AbstractStrategy):
         theta = jnp.maximum(0.995, 1 - g_norm)
 
         p_h, alpha = solve_subproblem(
-            s, vt, vt @ g_h, state.radius, state.alpha, problem.n_rows,
-            rtol=0.01, gauss_newton_slack=1.0, to_boundary=True,
+            s,
+            vt,
+            vt @ g_h,
+            state.radius,
+            state.alpha,
+            problem.n_rows,
+            rtol=0.01,
+            gauss_newton_slack=1.0,
+            to_boundary=True,
         )
         if problem.bounded:
             step, step_h, predicted = select_step(
@@ -165,9 +170,17 @@ class TRF(AbstractStrategy):
     def judge(self, x, linearization, state, proposal, trial, problem):
         step_h_norm = jnp.linalg.norm(proposal.step_h)
         judged = judge_trial(
-            self, x, linearization, proposal.x_new, trial, problem,
-            predicted=proposal.predicted, step=proposal.step, step_norm=step_h_norm,
-            at_edge=step_h_norm > 0.95 * state.radius, radius=state.radius,
+            self,
+            x,
+            linearization,
+            proposal.x_new,
+            trial,
+            problem,
+            predicted=proposal.predicted,
+            step=proposal.step,
+            step_norm=step_h_norm,
+            at_edge=step_h_norm > 0.95 * state.radius,
+            radius=state.radius,
             scale_inv=state.scale_inv,
         )
         # The Levenberg–Marquardt parameter follows the radius (SciPy's `alpha *=
@@ -175,11 +188,11 @@ class TRF(AbstractStrategy):
         going_on = trial.finite & (judged.status == RUNNING)
         updated = judged.updated_radius
         safe_updated = jnp.where(updated > 0, updated, 1.0)
-        alpha = jnp.where(
-            going_on, proposal.alpha * state.radius / safe_updated, proposal.alpha
-        )
+        alpha = jnp.where(going_on, proposal.alpha * state.radius / safe_updated, proposal.alpha)
         return StepOutcome(
-            judged.x, judged.linearization,
-            _TRFState(judged.radius, alpha, judged.scale_inv), judged.accepted,
+            judged.x,
+            judged.linearization,
+            _TRFState(judged.radius, alpha, judged.scale_inv),
+            judged.accepted,
             judged.status,
         )

@@ -73,9 +73,7 @@ def solve_subproblem(
     full_rank = (n_rows >= n) & (s[-1] > eps * n_rows * s[0])
     safe_s2 = jnp.where(s2 > 0, s2, 1.0)
     p_gauss_newton = -vt.T @ jnp.where(s2 > 0, suf / safe_s2, 0.0)
-    take_gauss_newton = full_rank & (
-        jnp.linalg.norm(p_gauss_newton) <= gauss_newton_slack * radius
-    )
+    take_gauss_newton = full_rank & (jnp.linalg.norm(p_gauss_newton) <= gauss_newton_slack * radius)
 
     def phi_and_derivative(alpha):
         denom = s2 + alpha
@@ -158,9 +156,7 @@ def termination_status(
     )
 
 
-def quadratic_value(
-    jac_factor, g, step, diag=None
-) -> Float[Array, ""]:
+def quadratic_value(jac_factor, g, step, diag=None) -> Float[Array, ""]:
     """``0.5 * (||J s||² + sᵀ diag s) + gᵀs``: the model's change of the cost."""
     js = jac_factor @ step
     q = jnp.dot(js, js)

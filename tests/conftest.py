@@ -19,9 +19,7 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
 from nlsq_fn import _compiled  # noqa: E402
 
 
-@pytest.fixture(
-    params=[True, pytest.param(False, marks=pytest.mark.extended)], ids=["x64", "x32"]
-)
+@pytest.fixture(params=[True, pytest.param(False, marks=pytest.mark.extended)], ids=["x64", "x32"])
 def x64(request):
     """Run the test with JAX's x64 on (float64, the suite's default) and off (float32,
     JAX's own default; in CI's extended step: `test_float32.py` and a few rows of

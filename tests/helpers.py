@@ -95,9 +95,7 @@ def _make_cases():
     y = np.asarray(exp_decay(x, np.array([3.0, 1.2, 0.4]))) + 0.05 * _rng(0).standard_normal(80)
     cases.append(Case("exp_decay", exp_decay, x, y, np.array([1.0, 0.5, 0.0])))
     sigma = 0.03 + 0.04 * _rng(1).random(80)
-    cases.append(
-        Case("exp_decay_sigma", exp_decay, x, y, np.array([1.0, 0.5, 0.0]), sigma=sigma)
-    )
+    cases.append(Case("exp_decay_sigma", exp_decay, x, y, np.array([1.0, 0.5, 0.0]), sigma=sigma))
 
     x = np.linspace(0, 10, 300)
     truth = np.array([4.0, 2.5, 0.4, 2.5, 5.0, 0.6, 3.0, 7.2, 0.5, 0.3])
@@ -111,7 +109,11 @@ def _make_cases():
     cases.append(Case("logistic4", logistic4, x, y, np.array([0.0, 100.0, 1.0, 1.0])))
     cases.append(
         Case(
-            "logistic4_bounded", logistic4, x, y, np.array([1.0, 100.0, 1.0, 1.0]),
+            "logistic4_bounded",
+            logistic4,
+            x,
+            y,
+            np.array([1.0, 100.0, 1.0, 1.0]),
             bounds=(np.array([0.0, 0.0, 1e-3, 0.1]), np.array([4.0, 200.0, 50.0, 5.0])),
         )
     )
@@ -131,13 +133,21 @@ def _make_cases():
     y = np.asarray(exp_decay(x, np.array([3.0, 1.2, 0.4]))) + 0.05 * _rng(6).standard_normal(80)
     cases.append(
         Case(
-            "exp_decay_upper_bound_active", exp_decay, x, y, np.array([1.0, 0.5, 0.0]),
+            "exp_decay_upper_bound_active",
+            exp_decay,
+            x,
+            y,
+            np.array([1.0, 0.5, 0.0]),
             bounds=(np.array([0.0, 0.0, -1.0]), np.array([2.5, 10.0, 1.0])),
         )
     )
     cases.append(
         Case(
-            "exp_decay_lower_bound_active", exp_decay, x, y, np.array([1.0, 2.0, 0.6]),
+            "exp_decay_lower_bound_active",
+            exp_decay,
+            x,
+            y,
+            np.array([1.0, 2.0, 0.6]),
             bounds=(np.array([0.0, 1.5, 0.5]), np.array([10.0, 10.0, 1.0])),
         )
     )
@@ -154,17 +164,52 @@ def _make_cases():
             Case(f"outliers_{loss}", two_gaussians_baseline, x, y, p0, loss=loss, f_scale=0.1)
         )
 
-    x = np.array([77.6, 114.9, 141.1, 190.8, 239.9, 289.0, 332.8, 378.4, 434.8, 477.3,
-                  536.8, 593.1, 689.1, 760.0])
-    y = np.array([10.07, 14.73, 17.94, 23.93, 29.61, 35.18, 40.02, 44.82, 50.76, 55.05,
-                  61.01, 66.40, 75.47, 81.78])
-    cases.append(
-        Case("misra1a_xscale_jac", misra, x, y, np.array([500.0, 1e-4]), x_scale="jac")
+    x = np.array(
+        [
+            77.6,
+            114.9,
+            141.1,
+            190.8,
+            239.9,
+            289.0,
+            332.8,
+            378.4,
+            434.8,
+            477.3,
+            536.8,
+            593.1,
+            689.1,
+            760.0,
+        ]
     )
+    y = np.array(
+        [
+            10.07,
+            14.73,
+            17.94,
+            23.93,
+            29.61,
+            35.18,
+            40.02,
+            44.82,
+            50.76,
+            55.05,
+            61.01,
+            66.40,
+            75.47,
+            81.78,
+        ]
+    )
+    cases.append(Case("misra1a_xscale_jac", misra, x, y, np.array([500.0, 1e-4]), x_scale="jac"))
     cases.append(
         Case(
-            "misra1a_bounded_xscale_jac", misra, x, y, np.array([500.0, 1e-4]),
-            bounds=(np.array([0.0, 0.0]), np.array([1000.0, 1.0])), x_scale="jac",
+            "misra1a_bounded_xscale_jac",
+            misra,
+            x,
+            y,
+            np.array([500.0, 1e-4]),
+            bounds=(np.array([0.0, 0.0]), np.array([1000.0, 1.0])),
+            x_scale="jac",
         )
     )
     return cases
@@ -222,8 +267,9 @@ def optimum_fraction(m: int, dtype=None) -> float:
     return max(1e-4, 10 * (eps * m) ** 0.5)
 
 
-def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1e-4,
-                        cost_rtol=1e-10, err_msg=""):
+def assert_same_optimum(
+    x, reference_x, cost, reference_cost, *, jac, fraction=1e-4, cost_rtol=1e-10, err_msg=""
+):
     """Two fits of the same problem reached the same optimum, to what the algorithm
     guarantees on every machine.
 
@@ -239,8 +285,7 @@ def assert_same_optimum(x, reference_x, cost, reference_cost, *, jac, fraction=1
     reference_x = np.atleast_1d(np.asarray(reference_x, float))
     jac = np.asarray(jac, float)
     cost, reference_cost = np.asarray(cost, float), np.asarray(reference_cost, float)
-    np.testing.assert_allclose(cost, reference_cost, rtol=cost_rtol, atol=1e-300,
-                               err_msg=err_msg)
+    np.testing.assert_allclose(cost, reference_cost, rtol=cost_rtol, atol=1e-300, err_msg=err_msg)
     flat_x = x.reshape(-1, x.shape[-1])
     flat_reference = reference_x.reshape(-1, x.shape[-1])
     flat_jac = jac.reshape(-1, *jac.shape[-2:])
@@ -264,15 +309,21 @@ def assert_matches_scipy(x, cost, reference, *, rtol=1e-6, atol=1e-12, err_msg="
     off) to what that type determines, `optimum_fraction` of a standard error (from
     SciPy's Jacobian and cost) and `tolerance(rtol)` in the cost."""
     if np.asarray(x).dtype == np.float64:
-        np.testing.assert_allclose(np.asarray(x), reference.x, rtol=rtol, atol=atol,
-                                   err_msg=err_msg)
+        np.testing.assert_allclose(
+            np.asarray(x), reference.x, rtol=rtol, atol=atol, err_msg=err_msg
+        )
         np.testing.assert_allclose(float(cost), reference.cost, rtol=rtol, err_msg=err_msg)
         return
     dtype = np.asarray(x).dtype
     assert_same_optimum(
-        x, reference.x, cost, reference.cost, jac=reference.jac,
+        x,
+        reference.x,
+        cost,
+        reference.cost,
+        jac=reference.jac,
         fraction=optimum_fraction(reference.fun.size, dtype),
-        cost_rtol=tolerance(rtol, dtype), err_msg=err_msg,
+        cost_rtol=tolerance(rtol, dtype),
+        err_msg=err_msg,
     )
 
 
@@ -300,8 +351,13 @@ def run_on_host_devices(script: str, folder, devices: int = 4) -> None:
     # The tests' folder on the path: scripts may use these helpers.
     tests = os.path.dirname(os.path.abspath(__file__))
     python_path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=python_path,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          env=env, timeout=900)
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=python_path,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    done = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=900
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

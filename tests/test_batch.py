@@ -95,8 +95,14 @@ def _check_ragged_batch(datasets, n_alone):
             jax.clear_caches()  # one executable per length: hundreds of them otherwise
         alone = _fit_alone(*datasets[index])
         assert bool(alone.success)
-        assert_same_optimum(solutions.x[index], alone.x, solutions.cost[index], alone.cost,
-                            jac=alone.jac, err_msg=f"dataset {index}")
+        assert_same_optimum(
+            solutions.x[index],
+            alone.x,
+            solutions.cost[index],
+            alone.cost,
+            jac=alone.jac,
+            err_msg=f"dataset {index}",
+        )
 
 
 @pytest.mark.extended
@@ -122,6 +128,7 @@ def test_batched_starts_per_member():
 
 
 # --- multi-start on a sinusoid of unknown frequency (many local minima) ---
+
 
 def sinusoid(x, p):
     return p["amplitude"] * jnp.sin(p["frequency"] * x + p["phase"]) + p["offset"]

@@ -26,19 +26,28 @@ def _spectra(size, seed=0):
     """`size` noisy lines of 40 channels, with starts from the data (as a pixel map's)."""
     rng = np.random.default_rng(seed)
     x = np.linspace(-10.0, 10.0, 40)
-    truth = np.stack([rng.uniform(2, 10, size), rng.uniform(-4, 4, size),
-                      rng.uniform(0.8, 2.5, size), np.ones(size)], axis=1)
+    truth = np.stack(
+        [
+            rng.uniform(2, 10, size),
+            rng.uniform(-4, 4, size),
+            rng.uniform(0.8, 2.5, size),
+            np.ones(size),
+        ],
+        axis=1,
+    )
     y = np.asarray(jax.vmap(line, in_axes=(None, 0))(x, truth))
     y = y + 0.5 * rng.standard_normal(y.shape)
     edges = np.median(np.concatenate([y[:, :5], y[:, -5:]], axis=1), axis=1)
-    starts = np.stack([y.max(axis=1) - edges, x[y.argmax(axis=1)], np.full(size, 2.0),
-                       edges], axis=1)
+    starts = np.stack(
+        [y.max(axis=1) - edges, x[y.argmax(axis=1)], np.full(size, 2.0), edges], axis=1
+    )
     return nf.Data(np.broadcast_to(x, y.shape), y), starts
 
 
 def _state(data, starts, solver=nf.Solver()):
-    return nf.with_starts(nf.init_batch(line, data, jnp.asarray(starts[0]), solver),
-                          jnp.asarray(starts))
+    return nf.with_starts(
+        nf.init_batch(line, data, jnp.asarray(starts[0]), solver), jnp.asarray(starts)
+    )
 
 
 @pytest.fixture
@@ -77,7 +86,8 @@ def test_a_member_fits_the_same_in_any_company(pixels, small_working_batch):
         alone = nf.solve_batch(line, _repeated(data, index), _repeated(state, index))
         for field in ["x", "cost", "nfev", "njev", "nit", "status", "optimality", "jac"]:
             np.testing.assert_array_equal(
-                getattr(alone, field)[0], getattr(batch, field)[index],
+                getattr(alone, field)[0],
+                getattr(batch, field)[index],
                 err_msg=f"member {index}: {field}",
             )
 
@@ -94,8 +104,14 @@ def test_compacted_batch_matches_separate_fits(pixels):
         member = _member(data, index)
         alone = solve(line, member, nf.init(line, member, jnp.asarray(starts[index])))
         assert bool(alone.success) and int(batch.status[index]) == int(alone.status)
-        assert_same_optimum(batch.x[index], alone.x, batch.cost[index], alone.cost,
-                            jac=alone.jac, err_msg=f"member {index}")
+        assert_same_optimum(
+            batch.x[index],
+            alone.x,
+            batch.cost[index],
+            alone.cost,
+            jac=alone.jac,
+            err_msg=f"member {index}",
+        )
         same_nfev += int(batch.nfev[index]) == int(alone.nfev)
     assert same_nfev >= 36, f"{same_nfev} of 40 members took their own number of steps"
 
@@ -137,8 +153,9 @@ def test_ragged_datasets_and_bounds(small_working_batch):
     np.testing.assert_array_equal(compacted.status, one_program.status)
     np.testing.assert_array_equal(compacted.active_mask, one_program.active_mask)
     assert np.all(np.asarray(compacted.active_mask)[:, 1] == 1), "the rate sits on its bound"
-    assert_same_optimum(compacted.x, one_program.x, compacted.cost, one_program.cost,
-                        jac=one_program.jac)
+    assert_same_optimum(
+        compacted.x, one_program.x, compacted.cost, one_program.cost, jac=one_program.jac
+    )
 
 
 def test_under_jit_the_batch_is_one_program():
@@ -192,8 +209,7 @@ def test_curve_fit_batch_gives_each_member_scipys_fit(capsys):
         return amplitude * np.exp(-0.5 * ((x - center) / width) ** 2) + background
 
     for index in range(6):
-        reference = scipy.optimize.curve_fit(f_np, x, y[index], p0=starts[index],
-                                             sigma=sigma)
+        reference = scipy.optimize.curve_fit(f_np, x, y[index], p0=starts[index], sigma=sigma)
         errors = np.sqrt(np.diag(reference[1]))
         np.testing.assert_array_less(np.abs(popt[index] - reference[0]), 1e-3 * errors)
         scale = np.outer(errors, errors)

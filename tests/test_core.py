@@ -37,8 +37,11 @@ def test_pytree_parameters_match_flat(strategy):
     assert set(named.x) == set(p0)
     # Flat order is the pytree's: dict keys sorted (amplitude, offset, rate).
     assert_same_optimum(
-        [named.x["amplitude"], named.x["rate"], named.x["offset"]], flat.x,
-        named.cost, flat.cost, jac=flat.jac,
+        [named.x["amplitude"], named.x["rate"], named.x["offset"]],
+        flat.x,
+        named.cost,
+        flat.cost,
+        jac=flat.jac,
     )
 
 
@@ -48,12 +51,16 @@ def test_pytree_bounds_and_x_scale():
     p0 = {"amplitude": 1.0, "rate": 0.5, "offset": 0.7}
     lower = {"amplitude": 0.0, "rate": 0.0, "offset": 0.6}
     upper = {"amplitude": 10.0, "rate": 5.0, "offset": 2.0}
-    solver = nf.Solver(bounds=(lower, upper), x_scale={"amplitude": 2.0, "rate": 1.0,
-                                                      "offset": 0.5}, **TIGHT)
+    solver = nf.Solver(
+        bounds=(lower, upper), x_scale={"amplitude": 2.0, "rate": 1.0, "offset": 0.5}, **TIGHT
+    )
     ours = solve(named_exp_decay, data, nf.init(named_exp_decay, data, p0, solver))
     reference = scipy.optimize.least_squares(
-        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y, [1.0, 0.5, 0.7],
-        bounds=([0, 0, 0.6], [10, 5, 2]), x_scale=[2.0, 1.0, 0.5], **TIGHT,
+        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y,
+        [1.0, 0.5, 0.7],
+        bounds=([0, 0, 0.6], [10, 5, 2]),
+        x_scale=[2.0, 1.0, 0.5],
+        **TIGHT,
     )
     np.testing.assert_allclose(
         [ours.x["amplitude"], ours.x["rate"], ours.x["offset"]], reference.x, rtol=1e-6
@@ -66,8 +73,9 @@ def test_pytree_bounds_and_x_scale():
 def _batch_of_decays(noise, count=500, seed=2):
     rng = np.random.default_rng(seed)
     x = np.linspace(0, 4, 50)
-    truth = np.stack([rng.uniform(1, 4, count), rng.uniform(0.3, 3, count),
-                      rng.uniform(-1, 1, count)])
+    truth = np.stack(
+        [rng.uniform(1, 4, count), rng.uniform(0.3, 3, count), rng.uniform(-1, 1, count)]
+    )
     ys = truth[0][:, None] * np.exp(-truth[1][:, None] * x) + truth[2][:, None]
     return x, ys + noise * rng.standard_normal(ys.shape)
 
@@ -94,8 +102,9 @@ def test_vmap_over_500_datasets_equals_separate_fits():
     differ with rounding, so status and nfev are not compared.)"""
     x, ys = _batch_of_decays(noise=1e-6)
     batched, separate = _batched_and_separate(x, ys)
-    assert_same_optimum(batched.x, separate.x, batched.cost, separate.cost,
-                        jac=separate.jac, cost_rtol=1e-6)
+    assert_same_optimum(
+        batched.x, separate.x, batched.cost, separate.cost, jac=separate.jac, cost_rtol=1e-6
+    )
     # Members stopped on their own criteria, not when the slowest one did.
     assert len(set(np.asarray(batched.nfev).tolist())) > 1
     assert all(batched.success)
@@ -139,13 +148,15 @@ def test_jacobian_modes_agree(strategy):
         return jnp.stack([e, -p[0] * x * e, jnp.ones_like(x)], axis=1)
 
     results = [
-        solve(exp_decay, data, nf.init(exp_decay, data, p0,
-                                       nf.Solver(strategy=strategy, jac=jac, **TIGHT)))
+        solve(
+            exp_decay,
+            data,
+            nf.init(exp_decay, data, p0, nf.Solver(strategy=strategy, jac=jac, **TIGHT)),
+        )
         for jac in ("fwd", "rev", analytic)
     ]
     for other in results[1:]:
-        assert_same_optimum(other.x, results[0].x, other.cost, results[0].cost,
-                            jac=results[0].jac)
+        assert_same_optimum(other.x, results[0].x, other.cost, results[0].cost, jac=results[0].jac)
         np.testing.assert_allclose(other.jac, results[0].jac, rtol=1e-8, atol=1e-12)
 
 
@@ -172,8 +183,11 @@ def test_user_defined_loss_matches_scipy_callable_loss():
         return np.stack([2 * (root - 1), 1 / root, -0.5 / root**3])
 
     reference = scipy.optimize.least_squares(
-        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y, [1.0, 0.5, 0.0],
-        loss=scipy_loss, f_scale=0.2, **TIGHT,
+        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y,
+        [1.0, 0.5, 0.0],
+        loss=scipy_loss,
+        f_scale=0.2,
+        **TIGHT,
     )
     np.testing.assert_allclose(ours.x, reference.x, rtol=1e-7)
     np.testing.assert_allclose(ours.cost, reference.cost, rtol=1e-7)

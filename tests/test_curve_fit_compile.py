@@ -95,7 +95,12 @@ def test_padding_does_not_change_the_result():
 
 def test_bucket_sizes():
     assert [_curve_fit_class.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
-        16, 16, 32, 64, 128, 1024,
+        16,
+        16,
+        32,
+        64,
+        128,
+        1024,
     ]
 
 
@@ -138,7 +143,10 @@ def test_a_compiled_fit_is_one_program(monkeypatch):
     y = 2.0 * np.exp(-1.2 * x) + 0.5 + 0.1 * x + 0.01 * rng.standard_normal(43)
     with counting_compiles() as compiles:
         popt, pcov = nf.curve_fit(
-            decay_with_slope, x, y, p0=[1.0, 1.0, 0.0, 0.0],
+            decay_with_slope,
+            x,
+            y,
+            p0=[1.0, 1.0, 0.0, 0.0],
             bounds=([0, 0, -1, -1], [10, 10, 10, 1]),
         )
     assert len(compiles) == 1
@@ -155,9 +163,7 @@ def test_curve_fit_reports_a_model_not_finite_at_p0():
     x = np.linspace(1.0, 2.0, 11)
     with pytest.raises(ValueError, match="The model returns NaN or inf at p0") as error:
         nf.curve_fit(logarithmic, x, 2 * x)  # p0 = 1: log(0)
-    assert "Without `p0` the model was called with one scalar parameter 'a'" in str(
-        error.value
-    )
+    assert "Without `p0` the model was called with one scalar parameter 'a'" in str(error.value)
     with pytest.raises(ValueError, match="overflows at p0"):
         nf.curve_fit(lambda x, a: 1e200 * (x - a), x, 2 * x, p0=[0.0])
 

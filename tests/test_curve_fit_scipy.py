@@ -96,13 +96,19 @@ def test_rank_deficient_jacobian_gives_inf_for_undetermined_parameters_and_warns
     with jax.enable_x64(True):
         y = decay_np(X, 2.5, 1.3, 0.0) + 0.05 * np.random.default_rng(0).standard_normal(60)
         reference = scipy.optimize.curve_fit(
-            lambda x, *p: np.asarray(degenerate(x, *p)), X, y, p0=P0, method="trf",
-            jac=lambda x, *p: np.asarray(jac(jnp.asarray(p), x)), **TOLERANCES,
+            lambda x, *p: np.asarray(degenerate(x, *p)),
+            X,
+            y,
+            p0=P0,
+            method="trf",
+            jac=lambda x, *p: np.asarray(jac(jnp.asarray(p), x)),
+            **TOLERANCES,
         )
     with pytest.warns(nf.OptimizeWarning, match="rank 2 < 3"):
         popt, pcov = nf.curve_fit(degenerate, X, y, p0=P0, method="trf", **TOLERANCES)
-    np.testing.assert_allclose(popt[0] + popt[1], reference[0][0] + reference[0][1],
-                               rtol=tolerance(1e-6))
+    np.testing.assert_allclose(
+        popt[0] + popt[1], reference[0][0] + reference[0][1], rtol=tolerance(1e-6)
+    )
     # a and b are not determined: infinite (co)variances, as SciPy's default method gives
     # (its 'trf' pseudo-inverse would show them with a finite error); c keeps SciPy's value.
     assert np.all(np.isinf(pcov[:2])) and np.all(np.isinf(pcov[:, :2]))
@@ -173,8 +179,13 @@ def test_two_input_columns_with_nan_omit_match_scipy():
     xy[1, 3] = np.nan
     y[7] = np.nan
     reference = scipy.optimize.curve_fit(
-        lambda xy, *p: np.asarray(surface(xy, *p)), xy, y, p0=P0, nan_policy="omit",
-        jac=lambda xy, *p: np.asarray(jac(jnp.asarray(p), xy)), **TOLERANCES,
+        lambda xy, *p: np.asarray(surface(xy, *p)),
+        xy,
+        y,
+        p0=P0,
+        nan_policy="omit",
+        jac=lambda xy, *p: np.asarray(jac(jnp.asarray(p), xy)),
+        **TOLERANCES,
     )
     _compare(nf.curve_fit(surface, xy, y, p0=P0, nan_policy="omit", **TOLERANCES), reference)
 
@@ -217,9 +228,23 @@ def test_jacobian_function_with_a_covariance_equals_the_diagonal_sigma_fit():
     sigma = np.full(X.size, 0.05)
     for absolute_sigma in (False, True):
         with pytest.warns(UserWarning, match="host"):
-            by_sigma = nf.curve_fit(_numpy_decay, X, Y, p0=P0, sigma=sigma,
-                                    jac=_numpy_decay_jac, absolute_sigma=absolute_sigma)
-            by_covariance = nf.curve_fit(_numpy_decay, X, Y, p0=P0, sigma=np.diag(sigma**2),
-                                         jac=_numpy_decay_jac, absolute_sigma=absolute_sigma)
+            by_sigma = nf.curve_fit(
+                _numpy_decay,
+                X,
+                Y,
+                p0=P0,
+                sigma=sigma,
+                jac=_numpy_decay_jac,
+                absolute_sigma=absolute_sigma,
+            )
+            by_covariance = nf.curve_fit(
+                _numpy_decay,
+                X,
+                Y,
+                p0=P0,
+                sigma=np.diag(sigma**2),
+                jac=_numpy_decay_jac,
+                absolute_sigma=absolute_sigma,
+            )
         np.testing.assert_allclose(by_covariance[0], by_sigma[0], rtol=1e-10)
         np.testing.assert_allclose(by_covariance[1], by_sigma[1], rtol=1e-8)

@@ -60,9 +60,7 @@ def _model_np(x, p):
 def test_student_t_quantiles_match_scipy():
     q = np.array([1e-9, 0.025, 0.3, 0.8, 0.975, 0.995, 1 - 1e-9])
     for df in (1, 2, 5.5, 30, 1000):
-        np.testing.assert_allclose(
-            nf.student_t_ppf(q, df), scipy.stats.t.ppf(q, df), rtol=1e-9
-        )
+        np.testing.assert_allclose(nf.student_t_ppf(q, df), scipy.stats.t.ppf(q, df), rtol=1e-9)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         nf.student_t_ppf(1.0, 3)
 
@@ -73,8 +71,7 @@ def test_parameter_intervals_use_scipys_t_quantile(result):
         intervals = result.conf_intervals(level)
         for i, name in enumerate(result.names):
             expected = (result.popt[i] - t * result.perr[i], result.popt[i] + t * result.perr[i])
-            np.testing.assert_allclose(intervals[name], expected,
-                                       rtol=_rtol(result, 1e-10))
+            np.testing.assert_allclose(intervals[name], expected, rtol=_rtol(result, 1e-10))
     assert list(result.conf_intervals()) == ["height", "center", "width", "offset"]
 
 
@@ -82,8 +79,7 @@ def test_correlation_and_standard_errors(result):
     perr = np.sqrt(np.diag(result.pcov))
     rtol = _rtol(result, 1e-7)
     np.testing.assert_allclose(result.perr, perr, rtol=rtol)
-    np.testing.assert_allclose(result.correlation, result.pcov / np.outer(perr, perr),
-                               rtol=rtol)
+    np.testing.assert_allclose(result.correlation, result.pcov / np.outer(perr, perr), rtol=rtol)
     np.testing.assert_allclose(np.diag(result.correlation), 1.0, rtol=rtol)
 
 
@@ -100,8 +96,9 @@ def test_statistics_match_hand_computation(result):
     assert result.aic == pytest.approx(n * np.log(chisqr / n) + 2 * k, rel=rtol)
     assert result.bic == pytest.approx(n * np.log(chisqr / n) + np.log(n) * k, rel=rtol)
     float32 = result.popt.dtype == np.float32  # near-zero values: rounding of the peak
-    np.testing.assert_allclose(result.best_fit, y_fit, rtol=rtol,
-                               atol=rtol * np.max(np.abs(y_fit)) if float32 else 0)
+    np.testing.assert_allclose(
+        result.best_fit, y_fit, rtol=rtol, atol=rtol * np.max(np.abs(y_fit)) if float32 else 0
+    )
     # The residual variance estimate behind pcov (absolute_sigma=False) is redchi.
     if not result.absolute_sigma:
         jac = np.asarray(result.jac, float)

@@ -67,7 +67,11 @@ def test_normal_root_is_kept_only_where_well_conditioned():
         chunked = {
             method: chunked_linearize(
                 lambda chunk, jac=jac: (chunk.y * 0.0, _rows_like(jac, chunk)),
-                _indexed(data), 4, 64, nf.Linear(), method,
+                _indexed(data),
+                4,
+                64,
+                nf.Linear(),
+                method,
             ).factor
             for method in ("auto", "qr")
         }
@@ -75,7 +79,8 @@ def test_normal_root_is_kept_only_where_well_conditioned():
         scale = np.linalg.norm(jac, axis=0)
         # Either way a factor of JᵀJ; where unsafe it is the TSQR factor itself.
         np.testing.assert_allclose(
-            (auto.T @ auto) / np.outer(scale, scale), (jac.T @ jac) / np.outer(scale, scale),
+            (auto.T @ auto) / np.outer(scale, scale),
+            (jac.T @ jac) / np.outer(scale, scale),
             atol=1e-12,
         )
         # The same computation up to rounding (summed by chunks vs at once): compare
@@ -191,6 +196,7 @@ def test_chunks_under_jit_are_checked_inside_the_fit():
     assert state.chunk_size is None
     exact = nf.solve(_centred_when_large, data, state)
     np.testing.assert_allclose(exact.x, [0.01, 3.0], rtol=1e-9)
+
     # A pointwise model under jit chunks, checks and fits as in one shot.
     @jax.jit
     def fit_decay(x, y):
@@ -256,16 +262,18 @@ def test_curve_fit_defaults_on_large_data_match_scipy():
     # SciPy's TRF: its pcov comes from the SVD of J, as nlsq_fn's (SciPy's "lm" takes
     # MINPACK's R factor and differs from the exact pinv(JᵀJ) by ~4e-6 here).
     expected, expected_cov = scipy.optimize.curve_fit(
-        lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1.0, 1.0, 0.0], jac=jac,
+        lambda x, a, b, c: a * np.exp(-b * x) + c,
+        x,
+        y,
+        p0=[1.0, 1.0, 0.0],
+        jac=jac,
         method="trf",
     )
     np.testing.assert_allclose(popt, expected, rtol=1e-6)
     np.testing.assert_allclose(pcov, expected_cov, rtol=1e-6)
     fitter = nf.CurveFit(f, p0=[1.0, 1.0, 0.0])
     fitted = fitter.fit(x, y)
-    np.testing.assert_allclose(
-        fitted.jac, jac(x, *expected), rtol=1e-6, atol=1e-9
-    )
+    np.testing.assert_allclose(fitted.jac, jac(x, *expected), rtol=1e-6, atol=1e-9)
 
 
 def test_enable_compilation_cache_sets_jax_cache(tmp_path, monkeypatch):

@@ -114,12 +114,16 @@ def test_transposed_jacobian_raises_as_scipy():
     )
     with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
         nf.curve_fit(
-            lambda x, a, b, c: a * jnp.exp(-b * x) + c, X40, y, p0=[1.0, 1.0, 0.0],
+            lambda x, a, b, c: a * jnp.exp(-b * x) + c,
+            X40,
+            y,
+            p0=[1.0, 1.0, 0.0],
             jac=lambda x, a, b, c: _exp_jac_columns([a, b, c], x, None),
         )
     with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
         nf.init(
-            lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2], nf.Data(X40, y),
+            lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2],
+            nf.Data(X40, y),
             jnp.array([1.0, 1.0, 0.0]),
             nf.Solver(jac=lambda x, p: jnp.stack(_exp_jac_columns(p, x, None))),
         )
@@ -129,8 +133,9 @@ def test_jacobian_with_too_many_columns_is_named():
     fun = lambda p: jnp.array([p[0] - 1, p[1] - 2])  # noqa: E731
     jac = lambda p: jnp.ones((3, 2))  # noqa: E731
     expected = _scipy_error(
-        lambda: scipy.optimize.least_squares(lambda p: np.asarray(fun(p)), [0.0, 0.0],
-                                             jac=lambda p: np.ones((3, 2)))
+        lambda: scipy.optimize.least_squares(
+            lambda p: np.asarray(fun(p)), [0.0, 0.0], jac=lambda p: np.ones((3, 2))
+        )
     )
     with pytest.raises(ValueError) as error:
         nf.least_squares(fun, [0.0, 0.0], jac=jac)
@@ -153,17 +158,29 @@ def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
     pd = pytest.importorskip("pandas")
     sigma = 0.1 + 0.01 * np.arange(10)
     odd_inputs = dict(
-        sigma=list(sigma), absolute_sigma=np.True_, ftol=np.float32(1e-10),
+        sigma=list(sigma),
+        absolute_sigma=np.True_,
+        ftol=np.float32(1e-10),
         max_nfev=np.int64(50),
     )
     expected, expected_cov = scipy.optimize.curve_fit(
-        _line, X10, pd.Series(Y10), p0=np.array([1, 1]), bounds=[[-10, -10], [10, 10]],
+        _line,
+        X10,
+        pd.Series(Y10),
+        p0=np.array([1, 1]),
+        bounds=[[-10, -10], [10, 10]],
         **odd_inputs,
     )
     for bounds in ([[-10, -10], [10, 10]], scipy.optimize.Bounds([-10, -10], [10, 10])):
         popt, pcov, _, _, ier = nf.curve_fit(
-            _line, pd.Series(X10), pd.Series(Y10), p0=np.array([1, 1]), bounds=bounds,
-            verbose=np.int64(0), full_output=1, **odd_inputs,
+            _line,
+            pd.Series(X10),
+            pd.Series(Y10),
+            p0=np.array([1, 1]),
+            bounds=bounds,
+            verbose=np.int64(0),
+            full_output=1,
+            **odd_inputs,
         )
         assert ier > 0
         np.testing.assert_allclose(popt, expected, rtol=1e-7)
@@ -173,14 +190,19 @@ def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
     frame = pd.DataFrame({"u": X10, "v": X10**2})
     plane = lambda x, a, b: a * x[:, 0] + b * x[:, 1]  # noqa: E731
     expected, _ = scipy.optimize.curve_fit(plane, frame.to_numpy(), Y10, p0=[1, 1])
-    np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected,
-                               rtol=1e-7)
+    np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected, rtol=1e-7)
 
 
 def test_least_squares_takes_scipys_scalar_types():
     fun = lambda p, x, y: p[0] * x + p[1] - y  # noqa: E731
-    options = dict(args=[X10, Y10], loss="soft_l1", f_scale=1, ftol=np.float32(1e-10),
-                   bounds=scipy.optimize.Bounds([-10, -10], [10, 10]), max_nfev=np.inf)
+    options = dict(
+        args=[X10, Y10],
+        loss="soft_l1",
+        f_scale=1,
+        ftol=np.float32(1e-10),
+        bounds=scipy.optimize.Bounds([-10, -10], [10, 10]),
+        max_nfev=np.inf,
+    )
     expected = scipy.optimize.least_squares(fun, [1, 1], **options)
     result = nf.least_squares(fun, np.array([1, 1]), verbose=np.int64(0), **options)
     assert result.success
@@ -260,25 +282,35 @@ def _nf_init(data=None, p0=(1.0, 1.0), **solver):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10])),
-         "`bounds` contain NaN"),
-        (lambda: nf.least_squares(lambda p: p - 1, [1.0], bounds=(np.nan, 5)),
-         "`bounds` contain NaN"),
+        (
+            lambda: nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10])),
+            "`bounds` contain NaN",
+        ),
+        (
+            lambda: nf.least_squares(lambda p: p - 1, [1.0], bounds=(np.nan, 5)),
+            "`bounds` contain NaN",
+        ),
         (lambda: _nf_init(bounds=([0.0, np.nan], [5.0, 5.0])), "`bounds` contain NaN (for p[1])"),
         (lambda: _nf_init(loss=nf.Huber(f_scale=0.0)), "`f_scale` must be positive"),
         (lambda: _nf_init(loss=nf.Huber(f_scale=np.nan)), "`f_scale` must be positive"),
         (lambda: _nf_init(loss=nf.Huber(f_scale=np.inf)), "`f_scale` must be positive"),
         (lambda: _nf_init(loss=nf.Huber(f_scale=1e-300)), "`f_scale` must be positive"),
         (lambda: _nf_init(loss=nf.Huber(f_scale=-2.0)), "`f_scale` must be positive"),
-        (lambda: nf.least_squares(lambda p: p - 1, [1.0], loss="huber", f_scale=np.inf),
-         "`f_scale` must be positive"),
-        (lambda: nf.curve_fit(_line, X10, Y10, p0={"a": 1.0, "c": 2.0}),
-         "unknown: ['c'], missing: ['b']"),
+        (
+            lambda: nf.least_squares(lambda p: p - 1, [1.0], loss="huber", f_scale=np.inf),
+            "`f_scale` must be positive",
+        ),
+        (
+            lambda: nf.curve_fit(_line, X10, Y10, p0={"a": 1.0, "c": 2.0}),
+            "unknown: ['c'], missing: ['b']",
+        ),
         (lambda: nf.least_squares(lambda p: p - 1, [1.0 + 1j]), "`x0` must be real"),
         (lambda: nf.curve_fit(_line, X10, Y10, p0=[1.0, 1j]), "`p0` must be real"),
         (lambda: nf.curve_fit(_line, X10, Y10 + 0j, p0=[1.0, 1.0]), "`ydata` must be real"),
-        (lambda: nf.curve_fit(lambda x, a, b: a * x + b * 1j, X10, Y10, p0=[1.0, 1.0]),
-         "The model returns complex values; they must be real"),
+        (
+            lambda: nf.curve_fit(lambda x, a, b: a * x + b * 1j, X10, Y10, p0=[1.0, 1.0]),
+            "The model returns complex values; they must be real",
+        ),
         (lambda: _nf_init(nf.Data(X10, Y_EXP + 0j)), "`y` must be real"),
         (lambda: nf.least_squares(lambda p: 1e200 * (p - 1), [3.0]), "overflows"),
         (lambda: _nf_init(nf.Data(X10, Y_EXP, mask=np.zeros(10, bool))), "Every point is masked"),
@@ -286,14 +318,34 @@ def _nf_init(data=None, p0=(1.0, 1.0), **solver):
         (lambda: nf.Solver(strategy="newton"), "`strategy` must be"),
         (lambda: nf.Solver(loss="l7"), "`loss` must be one of"),
         (lambda: nf.pad_datasets([(X10, Y10), (X10[:0], Y10[:0])]), "Dataset 1 has no points"),
-        (lambda: nf.pad_datasets([(X10, Y10), (X10, Y10, np.ones(9))]),
-         "Dataset 1: `sigma` has shape (9,)"),
-        (lambda: nf.pad_datasets([(X10, Y10), (X10, np.where(X10 > 0.5, np.nan, Y10))]),
-         "Dataset 1: `y` contains NaN"),
-        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
-                               nf.Solver(bounds=(0.0, 5.0)), n_starts=2.5), "`n_starts` must"),
-        (lambda: nf.multistart(_exp_model, nf.Data(X10, Y_EXP), jnp.ones(2),
-                               nf.Solver(bounds=(0.0, 5.0)), key="seed"), "`key` must"),
+        (
+            lambda: nf.pad_datasets([(X10, Y10), (X10, Y10, np.ones(9))]),
+            "Dataset 1: `sigma` has shape (9,)",
+        ),
+        (
+            lambda: nf.pad_datasets([(X10, Y10), (X10, np.where(X10 > 0.5, np.nan, Y10))]),
+            "Dataset 1: `y` contains NaN",
+        ),
+        (
+            lambda: nf.multistart(
+                _exp_model,
+                nf.Data(X10, Y_EXP),
+                jnp.ones(2),
+                nf.Solver(bounds=(0.0, 5.0)),
+                n_starts=2.5,
+            ),
+            "`n_starts` must",
+        ),
+        (
+            lambda: nf.multistart(
+                _exp_model,
+                nf.Data(X10, Y_EXP),
+                jnp.ones(2),
+                nf.Solver(bounds=(0.0, 5.0)),
+                key="seed",
+            ),
+            "`key` must",
+        ),
     ],
 )
 def test_validation_gaps_raise_clear_errors(make, message):
@@ -314,8 +366,9 @@ def test_nan_bounds_are_refused_as_by_scipy():
 def test_inputs_that_used_to_be_refused_now_fit():
     # A single-leaf pytree p0 with bounds of the same structure.
     model = lambda x, p: p["a"] * x  # noqa: E731
-    state = nf.init(model, nf.Data(X10, 3 * X10), {"a": 1.0},
-                    nf.Solver(bounds=({"a": 0.0}, {"a": 5.0})))
+    state = nf.init(
+        model, nf.Data(X10, 3 * X10), {"a": 1.0}, nf.Solver(bounds=({"a": 0.0}, {"a": 5.0}))
+    )
     np.testing.assert_allclose(nf.solve(model, nf.Data(X10, 3 * X10), state).x["a"], 3.0)
     # A p0 dict for a plain f(x, a, b): mapped to the signature, as a `bounds` dict.
     expected, _ = scipy.optimize.curve_fit(_line, X10, Y10, p0=[1.0, 2.0])
@@ -334,8 +387,9 @@ def test_inputs_that_used_to_be_refused_now_fit():
     fit = nf.CurveFit(_line, X10, Y10, p0=[1, 1]).fit()
     np.testing.assert_allclose(fit.eval([0, 1]), _line(np.array([0.0, 1.0]), *fit.popt))
     # An integer key is a seed.
-    best = nf.multistart(_exp_model, data, jnp.ones(2), nf.Solver(bounds=(0.0, 5.0)),
-                         n_starts=3, key=1).best
+    best = nf.multistart(
+        _exp_model, data, jnp.ones(2), nf.Solver(bounds=(0.0, 5.0)), n_starts=3, key=1
+    ).best
     np.testing.assert_allclose(best.x, [2.0, 1.3], rtol=1e-6)
 
 
@@ -352,8 +406,14 @@ def test_bad_input_under_jit_gives_status_minus_one():
         solver = nf.Solver(bounds=(lower, upper), x_scale=x_scale)
         return nf.solve(_exp_model, data, nf.init(_exp_model, data, p0, solver)).status
 
-    good = dict(sigma=jnp.ones(10), p0=jnp.ones(2), lower=jnp.zeros(2),
-                upper=jnp.full(2, 5.0), x_scale=jnp.ones(2), mask=jnp.ones(10, bool))
+    good = dict(
+        sigma=jnp.ones(10),
+        p0=jnp.ones(2),
+        lower=jnp.zeros(2),
+        upper=jnp.full(2, 5.0),
+        x_scale=jnp.ones(2),
+        mask=jnp.ones(10, bool),
+    )
     assert fit(**good) > 0
     bad = [
         dict(sigma=-jnp.ones(10)),
@@ -367,8 +427,14 @@ def test_bad_input_under_jit_gives_status_minus_one():
     statuses = [int(fit(**{**good, **change})) for change in bad]
     assert statuses == [-1] * len(bad)
     message = STATUS_MESSAGES[-1]  # what `Solution.message` says for status -1
-    for reason in ("sigma <= 0", "p0 outside the bounds", "lower >= upper", "NaN bounds",
-                   "x_scale <= 0", "every point masked"):
+    for reason in (
+        "sigma <= 0",
+        "p0 outside the bounds",
+        "lower >= upper",
+        "NaN bounds",
+        "x_scale <= 0",
+        "every point masked",
+    ):
         assert reason in message
 
 
@@ -383,8 +449,9 @@ def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
     x[3], x[8] = -1.0, np.nan  # masked: the model is NaN there, in value and derivative
     mask = np.isfinite(x) & (x > 0)
     kept = mask.nonzero()[0]
-    expected, _ = scipy.optimize.curve_fit(lambda x, a, b: a * np.sqrt(x) + b, x[kept],
-                                           y[kept], p0=[1.0, 0.0])
+    expected, _ = scipy.optimize.curve_fit(
+        lambda x, a, b: a * np.sqrt(x) + b, x[kept], y[kept], p0=[1.0, 0.0]
+    )
 
     def fitted(y_values, data_x, data_mask, jac):
         data = nf.Data(data_x, y_values, mask=data_mask)
@@ -418,8 +485,11 @@ def test_p0_on_a_bound_is_reported_as_given():
     result = nf.CurveFit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5])).fit()
     np.testing.assert_array_equal(result.p0, [0.0, 1.0])
     assert "init = 0)" in result.summary() and "1e-10" not in result.summary()
-    np.testing.assert_allclose(result.popt, scipy.optimize.curve_fit(
-        _line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0], rtol=1e-7)
+    np.testing.assert_allclose(
+        result.popt,
+        scipy.optimize.curve_fit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0],
+        rtol=1e-7,
+    )
 
 
 @pytest.mark.extended
@@ -429,7 +499,9 @@ def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
     result = nf.solve_batch(_exp_model, batch, state)
     jax.effects_barrier()
     out = capsys.readouterr().out.splitlines()
-    assert out == ["verbose=2: 3 fits run as one batch (vmap); the iteration table is "
-                   "printed for single fits only."]
+    assert out == [
+        "verbose=2: 3 fits run as one batch (vmap); the iteration table is "
+        "printed for single fits only."
+    ]
     np.testing.assert_allclose(result.x[:, 1], [1.0, 1.5, 2.0], rtol=1e-6)
     assert np.all(result.status > 0)

@@ -32,28 +32,44 @@ def _init(data=None, p0=P0, model=exp_decay, **solver_options):
         (lambda: _init(nf.Data(np.where(X > 2, np.nan, X), Y)), "`x` contains NaN or inf"),
         (lambda: _init(nf.Data(X, Y, sigma=np.where(X > 2, 0.0, 1.0))), "`sigma` must be"),
         (lambda: _init(nf.Data(X, Y, sigma=-np.ones(30))), "`sigma` must be"),
-        (lambda: _init(bounds=([0, 0, 0], [10, 10, 10]), p0=jnp.array([1.0, 0.5, -1.0])),
-         "`p0` is outside the bounds for p[2]"),
-        (lambda: _init(bounds=([0, 2, 0], [10, 1, 10])),
-         "lower bound must be strictly less than its upper bound (violated for p[1])"),
+        (
+            lambda: _init(bounds=([0, 0, 0], [10, 10, 10]), p0=jnp.array([1.0, 0.5, -1.0])),
+            "`p0` is outside the bounds for p[2]",
+        ),
+        (
+            lambda: _init(bounds=([0, 2, 0], [10, 1, 10])),
+            "lower bound must be strictly less than its upper bound (violated for p[1])",
+        ),
         (lambda: _init(bounds=([0, 0], [10, 10])), "`lower bound` has shape (2,)"),
         (lambda: _init(p0=jnp.array([1.0, np.nan, 0.0])), "`p0` contains NaN or inf"),
-        (lambda: _init(model=lambda x, p: exp_decay(x, p)[:-1]),
-         "The model returns shape (29,) but `y` has shape (30,)"),
+        (
+            lambda: _init(model=lambda x, p: exp_decay(x, p)[:-1]),
+            "The model returns shape (29,) but `y` has shape (30,)",
+        ),
         (lambda: _init(model=lambda x, p: (exp_decay(x, p), x)), "must return one array"),
-        (lambda: _init(model=lambda x, p: jnp.log(p[2]) + exp_decay(x, p)),
-         "The model returns NaN or inf at p0"),
+        (
+            lambda: _init(model=lambda x, p: jnp.log(p[2]) + exp_decay(x, p)),
+            "The model returns NaN or inf at p0",
+        ),
         (lambda: _init(model=lambda x, p: p["a"] * x), "Calling the model"),
-        (lambda: nf.init(exp_decay, nf.Data(X, Y), P0,
-                         nf.Solver(strategy=nf.LevenbergMarquardt(), bounds=(0, 10))),
-         "does not support bounds"),
+        (
+            lambda: nf.init(
+                exp_decay,
+                nf.Data(X, Y),
+                P0,
+                nf.Solver(strategy=nf.LevenbergMarquardt(), bounds=(0, 10)),
+            ),
+            "does not support bounds",
+        ),
         (lambda: _init(x_scale=-1.0), "`x_scale` must be"),
         (lambda: _init(x_scale="auto"), "`x_scale` must be"),
         (lambda: _init(ftol=0, xtol=0, gtol=0), "At least one of"),
         (lambda: _init(max_nfev=0), "`max_nfev` must be positive"),
         (lambda: _init(jac="4-point"), "`jac` must be a callable, 'fwd', 'rev', '2-point'"),
-        (lambda: _init(jac="2-point", diff_step=[1e-6, 1e-6]),
-         "`diff_step` has shape (2,); give a scalar or one step for each of the 3"),
+        (
+            lambda: _init(jac="2-point", diff_step=[1e-6, 1e-6]),
+            "`diff_step` has shape (2,); give a scalar or one step for each of the 3",
+        ),
         (lambda: nf.init(exp_decay, (X, Y), P0), "must be an nlsq_fn.Data"),
         (lambda: _init(nf.Data(X[:0], Y[:0])), "`y` is empty"),
     ],
@@ -71,8 +87,12 @@ def test_wrong_parameter_structure_is_named():
     with pytest.raises(ValueError, match="Calling the model"):
         nf.init(model, nf.Data(X, Y), {"a": 1.0}, nf.Solver())
     with pytest.raises(ValueError, match="lower bound"):
-        nf.init(model, nf.Data(X, Y), {"a": 1.0, "b": 1.0},
-                nf.Solver(bounds=({"a": 0.0}, {"a": 2.0, "b": 2.0})))
+        nf.init(
+            model,
+            nf.Data(X, Y),
+            {"a": 1.0, "b": 1.0},
+            nf.Solver(bounds=({"a": 0.0}, {"a": 2.0, "b": 2.0})),
+        )
 
 
 def test_bad_data_inside_jit_gives_a_status_not_garbage():
@@ -139,13 +159,14 @@ def _decay_jnp(x, a, b, c):
 
 _FRONT_ENDS = {
     "curve_fit lm": lambda f, **kw: nf.curve_fit(f, X, Y, p0=[1.0, 0.5, 0.0], **kw),
-    "curve_fit trf": lambda f, **kw: nf.curve_fit(
-        f, X, Y, p0=[1.0, 0.5, 0.0], method="trf", **kw
-    ),
+    "curve_fit trf": lambda f, **kw: nf.curve_fit(f, X, Y, p0=[1.0, 0.5, 0.0], method="trf", **kw),
     "least_squares": lambda f, **kw: nf.least_squares(
-        lambda p: f(X, *p) - Y, [1.0, 0.5, 0.0],
-        **{("jac" if k == "jac" else k): (
-            (lambda p, _j=v: _j(X, *p)) if k == "jac" else v) for k, v in kw.items()},
+        lambda p: f(X, *p) - Y,
+        [1.0, 0.5, 0.0],
+        **{
+            ("jac" if k == "jac" else k): ((lambda p, _j=v: _j(X, *p)) if k == "jac" else v)
+            for k, v in kw.items()
+        },
     ),
     "CurveFit.fit": lambda f, **kw: nf.CurveFit(
         f, X, Y, p0=[1.0, 0.5, 0.0], method="trf", **kw
@@ -199,8 +220,7 @@ def test_an_exception_of_a_callback_reaches_the_caller():
     def scipy_style(intermediate_result):
         raise error
 
-    for callback, front_end in ((four_arguments, "curve_fit trf"),
-                                (scipy_style, "least_squares")):
+    for callback, front_end in ((four_arguments, "curve_fit trf"), (scipy_style, "least_squares")):
         with pytest.raises(UserError) as raised:
             _FRONT_ENDS[front_end](_decay_jnp, callback=callback)
         assert raised.value is error

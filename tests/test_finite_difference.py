@@ -41,7 +41,11 @@ def test_jacobian_equals_scipys_approx_derivative_near_bounds(method):
             _smooth, x, unravel, f0, method, diff_step, lower, upper, bounded=True
         )
         reference = approx_derivative(
-            fun, np.asarray(x), method=method, rel_step=diff_step, f0=np.asarray(f0),
+            fun,
+            np.asarray(x),
+            method=method,
+            rel_step=diff_step,
+            f0=np.asarray(f0),
             bounds=(np.asarray(lower), np.asarray(upper)),
         )
         exact = np.asarray(jax.jacfwd(_smooth)(x))
@@ -66,13 +70,22 @@ def test_least_squares_with_finite_differences_matches_scipy(name, method, jac):
         return case.model(x, p) - y
 
     ours = nf.least_squares(
-        fun, case.p0, jac=jac, bounds=case.bounds, method=method, args=(case.x, case.y),
+        fun,
+        case.p0,
+        jac=jac,
+        bounds=case.bounds,
+        method=method,
+        args=(case.x, case.y),
         **TOLERANCES,
     )
     evaluate = jax.jit(lambda p: fun(p, case.x, case.y))
     reference = scipy.optimize.least_squares(
-        lambda p: np.asarray(evaluate(p)), case.p0, jac=jac, bounds=case.bounds,
-        method=method, **TOLERANCES,
+        lambda p: np.asarray(evaluate(p)),
+        case.p0,
+        jac=jac,
+        bounds=case.bounds,
+        method=method,
+        **TOLERANCES,
     )
     np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6)
     np.testing.assert_allclose(float(ours.cost), reference.cost, rtol=1e-6)
@@ -96,11 +109,21 @@ def test_numpy_model_through_curve_fit_matches_scipy():
     bounds = ([0.0, 0.0, -1.0], [5.0, 2.0, 1.0])
     with pytest.warns(nf._host_model.HostModelWarning, match="SciPy's speed"):
         popt, pcov = nf.curve_fit(
-            bessel_decay, X_BESSEL, Y_BESSEL, p0=P0_BESSEL, bounds=bounds, method="dogbox",
+            bessel_decay,
+            X_BESSEL,
+            Y_BESSEL,
+            p0=P0_BESSEL,
+            bounds=bounds,
+            method="dogbox",
             **TOLERANCES,
         )
     ref_popt, ref_pcov = scipy.optimize.curve_fit(
-        bessel_decay, X_BESSEL, Y_BESSEL, p0=P0_BESSEL, bounds=bounds, method="dogbox",
+        bessel_decay,
+        X_BESSEL,
+        Y_BESSEL,
+        p0=P0_BESSEL,
+        bounds=bounds,
+        method="dogbox",
         **TOLERANCES,
     )
     np.testing.assert_allclose(popt, ref_popt, rtol=1e-6)

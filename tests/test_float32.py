@@ -23,21 +23,20 @@ PROBLEMS = {
     "quadratic": (lambda x, a, b, c: a * x**2 + b * x + c, [0.3, -1, 2], [1, 1, 1]),
     "sine": (lambda x, a, w, p: a * jnp.sin(w * x + p), [1.2, 2.0, 0.3], [1, 2.1, 0.1]),
     "michaelis_menten": (lambda x, v, k: v * x / (k + x), [2, 0.8], [1, 1]),
-    "logistic": (
-        lambda x, top, k, x0: top / (1 + jnp.exp(-k * (x - x0))), [2, 3, 2], [1, 1, 1.5]
-    ),
+    "logistic": (lambda x, top, k, x0: top / (1 + jnp.exp(-k * (x - x0))), [2, 3, 2], [1, 1, 1.5]),
     "two_exponentials": (
         lambda x, a, b, c, d: a * jnp.exp(-b * x) + c * jnp.exp(-d * x),
-        [2, 3, 1, 0.3], [1, 2, 1, 0.1],
+        [2, 3, 1, 0.3],
+        [1, 2, 1, 0.1],
     ),
     "gaussian": (
-        lambda x, a, m, s: a * jnp.exp(-((x - m) ** 2) / (2 * s**2)), [3, 2, 0.5], [2, 1.8, 0.7]
+        lambda x, a, m, s: a * jnp.exp(-((x - m) ** 2) / (2 * s**2)),
+        [3, 2, 0.5],
+        [2, 1.8, 0.7],
     ),
     "line": (lambda x, a, b: a * x + b, [1.5, -0.3], [1, 0]),
     "power": (lambda x, a, b: a * (x + 1) ** b, [1.5, 0.7], [1, 1]),
-    "lorentzian": (
-        lambda x, a, m, g: a * g**2 / ((x - m) ** 2 + g**2), [2, 2.2, 0.4], [1, 2, 0.5]
-    ),
+    "lorentzian": (lambda x, a, m, g: a * g**2 / ((x - m) ** 2 + g**2), [2, 2.2, 0.4], [1, 2, 0.5]),
 }
 DEFAULT = ("exp_decay", "sine")  # the rest are slow (compile time)
 
@@ -83,16 +82,47 @@ def test_float32_covariance_does_not_depend_on_the_parameters_units():
     """NIST's Misra1a: Jacobian columns about 1e6 apart (a ~ 240, b ~ 5e-4). The rank
     test on the unscaled Jacobian dropped `a` in float32 (eps * 14 * s_max is above its
     share) and returned an infinite variance the data determine to 1%."""
-    x = np.array([77.6, 114.9, 141.1, 190.8, 239.9, 289.0, 332.8, 378.4, 434.8, 477.3,
-                  536.8, 593.1, 689.1, 760.0])
-    y = np.array([10.07, 14.73, 17.94, 23.93, 29.61, 35.18, 40.02, 44.82, 50.76, 55.05,
-                  61.01, 66.40, 75.47, 81.78])
+    x = np.array(
+        [
+            77.6,
+            114.9,
+            141.1,
+            190.8,
+            239.9,
+            289.0,
+            332.8,
+            378.4,
+            434.8,
+            477.3,
+            536.8,
+            593.1,
+            689.1,
+            760.0,
+        ]
+    )
+    y = np.array(
+        [
+            10.07,
+            14.73,
+            17.94,
+            23.93,
+            29.61,
+            35.18,
+            40.02,
+            44.82,
+            50.76,
+            55.05,
+            61.01,
+            66.40,
+            75.47,
+            81.78,
+        ]
+    )
     reference = scipy.optimize.curve_fit(
         lambda x, a, b: a * (1 - np.exp(-b * x)), x, y, p0=[500, 1e-4]
     )
     with jax.enable_x64(False):
-        popt, pcov = nf.curve_fit(lambda x, a, b: a * (1 - jnp.exp(-b * x)), x, y,
-                                  p0=[500, 1e-4])
+        popt, pcov = nf.curve_fit(lambda x, a, b: a * (1 - jnp.exp(-b * x)), x, y, p0=[500, 1e-4])
     assert popt.dtype == np.float32
     se = np.sqrt(np.diag(reference[1]))
     assert np.all(np.abs(popt - reference[0]) <= optimum_fraction(x.size, np.float32) * se)

@@ -156,12 +156,14 @@ def cubic_soft_l1_jax(z):
 def test_least_squares_callable_loss_matches_scipy(loss):
     y = Y.copy()
     y[::7] += 1.0
-    ours = nf.least_squares(
-        lambda p: decay(X, *p) - y, P0, loss=loss, f_scale=0.2, **TIGHT
-    )
+    ours = nf.least_squares(lambda p: decay(X, *p) - y, P0, loss=loss, f_scale=0.2, **TIGHT)
     reference = _scipy_least_squares(
-        lambda p: _decay_residual_np(p, y=y), P0, jac=lambda p: _decay_jac_np(p, y=y),
-        loss=cubic_soft_l1, f_scale=0.2, **TIGHT,
+        lambda p: _decay_residual_np(p, y=y),
+        P0,
+        jac=lambda p: _decay_jac_np(p, y=y),
+        loss=cubic_soft_l1,
+        f_scale=0.2,
+        **TIGHT,
     )
     np.testing.assert_allclose(ours.x, reference.x, rtol=1e-6)
     np.testing.assert_allclose(ours.cost, reference.cost, rtol=1e-8)
@@ -336,11 +338,19 @@ def test_curve_fit_lm_full_output_is_scipys():
 
     for given in (False, True):
         _, _, info, _, _ = nf.curve_fit(
-            lambda x, a, b, c: a + b * jnp.exp(-c * x), x, y, p0=[1.0, 20.0, 1.0],
-            jac=jac if given else None, full_output=True,
+            lambda x, a, b, c: a + b * jnp.exp(-c * x),
+            x,
+            y,
+            p0=[1.0, 20.0, 1.0],
+            jac=jac if given else None,
+            full_output=True,
         )
         _, _, reference, _, _ = scipy.optimize.curve_fit(
-            f_np, x, y, p0=[1.0, 20.0, 1.0], full_output=True,
+            f_np,
+            x,
+            y,
+            p0=[1.0, 20.0, 1.0],
+            full_output=True,
             jac=(lambda *args: jac(*args, xp=np)) if given else None,
         )
         # SciPy's keys (`njev` only for a given `jac`), nothing missing.
@@ -371,8 +381,9 @@ def test_curve_fit_xdata_none_and_scipys_warning_class():
     np.testing.assert_allclose(popt, np.polyfit(np.arange(5.0), y, 1)[::-1], rtol=1e-10)
     # Two points, two parameters: no degrees of freedom, pcov is inf with SciPy's warning.
     with pytest.warns(scipy.optimize.OptimizeWarning):
-        _, pcov = nf.curve_fit(lambda x, a, b: a + b * x, np.array([0.0, 1.0]),
-                               np.array([1.0, 3.0]))
+        _, pcov = nf.curve_fit(
+            lambda x, a, b: a + b * x, np.array([0.0, 1.0]), np.array([1.0, 3.0])
+        )
     assert np.all(np.isinf(pcov))
 
 
@@ -416,14 +427,18 @@ def test_zero_tolerances_follow_scipys_rules_for_lm():
 def test_least_squares_args_with_finite_differences_match_scipy(jac):
     """A float in `args` is a traced value (no recompilation for a new one), except with
     complex steps, which call `fun` with complex parameters."""
+
     def fun(x, a, b=1.0):
         return jnp.stack([(x[0] - a) ** 2 + b, x[0] - a])
 
     for a in (3.0, 4.5):
         ours = nf.least_squares(fun, [2.0], jac, args=(a,), kwargs={"b": 5.0})
         theirs = scipy.optimize.least_squares(
-            lambda x, a, b=1.0: np.asarray(fun(jnp.asarray(x), a, b)), [2.0], jac,
-            args=(a,), kwargs={"b": 5.0},
+            lambda x, a, b=1.0: np.asarray(fun(jnp.asarray(x), a, b)),
+            [2.0],
+            jac,
+            args=(a,),
+            kwargs={"b": 5.0},
         )
         np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
         np.testing.assert_allclose(ours.x, a, rtol=1e-3)

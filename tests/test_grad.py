@@ -100,14 +100,20 @@ def _dogbox_bound_case():
     def make(y, x, h):
         upper = jnp.stack([h, 10.0, 1.0])
         solver = nf.Solver(
-            strategy=nf.Dogbox(), loss=nf.SoftL1(f_scale=0.2),
-            bounds=(jnp.array([0.0, 0.0, -1.0]), upper), **TIGHT,
+            strategy=nf.Dogbox(),
+            loss=nf.SoftL1(f_scale=0.2),
+            bounds=(jnp.array([0.0, 0.0, -1.0]), upper),
+            **TIGHT,
         )
         return StretchedDecay(jnp.asarray(1.0)), nf.Data(x, y), solver
 
     p0 = jnp.array([1.0, 0.5, 0.0])
     return GradCase(
-        "dogbox_upper_bound_soft_l1", make, Y_CLEAN + NOISE + OUTLIERS, 2.5, p0,
+        "dogbox_upper_bound_soft_l1",
+        make,
+        Y_CLEAN + NOISE + OUTLIERS,
+        2.5,
+        p0,
         reverse=False,
     )
 
@@ -187,6 +193,7 @@ def _perturbations(theta):
 def _derivatives_and_reference(case, theta):
     """One compiled call per case: the fit, its forward- and reverse-mode Jacobians in
     (y, x, h), and the exact optima at all perturbed inputs (Newton from the fit)."""
+
     def fitted_flat(theta):  # the solution rides along, so the fit is compiled once
         solution = _fit(case, theta)
         return ravel_pytree(solution.x)[0], solution
@@ -197,9 +204,7 @@ def _derivatives_and_reference(case, theta):
     batch, steps, unflatten = _perturbations(theta)
     start = ravel_pytree(solution.x)[0]
     active = solution.active_mask if case.active is None else jnp.asarray(case.active)
-    optima, residual_grads = jax.vmap(lambda v: _polished(case, unflatten(v), start, active))(
-        batch
-    )
+    optima, residual_grads = jax.vmap(lambda v: _polished(case, unflatten(v), start, active))(batch)
     return solution, forward, reverse, optima, residual_grads, steps
 
 
@@ -218,7 +223,8 @@ DEFAULT_GRAD_CASES = ("upper_bound_active", "softl1_TRF")
     "case",
     [
         pytest.param(
-            case, id=case.name,
+            case,
+            id=case.name,
             marks=[] if case.name in DEFAULT_GRAD_CASES else [pytest.mark.extended],
         )
         for case in GRAD_CASES
@@ -270,6 +276,7 @@ def test_linear_model_jacobian_is_the_weighted_least_squares_operator():
 
     weights = np.diag(sigma**-2)
     closed_form = np.linalg.solve(design.T @ weights @ design, design.T @ weights)
+
     def initial_cost(y):
         data = nf.Data(design, y, sigma=sigma)
         return nf.solve(model, data, nf.init(model, data, jnp.zeros(4))).initial_cost

@@ -65,8 +65,13 @@ def test_radioactive_decay_with_bounds_and_huber():
     assert np.isfinite(half_life_std) and N0_std > 0
 
     reference = _scipy_fit(
-        radioactive_decay, t_measured, N_measured, [float(v) for v in p0],
-        bounds=([0, 0], [np.inf, np.inf]), loss="huber", method="trf",
+        radioactive_decay,
+        t_measured,
+        N_measured,
+        [float(v) for v in p0],
+        bounds=([0, 0], [np.inf, np.inf]),
+        loss="huber",
+        method="trf",
     )
     _agree(result, reference)
     assert result.names == ("params[0]", "params[1]")
@@ -120,8 +125,16 @@ def test_three_gaussian_peaks_with_baseline_bounds_and_soft_l1():
         assert area > 0
 
     reference = _scipy_fit(
-        multi_gaussian, x, y_noisy, p0, bounds=(bounds_lower, bounds_upper),
-        method="trf", loss="soft_l1", ftol=1e-10, xtol=1e-10, max_nfev=500,
+        multi_gaussian,
+        x,
+        y_noisy,
+        p0,
+        bounds=(bounds_lower, bounds_upper),
+        method="trf",
+        loss="soft_l1",
+        ftol=1e-10,
+        xtol=1e-10,
+        max_nfev=500,
     )
     _agree(result, reference)
     # The fit recovers the truth (within 5 standard errors).
@@ -154,8 +167,15 @@ def test_four_parameter_logistic_dose_response():
     assert bottom < 50 < top and EC50_std > 0
 
     reference = _scipy_fit(
-        four_param_logistic, dose, response, p0, bounds=bounds, method="trf",
-        loss="soft_l1", ftol=1e-10, xtol=1e-10,
+        four_param_logistic,
+        dose,
+        response,
+        p0,
+        bounds=bounds,
+        method="trf",
+        loss="soft_l1",
+        ftol=1e-10,
+        xtol=1e-10,
     )
     _agree(result, reference)
 
@@ -256,9 +276,7 @@ def test_vmap_of_curve_fit_block_members_equal_their_own_fits():
         np.testing.assert_allclose(float(all_costs[i]), single.cost, rtol=1e-9)
 
 
-@pytest.mark.parametrize(
-    "transform", ["jit", pytest.param("grad", marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("transform", ["jit", pytest.param("grad", marks=pytest.mark.slow)])
 def test_curve_fit_inside_jit_and_grad(transform):
     x = jnp.linspace(0, 4, 30)
     y = model(x, jnp.array([2.0, 1.1, 0.2])) + 0.02 * jnp.cos(5 * x)

@@ -56,7 +56,10 @@ def _both(model_fn, data, p0, chunk_size, **options):
 def _assert_same(plain, chunked):
     # Chunked sums round differently from one-shot ones: compare to what the fit resolves.
     assert_same_optimum(
-        ravel_pytree(chunked.x)[0], ravel_pytree(plain.x)[0], chunked.cost, plain.cost,
+        ravel_pytree(chunked.x)[0],
+        ravel_pytree(plain.x)[0],
+        chunked.cost,
+        plain.cost,
         jac=plain.jac,
     )
     # (Not the same path: a termination test at its threshold may flip with rounding.)
@@ -77,8 +80,12 @@ def _assert_same(plain, chunked):
 def test_chunked_equals_unchunked(strategy, factorization):
     x, y, p0 = _exp_problem()
     plain, chunked = _both(
-        exp_decay, nf.Data(x, y), jnp.asarray(p0), 64,
-        strategy=strategy, factorization=factorization,
+        exp_decay,
+        nf.Data(x, y),
+        jnp.asarray(p0),
+        64,
+        strategy=strategy,
+        factorization=factorization,
     )
     assert bool(plain.success)
     _assert_same(plain, chunked)
@@ -179,14 +186,19 @@ def test_benchmark_configuration_matches_scipy(bounded):
     chunks) reaches SciPy's optimum."""
     x, y, p0 = _exp_problem(m=3000, seed=9)
     bounds = (np.array([0.0, 0.0, -1.0]), np.array([2.9, 10.0, 1.0])) if bounded else None
-    solver = nf.Solver(factorization="normal", chunk_size=256, bounds=bounds,
-                       ftol=1e-10, xtol=1e-10, gtol=1e-10)
+    solver = nf.Solver(
+        factorization="normal", chunk_size=256, bounds=bounds, ftol=1e-10, xtol=1e-10, gtol=1e-10
+    )
     model = _Model(exp_decay)
     data = nf.Data(x, y)
     ours = solve(model, data, nf.init(model, data, jnp.asarray(p0), solver))
     reference = scipy.optimize.least_squares(
-        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y, p0,
-        bounds=bounds if bounded else (-np.inf, np.inf), ftol=1e-10, xtol=1e-10, gtol=1e-10,
+        lambda p: p[0] * np.exp(-p[1] * x) + p[2] - y,
+        p0,
+        bounds=bounds if bounded else (-np.inf, np.inf),
+        ftol=1e-10,
+        xtol=1e-10,
+        gtol=1e-10,
     )
     assert bool(ours.success), ours.message
     np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6)

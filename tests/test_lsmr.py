@@ -56,8 +56,10 @@ def test_lineax_lsmr_matches_scipy():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((30, 10)), rng.standard_normal(30)
     ours = lx.linear_solve(
-        lx.MatrixLinearOperator(jnp.asarray(a)), jnp.asarray(b),
-        lx.LSMR(rtol=1e-10, atol=0.0), throw=False,
+        lx.MatrixLinearOperator(jnp.asarray(a)),
+        jnp.asarray(b),
+        lx.LSMR(rtol=1e-10, atol=0.0),
+        throw=False,
     ).value
     theirs = lsmr(a, b, atol=1e-10, btol=1e-10)[0]
     np.testing.assert_allclose(ours, theirs, rtol=1e-7, atol=1e-9)
@@ -115,7 +117,11 @@ def test_equals_dense_path(loss, bounds):
     fits = []
     for strategy in (nf.TRF(), TRFLSMR()):
         solver = nf.Solver(
-            strategy=strategy, bounds=bounds, loss=loss, ftol=1e-12, xtol=1e-12,
+            strategy=strategy,
+            bounds=bounds,
+            loss=loss,
+            ftol=1e-12,
+            xtol=1e-12,
             gtol=1e-12,
         )
         fits.append(nf.solve(model, data, nf.init(model, data, p0, solver)))
@@ -141,7 +147,11 @@ def test_matches_scipy_lsmr(bounded, loss):
     bounds = (lb, ub) if bounded else (-np.inf, np.inf)
     ours = least_squares(broyden, x0, tr_solver="lsmr", bounds=bounds, loss=loss)
     theirs = scipy.optimize.least_squares(
-        broyden_np, x0, jac=broyden_jac_sparse, bounds=bounds, loss=loss,
+        broyden_np,
+        x0,
+        jac=broyden_jac_sparse,
+        bounds=bounds,
+        loss=loss,
         tr_solver="lsmr",
     )
     assert isinstance(ours.jac, LinearOperator)  # JVPs and VJPs only, never the matrix
@@ -175,9 +185,7 @@ def test_host_sparse_and_operator_jacobians():
     sparse = least_squares(broyden_np, x0, jac=broyden_jac_sparse)  # lsmr chosen
     assert sp.issparse(sparse.jac)
     np.testing.assert_allclose(sparse.x, theirs.x, rtol=1e-7)
-    operator = least_squares(
-        broyden_np, x0, jac=lambda x: aslinearoperator(broyden_jac_sparse(x))
-    )
+    operator = least_squares(broyden_np, x0, jac=lambda x: aslinearoperator(broyden_jac_sparse(x)))
     assert isinstance(operator.jac, LinearOperator)
     np.testing.assert_allclose(operator.x, theirs.x, rtol=1e-7)
 
@@ -216,7 +224,9 @@ def test_refusals():
         least_squares(broyden_np, x0, jac=broyden_jac_sparse, tr_solver="exact")
     with pytest.raises(ValueError, match="x_scale"):
         least_squares(
-            broyden_np, x0, jac=lambda x: aslinearoperator(broyden_jac_sparse(x)),
+            broyden_np,
+            x0,
+            jac=lambda x: aslinearoperator(broyden_jac_sparse(x)),
             x_scale="jac",
         )
     with pytest.raises(TypeError):
@@ -261,7 +271,11 @@ def test_dogbox_lsmr_matches_scipy(bounded):
     bounds = (lb, ub) if bounded else (-np.inf, np.inf)
     ours = least_squares(broyden, x0, tr_solver="lsmr", method="dogbox", bounds=bounds)
     theirs = scipy.optimize.least_squares(
-        broyden_np, x0, jac=broyden_jac_sparse, bounds=bounds, method="dogbox",
+        broyden_np,
+        x0,
+        jac=broyden_jac_sparse,
+        bounds=bounds,
+        method="dogbox",
         tr_solver="lsmr",
     )
     assert isinstance(ours.jac, LinearOperator)
@@ -285,8 +299,12 @@ def test_implicit_gradient_equals_dense_path():
 
 def test_selected_variances_equal_the_dense_pcov():
     model, data = _exp_case()
-    popt, pcov = nf.curve_fit(lambda x, a, b, c: model(x, jnp.stack([a, b, c])),
-                              np.asarray(data.x), np.asarray(data.y), p0=[1.0, 0.5, 0.0])
+    popt, pcov = nf.curve_fit(
+        lambda x, a, b, c: model(x, jnp.stack([a, b, c])),
+        np.asarray(data.x),
+        np.asarray(data.y),
+        p0=[1.0, 0.5, 0.0],
+    )
 
     def residual(p):
         return model(data.x, p) - data.y
@@ -298,6 +316,7 @@ def test_selected_variances_equal_the_dense_pcov():
     jac = np.asarray(jax.jacfwd(broyden)(x))
     exact = np.diag(np.linalg.inv(jac.T @ jac))[[0, 50, 99]]
     np.testing.assert_allclose(
-        nf.selected_variances(broyden, x, [0, 50, 99], absolute_sigma=True), exact,
+        nf.selected_variances(broyden, x, [0, 50, 99], absolute_sigma=True),
+        exact,
         rtol=1e-6,
     )

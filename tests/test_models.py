@@ -30,16 +30,21 @@ CASES = [
     ),
     (
         M.sum_of_peaks(2, baseline=M.Constant()),
-        dict(p0_amplitude=3.0, p0_center=3.0, p0_sigma=0.5, p1_amplitude=2.0,
-             p1_center=6.5, p1_sigma=0.7, c=0.3),
+        dict(
+            p0_amplitude=3.0,
+            p0_center=3.0,
+            p0_sigma=0.5,
+            p1_amplitude=2.0,
+            p1_center=6.5,
+            p1_sigma=0.7,
+            c=0.3,
+        ),
         X,
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    "model, truth, x", CASES, ids=[type(c[0]).__name__ for c in CASES]
-)
+@pytest.mark.parametrize("model, truth, x", CASES, ids=[type(c[0]).__name__ for c in CASES])
 def test_model_recovers_parameters_from_its_guess(model, truth, x):
     assert model.param_names == tuple(truth)
     clean = np.asarray(model(x, truth))
@@ -79,15 +84,30 @@ def test_peak_shapes_have_the_documented_area_and_width():
 def test_prefix_and_sum_name_and_evaluate_like_lmfit():
     model = M.Gaussian(prefix="g1_") + M.Gaussian(prefix="g2_") + M.Linear()
     assert model.param_names == (
-        "g1_amplitude", "g1_center", "g1_sigma", "g2_amplitude", "g2_center", "g2_sigma",
-        "slope", "intercept",
+        "g1_amplitude",
+        "g1_center",
+        "g1_sigma",
+        "g2_amplitude",
+        "g2_center",
+        "g2_sigma",
+        "slope",
+        "intercept",
     )
-    params = dict(g1_amplitude=1.0, g1_center=2.0, g1_sigma=0.5, g2_amplitude=2.0,
-                  g2_center=7.0, g2_sigma=1.0, slope=0.1, intercept=0.2)
+    params = dict(
+        g1_amplitude=1.0,
+        g1_center=2.0,
+        g1_sigma=0.5,
+        g2_amplitude=2.0,
+        g2_center=7.0,
+        g2_sigma=1.0,
+        slope=0.1,
+        intercept=0.2,
+    )
     expected = (
         np.asarray(M.Gaussian()(X, dict(amplitude=1.0, center=2.0, sigma=0.5)))
         + np.asarray(M.Gaussian()(X, dict(amplitude=2.0, center=7.0, sigma=1.0)))
-        + 0.1 * X + 0.2
+        + 0.1 * X
+        + 0.2
     )
     np.testing.assert_allclose(np.asarray(model(X, params)), expected, rtol=1e-12)
     with pytest.raises(ValueError, match="different `prefix`es"):
@@ -124,8 +144,9 @@ def test_user_functions_join_library_models():
     assert model.param_names == ("b_height", "b_center", "slope", "intercept")
     truth = dict(b_height=2.0, b_center=4.0, slope=0.1, intercept=0.5)
     y = np.asarray(model(X, truth))
-    result = nf.CurveFit(model, X, y, p0=dict(b_height=1.0, b_center=3.5, slope=0.0,
-                                              intercept=0.0)).fit()
+    result = nf.CurveFit(
+        model, X, y, p0=dict(b_height=1.0, b_center=3.5, slope=0.0, intercept=0.0)
+    ).fit()
     np.testing.assert_allclose(result.popt, list(truth.values()), rtol=1e-7)
     with pytest.raises(ValueError, match="has no guess"):
         nf.CurveFit(model, X, y).fit()

@@ -45,7 +45,8 @@ DEFAULT_PROBLEMS = ("MGH09", "Thurber", "BoxBOD", "Eckerle4", "Bennett5")
     "problem",
     [
         pytest.param(
-            problem, id=problem["name"],
+            problem,
+            id=problem["name"],
             marks=[] if problem["name"] in DEFAULT_PROBLEMS else [pytest.mark.extended],
         )
         for problem in PROBLEMS
@@ -58,9 +59,7 @@ def test_nist_certified_values(problem, strategy, record_property):
     states = [nf.init(model, data, jnp.asarray(s), solver) for s in problem["starts"]]
     batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
     solution = _solve_starts(model, data, batch)
-    lres = [
-        log_relative_error(np.asarray(solution.x[k]), problem["certified"]) for k in (0, 1)
-    ]
+    lres = [log_relative_error(np.asarray(solution.x[k]), problem["certified"]) for k in (0, 1)]
     rss = [2 * float(c) for c in solution.cost]
     for k in (0, 1):
         record_property(

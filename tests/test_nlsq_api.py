@@ -27,9 +27,7 @@ def data():
 @pytest.fixture(scope="module")
 def scipy_fit(data):
     x, y = data
-    return scipy.optimize.curve_fit(
-        lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0]
-    )
+    return scipy.optimize.curve_fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0])
 
 
 def test_reusable_fitter_gives_scipys_fit(data, scipy_fit):
@@ -66,12 +64,16 @@ def test_result_statistics_match_closed_forms(data, scipy_fit):
     np.testing.assert_allclose(result.predictions, prediction, rtol=1e-6)
     np.testing.assert_allclose(result.residuals, residuals, rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(result.mae, np.mean(np.abs(residuals)), rtol=1e-4)
-    np.testing.assert_allclose(result.adj_r_squared, 1 - (1 - r2) * (n - 1) / (n - k - 1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result.adj_r_squared, 1 - (1 - r2) * (n - 1) / (n - k - 1), rtol=1e-6
+    )
     t = scipy.stats.t.ppf(0.975, n - k)
     half = t * np.sqrt(np.diag(pcov))
-    np.testing.assert_allclose(result.confidence_intervals(alpha=0.95),
-                               np.column_stack([popt - half, popt + half]), rtol=1e-4)
+    np.testing.assert_allclose(
+        result.confidence_intervals(alpha=0.95),
+        np.column_stack([popt - half, popt + half]),
+        rtol=1e-4,
+    )
     interval = result.prediction_interval(x=[1.0, 2.0], alpha=0.9)
     assert interval.shape == (2, 2) and np.all(interval[:, 0] < interval[:, 1])
     lower, upper = result.confidence_band(x=[1.0, 2.0], alpha=0.9)
@@ -82,10 +84,12 @@ def test_least_squares_object_gives_scipys_fit():
     def residuals(p):
         return jnp.array([p[0] - 1.0, p[1] - 2.0, 10.0 * (p[0] * p[1] - 2.5)])
 
-    ours = nf.LeastSquares().least_squares(residuals, np.array([0.5, 1.5]), loss="huber",
-                                           jacobian_mode="rev")
-    theirs = scipy.optimize.least_squares(lambda p: np.asarray(residuals(p)), [0.5, 1.5],
-                                          loss="huber")
+    ours = nf.LeastSquares().least_squares(
+        residuals, np.array([0.5, 1.5]), loss="huber", jacobian_mode="rev"
+    )
+    theirs = scipy.optimize.least_squares(
+        lambda p: np.asarray(residuals(p)), [0.5, 1.5], loss="huber"
+    )
     np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
     with pytest.raises(ValueError, match="jacobian_mode"):
         nf.LeastSquares().least_squares(residuals, [0.5, 1.5], jacobian_mode="backward")

@@ -112,8 +112,7 @@ WORKER = textwrap.dedent(
 )
 
 OPTIONS = {
-    "trf": dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), method="trf", loss="huber",
-                f_scale=0.1),
+    "trf": dict(bounds=([0, 0, 0, -1], [10, 5, 10, 1]), method="trf", loss="huber", f_scale=0.1),
     "lm": dict(method="lm"),
 }
 P0 = [1.5, 0.2, 2.9, 0.0]
@@ -129,8 +128,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(tmp_path, methods, modes, timeout=600, meanwhile=lambda: None,
-                      devices_each=1):
+def run_two_processes(
+    tmp_path, methods, modes, timeout=600, meanwhile=lambda: None, devices_each=1
+):
     """Both processes' outputs (stdout, stderr, return code), run concurrently, and
     what `meanwhile()` returns (computed while they run)."""
     script = tmp_path / "worker.py"
@@ -140,9 +140,11 @@ def run_two_processes(tmp_path, methods, modes, timeout=600, meanwhile=lambda: N
     port = free_port()
     workers = [
         subprocess.Popen(
-            [sys.executable, str(script), str(port), str(index), str(tmp_path), methods,
-             modes],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [sys.executable, str(script), str(port), str(index), str(tmp_path), methods, modes],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for index in (0, 1)
     ]
@@ -179,14 +181,16 @@ def check_against_one_process(tmp_path, methods, modes, in_memory=True, devices_
                 nf.StreamingOptimizer(
                     damped, P0, chunk_size=2_048, verbose=0, **OPTIONS[method]
                 ).fit((t, y)),
-                nf.CurveFit(damped, t, y, p0=P0, **OPTIONS[method]).fit()
-                if in_memory else None,
+                nf.CurveFit(damped, t, y, p0=P0, **OPTIONS[method]).fit() if in_memory else None,
             )
             for method in methods
         }
 
     outputs, fits = run_two_processes(
-        tmp_path, ",".join(methods), ",".join(modes), meanwhile=references,
+        tmp_path,
+        ",".join(methods),
+        ",".join(modes),
+        meanwhile=references,
         devices_each=devices_each,
     )
     for _, err, code in outputs:
@@ -227,8 +231,7 @@ def test_two_processes_each_source_split(tmp_path):
 @pytest.mark.slow  # two processes with two host devices each: ~30 s
 def test_two_processes_of_two_devices_each(tmp_path):
     # Each process splits its chunks over its own two devices: two reductions a pass.
-    check_against_one_process(tmp_path, ["trf"], ["npy-devices"], in_memory=False,
-                              devices_each=2)
+    check_against_one_process(tmp_path, ["trf"], ["npy-devices"], in_memory=False, devices_each=2)
 
 
 @pytest.mark.slow  # ~30 s each: the survivor waits for the collective's timeout
@@ -257,7 +260,7 @@ def test_part_of_a_source_reads_its_block(tmp_path):
         # A part of a part: rows counted from the part's start.
         inner = parts[1].part(1, 2)
         np.testing.assert_array_equal(
-            np.concatenate([piece[0] for piece in inner.pieces()]), t[333 + 167:667]
+            np.concatenate([piece[0] for piece in inner.pieces()]), t[333 + 167 : 667]
         )
     with pytest.raises(ValueError, match="Block 3 of 3"):
         npy.part(3, 3)

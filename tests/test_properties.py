@@ -68,19 +68,26 @@ def _run(problem, dtype):
 def _scipy_cost(problem):
     y, p0, lower, upper, loss = problem
     return scipy.optimize.least_squares(
-        lambda p: p[0] * np.exp(-p[1] * X) + p[2] - y, p0, bounds=(lower, upper),
-        loss=loss, f_scale=F_SCALE,
+        lambda p: p[0] * np.exp(-p[1] * X) + p[2] - y,
+        p0,
+        bounds=(lower, upper),
+        loss=loss,
+        f_scale=F_SCALE,
     ).cost
 
 
 _EXACT_START = (
     np.asarray(exp_decay(X, np.array([2.0, 1.0, 0.0]))),
-    np.array([2.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0]), np.array([5.0, 3.0, 1.0]),
+    np.array([2.0, 1.0, 0.0]),
+    np.array([0.0, 0.0, -1.0]),
+    np.array([5.0, 3.0, 1.0]),
     "linear",
 )
 _TRUTH_CUT_OFF = (  # the box excludes the truth in the rate: an upper bound is active
     np.asarray(exp_decay(X, np.array([3.0, 2.5, 0.2]))),
-    np.array([1.0, 0.5, 0.0]), np.array([0.5, 0.1, -1.0]), np.array([4.0, 1.5, 1.0]),
+    np.array([1.0, 0.5, 0.0]),
+    np.array([0.5, 0.1, -1.0]),
+    np.array([4.0, 1.5, 1.0]),
     "huber",
 )
 

@@ -59,7 +59,12 @@ def test_verbose_2_prints_scipys_table(capsys):
     ours = capsys.readouterr().out
     jac = jax.jit(jax.jacfwd(lambda p, x: decay(x, *p)))
     scipy.optimize.curve_fit(
-        decay_np, X, Y, p0=P0, method="trf", verbose=2,
+        decay_np,
+        X,
+        Y,
+        p0=P0,
+        method="trf",
+        verbose=2,
         jac=lambda x, *p: np.asarray(jac(jnp.asarray(p), x)),
     )
     reference = capsys.readouterr().out
@@ -210,7 +215,9 @@ def test_least_squares_verbose_2_and_callback_match_scipy(capsys):
     jax.effects_barrier()
     table = capsys.readouterr().out
     scipy.optimize.least_squares(
-        lambda p: np.asarray(residual(jnp.asarray(p), X, Y)), P0, verbose=2,
+        lambda p: np.asarray(residual(jnp.asarray(p), X, Y)),
+        P0,
+        verbose=2,
         jac=lambda p: np.asarray(jac(jnp.asarray(p), X, Y)),
     )
     assert table == capsys.readouterr().out

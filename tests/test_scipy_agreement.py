@@ -49,12 +49,19 @@ def _supported(case, method):
 # that covers each strategy, bounds reached by TRF and by dogbox, a robust loss,
 # sigma and x_scale='jac' on a badly scaled problem (NIST's Misra1a); the rest are slow.
 DOGBOX_PATH_CASES = (
-    "exp_decay", "logistic4_bounded", "exp_decay_upper_bound_active",
-    "exp_decay_lower_bound_active", "outliers_soft_l1", "misra1a_bounded_xscale_jac",
+    "exp_decay",
+    "logistic4_bounded",
+    "exp_decay_upper_bound_active",
+    "exp_decay_lower_bound_active",
+    "outliers_soft_l1",
+    "misra1a_bounded_xscale_jac",
 )
 FLOAT32_CASES = (
-    ("exp_decay_sigma", "lm"), ("logistic4_bounded", "trf"), ("outliers_soft_l1", "dogbox"),
-    ("misra1a_bounded_xscale_jac", "dogbox"), ("misra1a_xscale_jac", "trf"),
+    ("exp_decay_sigma", "lm"),
+    ("logistic4_bounded", "trf"),
+    ("outliers_soft_l1", "dogbox"),
+    ("misra1a_bounded_xscale_jac", "dogbox"),
+    ("misra1a_xscale_jac", "trf"),
 )
 
 
@@ -101,7 +108,6 @@ def test_matches_scipy_least_squares(case, method, x64):
         assert int(ours.status) == reference.status
 
 
-
 @pytest.mark.parametrize("case", [c for c in CASES if not c.bounded][:4], ids=lambda c: c.name)
 def test_trf_follows_scipys_path(case):
     """Same algorithm, same iterates: the evaluation counts agree with SciPy's."""
@@ -121,25 +127,30 @@ def test_least_squares_front_end_matches_scipy(x64):
     assert_matches_scipy(ours.x, ours.cost, reference, rtol=1e-8)
     # float32 residuals carry the rounding of the data and of the model (eps * |y|).
     atol = 1e-10 if x64 else 10 * np.finfo(np.float32).eps * np.max(np.abs(case.y))
-    np.testing.assert_allclose(np.asarray(ours.fun), reference.fun, rtol=tolerance(1e-6),
-                               atol=atol)
-    np.testing.assert_allclose(np.asarray(ours.jac), reference.jac, rtol=tolerance(1e-8),
-                               atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ours.fun), reference.fun, rtol=tolerance(1e-6), atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(ours.jac), reference.jac, rtol=tolerance(1e-8), atol=1e-12
+    )
     if x64:
         assert ours.message == reference.message
 
 
-FRONT_END_CASES = [c for c in CASES if c.name in (
-    "exp_decay_sigma", "logistic4_bounded", "outliers_cauchy", "misra1a_bounded_xscale_jac"
-)]
+FRONT_END_CASES = [
+    c
+    for c in CASES
+    if c.name
+    in ("exp_decay_sigma", "logistic4_bounded", "outliers_cauchy", "misra1a_bounded_xscale_jac")
+]
 
 
 @pytest.mark.parametrize(
     "case",
     [
         pytest.param(
-            case, id=case.name,
-            marks=[pytest.mark.extended] if case.name in ("exp_decay_sigma", "outliers_cauchy")
+            case,
+            id=case.name,
+            marks=[pytest.mark.extended]
+            if case.name in ("exp_decay_sigma", "outliers_cauchy")
             else [],
         )
         for case in FRONT_END_CASES
@@ -153,15 +164,22 @@ def test_least_squares_front_end_options_match_scipy(case, x64):
         return (case.model(x, p) - y) / sigma
 
     ours = nf.least_squares(
-        fun, case.p0, args=(case.x, case.y, sigma), bounds=case.bounds, loss=case.loss,
-        f_scale=case.f_scale, x_scale=case.x_scale, **TOLERANCES,
+        fun,
+        case.p0,
+        args=(case.x, case.y, sigma),
+        bounds=case.bounds,
+        loss=case.loss,
+        f_scale=case.f_scale,
+        x_scale=case.x_scale,
+        **TOLERANCES,
     )
     reference = case.scipy("trf", **TOLERANCES)
     assert_matches_scipy(ours.x, ours.cost, reference)
     np.testing.assert_array_equal(np.asarray(ours.active_mask), reference.active_mask)
     if x64:  # float32 gradients are rounding at the optimum, and it stops elsewhere
-        np.testing.assert_allclose(float(ours.optimality), reference.optimality,
-                                   rtol=1e-3, atol=1e-8)
+        np.testing.assert_allclose(
+            float(ours.optimality), reference.optimality, rtol=1e-3, atol=1e-8
+        )
         assert int(ours.status) == reference.status
 
 

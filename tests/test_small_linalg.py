@@ -58,8 +58,9 @@ def test_vmap_rule_replaces_lapack_only_when_batched():
     batched = str(jax.make_jaxpr(jax.vmap(singular_values_and_vt))(a))
     assert "svd" in single
     assert "svd" not in batched and "while" in batched
-    for member, (s, vt) in zip(a, zip(*jax.vmap(singular_values_and_vt)(a), strict=True),
-                               strict=True):
+    for member, (s, vt) in zip(
+        a, zip(*jax.vmap(singular_values_and_vt)(a), strict=True), strict=True
+    ):
         s_single, vt_single = singular_values_and_vt(member)
         np.testing.assert_allclose(s, s_single, rtol=1e-13)
         np.testing.assert_allclose(np.abs(vt), np.abs(vt_single), atol=1e-12)

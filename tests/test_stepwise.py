@@ -31,8 +31,12 @@ DEFAULT_CASES = {
     "dogbox": ("exp_decay_upper_bound_active",),
 }
 EXTENDED_CASES = {
-    "trf": ("exp_decay_sigma", "exp_decay_upper_bound_active", "outliers_huber",
-            "misra1a_bounded_xscale_jac"),
+    "trf": (
+        "exp_decay_sigma",
+        "exp_decay_upper_bound_active",
+        "outliers_huber",
+        "misra1a_bounded_xscale_jac",
+    ),
     "lm": ("rational", "misra1a_xscale_jac"),
     "dogbox": ("logistic4_bounded", "outliers_huber"),
 }
@@ -70,12 +74,19 @@ def test_stepwise_fit_is_the_compiled_fit(case, method):
     assert int(stepwise.nfev) == int(compiled.nfev)
     assert int(stepwise.njev) == int(compiled.njev)
     assert_same_optimum(
-        stepwise.x, compiled.x, stepwise.cost, compiled.cost, jac=compiled.jac,
+        stepwise.x,
+        compiled.x,
+        stepwise.cost,
+        compiled.cost,
+        jac=compiled.jac,
         err_msg=case.name,
     )
     for name in ("fun", "jac"):
         np.testing.assert_allclose(
-            getattr(stepwise, name), getattr(compiled, name), rtol=1e-6, atol=1e-9,
+            getattr(stepwise, name),
+            getattr(compiled, name),
+            rtol=1e-6,
+            atol=1e-9,
             err_msg=name,
         )
     # The gradient vanishes at the optimum: compared on the scale of its terms.

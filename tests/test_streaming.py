@@ -61,23 +61,21 @@ def test_fit_equals_in_memory_fit(options):
     # One pass per evaluation of the residuals.
     assert optimizer.passes == streamed.nfev
     for name in ("chisqr", "redchi", "rmse", "r_squared", "aic", "bic"):
-        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-9)
     assert streamed.n_points == t.size
     if options["method"] != "lm":
         # And the in-memory fit is SciPy's (independent reference).
         scipy_fit = scipy.optimize.least_squares(
-            lambda p: np.asarray(damped(t, *p)) - y, P0, jac=lambda p: np.asarray(
-                jax.jacfwd(lambda q: damped(t, *q))(jnp.asarray(p))
-            ), **options,
+            lambda p: np.asarray(damped(t, *p)) - y,
+            P0,
+            jac=lambda p: np.asarray(jax.jacfwd(lambda q: damped(t, *q))(jnp.asarray(p))),
+            **options,
         )
         np.testing.assert_allclose(streamed.x, scipy_fit.x, rtol=1e-6)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "options", [HUBER, dict(method="lm")], ids=["trf-bounds-huber", "lm"]
-)
+@pytest.mark.parametrize("options", [HUBER, dict(method="lm")], ids=["trf-bounds-huber", "lm"])
 def test_fit_of_a_million_points_equals_in_memory_fit(options, tmp_path):
     t, y = dataset(1_000_000, seed=1)
     np.save(tmp_path / "t.npy", t)
@@ -86,9 +84,9 @@ def test_fit_of_a_million_points_equals_in_memory_fit(options, tmp_path):
         np.load(tmp_path / "t.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
     )
     in_memory = nf.CurveFit(damped, t, y, p0=P0, **options).fit()
-    streamed = nf.StreamingOptimizer(
-        damped, P0, chunk_size=100_000, verbose=0, **options
-    ).fit(source)
+    streamed = nf.StreamingOptimizer(damped, P0, chunk_size=100_000, verbose=0, **options).fit(
+        source
+    )
     assert_same_fit(streamed, in_memory)
 
 
@@ -119,8 +117,7 @@ def _memmap(tmp_path, t, y, sigma):
 def _npy_files(tmp_path, t, y, sigma):
     for name, values in (("t", t), ("y", y), ("s", sigma)):
         np.save(tmp_path / f"{name}.npy", values)
-    return nf.NpySource(tmp_path / "t.npy", tmp_path / "y.npy", tmp_path / "s.npy",
-                        piece_size=700)
+    return nf.NpySource(tmp_path / "t.npy", tmp_path / "y.npy", tmp_path / "s.npy", piece_size=700)
 
 
 def _callable(tmp_path, t, y, sigma):
@@ -137,14 +134,17 @@ def _sqlite(tmp_path, t, y, sigma):
     connection.execute("CREATE TABLE m (t REAL, y REAL, s REAL)")
     connection.executemany("INSERT INTO m VALUES (?, ?, ?)", zip(t, y, sigma, strict=True))
     connection.commit()
-    return nf.SQLSource(connection, "SELECT t, y, s FROM m ORDER BY t", sigma=True,
-                        batch_size=500)
+    return nf.SQLSource(connection, "SELECT t, y, s FROM m ORDER BY t", sigma=True, batch_size=500)
 
 
 def _sqlite_read_ahead(tmp_path, t, y, sigma):
     _sqlite(tmp_path, t, y, sigma)  # a connection per pass, opened in the reading thread
-    return nf.SQLSource(lambda: sqlite3.connect(tmp_path / "data.db"),
-                        "SELECT t, y, s FROM m ORDER BY t", sigma=True, batch_size=500)
+    return nf.SQLSource(
+        lambda: sqlite3.connect(tmp_path / "data.db"),
+        "SELECT t, y, s FROM m ORDER BY t",
+        sigma=True,
+        batch_size=500,
+    )
 
 
 def _hdf5(tmp_path, t, y, sigma):
@@ -160,8 +160,7 @@ def _zarr(tmp_path, t, y, sigma):
     for name, values in (("t", t), ("y", y), ("s", sigma)):
         group.create_array(name, shape=values.shape, chunks=(500,), dtype=values.dtype)
         group[name][:] = values
-    return nf.ZarrSource(str(tmp_path / "data.zarr"), x="t", y="y", sigma="s",
-                         piece_size=1000)
+    return nf.ZarrSource(str(tmp_path / "data.zarr"), x="t", y="y", sigma="s", piece_size=1000)
 
 
 def _parquet(tmp_path, t, y, sigma):
@@ -174,18 +173,38 @@ def _parquet(tmp_path, t, y, sigma):
 
 def _pandas_csv(tmp_path, t, y, sigma):
     pd = pytest.importorskip("pandas")
-    pd.DataFrame({"t": t, "y": y, "s": sigma}).to_csv(tmp_path / "data.csv", index=False,
-                                                      float_format="%.17g")
-    return nf.PandasSource(lambda: pd.read_csv(tmp_path / "data.csv", chunksize=800),
-                           x="t", y="y", sigma="s")
+    pd.DataFrame({"t": t, "y": y, "s": sigma}).to_csv(
+        tmp_path / "data.csv", index=False, float_format="%.17g"
+    )
+    return nf.PandasSource(
+        lambda: pd.read_csv(tmp_path / "data.csv", chunksize=800), x="t", y="y", sigma="s"
+    )
 
 
 @pytest.mark.parametrize(
     "make_source",
-    [_memmap, _npy_files, _callable, _sqlite, _sqlite_read_ahead, _hdf5, _zarr, _parquet,
-     _pandas_csv],
-    ids=["npy-memmap", "npy-files", "callable", "sqlite", "sqlite-read-ahead", "hdf5", "zarr",
-         "parquet", "pandas-csv"],
+    [
+        _memmap,
+        _npy_files,
+        _callable,
+        _sqlite,
+        _sqlite_read_ahead,
+        _hdf5,
+        _zarr,
+        _parquet,
+        _pandas_csv,
+    ],
+    ids=[
+        "npy-memmap",
+        "npy-files",
+        "callable",
+        "sqlite",
+        "sqlite-read-ahead",
+        "hdf5",
+        "zarr",
+        "parquet",
+        "pandas-csv",
+    ],
 )
 def test_each_source_gives_the_in_memory_fit(make_source, small, tmp_path):
     t, y, sigma, reference = small
@@ -202,8 +221,9 @@ def test_lowered_chunk_size_and_two_column_x(small):
         return a + b * x[0] + c * x[1]
 
     reference = nf.CurveFit(plane, x, y, p0=[0.0, 0.0, 0.0], method="lm").fit()
-    optimizer = nf.StreamingOptimizer(plane, [0.0, 0.0, 0.0], chunk_size=CHUNK,
-                                      method="lm", verbose=0)
+    optimizer = nf.StreamingOptimizer(
+        plane, [0.0, 0.0, 0.0], chunk_size=CHUNK, method="lm", verbose=0
+    )
     np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
     optimizer.chunk_size //= 2  # as the guide does after an out-of-memory error
     np.testing.assert_allclose(optimizer.fit((x, y)).x, reference.x, rtol=1e-10)
@@ -220,10 +240,11 @@ def test_update_is_exact_for_a_linear_model():
     def parabola(x, a, b, c):
         return a + b * x + c * x**2
 
-    optimizer = nf.StreamingOptimizer(parabola, [0.0, 0.0, 0.0], chunk_size=CHUNK,
-                                      method="lm", verbose=0)
+    optimizer = nf.StreamingOptimizer(
+        parabola, [0.0, 0.0, 0.0], chunk_size=CHUNK, method="lm", verbose=0
+    )
     for start in range(0, x.size, 1_250):
-        update = optimizer.update(x[start:start + 1_250], y[start:start + 1_250])
+        update = optimizer.update(x[start : start + 1_250], y[start : start + 1_250])
         seen = slice(0, start + 1_250)
         design = np.stack([np.ones(update.n_points), x[seen], x[seen] ** 2], axis=1)
         exact, *_ = np.linalg.lstsq(design, y[seen], rcond=None)
@@ -243,7 +264,9 @@ def test_update_single_pass_approximates_the_exact_fit():
     t, y = t[order], y[order]
     exact = nf.CurveFit(damped, t, y, p0=P0, **HUBER).fit()
     optimizer = nf.StreamingOptimizer(damped, P0, chunk_size=4_096, verbose=0, **HUBER)
-    updates = [optimizer.update(t[i:i + 4_000], y[i:i + 4_000]) for i in range(0, t.size, 4_000)]
+    updates = [
+        optimizer.update(t[i : i + 4_000], y[i : i + 4_000]) for i in range(0, t.size, 4_000)
+    ]
     assert [u.n_chunks for u in updates] == [1, 2, 3, 4, 5]
     assert not any(u.converged for u in updates)  # noisy data keep moving the estimate
     result = optimizer.result()
@@ -311,7 +334,10 @@ def test_killed_fit_resumes_from_its_checkpoint(tmp_path):
     def run(kill_at):
         return subprocess.run(
             [sys.executable, str(script), checkpoint, str(kill_at)],
-            capture_output=True, text=True, env=env, timeout=600,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
 
     # The first call of the source reads one chunk to check the model; the fit's
@@ -322,9 +348,9 @@ def test_killed_fit_resumes_from_its_checkpoint(tmp_path):
     resumed = run(kill_at=0)
     assert resumed.returncode == 0, resumed.stderr
     calls, nfev, *x = resumed.stdout.split()
-    uninterrupted = nf.StreamingOptimizer(
-        damped, P0, chunk_size=1_024, verbose=0, **HUBER
-    ).fit(_callable_no_sigma(*dataset_plain()))
+    uninterrupted = nf.StreamingOptimizer(damped, P0, chunk_size=1_024, verbose=0, **HUBER).fit(
+        _callable_no_sigma(*dataset_plain())
+    )
     np.testing.assert_allclose(np.array(x, float), uninterrupted.x, rtol=1e-10)
     assert int(nfev) == uninterrupted.nfev
     # The resumed process did not redo the evaluations that were checkpointed.
@@ -340,7 +366,7 @@ def dataset_plain():
 def _callable_no_sigma(t, y):
     def chunks():
         for start in range(0, t.size, 1_000):
-            yield t[start:start + 1_000], y[start:start + 1_000]
+            yield t[start : start + 1_000], y[start : start + 1_000]
 
     return chunks
 
@@ -351,8 +377,9 @@ def test_checkpoint_of_another_fit_is_refused(small, tmp_path):
     nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
         (t, y), checkpoint=checkpoint
     )
-    other = nf.StreamingOptimizer(damped, [1.0, 0.2, 2.9, 0.0], chunk_size=CHUNK, verbose=0,
-                                  **HUBER)
+    other = nf.StreamingOptimizer(
+        damped, [1.0, 0.2, 2.9, 0.0], chunk_size=CHUNK, verbose=0, **HUBER
+    )
     with pytest.raises(ValueError, match="another `p0`"):
         other.fit((t, y), checkpoint=checkpoint)
 
@@ -476,8 +503,10 @@ def test_bad_value_anywhere_in_the_source_is_named(column, row, first_rows):
     if column == "y" and not first_rows:
         connection = sqlite3.connect(":memory:")
         connection.execute("CREATE TABLE m (t REAL, y REAL)")
-        rows = [(float(a), None if i == row else float(b))
-                for i, (a, b) in enumerate(zip(t, y, strict=True))]
+        rows = [
+            (float(a), None if i == row else float(b))
+            for i, (a, b) in enumerate(zip(t, y, strict=True))
+        ]
         connection.executemany("INSERT INTO m VALUES (?, ?)", rows)
         source = nf.SQLSource(connection, "SELECT t, y FROM m ORDER BY t", batch_size=900)
         with pytest.raises(ValueError, match=rf"`y` is NaN or inf \(nan\) at row {row} "):
@@ -488,19 +517,19 @@ def test_update_with_a_bad_chunk_leaves_the_stream_as_it_was():
     rng = np.random.default_rng(8)
     x = rng.uniform(-2, 2, 4_000)
     y = 1.0 - 2.0 * x + 0.1 * rng.standard_normal(x.size)
-    optimizer = nf.StreamingOptimizer(_line, [0.0, 0.0], chunk_size=CHUNK, method="lm",
-                                      verbose=0)
+    optimizer = nf.StreamingOptimizer(_line, [0.0, 0.0], chunk_size=CHUNK, method="lm", verbose=0)
     optimizer.update(x[:1_000], y[:1_000])
     poisoned = y[1_000:2_000].copy()
     poisoned[500] = np.nan
     with pytest.raises(ValueError, match=r"`y` is NaN or inf \(nan\) at row 1500 "):
         optimizer.update(x[1_000:2_000], poisoned)
     for start in (2_000, 3_000):
-        optimizer.update(x[start:start + 1_000], y[start:start + 1_000])
+        optimizer.update(x[start : start + 1_000], y[start : start + 1_000])
     # Exact for a linear model: the least-squares fit of the good chunks, all of them.
     good = np.r_[0:1_000, 2_000:4_000]
-    exact, *_ = np.linalg.lstsq(np.stack([x[good], np.ones(good.size)], axis=1), y[good],
-                                rcond=None)
+    exact, *_ = np.linalg.lstsq(
+        np.stack([x[good], np.ones(good.size)], axis=1), y[good], rcond=None
+    )
     result = optimizer.result()
     np.testing.assert_allclose(result.x, exact, rtol=1e-10)
     assert result.n_points == good.size
@@ -512,7 +541,7 @@ def _counting(t, y):
     def chunks():
         calls.append(1)
         for start in range(0, t.size, 1_000):
-            yield t[start:start + 1_000], y[start:start + 1_000]
+            yield t[start : start + 1_000], y[start : start + 1_000]
 
     return chunks, calls
 
@@ -521,24 +550,28 @@ def _counting(t, y):
 def test_fit_stopped_by_max_nfev_continues_from_its_checkpoint(p0, tmp_path):
     t, y = dataset_plain()
     checkpoint = tmp_path / "fit.eqx"
-    uninterrupted = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
-                                          **HUBER).fit((t, y))
+    uninterrupted = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        (t, y)
+    )
     # Stopped after 4 evaluations (here at a rejected trial, whose iteration the
     # resumed fit must not count twice).
-    stopped = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, max_nfev=4,
-                                    **HUBER).fit((t, y), checkpoint=checkpoint)
+    stopped = nf.StreamingOptimizer(
+        damped, p0, chunk_size=CHUNK, verbose=0, max_nfev=4, **HUBER
+    ).fit((t, y), checkpoint=checkpoint)
     assert stopped.status == 0 and uninterrupted.nfev > 5
     source, calls = _counting(t, y)
-    resumed = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
-                                    **HUBER).fit(source, checkpoint=checkpoint)
+    resumed = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        source, checkpoint=checkpoint
+    )
     np.testing.assert_allclose(resumed.x, uninterrupted.x, rtol=1e-10)
     assert resumed.success and resumed.nfev == uninterrupted.nfev
     assert (resumed.nit, resumed.njev) == (uninterrupted.nit, uninterrupted.njev)
     assert len(calls) == 1 + uninterrupted.nfev - 4  # the first chunk, then the rest
     # Its own finished checkpoint: one pass (that the data are the same), same fit.
     source, calls = _counting(t, y)
-    again = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0,
-                                  **HUBER).fit(source, checkpoint=checkpoint)
+    again = nf.StreamingOptimizer(damped, p0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        source, checkpoint=checkpoint
+    )
     np.testing.assert_array_equal(again.x, resumed.x)
     assert len(calls) == 2
 
@@ -547,8 +580,10 @@ def test_fit_stopped_by_max_nfev_continues_from_its_checkpoint(p0, tmp_path):
     "change, match",
     [
         (dict(data=lambda t, y: (t, 1.5 * y)), "Pass .* other data"),
-        (dict(model=lambda t, a, k, w, c: a * jnp.exp(-k * t) * jnp.sin(w * t) + c),
-         "another model"),
+        (
+            dict(model=lambda t, a, k, w, c: a * jnp.exp(-k * t) * jnp.sin(w * t) + c),
+            "another model",
+        ),
         (dict(loss="soft_l1"), "another loss"),
         (dict(f_scale=0.2), "another loss"),
         (dict(bounds=([0.0, 0.0, 0.0, -2.0], BOUNDS[1])), "another `bounds`"),
@@ -575,11 +610,13 @@ def test_chunk_size_auto_and_integral_counts(monkeypatch):
 
     monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 1 << 28)
     t, y = dataset_plain()
-    reference = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0,
-                                      **HUBER).fit((t, y))  # the in-memory fit (above)
+    reference = nf.StreamingOptimizer(damped, P0, chunk_size=CHUNK, verbose=0, **HUBER).fit(
+        (t, y)
+    )  # the in-memory fit (above)
     for chunk_size in ("auto", np.int64(CHUNK), float(CHUNK)):
-        streamed = nf.StreamingOptimizer(damped, P0, chunk_size=chunk_size, verbose=0,
-                                         **HUBER).fit((t, y))
+        streamed = nf.StreamingOptimizer(damped, P0, chunk_size=chunk_size, verbose=0, **HUBER).fit(
+            (t, y)
+        )
         np.testing.assert_allclose(streamed.x, reference.x, rtol=1e-10)
     with pytest.raises(ValueError, match=r"`chunk_size` must be .*1000\.7"):
         nf.StreamingOptimizer(damped, P0, chunk_size=1000.7)
@@ -607,12 +644,12 @@ def test_streamed_fits_count_against_the_program_bound(monkeypatch):
 
     counted = []
     programs_kept = _compiled.programs_kept
-    monkeypatch.setattr(_compiled, "programs_kept",
-                        lambda: counted.append(1) or programs_kept())
+    monkeypatch.setattr(_compiled, "programs_kept", lambda: counted.append(1) or programs_kept())
     x = np.linspace(0.0, 1.0, 2_000)
     y = 2.0 * x + 1.0
-    optimizer = nf.StreamingOptimizer(lambda t, a, b: a * t + b, [1.0, 0.0],
-                                      chunk_size=512, verbose=0)
+    optimizer = nf.StreamingOptimizer(
+        lambda t, a, b: a * t + b, [1.0, 0.0], chunk_size=512, verbose=0
+    )
     np.testing.assert_allclose(optimizer.fit((x, y)).x, [2.0, 1.0])
     assert len(counted) == 1
     optimizer.update(x[:1_000], y[:1_000])  # a new stream: counted once

@@ -45,12 +45,23 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-12):
 def test_fixed_equals_scipy_on_the_reduced_model(data, method):
     x, y, sigma = data
     result = nf.curve_fit(
-        decay, x, y, p0=[1.0, 1.0, 0.1], sigma=sigma, method=method, fixed={"b": 1.25},
+        decay,
+        x,
+        y,
+        p0=[1.0, 1.0, 0.1],
+        sigma=sigma,
+        method=method,
+        fixed={"b": 1.25},
         **TIGHT,
     )
     popt, pcov = scipy.optimize.curve_fit(
-        lambda x, a, c: decay_np(x, a, 1.25, c), x, y, p0=[1.0, 0.1], sigma=sigma,
-        method=method, **TIGHT,
+        lambda x, a, c: decay_np(x, a, 1.25, c),
+        x,
+        y,
+        p0=[1.0, 0.1],
+        sigma=sigma,
+        method=method,
+        **TIGHT,
     )
     assert_close(result.popt[[0, 2]], popt)
     assert result.popt[1] == 1.25
@@ -63,11 +74,12 @@ def test_fixed_equals_scipy_on_the_reduced_model(data, method):
 def test_fixed_with_bounds_for_all_parameters(data):
     x, y, _ = data
     lower, upper = [0.0, 0.0, 0.6], [10.0, 5.0, 2.0]  # c is held at its lower bound
-    result = nf.curve_fit(
-        decay, x, y, p0=[1.0, 1.0, 1.0], bounds=(lower, upper), fixed={"a": 2.4}
-    )
+    result = nf.curve_fit(decay, x, y, p0=[1.0, 1.0, 1.0], bounds=(lower, upper), fixed={"a": 2.4})
     popt, pcov = scipy.optimize.curve_fit(
-        lambda x, b, c: decay_np(x, 2.4, b, c), x, y, p0=[1.0, 1.0],
+        lambda x, b, c: decay_np(x, 2.4, b, c),
+        x,
+        y,
+        p0=[1.0, 1.0],
         bounds=([0.0, 0.6], [5.0, 2.0]),
     )
     assert_close(result.popt[1:], popt, rtol=1e-5)
@@ -79,12 +91,23 @@ def test_tie_equals_scipy_and_the_delta_method(data):
     x, y, sigma = data
     # c = 0.2 a²: var(c) = (0.4 a)² var(a), cov(a, c) = 0.4 a var(a).
     result = nf.curve_fit(
-        decay, x, y, p0={"a": 1.0, "b": 1.0, "c": 0.0}, sigma=sigma, absolute_sigma=True,
-        ties={"c": lambda p: 0.2 * p["a"] ** 2}, **TIGHT,
+        decay,
+        x,
+        y,
+        p0={"a": 1.0, "b": 1.0, "c": 0.0},
+        sigma=sigma,
+        absolute_sigma=True,
+        ties={"c": lambda p: 0.2 * p["a"] ** 2},
+        **TIGHT,
     )
     popt, pcov = scipy.optimize.curve_fit(
-        lambda x, a, b: decay_np(x, a, b, 0.2 * a**2), x, y, p0=[1.0, 1.0], sigma=sigma,
-        absolute_sigma=True, **TIGHT,
+        lambda x, a, b: decay_np(x, a, b, 0.2 * a**2),
+        x,
+        y,
+        p0=[1.0, 1.0],
+        sigma=sigma,
+        absolute_sigma=True,
+        **TIGHT,
     )
     a = popt[0]
     assert_close(result.popt, [a, popt[1], 0.2 * a**2])
@@ -98,8 +121,13 @@ def test_tie_equals_scipy_and_the_delta_method(data):
 def test_tie_reading_a_fixed_parameter(data):
     x, y, _ = data
     result = nf.curve_fit(
-        decay, x, y, p0=[1.0, 1.0, 0.0], fixed={"b": 1.3},
-        ties={"c": lambda p: p["a"] / (1.0 + p["b"])}, **TIGHT,
+        decay,
+        x,
+        y,
+        p0=[1.0, 1.0, 0.0],
+        fixed={"b": 1.3},
+        ties={"c": lambda p: p["a"] / (1.0 + p["b"])},
+        **TIGHT,
     )
     popt, pcov = scipy.optimize.curve_fit(
         lambda x, a: decay_np(x, a, 1.3, a / 2.3), x, y, p0=[1.0], **TIGHT
@@ -113,7 +141,9 @@ def test_named_model_and_p0_for_free_parameters_only(data):
     model = nf.models.ExponentialDecay()  # amplitude * exp(-x / decay) + offset
     result = nf.curve_fit(model, x, y, fixed={"offset": 0.5})  # p0 from model.guess
     popt, pcov = scipy.optimize.curve_fit(
-        lambda x, amplitude, decay: amplitude * np.exp(-x / decay) + 0.5, x, y,
+        lambda x, amplitude, decay: amplitude * np.exp(-x / decay) + 0.5,
+        x,
+        y,
         p0=[2.0, 1.0],
     )
     assert result.names == ("amplitude", "decay", "offset")
@@ -221,10 +251,12 @@ def stacked_scipy(datasets, theta0, k, bounds=(-np.inf, np.inf), loss="linear"):
 
     def residual(theta):
         local = theta[1:].reshape(k, 3)
-        return np.concatenate([
-            (peak_np(x, local[i, 0], local[i, 1], theta[0], local[i, 2]) - y) / s
-            for i, (x, y, s) in enumerate(datasets)
-        ])
+        return np.concatenate(
+            [
+                (peak_np(x, local[i, 0], local[i, 1], theta[0], local[i, 2]) - y) / s
+                for i, (x, y, s) in enumerate(datasets)
+            ]
+        )
 
     def jacobian(theta):  # analytic, block-arrow: column 0 the shared width
         local = theta[1:].reshape(k, 3)
@@ -242,8 +274,14 @@ def stacked_scipy(datasets, theta0, k, bounds=(-np.inf, np.inf), loss="linear"):
         return np.concatenate(blocks)
 
     result = scipy.optimize.least_squares(
-        residual, theta0, jac=jacobian, bounds=bounds, loss=loss, x_scale=1.0,
-        method="trf", **TIGHT,
+        residual,
+        theta0,
+        jac=jacobian,
+        bounds=bounds,
+        loss=loss,
+        x_scale=1.0,
+        method="trf",
+        **TIGHT,
     )
     m, n = result.fun.size, result.x.size
     pcov = np.linalg.inv(result.jac.T @ result.jac) * 2 * result.cost / (m - n)
@@ -306,17 +344,23 @@ def test_global_fit_of_a_named_model_starts_from_its_guesses(spectra):
         (dict(datasets="not a list"), "`datasets` must be a list"),
         (dict(datasets=[(np.ones(3),)]), r"`datasets\[0\]` must be a tuple"),
         (dict(datasets=[(np.ones(3), np.ones(4))]), "x has shape"),
-        (dict(p0={"amp": [1.0, 2.0], "center": 0.0, "width": 1.0, "offset": 0.0}),
-         "local parameter 'amp'"),
+        (
+            dict(p0={"amp": [1.0, 2.0], "center": 0.0, "width": 1.0, "offset": 0.0}),
+            "local parameter 'amp'",
+        ),
         (dict(bounds={"amp": (2.0, 3.0)}), r"'amp\[0\]'"),
         (dict(engine="sparse"), "`engine`"),
     ],
 )
 def test_global_fit_bad_input_is_named(spectra, arguments, words):
-    arguments = dict(
-        datasets=spectra, p0={"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0},
-        shared=("width",),
-    ) | arguments
+    arguments = (
+        dict(
+            datasets=spectra,
+            p0={"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0},
+            shared=("width",),
+        )
+        | arguments
+    )
     with pytest.raises(ValueError, match=words):
         nf.global_fit(peak, **arguments)
 
@@ -348,8 +392,9 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
     model = GlobalModel(UnpackedModel(peak), 4, (2, 3), (0, 1), k)
     x = np.tile(np.linspace(-2, 2, length), (k, 1))
     mask = np.arange(length)[None, :] < np.array([[6], [5], [6], [3]])
-    data = nf.Data(x, rng.normal(size=(k, length)), sigma=rng.uniform(0.5, 2, (k, length)),
-                   mask=mask)
+    data = nf.Data(
+        x, rng.normal(size=(k, length)), sigma=rng.uniform(0.5, 2, (k, length)), mask=mask
+    )
     theta = jnp.asarray(rng.uniform(0.5, 1.5, 2 + 2 * k))
     loss = nf.SoftL1(f_scale=0.7)
 
@@ -378,8 +423,11 @@ def scipy_odr(f_np, x, y, beta0, sx=None, sy=None, **options):
 
         return scipy.odr.ODR(
             scipy.odr.RealData(x, y, sx=sx, sy=sy),
-            scipy.odr.Model(lambda beta, x: f_np(x, *beta)), beta0=beta0,
-            sstol=1e-14, partol=1e-14, **options,
+            scipy.odr.Model(lambda beta, x: f_np(x, *beta)),
+            beta0=beta0,
+            sstol=1e-14,
+            partol=1e-14,
+            **options,
         ).run()
 
 
@@ -414,8 +462,15 @@ def test_odr_with_a_bound_equals_scipy_odr_with_the_parameter_held_there(errors_
     x, y, sx, sy = errors_in_x
     # The unbounded fit has c ≈ 0.3; with c <= 0.2 the fit ends on the bound, where it is
     # ODRPACK's fit with c held at 0.2 (ifixb), the reference.
-    result = nf.odr(decay, x, y, {"a": 1.0, "b": 1.0, "c": 0.0}, sigma_x=sx, sigma_y=sy,
-                    bounds={"c": (-1.0, 0.2)})
+    result = nf.odr(
+        decay,
+        x,
+        y,
+        {"a": 1.0, "b": 1.0, "c": 0.0},
+        sigma_x=sx,
+        sigma_y=sy,
+        bounds={"c": (-1.0, 0.2)},
+    )
     expected = scipy_odr(decay_np, x, y, [1.0, 1.0, 0.2], sx, sy, ifixb=[1, 1, 0])
     assert result.beta[2] <= 0.2
     assert_close(result.beta, expected.beta, rtol=1e-5)
@@ -438,8 +493,9 @@ def test_fifty_gaussian_datasets_with_a_shared_width_equal_scipy():
     for _ in range(50):
         amp, center, offset = rng.uniform(0.5, 2), rng.uniform(-1, 1), rng.uniform(0, 0.3)
         sigma = np.full(100, 0.02)
-        datasets.append((x, peak_np(x, amp, center, 0.7, offset) + sigma * rng.normal(size=100),
-                         sigma))
+        datasets.append(
+            (x, peak_np(x, amp, center, 0.7, offset) + sigma * rng.normal(size=100), sigma)
+        )
     p0 = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
     result = nf.global_fit(peak, datasets, p0, shared="width", **TIGHT)
     expected, pcov = stacked_scipy(datasets, np.r_[1.0, np.tile([1.0, 0.0, 0.0], 50)], 50)

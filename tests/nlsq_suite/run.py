@@ -54,7 +54,7 @@ FILES = {
 # NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
 MODULES = {"nlsq.core.functions": "nlsq_fn.models"}
 
-CONFTEST = '''import sys
+CONFTEST = """import sys
 
 import jax
 
@@ -64,7 +64,7 @@ import nlsq_fn  # noqa: E402
 
 # `nlsq_fn.models` is an attribute of the package; make it importable by that name.
 sys.modules.setdefault("nlsq_fn.models", nlsq_fn.models)
-'''
+"""
 
 
 MISSING = '''"""NLSQ's names that nlsq_fn does not have (its internals): using one raises."""
@@ -94,8 +94,19 @@ def sdist(path: str | None) -> pathlib.Path:
     if not archive.exists():
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"nlsq=={VERSION}", "--no-deps",
-             "--no-binary", ":all:", "-d", str(cache), "-q"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"nlsq=={VERSION}",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(cache),
+                "-q",
+            ],
             check=True,
         )
     return archive
@@ -123,9 +134,7 @@ def patched(text: str) -> str:
         statements = []
         for source, names in ((target, found), ("missing", lacking)):
             if names:
-                listed = ", ".join(
-                    a.name + (f" as {a.asname}" if a.asname else "") for a in names
-                )
+                listed = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in names)
                 statements.append(f"{indent}from {source} import {listed}\n")
         start, end = node.lineno - 1, node.end_lineno
         lines[start:end] = statements or [f"{indent}pass\n"]
@@ -180,10 +189,24 @@ def main() -> None:
         folder = pathlib.Path(folder)
         copy_patched(archive, folder)
         command = [
-            sys.executable, "-m", "pytest", *[n.replace("/", "__") for n in FILES], "-q",
-            "-p", "no:cacheprovider", "-p", "no:xdist", "--junitxml",
-            str(folder / "report.xml"), "-o", "addopts=", "--rootdir", str(folder),
-            "-W", "ignore", "--continue-on-collection-errors",
+            sys.executable,
+            "-m",
+            "pytest",
+            *[n.replace("/", "__") for n in FILES],
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--junitxml",
+            str(folder / "report.xml"),
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(folder),
+            "-W",
+            "ignore",
+            "--continue-on-collection-errors",
         ]
         if args.k:
             command += ["-k", args.k]

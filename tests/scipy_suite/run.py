@@ -42,10 +42,10 @@ PATCHES = {
     ],
 }
 
-CONFTEST = '''import jax
+CONFTEST = """import jax
 
 jax.config.update("jax_enable_x64", True)
-'''
+"""
 
 
 def copy_patched(folder: pathlib.Path) -> None:
@@ -95,9 +95,23 @@ def main() -> None:
         if args.k:
             expression.append(f"({args.k})")
         command = [
-            sys.executable, "-m", "pytest", *selection, "-q", "-p", "no:cacheprovider",
-            "-p", "no:xdist", "--junitxml", str(folder / "report.xml"),
-            "-o", "addopts=", "--rootdir", str(folder), "-W", "ignore",
+            sys.executable,
+            "-m",
+            "pytest",
+            *selection,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--junitxml",
+            str(folder / "report.xml"),
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(folder),
+            "-W",
+            "ignore",
         ]
         if expression:
             command += ["-k", " and ".join(expression)]

@@ -55,11 +55,17 @@ grad_b = jax.grad(lambda y: nf.solve(model, nf.Data(x, y), state).x["b"])(jnp.as
 # Structured parameters: fixed and tied, global fits, errors in x.
 held_popt, held_pcov = nf.curve_fit(decay, x, y, p0=[1.0, 0.5, 0.0], fixed={"rate": 1.3})
 held = nf.CurveFit(decay, x, y, p0=[1.0, 0.5, 0.0], fixed={"rate": 1.3}).fit()
-tied = nf.CurveFit(decay, x, y, p0=[1.0, 0.5, 0.0],
-                   ties={"offset": lambda p: 0.2 * p["amplitude"]}).fit()
+tied = nf.CurveFit(
+    decay, x, y, p0=[1.0, 0.5, 0.0], ties={"offset": lambda p: 0.2 * p["amplitude"]}
+).fit()
 held_names: tuple = held.fixed + tied.tied
-spectra = nf.global_fit(decay, [(x, y), (x[:30], 2 * y[:30])], [1.0, 0.5, 0.0],
-                        shared=("rate",), bounds={"rate": (0.0, 5.0)})
+spectra = nf.global_fit(
+    decay,
+    [(x, y), (x[:30], 2 * y[:30])],
+    [1.0, 0.5, 0.0],
+    shared=("rate",),
+    bounds={"rate": (0.0, 5.0)},
+)
 shared_rate = spectra.params["rate"]
 shared_cov: np.ndarray = spectra.shared_pcov
 corrected = nf.odr(decay, x, y, [1.0, 0.5, 0.0], sigma_x=0.05, sigma_y=0.02)
