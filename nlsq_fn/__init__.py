@@ -124,6 +124,8 @@ if TYPE_CHECKING:
         fit_large_dataset,
     )
     from ._least_squares_class import LeastSquares  # noqa: F401
+    from ._lsmr_dogbox import DogboxLSMR  # noqa: F401
+    from ._lsmr_trf import TRFLSMR  # noqa: F401
     from ._multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,
@@ -131,6 +133,7 @@ if TYPE_CHECKING:
         sample_box,
     )
     from ._odr import ODRResult, odr  # noqa: F401
+    from ._selected_variances import covariance_memory, selected_variances  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401
     from ._sources import (  # noqa: F401
