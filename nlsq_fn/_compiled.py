@@ -14,6 +14,8 @@ programs hold maps too, so after each compilation the front ends also count the 
 maps and drop nlsq_fn's programs once 3/4 of Linux's limit is in use.
 """
 
+import weakref
+
 import equinox as eqx
 
 MAX_PROGRAMS = 96
@@ -92,3 +94,30 @@ def clear() -> None:
         else:
             program._cached.clear_cache()
     _counted_at[0] = 0
+
+
+class ProgramsByFunction:
+    """Programs compiled for a user's function, by function and key, for `register`:
+    `limit_programs` drops them with nlsq_fn's other programs. (Weakly keyed, but a
+    program holds its model and so its function: only `clear` releases them.)"""
+
+    def __init__(self) -> None:
+        self._by_function: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, function, key):
+        try:
+            return self._by_function.get(function, {}).get(key)
+        except TypeError:  # not weakly referenceable, or an unhashable key
+            return None
+
+    def put(self, function, key, program) -> None:
+        try:
+            self._by_function.setdefault(function, {})[key] = program
+        except TypeError:
+            pass
+
+    def cache_size(self) -> int:
+        return sum(len(programs) for programs in self._by_function.values())
+
+    def clear(self) -> None:
+        self._by_function.clear()

@@ -24,6 +24,7 @@ In the ambiguous case 4 (or to call ``f(x, a)`` with one value named ``p``), pas
 """
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Literal, cast
 
@@ -90,9 +91,27 @@ def is_named_model(f) -> bool:
     return hasattr(f, "param_names") and hasattr(f, "guess")
 
 
+# Signatures already read, by function (weakly): `inspect.signature` is a good part of
+# a small refit's front end.
+_signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _positional_parameters(f) -> tuple[list[str], bool] | None:
     """Names of the positional parameters of `f` and whether it has ``*args``; None
     when the signature cannot be inspected."""
+    try:
+        return _signatures[f]
+    except (KeyError, TypeError):
+        pass
+    signature = _read_signature(f)
+    try:
+        _signatures[f] = signature
+    except TypeError:  # not weakly referenceable
+        pass
+    return signature
+
+
+def _read_signature(f) -> tuple[list[str], bool] | None:
     try:
         parameters = list(inspect.signature(f).parameters.values())
     except (TypeError, ValueError):

@@ -11,6 +11,7 @@ uses TRF's simpler unbounded step, a second compiled variant.)
 
 import re
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -32,7 +33,7 @@ from ._conventions import (
     parameter_names,
 )
 from ._covariance import covariance_parts
-from ._data import Data
+from ._data import Data, check_data_values
 from ._fit_result import CurveFitResult
 from ._host_errors import reraise_host_errors
 from ._host_model import call_on_host, traced_shape
@@ -40,6 +41,7 @@ from ._least_squares import has_finite_bounds, strategy_for
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import is_concrete
 from ._program_store import stored
+from ._refit import FitProgram, fit_program, fit_programs, hashable, slot_arrays
 from ._result import Solution
 from ._reusable_fitter import ReusableFitter
 from ._scipy_compat import (
@@ -50,7 +52,15 @@ from ._scipy_compat import (
     warn_optimize,
 )
 from ._solve import solve, with_jacobian
-from ._solver import Solver, build_state, init, raise_for_start, start_flags
+from ._solver import (
+    Solver,
+    build_state,
+    check_start_and_bounds,
+    flat_values,
+    init,
+    raise_for_start,
+    start_flags,
+)
 from ._stepwise import solve_stepwise_while_cheaper
 from ._structured import expand_result, expand_solution, parameter_structure
 from ._trust_region import IMPROPER_INPUT
@@ -65,6 +75,40 @@ def _broadcast_to_model(model, xdata, p0, ydata):
     if error is not None:
         out = call_on_host(model, xdata, p0)
     return np.broadcast_to(ydata, np.shape(out)).astype(float)
+
+
+class _Inputs(NamedTuple):
+    """A fit's inputs after `CurveFit._validated`: NumPy values, the model's
+    convention and names."""
+
+    xdata: Any
+    ydata: np.ndarray
+    sigma: np.ndarray | None
+    cholesky: np.ndarray | None
+    style: str
+    model: Callable
+    names: tuple[str, ...]
+    no_p0: bool
+    p0: np.ndarray
+    flat_bounds: Any
+
+
+# The `Solution` fields a `CurveFitResult` carries (as NumPy).
+_SOLUTION_FIELDS = (
+    "x",
+    "cost",
+    "fun",
+    "jac",
+    "grad",
+    "optimality",
+    "active_mask",
+    "nfev",
+    "njev",
+    "nit",
+    "status",
+    "success",
+    "initial_cost",
+)
 
 
 class _Unset:
@@ -624,6 +668,11 @@ class CurveFit(ReusableFitter):
     def prepare(self, xdata=UNSET, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""
+        return self._build(self._validated(xdata, ydata, p0, sigma, bounds))
+
+    def _validated(self, xdata, ydata, p0, sigma, bounds) -> "_Inputs":
+        """The user's values checked and in NumPy (what every fit needs, whether it
+        builds its inputs or refits a compiled program)."""
         xdata, ydata, p0, sigma, bounds = self._resolve(xdata, ydata, p0, sigma, bounds)
         ydata = np.asarray(ydata)
         if ydata.size == 0:
@@ -645,14 +694,20 @@ class CurveFit(ReusableFitter):
         if ydata.ndim == 0:  # SciPy broadcasts a scalar `ydata` against f's values
             ydata = _broadcast_to_model(model, xdata, p0, ydata)
         if no_p0 and any_finite_bound(bounds):
-            p0 = feasible_start(*self._flat_bounds(bounds, names), p0.size)
+            lower, upper = self._flat_bounds(bounds, names)
+            p0 = feasible_start(lower, upper, p0.size)
         if self.method == "lm" and ydata.size < p0.size:
             raise TypeError(
                 f"The number of func parameters={p0.size} must not exceed the number of "
                 f"data points={ydata.size}"
             )
-        unpadded = dict(xdata=xdata, ydata=ydata, sigma=sigma, names=names)
         flat_bounds = self._flat_bounds(bounds, names)
+        return _Inputs(xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, flat_bounds)
+
+    def _build(self, inputs: "_Inputs"):
+        """`prepare`'s ``(model, data, state, unpadded)`` from validated inputs."""
+        xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, flat_bounds = inputs
+        unpadded = dict(xdata=xdata, ydata=ydata, sigma=sigma, names=names)
         solver = self._solver(flat_bounds, style)
         m = ydata.shape[0] if ydata.ndim == 1 else None
         if cholesky is not None:  # correlated errors: whitened, not padded
@@ -718,7 +773,12 @@ class CurveFit(ReusableFitter):
     def _fit_resolved(self, resolved) -> "CurveFitResult | FitSolution":
         if not is_concrete(*resolved):
             return self._fit_traced(*resolved)
-        model, data, state, unpadded = self.prepare(*resolved)
+        inputs = self._validated(*resolved)
+        key = self._refit_key(inputs)
+        program = None if key is None else fit_programs.get(self.timing_key, key)
+        if program is not None:
+            return self._refit(program, inputs)
+        model, data, state, unpadded = self._build(inputs)
         limit_programs()
         fitted = None
         # A model's first fits run step by step (nothing compiled for it); once they
@@ -726,30 +786,106 @@ class CurveFit(ReusableFitter):
         # reused), the whole fit is compiled once and reused.
         if not self.pad:
             fitted = _fit_stepwise(self.timing_key, model, data, state)
+        if fitted is None and key is not None and not state.chunk_size:
+            program = fit_program(_fit.__wrapped__, model, data, state)
+            if program is not None:
+                fit_programs.put(self.timing_key, key, program)
+                fitted = program(**slot_arrays(data, state))
         solution, parts, checks = fitted or _fit(model, data, state)
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays
             return _fit_solution(solution, parts, self.absolute_sigma, m, state.params)
+        return self._result(inputs, model, (state.params, state.lower, state.upper), fitted)
+
+    def _refit_key(self, inputs: "_Inputs") -> tuple | None:
+        """What shapes this fit's `(model, data, state)` besides the values a
+        `FitProgram` fills in; None where a refit builds them anew: padding, correlated
+        errors and fixed or tied parameters hold arrays of their own, `x` as a pytree is
+        not a slot, and chunks are proved on each dataset (`_fit_resolved` keeps only
+        one-shot fits)."""
+        x, y = inputs.xdata, inputs.ydata
+        if (
+            self.pad
+            or self.structure is not None
+            or inputs.cholesky is not None
+            or not isinstance(x, np.ndarray)
+            or y.ndim == 0
+        ):
+            return None
+        try:
+            options = (
+                self.method,
+                self.strategy,
+                self.loss,
+                hashable(self.x_scale),
+                self.jac,
+                hashable(self.diff_step),
+                tuple(self.tolerances.values()),
+                self.max_nfev,
+                self.verbose,
+                self.callback,
+                self.nan_policy,
+                self.param_style,
+            )
+            hash(options)
+        except TypeError:
+            return None
+        return (
+            options,
+            inputs.style,
+            inputs.names,
+            (x.shape, x.dtype.str),
+            y.shape,
+            inputs.sigma is None,
+            inputs.p0.size,
+            has_finite_bounds(inputs.flat_bounds),
+        )
+
+    def _refit(self, program: FitProgram, inputs: "_Inputs") -> "CurveFitResult":
+        """A fit on the structure of an earlier one: its compiled program, called with the
+        new values after the same value checks as `init`'s."""
+        x, y, sigma, p0 = inputs.xdata, inputs.ydata, inputs.sigma, inputs.p0
+        lower, upper = (
+            np.asarray(flat_values(bound, p0, name, p0.dtype))
+            for bound, name in zip(inputs.flat_bounds, ("lower bound", "upper bound"), strict=True)
+        )
+        try:
+            check_data_values(y, x, sigma)
+            check_start_and_bounds(p0, p0, lower, upper, self.strategy)
+        except ValueError as error:
+            message = _init_message(error, inputs.names, inputs.no_p0, inputs.style)
+            raise ValueError(message) from error
+        fitted = program(
+            x=[x],
+            y=[y],
+            sigma=[] if sigma is None else [sigma],
+            params=[p0],
+            lower=[lower],
+            upper=[upper],
+        )
+        return self._result(inputs, program.model, (p0, lower, upper), fitted)
+
+    def _result(self, inputs: "_Inputs", model, start, fitted) -> "CurveFitResult":
+        """The `CurveFitResult` of a concrete fit: its start's checks raised, the
+        covariance, SciPy's warnings."""
+        solution, parts, checks = fitted
+        names = inputs.names
         if checks is not None:
             try:
                 raise_for_start(*checks)
             except ValueError as error:
-                p0 = resolved[2]
-                style = self._convention(p0)[0]
-                no_p0 = p0 is None and style != "named"
-                names = unpadded["names"]
-                raise ValueError(_init_message(error, names, no_p0, style)) from error
+                message = _init_message(error, names, inputs.no_p0, inputs.style)
+                raise ValueError(message) from error
         # NumPy from here on: an eager `jnp` call would compile a program each.
         parts = jax.tree.map(np.asarray, parts)
-        pcov = parts.covariance(self.absolute_sigma)
+        pcov = np.asarray(parts.covariance(self.absolute_sigma))
         rank, singular_values = parts.rank, parts.singular_values
         if self.verbose >= 1:
             _progress.print_final_report(solution)
-        n_params = state.lower.size
-        pcov = np.asarray(pcov)
+        params, lower, upper = (np.asarray(value) for value in start)
+        n_params = lower.size
         if int(rank) < n_params:
             undetermined = np.flatnonzero(np.asarray(parts.undetermined))
-            names = unpadded["names"]
             warn_optimize(
                 f"Covariance of the parameters could not be estimated for "
                 f"{[names[i] for i in undetermined]}: the Jacobian at the solution has "
@@ -758,38 +894,25 @@ class CurveFit(ReusableFitter):
             )
         elif not np.all(np.isfinite(pcov)):
             warn_optimize("Covariance of the parameters could not be estimated")
-        fields = {
-            name: np.asarray(getattr(solution, name))
-            for name in (
-                "x",
-                "cost",
-                "fun",
-                "jac",
-                "grad",
-                "optimality",
-                "active_mask",
-                "nfev",
-                "njev",
-                "nit",
-                "status",
-                "success",
-                "initial_cost",
-            )
-        }
+        fields = {name: np.asarray(getattr(solution, name)) for name in _SOLUTION_FIELDS}
+        m = inputs.ydata.size
         fields["fun"] = fields["fun"][:m]
         fields["jac"] = fields["jac"][:m]
         return CurveFitResult(
             model=model.model if isinstance(model, WhitenedModel) else model,
             pcov=pcov,
             absolute_sigma=self.absolute_sigma,
-            lower=np.asarray(state.lower),
-            upper=np.asarray(state.upper),
+            lower=lower,
+            upper=upper,
             rank=int(rank),
             singular_values=np.asarray(singular_values),
             method=self.method,
             loss=type(self.loss).__name__,
-            p0=np.asarray(state.params),
-            **unpadded,
+            p0=params,
+            xdata=inputs.xdata,
+            ydata=inputs.ydata,
+            sigma=inputs.sigma,
+            names=names,
             **fields,
         )
 

@@ -128,7 +128,13 @@ def validate_data(data: Data) -> None:
         )
     if not is_concrete(data):
         return
-    counted = np.ones(y.shape, bool) if data.mask is None else np.asarray(data.mask)
+    check_data_values(y, data.model_x, data.sigma, data.mask)
+
+
+def check_data_values(y, model_x, sigma=None, mask=None) -> None:
+    """`validate_data`'s checks of concrete values: `y`, the inputs the model sees and
+    `sigma` finite (at the counted points), `sigma` positive."""
+    counted = np.ones(y.shape, bool) if mask is None else np.asarray(mask)
     if not counted.any():
         raise ValueError("Every point is masked out: there is nothing to fit.")
     if not np.all(np.isfinite(np.asarray(y)[counted])):
@@ -136,12 +142,12 @@ def validate_data(data: Data) -> None:
             "`y` contains NaN or inf; remove those points or mask them out "
             "(curve_fit: nan_policy='omit')."
         )
-    for leaf in jax.tree.leaves(data.model_x):  # masked points don't count
+    for leaf in jax.tree.leaves(model_x):  # masked points don't count
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not np.all(
             np.isfinite(np.asarray(leaf))
         ):
             raise ValueError("`x` contains NaN or inf.")
-    if data.sigma is not None:
-        sigma = np.broadcast_to(np.asarray(data.sigma), y.shape)[counted]
+    if sigma is not None:
+        sigma = np.broadcast_to(np.asarray(sigma), np.shape(y))[counted]
         if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
             raise ValueError("`sigma` must be finite and strictly positive everywhere.")

@@ -144,13 +144,16 @@ class StoredProgram:
 
         path = self._path(key)
         if path is not None:
-            executable = _load(path)
-            if executable is not None:
+            loaded = _load(path)
+            if loaded is not None:
                 self.loads += 1
-                return executable, jax.tree.structure(jax.eval_shape(structured, *leaves))
+                executable, out_tree = loaded
+                if out_tree is None:  # outputs that could not be pickled: traced again
+                    out_tree = jax.tree.structure(jax.eval_shape(structured, *leaves))
+                return executable, out_tree
         executable = jax.jit(flat).lower(*leaves).compile()
         if path is not None and not _jax_cache_on():
-            _store(path, executable)
+            _store(path, executable, out_trees[-1])
         return executable, out_trees[-1]
 
     def _path(self, key) -> pathlib.Path | None:
@@ -207,23 +210,41 @@ def _load(path: pathlib.Path):
     try:
         from jax.experimental.serialize_executable import deserialize_and_load
 
-        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        (payload, in_tree, out_tree), skeleton = pickle.loads(path.read_bytes())
         executable = deserialize_and_load(payload, in_tree, out_tree)
     except Exception:
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: trimmed last
-    return executable
+    return executable, None if skeleton is None else jax.tree.structure(skeleton)
 
 
-def _store(path: pathlib.Path, executable) -> None:
-    """Writes `executable` to `path` (whole or not at all), then trims the folder.
-    Storing is an optimisation: a read-only or full disk must not fail a fit."""
+class _Leaf:
+    """A stand-in for each output array in the stored structure of a program's outputs."""
+
+
+def _skeleton(out_tree):
+    """The structure of a program's outputs as a picklable object (its modules, with a
+    `_Leaf` for each array), so that a later process need not trace the function again
+    to learn it (JAX's tree structures of Equinox modules cannot be pickled); None if
+    some part cannot be pickled."""
+    skeleton = jax.tree.unflatten(out_tree, [_Leaf()] * out_tree.num_leaves)
+    try:
+        pickle.dumps(skeleton)
+    except Exception:
+        return None
+    return skeleton
+
+
+def _store(path: pathlib.Path, executable, out_tree) -> None:
+    """Writes `executable` and the structure of its outputs to `path` (whole or not at
+    all), then trims the folder. Storing is an optimisation: a read-only or full disk
+    must not fail a fit."""
     partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         from jax.experimental.serialize_executable import serialize
 
-        payload = pickle.dumps(serialize(executable))
+        payload = pickle.dumps((serialize(executable), _skeleton(out_tree)))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(payload)
         os.replace(partial, path)  # readers see a whole entry or none

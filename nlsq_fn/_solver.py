@@ -166,8 +166,12 @@ class SolverState(eqx.Module):
 
 def flat_like(value, params, name, dtype):
     """A bound or scale given as a scalar, a flat array or a params-shaped pytree."""
-    flat_params, _ = ravel_pytree(params)
-    n = flat_params.size
+    return as_jax_array(flat_values(value, params, name, dtype))
+
+
+def flat_values(value, params, name, dtype):
+    """`flat_like` without the copy to the device (NumPy for host values)."""
+    n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
     structure = jax.tree.structure(params)
     # Host values are shaped with NumPy: a `jnp` call on them would compile a small
     # program each (see `as_jax_array`).
@@ -183,7 +187,7 @@ def flat_like(value, params, name, dtype):
                 f"Each entry of `{name}` must be a scalar or shaped like the parameter "
                 f"it bounds: {error}"
             ) from None
-        return as_jax_array(xp.concatenate([xp.ravel(part) for part in parts]), dtype)
+        return xp.asarray(xp.concatenate([xp.ravel(part) for part in parts]), dtype)
     try:
         if value is None:  # NumPy would make it NaN
             raise TypeError(f"`{name}` is None")
@@ -195,13 +199,13 @@ def flat_like(value, params, name, dtype):
             f"{jax.tree.structure(value)}."
         ) from error
     if array.ndim == 0:
-        return as_jax_array(xp.full((n,), array, dtype))
+        return xp.full((n,), array, dtype)
     if array.shape != (n,):
         raise ValueError(
             f"`{name}` has shape {array.shape}, but the parameters have {n} entries; "
             "give a scalar, a length-n array or a pytree shaped like the parameters."
         )
-    return as_jax_array(array)
+    return array
 
 
 def flat_parameter_names(params) -> list[str]:
@@ -276,27 +280,8 @@ def build_state(
     else:
         x_scale_flat = flat_like(x_scale, params, "x_scale", dtype)
     if is_concrete(lower, upper, x0):
-        lower_np, upper_np, x0_np = map(np.asarray, (lower, upper, x0))
-        if np.any(np.isnan(lower_np) | np.isnan(upper_np)):
-            bad = _names_at(params, np.isnan(lower_np) | np.isnan(upper_np))
-            raise ValueError(f"`bounds` contain NaN (for {bad}); use -inf / inf for none.")
-        if np.any(lower_np >= upper_np):
-            raise ValueError(
-                "Each lower bound must be strictly less than its upper bound "
-                f"(violated for {_names_at(params, lower_np >= upper_np)})."
-            )
-        if not np.all(np.isfinite(x0_np)):
-            raise ValueError("`p0` contains NaN or inf.")
-        if np.any((x0_np < lower_np) | (x0_np > upper_np)):
-            bad = _names_at(params, (x0_np < lower_np) | (x0_np > upper_np))
-            raise ValueError(
-                f"`p0` is outside the bounds for {bad} (SciPy: Initial guess is outside "
-                "of provided bounds)."
-            )
-        if not strategy.supports_bounds and (
-            np.any(np.isfinite(lower_np)) or np.any(np.isfinite(upper_np))
-        ):
-            raise ValueError(f"{type(strategy).__name__} does not support bounds; use TRF().")
+        x0_np, lower_np, upper_np = (np.asarray(a) for a in (x0, lower, upper))
+        check_start_and_bounds(params, x0_np, lower_np, upper_np, strategy)
         # x_scale may be traced even when the bounds are not (jnp.full under jit).
         if (
             x_scale_flat is not None
@@ -406,6 +391,29 @@ def build_state(
         if is_concrete(flags):  # else the model closes over traced values
             raise_for_start(*flags)
     return state
+
+
+def check_start_and_bounds(params, x0, lower, upper, strategy) -> None:
+    """`init`'s checks of concrete bounds and start (flat NumPy arrays; `params` names
+    the entries in the messages), shared by every front end that builds a fit's state."""
+    if np.any(np.isnan(lower) | np.isnan(upper)):
+        bad = _names_at(params, np.isnan(lower) | np.isnan(upper))
+        raise ValueError(f"`bounds` contain NaN (for {bad}); use -inf / inf for none.")
+    if np.any(lower >= upper):
+        raise ValueError(
+            "Each lower bound must be strictly less than its upper bound "
+            f"(violated for {_names_at(params, lower >= upper)})."
+        )
+    if not np.all(np.isfinite(x0)):
+        raise ValueError("`p0` contains NaN or inf.")
+    if np.any((x0 < lower) | (x0 > upper)):
+        bad = _names_at(params, (x0 < lower) | (x0 > upper))
+        raise ValueError(
+            f"`p0` is outside the bounds for {bad} (SciPy: Initial guess is outside "
+            "of provided bounds)."
+        )
+    if not strategy.supports_bounds and (np.any(np.isfinite(lower)) or np.any(np.isfinite(upper))):
+        raise ValueError(f"{type(strategy).__name__} does not support bounds; use TRF().")
 
 
 def _diff_step(diff_step, n):

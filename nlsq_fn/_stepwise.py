@@ -24,6 +24,7 @@ import jax
 
 from ._adjoint import with_explicit_closure
 from ._data import Data
+from ._evaluators import evaluator
 from ._linearize import Linearization, factorize, scale_for_loss
 from ._misc import is_concrete
 from ._program_store import stored
@@ -112,8 +113,9 @@ def solve_stepwise_while_cheaper(function, model: Callable, data: Data, state: S
         and not closes_over_traced_arrays(model, data, state.params)
     ):
         return None
+    evaluate = evaluator(function, model, data, state)
     with charged_to(function):
-        return solve_stepwise(model, data, state)
+        return solve_stepwise(model, data, state, evaluate)
 
 
 def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
@@ -139,27 +141,31 @@ def _summary(f, jac, loss, factorization):
 
 class _Evaluation:
     """One evaluation at a point: the residuals and their Jacobian (the model's part,
-    evaluated op by op), the loss-scaled Jacobian and the summary (compiled)."""
+    op by op or compiled, see `evaluator`), the loss-scaled Jacobian and the summary
+    (compiled)."""
 
-    def __init__(self, model: Callable, data: Data, state: SolverState, unravel, x):
-        f, jac = residual_and_jac(model, data, state, unravel, x)
+    def __init__(self, evaluate: Callable, model, data: Data, state: SolverState, unravel, x):
+        f, jac = evaluate(model, data, state, unravel, x)
         self.fun = f
         self.jac, self.linearization = _summary(f, jac, state.loss, state.factorization)
 
 
-def solve_stepwise(model: Callable, data: Data, state: SolverState) -> Solution:
-    """`solve`, driven from Python (see the module's docstring)."""
+def solve_stepwise(
+    model: Callable, data: Data, state: SolverState, evaluate: Callable = residual_and_jac
+) -> Solution:
+    """`solve`, driven from Python (see the module's docstring); `evaluate` gives the
+    residuals and Jacobian (`residual_and_jac`, op by op, or an `evaluator`'s)."""
     if not can_step_from_host(state):
         raise ValueError("This fit cannot be driven step by step; use `solve`.")
     x0, unravel = start_point(state)
     problem = problem_for(data, state)
     strategy, max_nfev = state.strategy, state.max_nfev
-    current = _Evaluation(model, data, state, unravel, x0)
+    current = _Evaluation(evaluate, model, data, state, unravel, x0)
     initial_cost = current.linearization.cost
     carry = start_loop(strategy, x0, current.linearization, problem, max_nfev)
     while int(carry.status) == RUNNING:
         x_trial, proposal = propose_step(strategy, carry, problem)
-        trial = _Evaluation(model, data, state, unravel, x_trial)
+        trial = _Evaluation(evaluate, model, data, state, unravel, x_trial)
         carry, accepted = judge_step(
             strategy, carry, proposal, trial.linearization, problem, max_nfev
         )

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn import _compiled, _curve_fit_class, _stepwise
+from nlsq_fn import _compiled, _curve_fit_class, _evaluators, _stepwise
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
 @contextlib.contextmanager
 def counting_compiles():
-    """A list that gets one entry for each XLA compilation inside the block."""
+    """A list that gets one entry for each XLA compilation inside the block (after the
+    background compilations of earlier fits' op-by-op kernels have finished)."""
+    _evaluators.wait_for_kernels()
     compiles = []
 
     def listener(event, duration, **kwargs):
@@ -208,3 +210,37 @@ def test_fresh_models_do_not_accumulate_compiled_programs(monkeypatch, bound):
         fit_a_fresh_lambda()
         assert _compiled.programs_kept() <= 3
     assert maps() - before <= 4 * per_model
+
+
+def test_a_settled_refit_reuses_the_compiled_fit_and_equals_a_fresh_build(monkeypatch):
+    """Once a model's fit is compiled, `curve_fit` on new values of x, y, p0, bounds and
+    sigma (same shapes) compiles nothing and returns what building the inputs anew and
+    running the compiled fit gives, to the bit; a bad value still gets the same error."""
+    monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0)
+
+    def decay(x, a, b, c):  # no other test compiles it
+        return a * jnp.exp(-b * x) + c
+
+    def fit(seed):
+        x, y, _ = _dataset(57, seed, stretch=1 + 0.1 * seed)
+        sigma = 0.02 + 0.01 * np.random.default_rng(seed).random(57)
+        bounds = ([0.0, 0.0, -1.0 - seed], [10.0 + seed, 5.0, 5.0])
+        options = dict(p0=[1.0 + 0.1 * seed, 1.0, 0.0], sigma=sigma, bounds=bounds)
+        return nf.curve_fit(decay, x, y, **options), (x, y, options)
+
+    fit(0)
+    with counting_compiles() as compiles:
+        refits = [fit(seed) for seed in (1, 2)]
+    assert compiles == []
+    for result, (x, y, options) in refits:
+        fitter = nf.CurveFit(decay, x, y, **options)
+        solution, parts, _ = _curve_fit_class._fit(*fitter.prepare()[:3])
+        assert result.success
+        np.testing.assert_array_equal(result.popt, np.asarray(solution.x))
+        np.testing.assert_array_equal(result.pcov, np.asarray(parts.covariance(False)))
+        assert result.nfev == int(solution.nfev)
+    x, y, options = refits[0][1]
+    with pytest.raises(ValueError, match="outside the bounds for 'b'"):
+        nf.curve_fit(decay, x, y, **(options | dict(p0=[1.0, 6.0, 0.0])))
+    with pytest.raises(ValueError, match="`ydata` contains NaN or inf"):
+        nf.CurveFit(decay, x, np.where(x > 1, np.inf, y), **options).fit()

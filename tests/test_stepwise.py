@@ -8,7 +8,9 @@ import pytest
 from helpers import CASES, assert_same_optimum
 
 import nlsq_fn as nf
+from nlsq_fn import _evaluators
 from nlsq_fn._loss import as_loss
+from nlsq_fn._solve import residual_and_jac
 from nlsq_fn._stepwise import can_step_from_host, solve_stepwise
 
 STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
@@ -69,7 +71,14 @@ def test_stepwise_fit_is_the_compiled_fit(case, method):
     state = nf.init(model, data, jnp.asarray(case.p0), solver)
     assert can_step_from_host(state)
     compiled = solve(model, data, state)
-    stepwise = solve_stepwise(model, data, state)
+    # The model evaluated op by op, and (a process's first model of its shapes) as one
+    # compiled program.
+    for evaluate in (residual_and_jac, _evaluators._compiled_evaluation()):
+        stepwise = solve_stepwise(model, data, state, evaluate)
+        _assert_same_fit(stepwise, compiled, case.name)
+
+
+def _assert_same_fit(stepwise, compiled, name):
     assert int(stepwise.status) == int(compiled.status) and bool(stepwise.success)
     assert int(stepwise.nfev) == int(compiled.nfev)
     assert int(stepwise.njev) == int(compiled.njev)
@@ -79,7 +88,7 @@ def test_stepwise_fit_is_the_compiled_fit(case, method):
         stepwise.cost,
         compiled.cost,
         jac=compiled.jac,
-        err_msg=case.name,
+        err_msg=name,
     )
     for name in ("fun", "jac"):
         np.testing.assert_allclose(
