@@ -791,7 +791,8 @@ class CurveFit(ReusableFitter):
             if program is not None:
                 fit_programs.put(self.timing_key, key, program)
                 fitted = program(**slot_arrays(data, state))
-        solution, parts, checks = fitted or _fit(model, data, state)
+        fitted = fitted or _fit(model, data, state)
+        solution, parts, _ = fitted
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays
             return _fit_solution(solution, parts, self.absolute_sigma, m, state.params)

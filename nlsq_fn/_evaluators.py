@@ -48,7 +48,9 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> Call
         return residual_and_jac
     compiled = _compiled_evaluation()
     _compiled_evaluations.put(function, key, compiled)
-    threading.Thread(target=_compile_kernels, args=(ready, model, data, state), daemon=True).start()
+    # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts the
+    # process; a script that ends at once waits for it instead (under a second).
+    threading.Thread(target=_compile_kernels, args=(ready, model, data, state)).start()
     return compiled
 
 
