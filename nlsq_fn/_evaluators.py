@@ -32,26 +32,37 @@ _kernels: dict[Hashable, threading.Event] = {}
 _compiled_evaluations = register(ProgramsByFunction())
 
 
-def evaluator(function, model: Callable, data: Data, state: SolverState) -> Callable:
+def evaluator(function, model: Callable, data: Data, state: SolverState) -> tuple:
     """The evaluation `solve_stepwise` should use for this fit of the user's `function`
-    (see the module's docstring): `residual_and_jac`, or a compiled one."""
+    (see the module's docstring): `residual_and_jac`, or a compiled one; and what to
+    call once the fit is done (the background compilation of the op-by-op kernels, when
+    this fit is the first of its shapes: started after it, since its thread would hold
+    Python's lock for much of the time it runs)."""
     key = _shapes(data, state)
     compiled = _compiled_evaluations.get(function, key)
     if compiled is not None:
-        return compiled
+        return compiled, _nothing
     with _lock:
         pending = _kernels.get(key)
         if pending is None:
             ready = _kernels[key] = threading.Event()
     if pending is not None:
         pending.wait()  # (a previous model's warm-up, still compiling these kernels)
-        return residual_and_jac
+        return residual_and_jac, _nothing
     compiled = _compiled_evaluation()
     _compiled_evaluations.put(function, key, compiled)
-    # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts the
-    # process; a script that ends at once waits for it instead (under a second).
-    threading.Thread(target=_compile_kernels, args=(ready, model, data, state)).start()
-    return compiled
+
+    def compile_kernels() -> None:
+        # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts
+        # the process; a script that ends at once waits for it instead (about a second).
+        thread = threading.Thread(target=_compile_kernels, args=(ready, model, data, state))
+        thread.start()
+
+    return compiled, compile_kernels
+
+
+def _nothing() -> None:
+    pass
 
 
 def wait_for_kernels() -> None:

@@ -113,9 +113,12 @@ def solve_stepwise_while_cheaper(function, model: Callable, data: Data, state: S
         and not closes_over_traced_arrays(model, data, state.params)
     ):
         return None
-    evaluate = evaluator(function, model, data, state)
-    with charged_to(function):
-        return solve_stepwise(model, data, state, evaluate)
+    evaluate, then = evaluator(function, model, data, state)
+    try:
+        with charged_to(function):
+            return solve_stepwise(model, data, state, evaluate)
+    finally:
+        then()
 
 
 def closes_over_traced_arrays(model: Callable, data: Data, params) -> bool:
