@@ -277,21 +277,6 @@ def test_curve_fit_scipy_keywords():
     np.testing.assert_array_equal(ours[0], as_pair[0])
 
 
-def test_curve_fit_nan_handling_as_scipy():
-    y = Y.copy()
-    y[3] = np.nan
-    with pytest.raises(ValueError, match="must not contain infs or NaNs"):
-        nf.curve_fit(decay, X, y, p0=P0)
-    with pytest.raises(ValueError, match="propagate'` is not supported"):
-        nf.curve_fit(decay, X, y, p0=P0, nan_policy="propagate")
-    with pytest.raises(ValueError, match="nan"):
-        nf.curve_fit(decay, X, y, p0=P0, nan_policy="raise")
-    ours = nf.curve_fit(decay, X, y, p0=P0, nan_policy="omit", **TIGHT)
-    keep = ~np.isnan(y)
-    reference = nf.curve_fit(decay, X[keep], y[keep], p0=P0, **TIGHT)
-    np.testing.assert_allclose(ours[0], reference[0], rtol=1e-10)
-
-
 def test_curve_fit_full_output_keys_and_minpack_factors():
     f_np = lambda x, *p: np.asarray(decay(x, *p))  # noqa: E731
     for method in ("trf", "lm"):
