@@ -62,6 +62,11 @@ def exp_decay(x, p):
     return p[0] * jnp.exp(-p[1] * x) + p[2]
 
 
+def decay(x, a, b, c):
+    """`exp_decay` as SciPy's ``f(x, a, b, c)``."""
+    return a * jnp.exp(-b * x) + c
+
+
 def gaussians_baseline(x, p):
     peaks = [p[i] * jnp.exp(-0.5 * ((x - p[i + 1]) / p[i + 2]) ** 2) for i in (0, 3, 6)]
     return sum(peaks) + p[9]

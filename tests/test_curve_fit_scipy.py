@@ -6,15 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import assert_matches_scipy_fit, tolerance, x64_params
+from helpers import assert_matches_scipy_fit, decay, tolerance, x64_params
 
 import nlsq_fn as nf
 
 TOLERANCES = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
 
 
 _decay_jac = jax.jit(jax.jacfwd(lambda p, x: decay(x, *p)))

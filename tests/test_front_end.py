@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
-from helpers import assert_matches_scipy_fit, assert_same_optimum, tolerance
+from helpers import assert_matches_scipy_fit, assert_same_optimum, decay, tolerance
 
 import nlsq_fn as nf
 from nlsq_fn._conventions import model_convention
@@ -19,10 +19,6 @@ X = np.linspace(0, 4, 40)
 Y = 2.5 * np.exp(-1.3 * X) + 0.5 + 0.03 * np.sin(11 * X)
 P0 = [1.0, 0.5, 0.0]
 TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
 
 
 def decay_array(x, params):
