@@ -43,8 +43,19 @@ def _compare(ours, reference):
     assert_matches_scipy_fit(ours[0], ours[1], reference, X.size)
 
 
-@pytest.mark.parametrize("method", ["lm", "trf"])
-@pytest.mark.parametrize("weights", ["none", "relative", "absolute"])
+# Each weighting once by default (the covariance does not depend on the strategy); the
+# other three rows in CI's extended step.
+@pytest.mark.parametrize(
+    "method, weights",
+    [
+        ("lm", "none"),
+        ("trf", "relative"),
+        ("trf", "absolute"),
+        pytest.param("trf", "none", marks=pytest.mark.extended),
+        pytest.param("lm", "relative", marks=pytest.mark.extended),
+        pytest.param("lm", "absolute", marks=pytest.mark.extended),
+    ],
+)
 def test_covariance_with_and_without_sigma(method, weights, x64):
     options = dict(method=method, **TOLERANCES)
     if weights != "none":
@@ -75,7 +86,17 @@ def test_bounds_by_name():
     assert result.active_mask.tolist() == [1, 0, 0]
 
 
-@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+# The covariance's loss weighting is one formula; each loss's own terms are checked
+# against SciPy in test_scipy_agreement.py. Huber and arctan here in CI's extended step.
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "soft_l1",
+        "cauchy",
+        pytest.param("huber", marks=pytest.mark.extended),
+        pytest.param("arctan", marks=pytest.mark.extended),
+    ],
+)
 @pytest.mark.parametrize("x64", x64_params(float32_default=False), indirect=True)
 def test_covariance_with_robust_loss(loss, x64):
     # SciPy's pcov with a robust loss uses the loss-scaled Jacobian and 2 * cost.
