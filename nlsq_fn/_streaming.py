@@ -337,17 +337,20 @@ class StreamingOptimizer:
         noisy data every new chunk moves the estimate by about its standard error times
         ``sqrt(chunk / points so far)``: raise `xtol` to stop a stream early.
         """
-        self._stream, update = update_stream(
-            self._engine,
-            self._stream,
-            x_chunk,
-            y_chunk,
-            sigma,
-            p0=self.p0,
-            chunk_size=self.chunk_size,
-            factorization=self.factorization,
-        )
-        self.names = self._engine.names
+        try:
+            self._stream, update = update_stream(
+                self._engine,
+                self._stream,
+                x_chunk,
+                y_chunk,
+                sigma,
+                p0=self.p0,
+                chunk_size=self.chunk_size,
+                factorization=self.factorization,
+            )
+        finally:  # known once the first chunk's configuration is validated
+            if self._engine.names is not None:
+                self.names = self._engine.names
         return update
 
     def result(self) -> CurveFitResult:
