@@ -32,6 +32,7 @@ from ._fit_result import CurveFitResult
 from ._fixed_chunks import fixed_chunks
 from ._linearize import Linearization
 from ._memory import automatic_chunk_size
+from ._solve import problem_of
 from ._solver import SolverState, init
 from ._sources import AbstractSource
 from ._strategy import Problem
@@ -107,16 +108,7 @@ class StreamEngine:
         return state
 
     def problem(self, state: SolverState, n_points) -> Problem:
-        return Problem(
-            lower=state.lower,
-            upper=state.upper,
-            x_scale=state.x_scale,
-            ftol=state.ftol,
-            xtol=state.xtol,
-            gtol=state.gtol,
-            n_rows=jnp.asarray(n_points, jnp.result_type(int)),
-            bounded=state.bounded,
-        )
+        return problem_of(state, jnp.asarray(n_points, jnp.result_type(int)))
 
     def chunks(self, chunks, chunk_size, dtype, read_ahead=True):
         """`chunks` (of at most `chunk_size` points) padded to one shape as `Data`, on
