@@ -74,17 +74,11 @@ _LAZY = {
     },
     **{
         name: ("_sources", name)
-        for name in (
-            "AbstractSource",
-            "ArraySource",
-            "CallableSource",
-            "HDF5Source",
-            "NpySource",
-            "PandasSource",
-            "ParquetSource",
-            "SQLSource",
-            "ZarrSource",
-        )
+        for name in ("AbstractSource", "ArraySource", "CallableSource", "NpySource")
+    },
+    **{
+        name: ("_library_sources", name)
+        for name in ("HDF5Source", "PandasSource", "ParquetSource", "SQLSource", "ZarrSource")
     },
 }
 
@@ -124,6 +118,13 @@ if TYPE_CHECKING:
         fit_large_dataset,
     )
     from ._least_squares_class import LeastSquares  # noqa: F401
+    from ._library_sources import (  # noqa: F401
+        HDF5Source,
+        PandasSource,
+        ParquetSource,
+        SQLSource,
+        ZarrSource,
+    )
     from ._lsmr_dogbox import DogboxLSMR  # noqa: F401
     from ._lsmr_trf import TRFLSMR  # noqa: F401
     from ._multistart import (  # noqa: F401
@@ -136,16 +137,6 @@ if TYPE_CHECKING:
     from ._selected_variances import covariance_memory, selected_variances  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401
-    from ._sources import (  # noqa: F401
-        AbstractSource,
-        ArraySource,
-        CallableSource,
-        HDF5Source,
-        NpySource,
-        PandasSource,
-        ParquetSource,
-        SQLSource,
-        ZarrSource,
-    )
+    from ._sources import AbstractSource, ArraySource, CallableSource, NpySource  # noqa: F401
     from ._streamed_result import StreamedFitResult  # noqa: F401
     from ._streaming import StreamingOptimizer  # noqa: F401

@@ -11,7 +11,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from . import _models
+from . import _model_library
 
 INF = np.inf
 
@@ -62,29 +62,29 @@ def power_law(x, a, b):
 
 
 def _linear_p0(xdata, ydata):
-    g = _guess(_models.Linear(), xdata, ydata)
+    g = _guess(_model_library.Linear(), xdata, ydata)
     return [float(g["slope"]), float(g["intercept"])]
 
 
 def _decay_p0(xdata, ydata):
-    g = _guess(_models.ExponentialDecay(), xdata, ydata)
+    g = _guess(_model_library.ExponentialDecay(), xdata, ydata)
     return [float(g["amplitude"]), 1.0 / float(g["decay"]), float(g["offset"])]
 
 
 def _growth_p0(xdata, ydata):
     # a exp(b x) + c is a decay in -x: a exp(-(-x) / tau) + c with b = 1 / tau.
-    g = _guess(_models.ExponentialDecay(), -np.asarray(xdata, float), ydata)
+    g = _guess(_model_library.ExponentialDecay(), -np.asarray(xdata, float), ydata)
     return [float(g["amplitude"]), 1.0 / float(g["decay"]), float(g["offset"])]
 
 
 def _gaussian_p0(xdata, ydata):
-    g = _guess(_models.Gaussian(), xdata, ydata)
+    g = _guess(_model_library.Gaussian(), xdata, ydata)
     height = g["amplitude"] / (math.sqrt(2 * math.pi) * g["sigma"])
     return [float(height), float(g["center"]), float(g["sigma"])]
 
 
 def _lorentzian_p0(xdata, ydata):
-    g = _guess(_models.Lorentzian(), xdata, ydata)
+    g = _guess(_model_library.Lorentzian(), xdata, ydata)
     height = g["amplitude"] / (math.pi * g["sigma"])
     return [float(height), float(g["center"]), float(g["sigma"])]
 
@@ -100,7 +100,7 @@ def _sigmoid_p0(xdata, ydata):
 
 
 def _power_law_p0(xdata, ydata):
-    g = _guess(_models.PowerLaw(), xdata, ydata)
+    g = _guess(_model_library.PowerLaw(), xdata, ydata)
     return [float(g["amplitude"]), float(g["exponent"])]
 
 
@@ -117,7 +117,7 @@ def polynomial(degree: int):
         return jnp.polyval(jnp.array(coeffs), x)
 
     def estimate_p0(xdata, ydata):
-        g = _guess(_models.Polynomial(degree=degree), xdata, ydata)
+        g = _guess(_model_library.Polynomial(degree=degree), xdata, ydata)
         return [float(g[f"c{i}"]) for i in range(degree, -1, -1)]
 
     poly.__name__ = f"polynomial_degree_{degree}"

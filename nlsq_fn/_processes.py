@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
 from . import _sharding
-from ._sources import AbstractSource, Piece, fixed_chunks
+from ._fixed_chunks import fixed_chunks
+from ._sources import AbstractSource, Piece
 
 
 def several() -> bool:

@@ -16,11 +16,12 @@ from ._chunks import Sums
 from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._fit_result import CurveFitResult
+from ._fixed_chunks import check_values, fixed_chunks
 from ._host_loop import judge_step, propose_step, start_loop
 from ._linearize import Linearization
 from ._misc import tree_where
 from ._solve import start_point
-from ._sources import check_values, fixed_chunks
+from ._stream_engine import StreamEngine
 from ._trust_region import RUNNING
 
 
@@ -59,19 +60,30 @@ def _with_prior(lin: Linearization, prior: _Prior, p) -> Linearization:
     return Linearization(lin.cost + cost, lin.grad + grad, factor)
 
 
-def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
-    """`optimizer.update(x_chunk, y_chunk, sigma)` (see there). A chunk that cannot be
-    taken in (a NaN, a model that is not pointwise) raises and leaves the stream as it
-    was: later chunks still count."""
+def update_stream(
+    engine: StreamEngine,
+    stream: dict | None,
+    x_chunk,
+    y_chunk,
+    sigma=None,
+    *,
+    p0,
+    chunk_size,
+    factorization: str,
+) -> tuple[dict, StreamUpdate]:
+    """`StreamingOptimizer.update(x_chunk, y_chunk, sigma)` (see there) on the stream's
+    state `stream` (None before the first chunk): the new state and the update. A chunk
+    that cannot be taken in (a NaN, a model that is not pointwise) raises, and the
+    caller keeps the state it had: later chunks still count."""
     dtype = jnp.result_type(float)
     x_chunk, y_chunk = np.asarray(x_chunk, dtype), np.asarray(y_chunk, dtype)
     sigma = None if sigma is None else np.asarray(sigma, dtype)
-    seen = 0 if optimizer._stream is None else int(float(optimizer._stream["sums"].n_points))
+    seen = 0 if stream is None else int(float(stream["sums"].n_points))
     check_values(x_chunk, y_chunk, sigma, seen, f"the stream (this chunk starts at row {seen})")
-    if optimizer._stream is None:
+    if stream is None:
         limit_programs()
         first = Data(x_chunk, y_chunk, sigma=sigma)
-        state = optimizer._state(first, optimizer.p0)
+        state = engine.state(first, p0, factorization)
         n = state.params.size
         zero = jnp.zeros((), dtype)
         stream = dict(
@@ -89,11 +101,11 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
             last=None,
         )
     else:
-        stream = dict(optimizer._stream)  # the stream's state changes only at the end
+        stream = dict(stream)  # the caller's state is left as it was
     state, prior = stream["state"], stream["prior"]
-    chunk_size = optimizer._chunk_size(state.params.size, dtype)
+    chunk_size = engine.chunk_size(chunk_size, state.params.size, dtype)
     chunks = list(
-        optimizer._chunks(
+        engine.chunks(
             fixed_chunks(iter([(x_chunk, y_chunk, sigma)]), chunk_size),
             chunk_size,
             dtype,
@@ -102,11 +114,11 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
     )
 
     def evaluate(p, check_pointwise=False):
-        lin, sums = optimizer._summarize(chunks, state, p, check_pointwise=check_pointwise)
+        lin, sums = engine.summarize(chunks, state, p, check_pointwise=check_pointwise)
         return _with_prior(lin, prior, p), sums
 
     n_points = float(stream["sums"].n_points) + y_chunk.shape[0]
-    problem = optimizer._problem(state, n_points)
+    problem = engine.problem(state, n_points)
     p_before = prior.centre
     lin, sums = evaluate(p_before, check_pointwise=True)
     if stream["initial_cost"] is None:
@@ -136,8 +148,7 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
         and float(step_norm) < state.xtol * (state.xtol + float(jnp.linalg.norm(p)))
     )
     stream["last"] = (carry, problem)
-    optimizer._stream = stream
-    return StreamUpdate(
+    return stream, StreamUpdate(
         x=p,
         cost=carry.linearization.cost,
         grad=carry.linearization.grad,
@@ -149,11 +160,10 @@ def update_stream(optimizer, x_chunk, y_chunk, sigma=None) -> StreamUpdate:
     )
 
 
-def stream_result(optimizer) -> CurveFitResult:
-    """`optimizer.result()` (see there)."""
-    if optimizer._stream is None or optimizer._stream["last"] is None:
+def stream_result(engine: StreamEngine, stream: dict | None) -> CurveFitResult:
+    """`StreamingOptimizer.result()` (see there) of the stream's state `stream`."""
+    if stream is None or stream["last"] is None:
         raise ValueError("No data yet: call `update(x_chunk, y_chunk)` first.")
-    stream = optimizer._stream
     carry, problem = stream["last"]
     prior = stream["prior"]
     cost, grad = prior.at(prior.centre)
@@ -167,6 +177,4 @@ def stream_result(optimizer) -> CurveFitResult:
             jnp.asarray(stream["nit"]),
         ),
     )
-    return optimizer._result(
-        stream["state"], problem, carry, stream["sums"], stream["initial_cost"]
-    )
+    return engine.result(stream["state"], problem, carry, stream["sums"], stream["initial_cost"])

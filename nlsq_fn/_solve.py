@@ -188,6 +188,12 @@ def linearization_at(model, data, state, unravel, x) -> Linearization | Operator
 
 
 def problem_for(data, state, residual=None):
+    return problem_of(state, data.n_points, residual)
+
+
+def problem_of(state, n_rows, residual=None) -> Problem:
+    """What a strategy knows of the problem: `state`'s bounds, scaling and tolerances,
+    and the number of residuals `n_rows` (of a data set, or of all a stream's passes)."""
     return Problem(
         lower=state.lower,
         upper=state.upper,
@@ -195,7 +201,7 @@ def problem_for(data, state, residual=None):
         ftol=state.ftol,
         xtol=state.xtol,
         gtol=state.gtol,
-        n_rows=data.n_points,
+        n_rows=n_rows,
         bounded=state.bounded,
         residual=residual,
     )

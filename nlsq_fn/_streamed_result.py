@@ -15,23 +15,24 @@ from ._covariance import covariance_parts
 from ._fit_result import CurveFitResult
 
 
-def streamed_result(optimizer, state, problem, carry, sums, initial_cost) -> CurveFitResult:
-    """The `StreamedFitResult` of `optimizer`'s fit ending at `carry` (its summary)."""
+def streamed_result(engine, state, problem, carry, sums, initial_cost) -> CurveFitResult:
+    """The `StreamedFitResult` of `engine`'s fit (a `StreamEngine`) ending at `carry`
+    (its summary)."""
     x, lin = carry.x, carry.linearization
     parts = covariance_parts(lin.factor, lin.cost, sums.n_points)
-    pcov = np.asarray(parts.covariance(optimizer._fitter.absolute_sigma))
+    pcov = np.asarray(parts.covariance(engine.fitter.absolute_sigma))
     if state.strategy.supports_bounds:
         active = find_active_constraints(x, state.lower, state.upper, state.xtol)
     else:
         active = jnp.zeros(x.shape, jnp.int32)
     return StreamedFitResult(
         sums=jax.tree.map(float, sums),
-        model=optimizer._model,
-        names=optimizer.names,
+        model=engine.model,
+        names=engine.names,
         xdata=None,
         ydata=None,
         sigma=None,
-        absolute_sigma=optimizer._fitter.absolute_sigma,
+        absolute_sigma=engine.fitter.absolute_sigma,
         pcov=pcov,
         x=np.asarray(x),
         cost=lin.cost,
@@ -50,8 +51,8 @@ def streamed_result(optimizer, state, problem, carry, sums, initial_cost) -> Cur
         upper=np.asarray(state.upper),
         rank=int(parts.rank),
         singular_values=np.asarray(parts.singular_values),
-        method=optimizer.method,
-        loss=type(optimizer._fitter.loss).__name__,
+        method=engine.fitter.method,
+        loss=type(engine.fitter.loss).__name__,
         p0=np.asarray(state.params),
     )
 

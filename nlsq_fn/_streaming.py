@@ -7,32 +7,22 @@ compiled program serves them all) and read by a background thread while the prev
 chunk is computed. The trust-region iterations are the strategy's own `propose` and
 `judge` (the same code `solve` runs inside its compiled loop), driven from Python, and
 the state between iterations is a pytree that is checkpointed to disk after each one
-(`_host_loop`). Devices split each chunk (`_sharding`), processes split the source
-(`_processes`); the single-pass `update` lives in `_single_pass`, the result type in
-`_streamed_result`.
+(`_host_loop`). The chunks' evaluation (configuration, padding, devices, the pointwise
+check, one pass) is `_stream_engine`'s; devices split each chunk (`_sharding`),
+processes split the source (`_processes`); the single-pass `update` lives in
+`_single_pass`, the result type in `_streamed_result`.
 """
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
 from . import _processes, _sharding
-from ._chunks import (
-    Sums,
-    finish_compiled,
-    fold_chunk,
-    fold_compiled,
-    padded_chunks,
-    pointwise_mismatch,
-    prefetch,
-    zero_summary,
-)
 from ._compiled import limit_programs
-from ._curve_fit_class import CurveFit, bucket_size
+from ._curve_fit_class import CurveFit
 from ._data import Data
 from ._fingerprint import fingerprint
 from ._fit_result import CurveFitResult
@@ -46,21 +36,14 @@ from ._host_loop import (
     save_checkpoint,
     start_loop,
 )
-from ._linearize import Linearization
-from ._memory import as_chunk_size, automatic_chunk_size
+from ._memory import as_chunk_size
 from ._misc import tree_where
 from ._single_pass import StreamUpdate, stream_result, update_stream
 from ._solve import start_point
-from ._solver import SolverState, init
-from ._sources import AbstractSource, as_source, fixed_chunks, optional_import
-from ._strategy import Problem
-from ._streamed_result import streamed_result
+from ._solver import SolverState
+from ._sources import as_source, optional_import
+from ._stream_engine import StreamEngine, check_same_data
 from ._trust_region import RUNNING
-
-
-def _flagged(mismatch) -> bool:
-    """Whether a chunk's `pointwise_mismatch` (or the error it raised) refuses it."""
-    return isinstance(mismatch, Exception) or bool(mismatch)
 
 
 class StreamingOptimizer:
@@ -116,7 +99,7 @@ class StreamingOptimizer:
         devices=None,
     ):
         # The front end's own configuration: same model conventions, defaults, checks.
-        self._fitter = CurveFit(
+        fitter = CurveFit(
             model,
             p0=p0,
             bounds=bounds,
@@ -139,8 +122,9 @@ class StreamingOptimizer:
         self.chunk_size = chunk_size
         self.factorization = factorization
         self.verbose = verbose
-        self.method = self._fitter.method
-        self._mesh = None if devices is None else _sharding.points_mesh(devices)
+        self.method = fitter.method
+        mesh = None if devices is None else _sharding.points_mesh(devices)
+        self._engine = StreamEngine(fitter, mesh)
         self._reset_stream()
 
     # ----------------------------------------------------------------- set-up
@@ -153,177 +137,18 @@ class StreamingOptimizer:
     def chunk_size(self, value):
         self._chunk_size_given = as_chunk_size(value)
 
-    def _chunk_size(self, n_params, dtype, n_points=None) -> int:
-        size: Any = self.chunk_size  # None, "auto" or a count
-        if size is None or size == "auto":
-            size = automatic_chunk_size(n_params, dtype)
-            if n_points is not None:  # no chunk larger than the data needs
-                size = min(size, bucket_size(n_points))
-        if self._mesh is not None:  # an equal share of every chunk for each device
-            n_devices = self._mesh.devices.size
-            size = -(-size // n_devices) * n_devices
-        return size
-
-    def _state(self, first: Data, p0) -> SolverState:
-        """Validated configuration, from the first chunk (checks the model's output)."""
-        fitter = self._fitter
-        # CurveFit's rule for the model's convention (SciPy's f(x, *p), the guide's
-        # model(x, params), named models), so both optimizers read a model alike.
-        style, model, names = fitter._convention(p0)
-        p0 = fitter._initial_params(p0, np.asarray(first.x), np.asarray(first.y), style, names)
-        names = names or tuple(f"p{i}" for i in range(p0.size))
-        bounds = fitter._flat_bounds(fitter.bounds, names)
-        solver = fitter._solver(
-            bounds,
-            style,
-            factorization=self.factorization,
-            chunk_size=None,  # the chunks are this optimizer's own
-        )
-        if not fitter.strategy.steps_from_host:
-            raise ValueError(f"{type(fitter.strategy).__name__} cannot be driven from a host loop.")
-        if getattr(fitter.strategy, "matrix_free", False):
-            raise NotImplementedError(
-                f"{type(fitter.strategy).__name__} (matrix-free) in a streamed fit is not "
-                "implemented: each Jacobian product would be a pass over the data."
-            )
-        try:
-            state = init(model, first, p0, solver)
-        except ValueError as error:
-            raise ValueError(
-                str(error).replace("`y`", "the chunk's `y`").replace("`x`", "the chunk's `x`")
-            ) from error
-        if state.host_model:  # the chunks are folded inside compiled code
-            raise ValueError(
-                "StreamingOptimizer needs a model written with jax.numpy: this one "
-                "could not be traced by JAX (it uses NumPy or SciPy functions). Rewrite "
-                "it with jax.numpy, or fit in-memory data with CurveFit / curve_fit, which "
-                "run such a model on the host."
-            )
-        self.names = names
-        self._model = model
+    def _state(self, first: Data) -> SolverState:
+        """Validated configuration from the first chunk; `names` are then known."""
+        state = self._engine.state(first, self.p0, self.factorization)
+        self.names = self._engine.names
         return state
 
-    def _problem(self, state: SolverState, n_points) -> Problem:
-        return Problem(
-            lower=state.lower,
-            upper=state.upper,
-            x_scale=state.x_scale,
-            ftol=state.ftol,
-            xtol=state.xtol,
-            gtol=state.gtol,
-            n_rows=jnp.asarray(n_points, jnp.result_type(int)),
-            bounded=state.bounded,
-        )
-
     # ----------------------------------------------------------------- exact fit
-
-    def _chunks(self, chunks, chunk_size, dtype, read_ahead=True):
-        """`chunks` (of at most `chunk_size` points) padded to one shape as `Data`, on
-        their devices, read ahead in a thread."""
-        chunks = padded_chunks(chunks, chunk_size, dtype)
-        if self._mesh is not None:
-            chunks = (_sharding.place_chunk(chunk, self._mesh) for chunk in chunks)
-        return prefetch(chunks) if read_ahead else chunks
-
-    def _summarize(
-        self, chunks, state, x, bar=None, *, across_processes=False, check_pointwise=False
-    ) -> tuple[Linearization, Sums]:
-        """The summary at `x` of all `chunks` (and, `across_processes`, of the other
-        processes' chunks), and the sums of their residuals. `check_pointwise`: first
-        make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
-        running = zero_summary(x.size, state.lower.dtype)
-        if self._mesh is not None:
-            running = _sharding.sharded_zeros(running, self._mesh)
-        mismatches = []
-        # Alone, a model that is not pointwise stops the pass at once (the previous
-        # chunk's result, computed by now); processes agree at the end of the pass.
-        early = check_pointwise and not (across_processes and _processes.several())
-        for chunk in chunks:
-            if check_pointwise:
-                mismatches.append(self._pointwise_mismatch(x, chunk))
-                if early and len(mismatches) > 1 and _flagged(mismatches[-2]):
-                    self._raise_unless_pointwise(mismatches[:-1])
-            if self._mesh is None:
-                running = fold_compiled(running, self._model, state, x, chunk)
-            else:
-                running = _sharding.sharded_fold(
-                    fold_chunk, running, self._model, state, x, chunk, self._mesh
-                )
-            if bar is not None:
-                bar.update(1)
-        if check_pointwise:
-            self._raise_unless_pointwise(mismatches, across_processes)
-        if self._mesh is not None:
-            running = _sharding.reduce_devices(running, state.factorization)
-        if across_processes:
-            running = _processes.combine(running, state.factorization)
-        return finish_compiled(running, state.factorization), running.sums
-
-    def _pointwise_mismatch(self, x, chunk):
-        """`pointwise_mismatch` of one chunk (an error the model raises on half a chunk
-        says the same)."""
-        if chunk.y.shape[0] < 2:
-            return False
-        try:
-            return pointwise_mismatch(self._model, x, chunk)
-        except Exception as error:  # noqa: BLE001 - re-raised with its chunk
-            return error
-
-    def _raise_unless_pointwise(self, mismatches, across_processes=False) -> None:
-        """The error for a model that gives other values on a chunk than on its halves
-        (`pointwise_mismatch`, one result per chunk of the pass): the chunked
-        evaluation of a stream would change the fit."""
-        bad = next((i for i, m in enumerate(mismatches) if _flagged(m)), None)
-        anywhere = bad is not None
-        if across_processes and _processes.several():
-            # Every process raises, or some would wait for the others' summaries.
-            anywhere = _processes.any_process(anywhere)
-        if not anywhere:
-            return
-        cause = mismatches[bad] if bad is not None else None
-        cause = cause if isinstance(cause, Exception) else None
-        where = "another process's chunk" if bad is None else f"chunk {bad} (0-based) of the pass"
-        raised = f" (it raised {type(cause).__name__}: {cause})" if cause else ""
-        raise ValueError(
-            f"The model is not pointwise, so its data cannot be streamed: on {where} it "
-            f"gives other values on the whole chunk than on its two halves{raised}. It "
-            "uses `x` as a whole (e.g. x.mean(), x.max(), x.size, a cumulative sum or a "
-            "convolution), so a fit chunk by chunk would change the answer. Fit the data "
-            "in memory instead (nf.CurveFit or nf.curve_fit), or pass such a statistic of "
-            "all the data to the model as a constant."
-        ) from cause
-
-    def _pass(
-        self, source: AbstractSource, state, x, chunk_size, bar, split, check_pointwise=False
-    ) -> tuple:
-        """One pass: the summary at `x` and the sums of its residuals (of all
-        processes' shares)."""
-        chunks = self._chunks(
-            _processes.share(source, chunk_size, split),
-            chunk_size,
-            state.lower.dtype,
-            source.read_ahead,
-        )
-        lin, sums = self._summarize(
-            chunks, state, x, bar, across_processes=True, check_pointwise=check_pointwise
-        )
-        if float(sums.n_points) == 0:
-            raise ValueError("The source gave no data points.")
-        return lin, sums
-
-    def _first_chunk(self, source, dtype) -> Data:
-        for x, y, sigma in fixed_chunks(source.pieces(), 1 << 12):
-            return Data(
-                np.asarray(x, dtype),
-                np.asarray(y, dtype),
-                sigma=None if sigma is None else np.asarray(sigma, dtype),
-            )
-        raise ValueError("The source gave no data points.")
 
     def _fingerprint(self, state) -> dict:
         """What a checkpoint must share with this fit to be resumed by it (the data are
         compared by their sums in every pass; `max_nfev` may grow)."""
-        fitter = self._fitter
+        fitter = self._engine.fitter
         return {
             "model": fitter.f,
             "Jacobian (`jac`)": fitter.jac,
@@ -335,30 +160,6 @@ class StreamingOptimizer:
             "tolerances": (state.ftol, state.xtol, state.gtol),
             "factorization": state.factorization,
         }
-
-    @staticmethod
-    def _check_same_data(first: Sums, sums: Sums, number: int, checkpoint=None) -> None:
-        """The error for a pass whose data differ from the first pass's: a source that
-        lost, gained or changed rows between passes would give a mixture of fits."""
-        differences = first.data_differences(sums)
-        if not differences:
-            return
-        shown = ", ".join(
-            f"{name} {float(getattr(sums, name)):,.17g} (first pass: "
-            f"{float(getattr(first, name)):,.17g})"
-            for name in differences
-        )
-        origin = (
-            ""
-            if checkpoint is None
-            else f" The first pass is that of the fit that saved the checkpoint "
-            f"{os.fspath(checkpoint)!r}: a fit of other data? Delete it to start afresh."
-        )
-        raise ValueError(
-            f"Pass {number} read other data than the first pass: {shown}. The source "
-            "changed between passes (rows lost, added or changed), and every pass must "
-            f"read the same data.{origin}"
-        )
 
     @reraise_host_errors
     def fit(
@@ -387,10 +188,10 @@ class StreamingOptimizer:
         """
         source = as_source(source)
         limit_programs()
-        if self._mesh is not None and _processes.several():
-            _processes.check_local(self._mesh.devices.flat)
+        if self._engine.mesh is not None and _processes.several():
+            _processes.check_local(self._engine.mesh.devices.flat)
         dtype = jnp.result_type(float)
-        state = self._state(self._first_chunk(source, dtype), self.p0)
+        state = self._state(self._engine.first_chunk(source, dtype))
         # Every process starts from the same point (a model's guess of `p0` could read
         # a different first chunk in each).
         state = eqx.tree_at(lambda s: s.params, state, _processes.agree(state.params))
@@ -400,7 +201,7 @@ class StreamingOptimizer:
             n_points = len(source)
         except TypeError:
             n_points = None
-        chunk_size = self._chunk_size(x0.size, dtype, n_points)
+        chunk_size = self._engine.chunk_size(self.chunk_size, x0.size, dtype, n_points)
         bar = self._progress_bar()
         items = self._fingerprint(state)
         prints = fingerprint(items)
@@ -412,32 +213,34 @@ class StreamingOptimizer:
             )
             check_pointwise = True  # on the first pass of every run, resumed or not
             if resumed is None:
-                lin0, sums = self._pass(source, state, x0, chunk_size, bar, split, check_pointwise)
+                lin0, sums = self._engine.pass_over(
+                    source, state, x0, chunk_size, bar, split, check_pointwise
+                )
                 check_pointwise = False
-                problem = self._problem(state, sums.n_points)
+                problem = self._engine.problem(state, sums.n_points)
                 carry = start_loop(strategy, x0, lin0, problem, max_nfev)
                 saved = FitCheckpoint(
                     carry, x0, sums, lin0.cost, sums, jnp.ones(()), jnp.asarray(True)
                 )
             else:
                 saved = resumed
-                problem = self._problem(state, saved.n_points)
+                problem = self._engine.problem(state, saved.n_points)
                 if int(saved.carry.status) != RUNNING:
                     # Nothing left to compute, but the data must be the checkpoint's.
-                    _, sums = self._pass(
+                    _, sums = self._engine.pass_over(
                         source, state, saved.carry.x, chunk_size, bar, split, check_pointwise
                     )
-                    self._check_same_data(saved.first, sums, int(saved.passes) + 1, checkpoint)
+                    check_same_data(saved.first, sums, int(saved.passes) + 1, checkpoint)
             self._describe(bar, saved)
             if checkpoint is not None and _processes.is_main():
                 save_checkpoint(checkpoint, saved, prints)
             while int(saved.carry.status) == RUNNING:
                 carry = saved.carry
                 x_trial, proposal = propose_step(strategy, carry, problem)
-                trial, sums = self._pass(
+                trial, sums = self._engine.pass_over(
                     source, state, x_trial, chunk_size, bar, split, check_pointwise
                 )
-                self._check_same_data(
+                check_same_data(
                     saved.first,
                     sums,
                     int(saved.passes) + 1,
@@ -461,12 +264,12 @@ class StreamingOptimizer:
             if bar is not None:
                 bar.close()
         self.passes = int(saved.passes)
-        return self._result(state, problem, saved.carry, saved.sums, saved.initial_cost)
+        return self._engine.result(state, problem, saved.carry, saved.sums, saved.initial_cost)
 
     def _resume(self, path, state, prints, names) -> FitCheckpoint | None:
         """The checkpoint to resume from; with several processes, process 0's (the one
         that saves them), given to every process."""
-        problem = self._problem(state, 1)
+        problem = self._engine.problem(state, 1)
         if not _processes.several():
             return load_checkpoint(path, state, problem, prints, names)
         mine = (
@@ -507,9 +310,6 @@ class StreamingOptimizer:
 
     # ----------------------------------------------------------------- results
 
-    def _result(self, state, problem, carry, sums, initial_cost) -> CurveFitResult:
-        return streamed_result(self, state, problem, carry, sums, initial_cost)
-
     # ----------------------------------------------------------------- single pass
 
     def _reset_stream(self):
@@ -537,13 +337,27 @@ class StreamingOptimizer:
         noisy data every new chunk moves the estimate by about its standard error times
         ``sqrt(chunk / points so far)``: raise `xtol` to stop a stream early.
         """
-        return update_stream(self, x_chunk, y_chunk, sigma)
+        try:
+            self._stream, update = update_stream(
+                self._engine,
+                self._stream,
+                x_chunk,
+                y_chunk,
+                sigma,
+                p0=self.p0,
+                chunk_size=self.chunk_size,
+                factorization=self.factorization,
+            )
+        finally:  # known once the first chunk's configuration is validated
+            if self._engine.names is not None:
+                self.names = self._engine.names
+        return update
 
     def result(self) -> CurveFitResult:
         """The single-pass estimate after the chunks given to `update` (see there for
         what it approximates): parameters, covariance from the accumulated Jacobian
         factor, statistics from the residuals of each chunk at its own fit."""
-        return stream_result(self)
+        return stream_result(self._engine, self._stream)
 
     def reset(self) -> None:
         """Forget the chunks given to `update` (start a new stream)."""

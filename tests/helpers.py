@@ -62,6 +62,11 @@ def exp_decay(x, p):
     return p[0] * jnp.exp(-p[1] * x) + p[2]
 
 
+def decay(x, a, b, c):
+    """`exp_decay` as SciPy's ``f(x, a, b, c)``."""
+    return a * jnp.exp(-b * x) + c
+
+
 def gaussians_baseline(x, p):
     peaks = [p[i] * jnp.exp(-0.5 * ((x - p[i + 1]) / p[i + 2]) ** 2) for i in (0, 3, 6)]
     return sum(peaks) + p[9]
@@ -87,6 +92,45 @@ def rational(x, p):
 
 def misra(x, p):
     return p[0] * (1 - jnp.exp(-p[1] * x))
+
+
+# NIST's Misra1a data (badly scaled: Jacobian columns about 1e6 apart).
+MISRA1A_X = np.array(
+    [
+        77.6,
+        114.9,
+        141.1,
+        190.8,
+        239.9,
+        289.0,
+        332.8,
+        378.4,
+        434.8,
+        477.3,
+        536.8,
+        593.1,
+        689.1,
+        760.0,
+    ]
+)
+MISRA1A_Y = np.array(
+    [
+        10.07,
+        14.73,
+        17.94,
+        23.93,
+        29.61,
+        35.18,
+        40.02,
+        44.82,
+        50.76,
+        55.05,
+        61.01,
+        66.40,
+        75.47,
+        81.78,
+    ]
+)
 
 
 def _make_cases():
@@ -164,42 +208,7 @@ def _make_cases():
             Case(f"outliers_{loss}", two_gaussians_baseline, x, y, p0, loss=loss, f_scale=0.1)
         )
 
-    x = np.array(
-        [
-            77.6,
-            114.9,
-            141.1,
-            190.8,
-            239.9,
-            289.0,
-            332.8,
-            378.4,
-            434.8,
-            477.3,
-            536.8,
-            593.1,
-            689.1,
-            760.0,
-        ]
-    )
-    y = np.array(
-        [
-            10.07,
-            14.73,
-            17.94,
-            23.93,
-            29.61,
-            35.18,
-            40.02,
-            44.82,
-            50.76,
-            55.05,
-            61.01,
-            66.40,
-            75.47,
-            81.78,
-        ]
-    )
+    x, y = MISRA1A_X, MISRA1A_Y
     cases.append(Case("misra1a_xscale_jac", misra, x, y, np.array([500.0, 1e-4]), x_scale="jac"))
     cases.append(
         Case(

@@ -6,16 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import assert_same_optimum
+from helpers import assert_same_optimum, exp_decay
 
 import nlsq_fn as nf
 
 TOLERANCES = dict(ftol=1e-10, xtol=1e-10, gtol=1e-10)
 P0 = jnp.array([1.0, 0.5, 0.0])
-
-
-def exp_decay(x, p):
-    return p[0] * jnp.exp(-p[1] * x) + p[2]
 
 
 def _ragged(n_datasets, seed=0):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import exp_decay
 
 import nlsq_fn as nf
 from nlsq_fn._chunking import auto_chunk_size, chunks_agree
@@ -18,10 +19,6 @@ from nlsq_fn._linearize import chunked_linearize, normal_root_if_safe
 from nlsq_fn._memory import estimate_memory
 
 M_LARGE = 40_000  # over four chunks of 8,192 points for three parameters
-
-
-def _decay(x, p):
-    return p[0] * jnp.exp(-p[1] * x) + p[2]
 
 
 def _centred_decay(x, p):  # not pointwise: every prediction depends on all of x
@@ -132,7 +129,7 @@ def test_chunking_is_proved_on_all_the_data():
     x = jnp.linspace(0.0, 5.0, m)
     data = nf.Data(x, jnp.zeros(m))
     p = jnp.array([1.0, 1.0, 0.0])
-    assert _agrees(_decay, data, p, chunk)
+    assert _agrees(exp_decay, data, p, chunk)
     assert not _agrees(_centred_decay, data, p, chunk)
     cumulative = lambda x, p: p[0] * jnp.cumsum(x) + p[1]  # noqa: E731
     assert not _agrees(cumulative, data, p, chunk)
@@ -148,7 +145,7 @@ def test_chunking_is_proved_on_all_the_data():
     assert not _agrees(hidden, data, p, chunk)
     # Masked points (a user's mask) count for nothing, on the whole and in the chunks.
     masked = nf.Data(x, jnp.zeros(m), mask=jnp.arange(m) % 7 != 3)
-    assert _agrees(_decay, masked, p, chunk)
+    assert _agrees(exp_decay, masked, p, chunk)
 
 
 def test_auto_chunking_never_changes_curve_fits_answer():
@@ -201,7 +198,7 @@ def test_chunks_under_jit_are_checked_inside_the_fit():
     @jax.jit
     def fit_decay(x, y):
         data = nf.Data(x, y)
-        return nf.solve(_decay, data, nf.init(_decay, data, jnp.array([1.0, 1.0, 0.0])))
+        return nf.solve(exp_decay, data, nf.init(exp_decay, data, jnp.array([1.0, 1.0, 0.0])))
 
     assert bool(fit_decay(*_data(M_LARGE)).success)
 
@@ -218,11 +215,11 @@ def test_auto_chunks_pointwise_models_only(under_jit):
         return state.params
 
     run = jax.jit(chunk_of, static_argnums=0) if under_jit else chunk_of
-    run(_decay, jnp.asarray(x), jnp.asarray(y))
+    run(exp_decay, jnp.asarray(x), jnp.asarray(y))
     run(_centred_decay, jnp.asarray(x), jnp.asarray(y))
-    assert chosen == {_decay: 8192, _centred_decay: None}
+    assert chosen == {exp_decay: 8192, _centred_decay: None}
     # Small data: one shot, whatever the model.
-    assert nf.init(_decay, nf.Data(x[:1000], y[:1000]), p0).chunk_size is None
+    assert nf.init(exp_decay, nf.Data(x[:1000], y[:1000]), p0).chunk_size is None
 
 
 @pytest.mark.extended
@@ -233,9 +230,9 @@ def test_defaults_give_the_qr_fit(strategy):
     data = nf.Data(jnp.asarray(x), jnp.asarray(y))
     p0 = jnp.array([1.0, 1.0, 0.0])
     fit = jax.jit(nf.solve, static_argnums=0)
-    auto = fit(_decay, data, nf.init(_decay, data, p0, nf.Solver(strategy=strategy)))
+    auto = fit(exp_decay, data, nf.init(exp_decay, data, p0, nf.Solver(strategy=strategy)))
     reference_solver = nf.Solver(strategy=strategy, factorization="qr", chunk_size=None)
-    reference = fit(_decay, data, nf.init(_decay, data, p0, reference_solver))
+    reference = fit(exp_decay, data, nf.init(exp_decay, data, p0, reference_solver))
     assert auto.jac is None and reference.jac is not None  # chunked vs one shot
     assert bool(auto.success) and bool(reference.success)
     np.testing.assert_allclose(auto.cost, reference.cost, rtol=1e-12)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import optimum_fraction, tolerance
+from helpers import MISRA1A_X, MISRA1A_Y, optimum_fraction, tolerance
 
 import nlsq_fn as nf
 
@@ -82,42 +82,7 @@ def test_float32_covariance_does_not_depend_on_the_parameters_units():
     """NIST's Misra1a: Jacobian columns about 1e6 apart (a ~ 240, b ~ 5e-4). The rank
     test on the unscaled Jacobian dropped `a` in float32 (eps * 14 * s_max is above its
     share) and returned an infinite variance the data determine to 1%."""
-    x = np.array(
-        [
-            77.6,
-            114.9,
-            141.1,
-            190.8,
-            239.9,
-            289.0,
-            332.8,
-            378.4,
-            434.8,
-            477.3,
-            536.8,
-            593.1,
-            689.1,
-            760.0,
-        ]
-    )
-    y = np.array(
-        [
-            10.07,
-            14.73,
-            17.94,
-            23.93,
-            29.61,
-            35.18,
-            40.02,
-            44.82,
-            50.76,
-            55.05,
-            61.01,
-            66.40,
-            75.47,
-            81.78,
-        ]
-    )
+    x, y = MISRA1A_X, MISRA1A_Y
     reference = scipy.optimize.curve_fit(
         lambda x, a, b: a * (1 - np.exp(-b * x)), x, y, p0=[500, 1e-4]
     )

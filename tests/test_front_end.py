@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
-from helpers import assert_matches_scipy_fit, assert_same_optimum, tolerance
+from helpers import assert_matches_scipy_fit, assert_same_optimum, decay, tolerance
 
 import nlsq_fn as nf
 from nlsq_fn._conventions import model_convention
@@ -19,10 +19,6 @@ X = np.linspace(0, 4, 40)
 Y = 2.5 * np.exp(-1.3 * X) + 0.5 + 0.03 * np.sin(11 * X)
 P0 = [1.0, 0.5, 0.0]
 TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
 
 
 def decay_array(x, params):
@@ -275,21 +271,6 @@ def test_curve_fit_scipy_keywords():
     ours = nf.curve_fit(decay, X, Y, p0=P0, bounds=bounds, **TIGHT)
     as_pair = nf.curve_fit(decay, X, Y, p0=P0, bounds=(bounds.lb, bounds.ub), **TIGHT)
     np.testing.assert_array_equal(ours[0], as_pair[0])
-
-
-def test_curve_fit_nan_handling_as_scipy():
-    y = Y.copy()
-    y[3] = np.nan
-    with pytest.raises(ValueError, match="must not contain infs or NaNs"):
-        nf.curve_fit(decay, X, y, p0=P0)
-    with pytest.raises(ValueError, match="propagate'` is not supported"):
-        nf.curve_fit(decay, X, y, p0=P0, nan_policy="propagate")
-    with pytest.raises(ValueError, match="nan"):
-        nf.curve_fit(decay, X, y, p0=P0, nan_policy="raise")
-    ours = nf.curve_fit(decay, X, y, p0=P0, nan_policy="omit", **TIGHT)
-    keep = ~np.isnan(y)
-    reference = nf.curve_fit(decay, X[keep], y[keep], p0=P0, **TIGHT)
-    np.testing.assert_allclose(ours[0], reference[0], rtol=1e-10)
 
 
 def test_curve_fit_full_output_keys_and_minpack_factors():

@@ -69,14 +69,32 @@ FLOAT32_CASES = (
 # others run in CI's extended step.
 DEFAULT_DOGBOX_CASES = ("logistic4_bounded", "outliers_soft_l1")
 DEFAULT_FLOAT32_CASES = (("logistic4_bounded", "trf"), ("misra1a_bounded_xscale_jac", "dogbox"))
+# float64 rows that only repeat what the default run checks elsewhere run in CI's extended
+# step: TRF on the four problems `test_trf_follows_scipys_path` fits (the same fits, with
+# SciPy's iterates), the linear loss (every other row has it), and LM on the problems
+# without a feature of their own (LM keeps sigma, x_scale='jac', `rational` and the
+# damped oscillation).
+EXTENDED_FLOAT64_CASES = (
+    ("exp_decay", "trf"),
+    ("exp_decay_sigma", "trf"),
+    ("three_gaussians_baseline", "trf"),
+    ("logistic4", "trf"),
+    ("outliers_linear", "trf"),
+    ("exp_decay", "lm"),
+    ("three_gaussians_baseline", "lm"),
+    ("logistic4", "lm"),
+    ("outliers_linear", "lm"),
+)
 
 
 def _method_case(case, method, x64):
     slow = (method == "dogbox" and case.name not in DOGBOX_PATH_CASES) or (
         not x64 and (case.name, method) not in FLOAT32_CASES
     )
-    extended = (method == "dogbox" and case.name not in DEFAULT_DOGBOX_CASES) or (
-        not x64 and (case.name, method) not in DEFAULT_FLOAT32_CASES
+    extended = (
+        (method == "dogbox" and case.name not in DEFAULT_DOGBOX_CASES)
+        or (not x64 and (case.name, method) not in DEFAULT_FLOAT32_CASES)
+        or (x64 and (case.name, method) in EXTENDED_FLOAT64_CASES)
     )
     marks = [pytest.mark.slow] if slow else [pytest.mark.extended] if extended else []
     return pytest.param(

@@ -48,8 +48,14 @@ def assert_same_fit(streamed, in_memory, rtol=1e-10):
 DOGBOX = dict(bounds=BOUNDS, method="dogbox")
 
 
+# LM and dogbox from the host loop are also `test_stepwise.py`'s; here in CI's extended step.
 @pytest.mark.parametrize(
-    "options", [HUBER, dict(method="lm"), DOGBOX], ids=["trf-bounds-huber", "lm", "dogbox"]
+    "options",
+    [
+        pytest.param(HUBER, id="trf-bounds-huber"),
+        pytest.param(dict(method="lm"), id="lm", marks=pytest.mark.extended),
+        pytest.param(DOGBOX, id="dogbox", marks=pytest.mark.extended),
+    ],
 )
 def test_fit_equals_in_memory_fit(options):
     # 100,003 points in chunks of 16,384: six full chunks and a padded seventh.

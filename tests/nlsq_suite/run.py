@@ -25,13 +25,19 @@ Within a counted file, names NLSQ has and nlsq_fn lacks (its internals, e.g.
 
 import argparse
 import ast
-import json
 import pathlib
 import subprocess
 import sys
 import tarfile
 import tempfile
-import xml.etree.ElementTree as ET
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))  # tests/, for suite_runner
+from suite_runner import (  # noqa: E402
+    CONFTEST as SHARED_CONFTEST,
+    cases,
+    report_failures,
+    run_pytest,
+)
 
 VERSION = "0.7.6"
 # Each file with its test count under NLSQ 0.7.6 itself (pytest's collection there), so
@@ -54,17 +60,17 @@ FILES = {
 # NLSQ module -> nlsq_fn module, for ``from X import ...`` and ``import X``.
 MODULES = {"nlsq.core.functions": "nlsq_fn.models"}
 
-CONFTEST = """import sys
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
+CONFTEST = (
+    SHARED_CONFTEST
+    + """
+import sys
 
 import nlsq_fn  # noqa: E402
 
 # `nlsq_fn.models` is an attribute of the package; make it importable by that name.
 sys.modules.setdefault("nlsq_fn.models", nlsq_fn.models)
 """
+)
 
 
 MISSING = '''"""NLSQ's names that nlsq_fn does not have (its internals): using one raises."""
@@ -157,24 +163,12 @@ def copy_patched(archive: pathlib.Path, folder: pathlib.Path) -> None:
 
 def results(report: pathlib.Path) -> tuple[dict, list[dict]]:
     counts, failed = {}, []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        if case.find("skipped") is not None:
-            continue
+    for case, failure in cases(report):
         file = (case.get("classname") or "").split(".")[0].replace("__", "/") + ".py"
         passed, total = counts.get(file, (0, 0))
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
-        counts[file] = (passed + (problem is None), total + 1)
-        if problem is None:
-            continue
-        message = (problem.get("message") or problem.text or "").strip().splitlines()
-        failed.append(
-            dict(
-                test=f"{case.get('classname')}::{case.get('name')}",
-                reason=message[0][:200] if message else "",
-            )
-        )
+        counts[file] = (passed + (failure is None), total + 1)
+        if failure is not None:
+            failed.append(failure)
     return counts, failed
 
 
@@ -188,49 +182,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = pathlib.Path(folder)
         copy_patched(archive, folder)
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            *[n.replace("/", "__") for n in FILES],
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:xdist",
-            "--junitxml",
-            str(folder / "report.xml"),
-            "-o",
-            "addopts=",
-            "--rootdir",
-            str(folder),
-            "-W",
-            "ignore",
-            "--continue-on-collection-errors",
-        ]
-        if args.k:
-            command += ["-k", args.k]
-        done = subprocess.run(
-            command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        if not (folder / "report.xml").exists():
-            raise SystemExit(
-                f"pytest ended with code {done.returncode} before writing its report:\n"
-                + "\n".join(done.stderr.strip().splitlines()[-25:])
-            )
-        counts, failed = results(folder / "report.xml")
+        extra = ["--continue-on-collection-errors"] + (["-k", args.k] if args.k else [])
+        report = run_pytest(folder, [n.replace("/", "__") for n in FILES], extra)
+        counts, failed = results(report)
     counts = {file: counts.get(file, (0, 0))[0] for file in FILES}
     passed, total = sum(counts.values()), sum(FILES.values())
     for file, p in counts.items():
         print(f"{file}: {p} of {FILES[file]}")
     print(f"NLSQ's tests against nlsq_fn: {passed} of {total} pass")
-    for failure in failed:
-        print(f"FAIL {failure['test']}: {failure['reason']}")
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(json.dumps(dict(passed=passed, total=total, passed_by_file=counts)) + "\n")
-            for failure in failed:
-                handle.write(json.dumps(failure) + "\n")
+    report_failures(dict(passed=passed, total=total, passed_by_file=counts), failed, args.out)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,14 @@ error; ``--out`` also writes them as JSON lines.
 """
 
 import argparse
-import json
 import pathlib
-import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
 
 import scipy
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))  # tests/, for suite_runner
+from suite_runner import CONFTEST, cases, report_failures, run_pytest  # noqa: E402
 
 TESTS = pathlib.Path(scipy.__file__).parent / "optimize" / "tests"
 
@@ -42,11 +42,6 @@ PATCHES = {
     ],
 }
 
-CONFTEST = """import jax
-
-jax.config.update("jax_enable_x64", True)
-"""
-
 
 def copy_patched(folder: pathlib.Path) -> None:
     for name, patches in PATCHES.items():
@@ -60,25 +55,9 @@ def copy_patched(folder: pathlib.Path) -> None:
 
 
 def failures(report: pathlib.Path) -> tuple[int, int, list[dict]]:
-    passed, total, failed = 0, 0, []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        if case.find("skipped") is not None:
-            continue
-        total += 1
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
-        if problem is None:
-            passed += 1
-            continue
-        message = (problem.get("message") or problem.text or "").strip().splitlines()
-        failed.append(
-            dict(
-                test=f"{case.get('classname')}::{case.get('name')}",
-                reason=message[0][:200] if message else "",
-            )
-        )
-    return passed, total, failed
+    outcomes = [failure for _, failure in cases(report)]
+    failed = [failure for failure in outcomes if failure is not None]
+    return len(outcomes) - len(failed), len(outcomes), failed
 
 
 def main() -> None:
@@ -94,44 +73,11 @@ def main() -> None:
         expression = [] if args.dogbox else ["not dogbox and not Dogbox"]
         if args.k:
             expression.append(f"({args.k})")
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            *selection,
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:xdist",
-            "--junitxml",
-            str(folder / "report.xml"),
-            "-o",
-            "addopts=",
-            "--rootdir",
-            str(folder),
-            "-W",
-            "ignore",
-        ]
-        if expression:
-            command += ["-k", " and ".join(expression)]
-        done = subprocess.run(
-            command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        if not (folder / "report.xml").exists():
-            raise SystemExit(
-                f"pytest ended with code {done.returncode} before writing its report:\n"
-                + "\n".join(done.stderr.strip().splitlines()[-25:])
-            )
-        passed, total, failed = failures(folder / "report.xml")
+        extra = ["-k", " and ".join(expression)] if expression else []
+        report = run_pytest(folder, selection, extra)
+        passed, total, failed = failures(report)
     print(f"SciPy's tests against nlsq_fn: {passed} of {total} pass")
-    for failure in failed:
-        print(f"FAIL {failure['test']}: {failure['reason']}")
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(json.dumps(dict(passed=passed, total=total)) + "\n")
-            for failure in failed:
-                handle.write(json.dumps(failure) + "\n")
+    report_failures(dict(passed=passed, total=total), failed, args.out)
 
 
 if __name__ == "__main__":
