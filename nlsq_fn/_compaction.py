@@ -24,25 +24,21 @@ is one ``vmap`` of `solve`, unchanged.
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from ._compiled import compiled
-from ._data import Data
-from ._misc import as_jax_array, tree_where
-from ._result import Solution
-from ._solve import (
-    LoopCarry,
-    advance,
-    linearization_at,
-    problem_for,
-    solution_at,
-    start,
-    valid_input,
+from ._batched_steps import (
+    blank_loop,
+    checks_only,
+    finish_lanes,
+    going,
+    lane_evaluator,
+    step_lanes,
+    step_state,
 )
-from ._solver import SolverState, start_point
-from ._trust_region import RUNNING
+from ._data import Data
+from ._misc import as_jax_array
+from ._result import Solution
+from ._solver import SolverState
 
 # A working batch goes back to the host for refilling once at most this share of its
 # lanes are still running: the lanes that compute only to be discarded stay under half.
@@ -53,125 +49,23 @@ WORKING_BATCH = {"cpu": 256}
 WORKING_BATCH_ACCELERATOR = 8192
 
 
-class WorkingLoop(eqx.Module):
-    """The loop's state of each lane of a working batch: its carry (as `solve`'s loop
-    keeps it), the point to evaluate next, the strategy's proposal there, and whether
-    the fit has begun (a lane not begun evaluates its start first)."""
-
-    carry: LoopCarry
-    pending: jax.Array
-    proposal: eqx.Module
-    begun: jax.Array
-
-
 def working_size(size: int) -> int:
     """Lanes of the working batch for a batch of `size` members."""
     lanes = WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
     return min(size, lanes)
 
 
-def _member_setup(model, data: Data, state: SolverState):
-    """What every pass of one member needs, as `solve`'s loop builds it: its start
-    (moved inside the bounds), whether its input is valid, its problem and evaluation."""
-    x_given, _ = ravel_pytree(state.params)
-    valid = valid_input(x_given, data, state)
-    x0, unravel = start_point(state)
-    problem = problem_for(data, state)
-
-    def evaluate(x):
-        return linearization_at(model, data, state, unravel, x)
-
-    return x0, valid, problem, evaluate
-
-
-def _vmapped(function, batched_state: bool, per_member: int = 0):
-    """`function(model, data, state, *arguments)` over the batch: the model shared, the
-    data's arrays batched, the state's too if `batched_state`, and `per_member` more
-    batched arguments."""
-    state_axis = eqx.if_array(0) if batched_state else None
-    in_axes = (None, eqx.if_array(0), state_axis) + (eqx.if_array(0),) * per_member
-    return eqx.filter_vmap(function, in_axes=in_axes)
-
-
-def _started(model, data, state) -> WorkingLoop:
-    x0, valid, problem, evaluate = _member_setup(model, data, state)
-    strategy = state.strategy
-    carry = start(strategy, x0, evaluate(x0), problem, state.max_nfev, valid)
-    pending, proposal = strategy.propose(
-        carry.x, carry.linearization, carry.strategy_state, problem
-    )
-    return WorkingLoop(carry, pending, proposal, jnp.asarray(True))
-
-
-@compiled
-def blank_loop(model, data: Data, state: SolverState) -> WorkingLoop:
-    """Zeros shaped as one member's loop state (of the member given), not begun."""
-    shapes = jax.eval_shape(lambda: _started(model, data, state))
-    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
-
-
-def _one_pass(model, data, state, loop: WorkingLoop) -> WorkingLoop:
-    """One pass of `solve`'s loop for one member: evaluate the pending point (its start,
-    if not begun), then start the fit there or judge the trial step and count it
-    (`advance`), then propose the next trial point."""
-    x0, valid, problem, evaluate = _member_setup(model, data, state)
-    strategy, carry, begun = state.strategy, loop.carry, loop.begun
-    pending = jnp.where(begun, loop.pending, x0)
-    trial = evaluate(pending)
-    started = start(strategy, pending, trial, problem, state.max_nfev, valid)
-    # (A lane not begun judges its blank carry: the result is discarded.)
-    out = strategy.judge(
-        carry.x, carry.linearization, carry.strategy_state, loop.proposal, trial, problem
-    )
-    carry = tree_where(begun, advance(carry, out, strategy, state.max_nfev), started)
-    pending, proposal = strategy.propose(
-        carry.x, carry.linearization, carry.strategy_state, problem
-    )
-    return WorkingLoop(carry, pending, proposal, jnp.asarray(True))
-
-
-def _freeze_finished(going, new, old):
-    """`new` for the lanes still going, `old` (frozen) for the others, leaf by leaf."""
-
-    def pick(a, b):
-        return jnp.where(going.reshape(going.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, new, old)
-
-
-def _going(loop: WorkingLoop):
-    return ~loop.begun | (loop.carry.status == RUNNING)
-
-
-@compiled
-def run_working_batch(
-    model, data: Data, state: SolverState, loop: WorkingLoop, batched_state: bool, stop_at
-):
-    """Passes over a working batch until at most `stop_at` of its lanes are going on;
-    a finished member is frozen, as in ``vmap`` of `solve`'s loop."""
-    one_pass = _vmapped(_one_pass, batched_state, per_member=1)
-
-    def body(loop):
-        return _freeze_finished(_going(loop), one_pass(model, data, state, loop), loop)
-
-    return jax.lax.while_loop(lambda loop: jnp.sum(_going(loop)) > stop_at, body, loop)
-
-
-@compiled
-def finish(model, data: Data, state: SolverState, batched_state: bool, carry):
-    """Each member's `Solution` from its final carry, as `solve` makes it."""
-
-    def one(model, data, state, carry):
-        problem = problem_for(data, state)
-        active_mask = state.strategy.active_constraints(carry.x, problem)
-        return solution_at(model, data, state, carry.x, carry, active_mask)
-
-    return _vmapped(one, batched_state, per_member=1)(model, data, state, carry)
-
-
 def _to_host(tree):
     """`tree` with its arrays as NumPy arrays (gathered on the host, no compilation)."""
     return jax.tree.map(lambda leaf: np.asarray(leaf) if eqx.is_array(leaf) else leaf, tree)
+
+
+def _to_device(tree):
+    """`tree` with its arrays on the device: one copy of all of them (no compilation,
+    and one call rather than one per leaf)."""
+    arrays, rest = eqx.partition(tree, eqx.is_array)
+    arrays = jax.tree.map(np.asarray, arrays)
+    return eqx.combine(jax.device_put(arrays, may_alias=False), rest)
 
 
 def _take(tree, lanes):
@@ -195,6 +89,20 @@ def _lanes(members, size: int):
     return np.concatenate([members, np.full(size - members.size, members[0])])
 
 
+def _unravel_rows(flat, params, batched_state: bool):
+    """Rows of flat parameters as the parameters' pytree with a leading batch axis (as
+    ``vmap`` of `ravel_pytree`'s unravel, on the host: no program per batch size)."""
+    leaves, structure = jax.tree.flatten(params)
+    shapes = [np.shape(leaf)[1:] if batched_state else np.shape(leaf) for leaf in leaves]
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    columns = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
+    rows = [
+        as_jax_array(np.reshape(part, (flat.shape[0], *shape)).astype(np.result_type(leaf)))
+        for part, shape, leaf in zip(columns, shapes, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(structure, rows)
+
+
 def solve_compacted(
     model, data: Data, state: SolverState, batched_state: bool, progress=None
 ) -> Solution:
@@ -203,18 +111,44 @@ def solve_compacted(
     every array. `progress`, if given, is called with ``(finished, size)`` after each
     working batch."""
     data = _to_host(data)
+    slim = _to_host(step_state(state))  # the model-independent programs' state
     state = _to_host(state) if batched_state else state
-    size = data.y.shape[0]
+    size, n_points = data.y.shape[0], int(np.prod(data.y.shape[1:]))
     lanes_per_batch = working_size(size)
 
-    def member_state(lanes):
-        return _take(state, lanes) if batched_state else state
+    def lanes_of(lanes, loop):
+        """The device copies a working batch's programs take (one copy of all)."""
+        member_state = _take(state, lanes) if batched_state else state
+        member_slim = _take(slim, lanes) if batched_state else slim
+        lane_data, member_state, member_slim, loop = _to_device(
+            (_take(data, lanes), member_state, member_slim, _take(loop, lanes))
+        )
+        return lane_data, member_state, checks_only(lane_data), member_slim, loop
 
-    first_state = _take(state, 0) if batched_state else state
-    blank = _to_host(blank_loop(model, _take(data, 0), first_state))
+    def _run(lane_data, lane_state, lane_checks, lane_slim, loop, stop_at):
+        """Passes over a working batch until at most `stop_at` lanes are going: the
+        programs called on flat arrays, the loop's state kept as its leaves."""
+        evaluate = lane_evaluator(
+            model, lane_data, lane_state, batched_state, loop.pending, loop.begun
+        )
+        loop_leaves, loop_tree = jax.tree.flatten(loop)
+        where = jax.tree.unflatten(loop_tree, range(len(loop_leaves)))
+        pending, begun = where.pending, where.begun
+        f, jac = evaluate(loop.pending, loop.begun)
+        step, leaves, out_tree = step_lanes.flat(
+            lane_checks, lane_slim, batched_state, loop, f, jac
+        )
+        bound = leaves[: len(leaves) - len(loop_leaves) - 2]
+        while True:
+            out = step(*bound, *loop_leaves, f, jac)
+            loop_leaves, count = out[:-1], out[-1]
+            if int(count) <= stop_at:
+                return jax.tree.unflatten(out_tree, out)[0]
+            f, jac = evaluate(loop_leaves[pending], loop_leaves[begun])
+
+    blank = blank_loop(slim, n_points, data.y.dtype)
     store = jax.tree.map(  # every member's loop state, on the host
-        lambda leaf: np.zeros((size, *leaf.shape), leaf.dtype) if eqx.is_array(leaf) else leaf,
-        blank,
+        lambda leaf: np.zeros((size, *leaf.shape), leaf.dtype), blank
     )
     pool = np.arange(size)  # members not finished: the ones not begun first
     while pool.size:
@@ -222,29 +156,26 @@ def solve_compacted(
         lanes = _lanes(members, lanes_per_batch)
         # The last working batch runs to the end; the others until half are done.
         stop_at = lanes_per_batch // REFILL_RATIO if pool.size else 0
-        loop = run_working_batch(
-            model,
-            _take(data, lanes),
-            member_state(lanes),
-            _take(store, lanes),
-            batched_state,
-            np.int32(stop_at),
-        )
+        lane_data, lane_state, lane_checks, lane_slim, loop = lanes_of(lanes, store)
+        loop = _run(lane_data, lane_state, lane_checks, lane_slim, loop, stop_at)
         loop = _to_host(loop)
         _put(store, lanes, loop)
-        going = np.asarray(_going(loop))[: members.size]
-        pool = np.concatenate([pool, members[going]])
+        still = np.asarray(going(loop))[: members.size]
+        pool = np.concatenate([pool, members[still]])
         if progress is not None:
             progress(size - pool.size, size)
     solutions = []
     for begin in range(0, size, lanes_per_batch):
         members = np.arange(begin, min(begin + lanes_per_batch, size))
         lanes = _lanes(members, lanes_per_batch)
-        solution = finish(
-            model, _take(data, lanes), member_state(lanes), batched_state, _take(store.carry, lanes)
-        )
+        lane_data, lane_state, lane_checks, lane_slim, carry = lanes_of(lanes, store.carry)
+        every = as_jax_array(np.ones(lanes_per_batch, bool))
+        evaluate = lane_evaluator(model, lane_data, lane_state, batched_state, carry.x, every)
+        f, jac = evaluate(carry.x, every)
+        f0, _ = evaluate(carry.x, ~every)  # at the start: its cost
+        solution = finish_lanes(lane_checks, lane_slim, batched_state, carry, f, jac, f0)
         solutions.append(_take(_to_host(solution), slice(0, members.size)))
-    return jax.tree.map(
-        lambda *parts: as_jax_array(np.concatenate(parts)) if eqx.is_array(parts[0]) else parts[0],
-        *solutions,
-    )
+    whole = jax.tree.map(lambda *parts: np.concatenate(parts), *solutions)
+    params = _unravel_rows(whole.x, state.params, batched_state)
+    whole = jax.tree.map(as_jax_array, eqx.tree_at(lambda s: s.x, whole, None))
+    return eqx.tree_at(lambda s: s.x, whole, params, is_leaf=lambda leaf: leaf is None)
