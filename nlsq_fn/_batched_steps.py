@@ -217,18 +217,20 @@ def going(loop: WorkingLoop):
 
 
 @stored
-def step_lanes(checks: Data, state: SolverState, batched_state: bool, loop, f, jac):
-    """The model-independent part of one pass over the lanes, and how many lanes are
-    still going after it."""
+def step_lanes(checks: Data, state: SolverState, batched_state: bool, layout, packed, f, jac):
+    """The model-independent part of one pass over the lanes (their loop state packed
+    by `layout`): the loop state after it, the lanes' next points and whether they have
+    begun (for the model's program), and how many lanes are still going."""
+    loop = layout.unpack(packed)
     loop = _vmapped(_one_pass, batched_state, 3)(checks, state, loop, f, jac)
-    return loop, jnp.sum(going(loop))
+    return layout.pack(loop), loop.pending, loop.begun, jnp.sum(going(loop))
 
 
 @stored
-def finish_lanes(checks: Data, state: SolverState, batched_state: bool, carry, f, jac, f0):
-    """Each lane's `Solution` (flat parameters) from its final carry and the residuals
-    and Jacobian at its last point (`f`, `jac`) and at its start (`f0`), as
-    `solution_at` makes it."""
+def finish_lanes(checks: Data, state: SolverState, batched_state: bool, layout, packed, f, jac, f0):
+    """Each lane's `Solution` (flat parameters; a tuple of its fields) from its final
+    loop state (packed by `layout`) and the residuals and Jacobian at its last point
+    (`f`, `jac`) and at its start (`f0`), as `solution_at` makes it."""
 
     def one(data, state, carry, f, jac, f0):
         problem = problem_for(data, state)
@@ -243,4 +245,8 @@ def finish_lanes(checks: Data, state: SolverState, batched_state: bool, carry, f
         initial_cost = state.loss.cost(f0)
         return finished(carry.x, final, f, jac_scaled, optimality, active, carry, initial_cost)
 
-    return _vmapped(one, batched_state, 4)(checks, state, carry, f, jac, f0)
+    carry = layout.unpack(packed).carry
+    solution = _vmapped(one, batched_state, 4)(checks, state, carry, f, jac, f0)
+    # A tuple of its fields, not the module: its structure is then stored with the
+    # program, and loading it needs no trace.
+    return tuple(getattr(solution, field.name) for field in dataclasses.fields(solution))

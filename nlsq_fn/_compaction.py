@@ -37,6 +37,7 @@ from ._batched_steps import (
 )
 from ._data import Data
 from ._misc import as_jax_array
+from ._packed import Layout
 from ._result import Solution
 from ._solver import SolverState
 
@@ -73,16 +74,6 @@ def _take(tree, lanes):
     return jax.tree.map(lambda leaf: leaf[lanes] if eqx.is_array(leaf) else leaf, tree)
 
 
-def _put(tree, lanes, values):
-    """`tree` (host arrays, modified in place) with rows `lanes` set to `values`."""
-
-    def put(whole, part):
-        if eqx.is_array(whole):
-            whole[lanes] = part
-
-    jax.tree.map(put, tree, values)
-
-
 def _lanes(members, size: int):
     """`members` padded to `size` lanes by repeating the first: its repeats compute its
     fit again, and are discarded."""
@@ -116,51 +107,43 @@ def solve_compacted(
     size, n_points = data.y.shape[0], int(np.prod(data.y.shape[1:]))
     lanes_per_batch = working_size(size)
 
-    def lanes_of(lanes, loop):
-        """The device copies a working batch's programs take (one copy of all)."""
+    def lanes_of(lanes):
+        """The device copies a working batch's programs take (one copy of all), and
+        its lanes' loop state unpacked on the host."""
         member_state = _take(state, lanes) if batched_state else state
         member_slim = _take(slim, lanes) if batched_state else slim
-        lane_data, member_state, member_slim, loop = _to_device(
-            (_take(data, lanes), member_state, member_slim, _take(loop, lanes))
+        packed = tuple(part[lanes] for part in store)
+        loop = layout.unpack(packed)
+        on_device = _to_device(
+            (_take(data, lanes), member_state, member_slim, packed, loop.pending, loop.begun)
         )
-        return lane_data, member_state, checks_only(lane_data), member_slim, loop
+        return on_device, checks_only(on_device[0]), loop
 
-    def _run(lane_data, lane_state, lane_checks, lane_slim, loop, stop_at):
-        """Passes over a working batch until at most `stop_at` lanes are going: the
-        programs called on flat arrays, the loop's state kept as its leaves."""
-        evaluate = lane_evaluator(
-            model, lane_data, lane_state, batched_state, loop.pending, loop.begun
-        )
-        loop_leaves, loop_tree = jax.tree.flatten(loop)
-        where = jax.tree.unflatten(loop_tree, range(len(loop_leaves)))
-        pending, begun = where.pending, where.begun
-        f, jac = evaluate(loop.pending, loop.begun)
-        step, leaves, out_tree = step_lanes.flat(
-            lane_checks, lane_slim, batched_state, loop, f, jac
-        )
-        bound = leaves[: len(leaves) - len(loop_leaves) - 2]
-        while True:
-            out = step(*bound, *loop_leaves, f, jac)
-            loop_leaves, count = out[:-1], out[-1]
+    def run(lanes, stop_at):
+        """Passes over a working batch until at most `stop_at` lanes are going; its
+        members' loop state is then put back in the store."""
+        (lane_data, lane_state, lane_slim, packed, pending, begun), checks, _ = lanes_of(lanes)
+        evaluate = lane_evaluator(model, lane_data, lane_state, batched_state, pending, begun)
+        f, jac = evaluate(pending, begun)
+        step, leaves, _ = step_lanes.flat(checks, lane_slim, batched_state, layout, packed, f, jac)
+        bound = leaves[: len(leaves) - len(packed) - 2]
+        while True:  # the programs called on flat arrays: no pytrees flattened per pass
+            *packed, pending, begun, count = step(*bound, *packed, f, jac)
             if int(count) <= stop_at:
-                return jax.tree.unflatten(out_tree, out)[0]
-            f, jac = evaluate(loop_leaves[pending], loop_leaves[begun])
+                break
+            f, jac = evaluate(pending, begun)
+        for part, values in zip(store, packed, strict=True):
+            part[lanes] = np.asarray(values)
 
-    blank = blank_loop(slim, n_points, data.y.dtype)
-    store = jax.tree.map(  # every member's loop state, on the host
-        lambda leaf: np.zeros((size, *leaf.shape), leaf.dtype), blank
-    )
+    layout = Layout(blank_loop(slim, n_points, data.y.dtype))
+    store = layout.zeros(size)  # every member's loop state, packed, on the host
     pool = np.arange(size)  # members not finished: the ones not begun first
     while pool.size:
         members, pool = pool[:lanes_per_batch], pool[lanes_per_batch:]
         lanes = _lanes(members, lanes_per_batch)
         # The last working batch runs to the end; the others until half are done.
-        stop_at = lanes_per_batch // REFILL_RATIO if pool.size else 0
-        lane_data, lane_state, lane_checks, lane_slim, loop = lanes_of(lanes, store)
-        loop = _run(lane_data, lane_state, lane_checks, lane_slim, loop, stop_at)
-        loop = _to_host(loop)
-        _put(store, lanes, loop)
-        still = np.asarray(going(loop))[: members.size]
+        run(lanes, lanes_per_batch // REFILL_RATIO if pool.size else 0)
+        still = np.asarray(going(layout.unpack(tuple(part[members] for part in store))))
         pool = np.concatenate([pool, members[still]])
         if progress is not None:
             progress(size - pool.size, size)
@@ -168,12 +151,15 @@ def solve_compacted(
     for begin in range(0, size, lanes_per_batch):
         members = np.arange(begin, min(begin + lanes_per_batch, size))
         lanes = _lanes(members, lanes_per_batch)
-        lane_data, lane_state, lane_checks, lane_slim, carry = lanes_of(lanes, store.carry)
-        every = as_jax_array(np.ones(lanes_per_batch, bool))
-        evaluate = lane_evaluator(model, lane_data, lane_state, batched_state, carry.x, every)
-        f, jac = evaluate(carry.x, every)
-        f0, _ = evaluate(carry.x, ~every)  # at the start: its cost
-        solution = finish_lanes(lane_checks, lane_slim, batched_state, carry, f, jac, f0)
+        (lane_data, lane_state, lane_slim, packed, _, _), checks, loop = lanes_of(lanes)
+        x, every, none = _to_device(
+            (loop.carry.x, np.ones(lanes_per_batch, bool), np.zeros(lanes_per_batch, bool))
+        )
+        evaluate = lane_evaluator(model, lane_data, lane_state, batched_state, x, every)
+        f, jac = evaluate(x, every)
+        f0, _ = evaluate(x, none)  # at the start: its cost
+        fields = finish_lanes(checks, lane_slim, batched_state, layout, packed, f, jac, f0)
+        solution = Solution(*fields)
         solutions.append(_take(_to_host(solution), slice(0, members.size)))
     whole = jax.tree.map(lambda *parts: np.concatenate(parts), *solutions)
     params = _unravel_rows(whole.x, state.params, batched_state)

@@ -170,13 +170,15 @@ class StoredProgram:
 
         path = self._path(key)
         if path is not None:
-            executable = _load(path)
+            executable, out_tree = _load(path)
             if executable is not None:
                 self.loads += 1
-                return executable, jax.tree.structure(jax.eval_shape(structured, *leaves))
+                if out_tree is None:  # not stored: traced again
+                    out_tree = jax.tree.structure(jax.eval_shape(structured, *leaves))
+                return executable, out_tree
         executable = jax.jit(flat).lower(*leaves).compile()
         if path is not None and not _jax_cache_on():
-            _store(path, executable)
+            _store(path, executable, out_trees[-1])
         return executable, out_trees[-1]
 
     def _path(self, key) -> pathlib.Path | None:
@@ -225,31 +227,43 @@ def _lapack_set_up() -> bool:
     return True
 
 
-def _load(path: pathlib.Path):
-    """The executable stored at `path`, or None (none there, damaged or stale, or this
-    JAX cannot load it safely): then the caller compiles it."""
+def _load(path: pathlib.Path) -> tuple:
+    """The executable stored at `path` and the structure of its outputs (None if not
+    stored), or ``(None, None)`` (none there, damaged or stale, or this JAX cannot load
+    it safely): then the caller compiles it."""
     if not path.exists() or not _lapack_set_up():
-        return None
+        return None, None
     try:
         from jax.experimental.serialize_executable import deserialize_and_load
 
-        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        payload, in_tree, out_tree, structure = pickle.loads(path.read_bytes())
         executable = deserialize_and_load(payload, in_tree, out_tree)
     except Exception:
-        return None
+        return None, None
     with contextlib.suppress(OSError):
         os.utime(path)  # recently used: trimmed last
-    return executable
+    return executable, structure
 
 
-def _store(path: pathlib.Path, executable) -> None:
-    """Writes `executable` to `path` (whole or not at all), then trims the folder.
-    Storing is an optimisation: a read-only or full disk must not fail a fit."""
+def _picklable(structure):
+    """`structure` if it survives pickling (tuples, lists, dicts of arrays), else None:
+    a module's static fields do not, and such a program's outputs are traced again
+    on loading (a second or so for a strategy's step)."""
+    try:
+        return structure if pickle.loads(pickle.dumps(structure)) == structure else None
+    except Exception:
+        return None
+
+
+def _store(path: pathlib.Path, executable, structure) -> None:
+    """Writes `executable` and the structure of its outputs to `path` (whole or not at
+    all), then trims the folder. Storing is an optimisation: a read-only or full disk
+    must not fail a fit."""
     partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         from jax.experimental.serialize_executable import serialize
 
-        payload = pickle.dumps(serialize(executable))
+        payload = pickle.dumps((*serialize(executable), _picklable(structure)))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(payload)
         os.replace(partial, path)  # readers see a whole entry or none

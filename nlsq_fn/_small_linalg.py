@@ -122,14 +122,16 @@ def batched_householder_r(a):
     rows = []
     for k in range(n):
         x = columns[k][k:]
-        norm = jnp.sqrt(jnp.sum(x * x, axis=0))
         head = x[0]
+        below = jnp.sum(x[1:] * x[1:], axis=0)
+        # As LAPACK's `dlarfg`: nothing below the diagonal, no reflection (tau = 0).
+        reflect = below > 0
+        norm = jnp.sqrt(head * head + below)
         alpha = -jnp.where(head >= 0, 1.0, -1.0).astype(dtype) * norm
         v = x.at[0].add(-alpha)
-        v_norm2 = jnp.sum(v * v, axis=0)
-        # A zero column (below the diagonal) needs no reflection.
-        tau = jnp.where(v_norm2 > 0, 2 / jnp.where(v_norm2 > 0, v_norm2, 1.0), 0.0)
-        row = [jnp.zeros_like(head)] * k + [jnp.where(v_norm2 > 0, alpha, head)]
+        v_norm2 = jnp.where(reflect, jnp.sum(v * v, axis=0), 1.0)
+        tau = jnp.where(reflect, 2 / v_norm2, 0.0)
+        row = [jnp.zeros_like(head)] * k + [jnp.where(reflect, alpha, head)]
         for j in range(k + 1, n):
             y = columns[j][k:]
             y = y - (tau * jnp.sum(v * y, axis=0)) * v
