@@ -140,17 +140,11 @@ def lane_evaluator(model, data: Data, state: SolverState, batched_state: bool, p
     try:
         options = _Options(in_tree, static)
     except TypeError:  # an unhashable option: through `equinox.filter_jit`, slower
-
-        def evaluate(pending, begun):
-            return evaluate_lanes(model, data, state, batched_state, pending, begun)
-
-        return evaluate
+        return lambda pending, begun: evaluate_lanes(
+            model, data, state, batched_state, pending, begun
+        )
     bound = leaves[:-2]
-
-    def evaluate(pending, begun):
-        return _evaluate_program.jit(options, *bound, pending, begun)
-
-    return evaluate
+    return lambda pending, begun: _evaluate_program.jit(options, *bound, pending, begun)
 
 
 _blank_shapes: dict = {}  # traced once per configuration: tracing costs a tenth of a second
