@@ -88,7 +88,7 @@ def _unravel_rows(flat, params, batched_state: bool):
     sizes = [int(np.prod(shape)) for shape in shapes]
     columns = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
     rows = [
-        as_jax_array(np.reshape(part, (flat.shape[0], *shape)).astype(np.result_type(leaf)))
+        as_jax_array(np.reshape(part, (flat.shape[0], *shape)).astype(np.asarray(leaf).dtype))
         for part, shape, leaf in zip(columns, shapes, leaves, strict=True)
     ]
     return jax.tree.unflatten(structure, rows)
