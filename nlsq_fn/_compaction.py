@@ -7,14 +7,16 @@ result. A batch's time then follows its slowest member, not its typical one.
 
 Here a Python loop drives the same strategy code (`start`, ``strategy.propose`` /
 ``strategy.judge`` and `advance`: for each member the evaluations and arithmetic of
-`solve`'s loop, in the same order) over a *working batch* of a fixed size. A compiled
-program runs it pass after pass until at most ``1 / REFILL_RATIO`` of its lanes are
-still running; the host then puts the members still running back into the pool of
-unfinished members and fills a working batch again from that pool (members not yet
-begun start there, as in `solve`'s loop, whose first pass starts the fit). Every
-working batch has the same size, so the loop is one program, compiled once per size
-and model and shared by every batch size above it. When the pool no longer fills a
-working batch, the last one (padded by repeating a member) runs until all have stopped.
+`solve`'s loop, in the same order) over a *working batch* of a fixed size, pass after
+pass, until at most ``1 / REFILL_RATIO`` of its lanes are still running; the host then
+puts the members still running back into the pool of unfinished members and fills a
+working batch again from that pool (members not yet begun start there, as in `solve`'s
+loop, whose first pass starts the fit). Each pass calls two programs
+(`nlsq_fn._batched_steps`): the model's evaluation, compiled once per model, and the
+model-independent rest, compiled once per machine (kept on disk). Every working batch
+has the same size, so both serve every batch size above it. When the pool no longer
+fills a working batch, the last one (padded by repeating a member) runs until all have
+stopped. The members' loop state waits on the host, packed (`nlsq_fn._packed`).
 
 Each member's parameters, status and counts (`nfev`, `njev`, `nit`) are those of its
 own fit by `solve`, up to rounding (another compiled program may round differently).
