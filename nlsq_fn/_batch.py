@@ -17,6 +17,7 @@ from jaxtyping import PyTree
 
 from ._bounds import make_strictly_feasible
 from ._compaction import solve_compacted
+from ._compiled import compiled
 from ._data import Data, validate_data
 from ._host_errors import reraise_host_errors
 from ._result import Solution
@@ -158,6 +159,12 @@ def with_starts(state: SolverState, starts: PyTree) -> SolverState:
     on every array, so `solve_batch` (or ``eqx.filter_vmap`` with ``in_axes=0`` for the
     state) fits each start.
     """
+    # One program: op by op, a new batch size would compile some twenty small ones.
+    return _with_starts(state, starts)
+
+
+@compiled
+def _with_starts(state: SolverState, starts: PyTree) -> SolverState:
     flat = jax.vmap(lambda p: ravel_pytree(p)[0])(starts)
     _, unravel = ravel_pytree(state.params)
     if flat.ndim != 2 or flat.shape[1] != state.lower.shape[-1]:

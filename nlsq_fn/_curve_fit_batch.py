@@ -13,6 +13,7 @@ import numpy as np
 
 from ._batch import init_batch, solve_batch, with_starts
 from ._compiled import compiled
+from ._conventions import UnpackedModel
 from ._covariance import covariance_from_jacobian
 from ._data import Data
 from ._result import Solution
@@ -94,9 +95,9 @@ def curve_fit_batch(
     if not unbounded:
         solver_options["bounds"] = bounds
 
-    def model(x, p):
-        return f(x, *p)
-
+    # The same wrapper for the same `f` (equal and of equal hash): a second call with
+    # the same function compiles nothing.
+    model = UnpackedModel(f)
     data = Data(np.broadcast_to(xdata, ydata.shape), ydata, sigma=sigma)
     # (type: ignore: `Solver` converts a method name to its strategy, which mypy's
     # dataclass model does not know.)

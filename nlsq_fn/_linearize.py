@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ._loss import AbstractLoss, Linear
+from ._small_linalg import r_factor
 
 Factorization = Literal["auto", "qr", "normal"]
 FACTORIZATIONS = ("auto", "qr", "normal")
@@ -67,7 +68,9 @@ def scale_residuals_for_loss(
     return cost, f * rho1 / jac_scale, jac_scale
 
 
-def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "n n"]:
+def factorize(
+    jac: Float[Array, "m n"], method: Factorization, in_loop: bool = False
+) -> Float[Array, "n n"]:
     """A square ``r`` with ``rᵀr = JᵀJ``, from the whole Jacobian.
 
     ``"qr"`` keeps the conditioning of ``J``; ``"normal"`` forms ``JᵀJ`` (cheaper for
@@ -76,6 +79,10 @@ def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "
     ``JᵀJ`` does (and one LAPACK call per member of a `vmap`-ed batch, where the
     eigendecomposition of ``JᵀJ`` would add a second); ``JᵀJ`` pays off in the chunked
     evaluation (`chunked_linearize`), which never holds ``J``.
+
+    `in_loop`: the fit's loop, which is never differentiated: across a `vmap`-ed batch
+    of few parameters its QR is Householder reflections vectorised over the batch
+    (`r_factor`: the same ``r`` up to rounding) rather than one LAPACK call per member.
     """
     _check_method(method)
     if method == "normal":
@@ -83,7 +90,7 @@ def factorize(jac: Float[Array, "m n"], method: Factorization) -> Float[Array, "
     m, n = jac.shape
     if m < n:
         jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
-    return jnp.linalg.qr(jac, mode="r")
+    return r_factor(jac) if in_loop else jnp.linalg.qr(jac, mode="r")
 
 
 def _check_method(method) -> None:
@@ -119,7 +126,7 @@ def linearize(
 ) -> Linearization:
     cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
     return Linearization(
-        cost=cost, grad=jac_scaled.T @ f_scaled, factor=factorize(jac_scaled, method)
+        cost=cost, grad=jac_scaled.T @ f_scaled, factor=factorize(jac_scaled, method, True)
     )
 
 

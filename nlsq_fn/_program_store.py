@@ -102,10 +102,37 @@ class StoredProgram:
         self._fallback = eqx.filter_jit(function)
 
     def __call__(self, *args):
+        found = self._lookup(args)
+        if found is None:
+            return self._fallback(*args)  # inside the user's transformation
+        (executable, out_tree), leaves = found
+        return jax.tree.unflatten(out_tree, executable(*leaves))
+
+    def flat(self, *args):
+        """``(executable, leaves, out_tree)``: the program for `args` as a function of
+        their array leaves (in ``jax.tree.leaves`` order), those leaves, and the
+        structure of its outputs. A host loop that calls the program many times on
+        arrays of the same shapes calls `executable` directly, without flattening
+        `args` and building the key at every call."""
+        found = self._lookup(args)
+        if found is not None:
+            (executable, out_tree), leaves = found
+            return executable, leaves, out_tree
+        dynamic, static = eqx.partition(args, eqx.is_array)
+        leaves, in_tree = jax.tree.flatten(dynamic)
+
+        def through_jit(*leaves):
+            return jax.tree.leaves(self._fallback(*eqx.combine(in_tree.unflatten(leaves), static)))
+
+        return through_jit, leaves, jax.tree.structure(eqx.filter_eval_shape(self.function, *args))
+
+    def _lookup(self, args):
+        """``((executable, out_tree), leaves)`` for `args`, compiled or loaded on first
+        use; None where the arguments are traced or the options unhashable."""
         dynamic, static = eqx.partition(args, eqx.is_array)
         leaves, in_tree = jax.tree.flatten(dynamic)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-            return self._fallback(*args)  # inside the user's transformation
+            return None
         # NumPy arrays carry no weak type and keep float64 with x64 off: as JAX arrays,
         # they match what the executable was compiled for.
         leaves = [leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf) for leaf in leaves]
@@ -115,12 +142,11 @@ class StoredProgram:
             key = (in_tree, static_tree, tuple(static_leaves), avals, _x64())
             hash(key)
         except TypeError:
-            return self._fallback(*args)
+            return None
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._build(key, in_tree, static, leaves)
-        executable, out_tree = entry
-        return jax.tree.unflatten(out_tree, executable(*leaves))
+        return entry, leaves
 
     def cache_size(self) -> int:
         return len(self._entries) + self._fallback._cached._cache_size()
@@ -202,9 +228,10 @@ def _lapack_set_up() -> bool:
     return True
 
 
-def _load(path: pathlib.Path):
-    """The executable stored at `path`, or None (none there, damaged or stale, or this
-    JAX cannot load it safely): then the caller compiles it."""
+def _load(path: pathlib.Path) -> tuple | None:
+    """The executable stored at `path` and the structure of its outputs (None if not
+    stored), or None (none there, damaged or stale, or this JAX cannot load it safely):
+    then the caller compiles it."""
     if not path.exists() or not _lapack_set_up():
         return None
     try:
@@ -229,8 +256,9 @@ def _skeleton(out_tree):
     to learn it (JAX's tree structures of Equinox modules cannot be pickled); None if
     some part cannot be pickled."""
     skeleton = jax.tree.unflatten(out_tree, [_Leaf()] * out_tree.num_leaves)
-    try:
-        pickle.dumps(skeleton)
+    try:  # (a static field that pickles into something unequal would differ too)
+        if jax.tree.structure(pickle.loads(pickle.dumps(skeleton))) != out_tree:
+            return None
     except Exception:
         return None
     return skeleton

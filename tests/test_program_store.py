@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nlsq_fn import _program_store
@@ -92,6 +93,47 @@ def test_with_jaxs_own_cache_on_the_stored_programs_stay_valid(tmp_path):
     for fit in (first, second, third):
         for value, expected in zip(fit["popt"], fit["scipy"], strict=True):
             assert value == pytest.approx(expected, rel=1e-6)
+
+
+BATCH = r"""
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+import nlsq_fn as nf
+from nlsq_fn import _batched_steps
+
+x = np.linspace(0.0, 4.0, 30)
+rates = np.linspace(0.5, 2.0, 12)
+y = 2.5 * np.exp(-rates[:, None] * x) + 0.5 + 0.01 * np.sin(7 * x)
+popt, pcov, solution = nf.curve_fit_batch(
+    lambda x, a, b, c: a * jnp.exp(-b * x) + c, x, y, [1.0, 1.0, 0.0]
+)
+programs = (_batched_steps.step_lanes, _batched_steps.finish_lanes)
+print(json.dumps(dict(
+    popt=np.asarray(popt).tolist(), nfev=np.asarray(solution.nfev).tolist(),
+    loads=[program.loads for program in programs],
+)))
+"""
+
+
+@pytest.mark.extended
+def test_a_second_process_loads_a_batchs_steps_and_fits_the_same(tmp_path):
+    """A compacted batch compiles only the model's evaluation once its model-independent
+    programs (`step_lanes`, `finish_lanes`) are on disk: loaded, they fit the same."""
+    env = dict(os.environ, NLSQ_FN_PROGRAM_CACHE=str(tmp_path), PYTHONPATH=str(ROOT))
+    fits = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", BATCH], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        fits.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert fits[0]["loads"] == [0, 0] and fits[1]["loads"] == [1, 1]
+    assert fits[1]["popt"] == fits[0]["popt"] and fits[1]["nfev"] == fits[0]["nfev"]
+    for popt, rate in zip(fits[1]["popt"], np.linspace(0.5, 2.0, 12), strict=True):
+        assert popt == pytest.approx([2.5, rate, 0.5], abs=0.05)
 
 
 @pytest.mark.parametrize("setting", ["off", "0", "false"])

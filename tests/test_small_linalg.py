@@ -1,5 +1,5 @@
-"""The batched Jacobi SVD against LAPACK's (NumPy's) on the matrices the strategies
-factorise, and the vmap rule that chooses it."""
+"""The batched Jacobi SVD and Householder R factor against LAPACK's (NumPy's) on the
+matrices the strategies factorise, and the vmap rules that choose them."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,10 @@ import pytest
 
 from nlsq_fn._small_linalg import (
     MAX_SMALL_COLUMNS,
+    MAX_SMALL_QR_COLUMNS,
+    batched_householder_r,
     batched_jacobi_svd,
+    r_factor,
     singular_values_and_vt,
 )
 
@@ -67,3 +70,35 @@ def test_vmap_rule_replaces_lapack_only_when_batched():
     # Matrices with more columns than the limit keep LAPACK when batched too.
     wide = jnp.ones((2, 8, MAX_SMALL_COLUMNS + 1))
     assert "svd" in str(jax.make_jaxpr(jax.vmap(singular_values_and_vt))(wide))
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, MAX_SMALL_QR_COLUMNS])
+@pytest.mark.parametrize("m_over_n", [1, 10])
+def test_householder_r_matches_lapack(n, m_over_n):
+    """LAPACK's R (NumPy's `qr`, the same Householder convention) to rounding; where
+    the matrix is rank deficient R is not unique, and only ``RᵀR = AᵀA`` is checked."""
+    rng = np.random.default_rng(10 * n + m_over_n)
+    a = _matrices(rng, 12, m_over_n * n, n)
+    a[4, :, 0] *= -1.0  # a negative diagonal on the way
+    r = np.asarray(jax.jit(batched_householder_r)(jnp.asarray(a)))
+    eps = np.finfo(np.float64).eps
+    for index, (member, r_member) in enumerate(zip(a, r, strict=True)):
+        scale = max(np.linalg.norm(member), 1e-300)
+        assert np.all(np.tril(r_member, -1) == 0)
+        gram = member.T @ member
+        np.testing.assert_allclose(r_member.T @ r_member, gram, atol=50 * n * eps * scale**2)
+        if index != 1 or n == 1:  # (member 1 is rank deficient)
+            reference = np.linalg.qr(member, mode="r")
+            np.testing.assert_allclose(r_member, reference, atol=50 * n * eps * scale)
+
+
+def test_r_factor_vmap_rule_replaces_lapack_only_when_batched():
+    a = jnp.asarray(np.random.default_rng(2).standard_normal((5, 9, 3)))
+    single = str(jax.make_jaxpr(r_factor)(a[0]))
+    batched = str(jax.make_jaxpr(jax.vmap(r_factor))(a))
+    assert " qr[" in single  # JAX's QR primitive: LAPACK
+    assert " qr[" not in batched
+    for member, r in zip(a, jax.vmap(r_factor)(a), strict=True):
+        np.testing.assert_allclose(r, r_factor(member), atol=1e-13)
+    wide = jnp.ones((2, 12, MAX_SMALL_QR_COLUMNS + 1))
+    assert " qr[" in str(jax.make_jaxpr(jax.vmap(r_factor))(wide))
