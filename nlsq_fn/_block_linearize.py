@@ -27,14 +27,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._covariance import covariance_parts
+from ._block_arrow import block_covariance
+from ._block_trf import BlockLinearization, BlockTRF
 from ._linearize import Linearization, scale_for_loss
 from ._loss import AbstractLoss
 from ._solve import advance, problem_for, start
 from ._solver import start_point
+from ._trf import TRF
 from ._trust_region import RUNNING
 
-__all__ = ["GlobalModel", "block_linearization", "solve_by_blocks"]
+__all__ = ["GlobalModel", "block_factors", "block_linearization", "solve_by_blocks"]
 
 
 class GlobalModel(eqx.Module):
@@ -74,11 +76,10 @@ class GlobalModel(eqx.Module):
         return jax.vmap(self.model)(x, params)
 
 
-def block_linearization(
-    model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss
-) -> tuple[Linearization, Float[Array, "k L"]]:
-    """The `Linearization` of the stacked problem at `theta` from the per-dataset blocks
-    (see the module docstring), and the weighted residuals ``(k, L)``."""
+def block_factors(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
+    """At `theta`: the cost, the gradient (``θ``'s order), the QR factors ``R_i`` (``(k,
+    w, w)``, ``w = n_l + n_s``) of each dataset's loss-scaled ``[J_l,i | J_s,i]`` and the
+    weighted residuals ``(k, L)``."""
     shared, local = model.split(theta)
     k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
     y = data.y
@@ -113,6 +114,21 @@ def block_linearization(
     if length < width:  # a square R needs at least as many rows as columns
         blocks = jnp.pad(blocks, ((0, 0), (0, width - length), (0, 0)))
     r_blocks = jax.vmap(lambda b: jnp.linalg.qr(b, mode="r"))(blocks)[:, :width, :]
+    return cost, grad, r_blocks, f
+
+
+def structured_linearization(model: GlobalModel, data, theta, loss) -> BlockLinearization:
+    """The `BlockLinearization` at `theta` (for `BlockTRF`: nothing ``n × n``)."""
+    cost, grad, r_blocks, _ = block_factors(model, data, theta, loss)
+    return BlockLinearization(cost, grad, r_blocks, model.n_shared)
+
+
+def block_linearization(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
+    """The `Linearization` of the stacked problem at `theta` with the ``n × n`` factor
+    assembled from the per-dataset blocks (see the module docstring), for the strategies
+    that need one (dogbox, lm)."""
+    k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
+    cost, grad, r_blocks, _ = block_factors(model, data, theta, loss)
     r_ll, r_ls, r_ss = r_blocks[:, :n_l, :n_l], r_blocks[:, :n_l, n_l:], r_blocks[:, n_l:, n_l:]
     r_schur = jnp.linalg.qr(r_ss.reshape(k * n_s, n_s), mode="r")
     local_rows = jnp.concatenate(
@@ -127,21 +143,30 @@ def block_linearization(
     )
     shared_rows = jnp.concatenate([r_schur, jnp.zeros((n_s, k * n_l), r_schur.dtype)], axis=1)
     factor = jnp.concatenate([local_rows, shared_rows], axis=0)
-    return Linearization(cost=cost, grad=grad, factor=factor), f
+    return Linearization(cost=cost, grad=grad, factor=factor)
 
 
 @eqx.filter_jit
 def solve_by_blocks(model: GlobalModel, data, state):
     """The fit of the stacked problem with `state`'s strategy, evaluated by blocks:
-    ``(θ, weighted residuals (k, L), counts, covariance parts, optimality)``. The same
-    strategy steps as `solve` on the stacked problem (only the factor ``r`` differs, by
-    an orthogonal transformation that the steps do not see)."""
+    ``(θ, weighted residuals (k, L), counts, BlockCovariance)``. TRF runs as `BlockTRF`
+    (the subproblem by block elimination: nothing ``n × n``); dogbox and lm on the ``n ×
+    n`` factor assembled from the blocks. Either way the steps of the stacked problem's
+    fit (the factor differs from the dense one by an orthogonal transformation, which the
+    steps do not see)."""
     x0, _ = start_point(state)
     problem = problem_for(data, state)
     strategy = state.strategy
+    if type(strategy) is TRF:
+        strategy = BlockTRF(n_shared=model.n_shared)
 
-    def evaluate(x):
-        return block_linearization(model, data, x, state.loss)[0]
+        def evaluate(x):
+            return structured_linearization(model, data, x, state.loss)
+
+    else:
+
+        def evaluate(x):
+            return block_linearization(model, data, x, state.loss)
 
     carry = start(strategy, x0, evaluate(x0), problem, state.max_nfev)
 
@@ -150,8 +175,9 @@ def solve_by_blocks(model: GlobalModel, data, state):
         return advance(carry, out, strategy, state.max_nfev)
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
-    linearization, residuals = block_linearization(model, data, final.x, state.loss)
-    parts = covariance_parts(linearization.factor, linearization.cost, data.n_points)
+    cost, grad, r_blocks, residuals = block_factors(model, data, final.x, state.loss)
+    linearization = evaluate(final.x)
+    covariance = block_covariance(r_blocks, model.n_shared, cost, data.n_points)
     counts = dict(
         nfev=final.nfev,
         njev=final.njev,
@@ -159,7 +185,7 @@ def solve_by_blocks(model: GlobalModel, data, state):
         status=final.status,
         active_mask=strategy.active_constraints(final.x, problem),
         optimality=strategy.optimality(final.x, linearization, problem),
-        cost=linearization.cost,
+        cost=cost,
         initial_cost=carry.linearization.cost,
     )
-    return final.x, residuals, counts, parts
+    return final.x, residuals, counts, covariance

@@ -8,7 +8,6 @@ fitted by the core's strategies: evaluated by per-dataset blocks (``engine="bloc
 problem through `solve` (``engine="dense"``). Both give the fit of the stacked problem.
 """
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -17,20 +16,32 @@ import jax
 import numpy as np
 
 from ._arguments import as_bounds
+from ._block_arrow import blocks_of_dense
 from ._block_linearize import GlobalModel, solve_by_blocks
 from ._conventions import NamedModel, UnpackedModel, model_convention, parameter_names
 from ._covariance import covariance_parts
 from ._curve_fit_class import pad_points
 from ._data import Data
+from ._global_fit_result import GlobalFitResult
 from ._least_squares import strategy_for
 from ._loss import as_loss
 from ._solve import solve
 from ._solver import Solver, init
-from ._trust_region import STATUS_MESSAGES
 
 __all__ = ["GlobalFitResult", "global_fit"]
 
 ENGINES = ("block", "dense")
+# The fit's counts and summaries the result reports, with their Python types.
+COUNTS = {
+    "cost": float,
+    "initial_cost": float,
+    "optimality": float,
+    "active_mask": np.asarray,
+    "nfev": int,
+    "njev": int,
+    "nit": int,
+    "status": int,
+}
 
 
 @eqx.filter_jit
@@ -38,125 +49,6 @@ def _solve_stacked(model, data, state):
     solution = solve(model, data, state)
     parts = covariance_parts(solution.jac, solution.cost, data.n_points)
     return solution, parts
-
-
-@dataclasses.dataclass(repr=False)
-class GlobalFitResult:
-    """The result of `global_fit` (NumPy values).
-
-    - `params`, `perr`: dicts by parameter name; a shared parameter's value is a float,
-      a local one's an array over the datasets.
-    - `shared`, `local`: the names of each kind; `names`: the model's parameters.
-    - `x`: the flat ``θ = [shared, local of dataset 0, local of dataset 1, ...]``, `pcov`
-      its covariance (SciPy's recipe: ``(JᵀJ)⁻¹``, times the reduced chi-square unless
-      `absolute_sigma`); `shared_pcov` the shared parameters' block, `local_pcov` the
-      ``(k, n_local, n_local)`` blocks of each dataset's local parameters.
-    - `cost`, `fun` (weighted residuals, the datasets concatenated), `optimality`,
-      `active_mask`, `nfev`, `njev`, `nit`, `status`, `success`, `message`,
-      `initial_cost`, `n_points`, `dof`, `redchi`, `engine`.
-    """
-
-    names: tuple[str, ...]
-    shared: tuple[str, ...]
-    local: tuple[str, ...]
-    flat_names: list[str]
-    n_datasets: int
-    x: np.ndarray
-    pcov: np.ndarray
-    fun: np.ndarray
-    n_points: int
-    engine: str
-    absolute_sigma: bool
-    cost: float
-    initial_cost: float
-    optimality: float
-    active_mask: np.ndarray
-    nfev: int
-    njev: int
-    nit: int
-    status: int
-    success: bool
-
-    @property
-    def message(self) -> str:
-        return STATUS_MESSAGES[self.status]
-
-    @property
-    def perr_flat(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.pcov))
-
-    def _by_name(self, flat) -> dict:
-        n_s, k = len(self.shared), self.n_datasets
-        local = np.reshape(flat[n_s:], (k, len(self.local)))
-        values: dict[str, float | np.ndarray] = {
-            name: float(flat[i]) for i, name in enumerate(self.shared)
-        }
-        values |= {name: local[:, j].copy() for j, name in enumerate(self.local)}
-        return {name: values[name] for name in self.names}
-
-    @property
-    def params(self) -> dict:
-        return self._by_name(self.x)
-
-    @property
-    def perr(self) -> dict:
-        return self._by_name(self.perr_flat)
-
-    @property
-    def shared_pcov(self) -> np.ndarray:
-        n_s = len(self.shared)
-        return self.pcov[:n_s, :n_s]
-
-    @property
-    def local_pcov(self) -> np.ndarray:
-        n_s, n_l = len(self.shared), len(self.local)
-        return np.stack(
-            [
-                self.pcov[n_s + i * n_l : n_s + (i + 1) * n_l, n_s + i * n_l : n_s + (i + 1) * n_l]
-                for i in range(self.n_datasets)
-            ]
-        )
-
-    @property
-    def dof(self) -> int:
-        return self.n_points - self.x.size
-
-    @property
-    def redchi(self) -> float:
-        return 2 * self.cost / self.dof if self.dof > 0 else float("inf")
-
-    def summary(self) -> str:
-        """The fit in a few lines: the shared parameters with their standard errors,
-        then one row of local parameters per dataset."""
-        lines = [
-            f"[[Global fit]] {self.n_datasets} datasets, {self.n_points} points, "
-            f"{self.x.size} parameters, engine {self.engine!r}",
-            f"    cost = {self.cost:.6g}, reduced chi-square = {self.redchi:.6g}, "
-            f"nfev = {self.nfev}, success = {self.success} ({self.message})",
-            "[[Shared]]",
-        ]
-        params, perr = self.params, self.perr
-        lines += [f"    {name}: {params[name]:.8g} +/- {perr[name]:.3g}" for name in self.shared]
-        if self.local:
-            lines.append("[[Local]] (value +/- standard error)")
-            header = "".join(f"{name:>26}" for name in self.local)
-            lines.append(f"    {'dataset':<8}{header}")
-            for i in range(self.n_datasets):
-                cells = "".join(
-                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}" for name in self.local
-                )
-                lines.append(f"    {i:<8}{cells}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        shared = ", ".join(
-            f"{name}={self.params[name]:.4g}±{self.perr[name]:.2g}" for name in self.shared
-        )
-        state = "success" if self.success else f"failed (status {self.status})"
-        return (
-            f"GlobalFitResult({self.n_datasets} datasets; shared: {shared or 'none'}; "
-            f"local: {', '.join(self.local) or 'none'}; cost={self.cost:.4g}, {state})"
-        )
 
 
 def _datasets(datasets) -> list[tuple]:
@@ -459,25 +351,18 @@ def global_fit(
     if engine == "dense":
         solution, parts = _solve_stacked(global_model, data, state)
         theta, fun = solution.x, solution.fun.reshape(data.y.shape)
-        counts = {
-            name: getattr(solution, name)
-            for name in (
-                "nfev",
-                "njev",
-                "nit",
-                "status",
-                "active_mask",
-                "optimality",
-                "cost",
-                "initial_cost",
-            )
-        }
+        counts = {name: getattr(solution, name) for name in COUNTS}
+        parts = jax.tree.map(np.asarray, parts)
+        # `covariance` puts the infinities of undetermined parameters in (not `unscaled`).
+        covariance = blocks_of_dense(
+            parts.covariance(True), len(shared), k, parts.residual_variance
+        )
     else:
-        theta, fun, counts, parts = solve_by_blocks(global_model, data, state)
+        theta, fun, counts, covariance = solve_by_blocks(global_model, data, state)
+        covariance = jax.tree.map(np.asarray, covariance)
     fun = np.asarray(fun)
     residuals = np.concatenate([fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
-    parts = jax.tree.map(np.asarray, parts)
-    counts = {name: np.asarray(value) for name, value in counts.items()}
+    counts = {name: np.asarray(counts[name]) for name in COUNTS}
     return GlobalFitResult(
         names=names,
         shared=shared,
@@ -485,18 +370,11 @@ def global_fit(
         flat_names=flat_names,
         n_datasets=k,
         x=np.asarray(theta),
-        pcov=np.asarray(parts.covariance(absolute_sigma)),
+        covariance=covariance.scaled(absolute_sigma),
         fun=residuals,
         n_points=n_points,
         engine=engine,
         absolute_sigma=absolute_sigma,
-        cost=float(counts["cost"]),
-        initial_cost=float(counts["initial_cost"]),
-        optimality=float(counts["optimality"]),
-        active_mask=counts["active_mask"],
-        nfev=int(counts["nfev"]),
-        njev=int(counts["njev"]),
-        nit=int(counts["nit"]),
-        status=int(counts["status"]),
+        **{name: kind(counts[name]) for name, kind in COUNTS.items()},
         success=int(counts["status"]) > 0,
     )

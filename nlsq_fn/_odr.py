@@ -182,12 +182,11 @@ def odr(
     )
     theta0 = np.concatenate([beta0, np.zeros(m)])
     state = init(global_model, data, theta0, solver)
-    theta, residuals, counts, parts = solve_by_blocks(global_model, data, state)
+    theta, residuals, counts, covariance = solve_by_blocks(global_model, data, state)
     theta, residuals = np.asarray(theta), np.asarray(residuals)
-    parts = jax.tree.map(np.asarray, parts)
     counts = {name: np.asarray(value) for name, value in counts.items()}
     beta, delta = theta[:p], theta[p:]
-    cov_beta = np.asarray(parts.unscaled)[:p, :p]
+    cov_beta = np.asarray(covariance.shared)
     sum_square = float(np.sum(residuals**2))
     res_var = sum_square / (m - p) if m > p else float("inf")
     pcov = cov_beta if absolute_sigma else cov_beta * res_var

@@ -403,7 +403,7 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
 
     @jax.jit  # (one program: eager dispatch of every small op costs more)
     def both(theta):
-        blocks = block_linearization(model, data, theta, loss)[0]
+        blocks = block_linearization(model, data, theta, loss)
         return blocks, scale_for_loss(residual(theta), jax.jacfwd(residual)(theta), loss)
 
     linearization, (cost, f, jac) = both(theta)
