@@ -127,13 +127,17 @@ class BlockCovariance(eqx.Module):
         """The full ``n × n`` matrix, with NumPy (``O(n²)`` memory: for moderate ``n``)."""
         if self.full is not None or self.v is None:
             return np.asarray(self.full)
-        shared, local, cross, v = (np.asarray(a) for a in (self.shared, self.local, self.cross, self.v))
+        shared, local, cross, v = (
+            np.asarray(a) for a in (self.shared, self.local, self.cross, self.v)
+        )
         k, n_local, n_shared = v.shape
         # Off-diagonal local blocks: V_i S⁻¹ V_jᵀ = -cross_i V_jᵀ (scaled as `cross` is).
         local_all = -np.einsum("iab,jcb->iajc", cross, v).reshape(k * n_local, k * n_local)
         index = np.arange(k)
         local_all.reshape(k, n_local, k, n_local)[index, :, index, :] = local
-        top = np.concatenate([shared, cross.transpose(2, 0, 1).reshape(n_shared, -1)], axis=1)
+        top = np.concatenate(
+            [shared, cross.transpose(2, 0, 1).reshape(n_shared, k * n_local)], axis=1
+        )
         bottom = np.concatenate([cross.reshape(k * n_local, n_shared), local_all], axis=1)
         return np.concatenate([top, bottom], axis=0)
 
@@ -148,7 +152,9 @@ def block_covariance(r_blocks, n_shared: int, cost, n_points) -> BlockCovariance
     diag = jnp.diagonal(grams, axis1=1, axis2=2)
     norms = join_flat(jnp.sqrt(jnp.sum(diag[:, n_local:], axis=0)), jnp.sqrt(diag[:, :n_local]))
     unit = jnp.where(norms > 0, 1 / jnp.where(norms > 0, norms, 1.0), 1.0)
-    factor = factor_block_arrow(gram_blocks(r_blocks, block_columns(unit, n_shared, k)), n_shared, 0.0)
+    factor = factor_block_arrow(
+        gram_blocks(r_blocks, block_columns(unit, n_shared, k)), n_shared, 0.0
+    )
     pivots = factor.pivots
     rows = n_points
     regular = jnp.all(jnp.isfinite(pivots)) & (
@@ -157,7 +163,9 @@ def block_covariance(r_blocks, n_shared: int, cost, n_points) -> BlockCovariance
     eye_s = jnp.eye(n_shared, dtype=grams.dtype)
     shared = cho_solve((factor.chol_schur, True), eye_s)
     # V_i = D_i⁻¹ B_i = L_i⁻ᵀ W_i; D_i⁻¹ = L_i⁻ᵀ L_i⁻¹.
-    v = jax.vmap(lambda c, r: solve_triangular(c, r, lower=True, trans="T"))(factor.chol_local, factor.w)
+    v = jax.vmap(lambda c, r: solve_triangular(c, r, lower=True, trans="T"))(
+        factor.chol_local, factor.w
+    )
     eye_l = jnp.eye(n_local, dtype=grams.dtype)
     d_inv = jax.vmap(lambda c: cho_solve((c, True), eye_l))(factor.chol_local)
     cross = -jnp.einsum("kab,bc->kac", v, shared)

@@ -413,6 +413,84 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
     assert_close(linearization.cost, cost, rtol=1e-12)
 
 
+def block_problem(seed, k=5, length=7, n_s=2, n_l=3):
+    """Random per-dataset R factors of a block-arrow problem, and its dense factor."""
+    rng = np.random.default_rng(seed)
+    w = n_s + n_l
+    # Columns [local | shared], of different scales.
+    blocks = rng.normal(size=(k, length, w)) * rng.uniform(0.1, 10, size=(1, 1, w))
+    r_blocks = np.linalg.qr(blocks, mode="r")
+    n = n_s + k * n_l
+    jac = np.zeros((k * length, n))
+    for i in range(k):
+        jac[i * length : (i + 1) * length, :n_s] = blocks[i, :, n_l:]
+        jac[i * length : (i + 1) * length, n_s + i * n_l : n_s + (i + 1) * n_l] = blocks[i, :, :n_l]
+    return jnp.asarray(r_blocks), jac, rng
+
+
+@pytest.mark.parametrize(
+    "bounded, radius",
+    [(False, 0.3), (True, 1e-3)]
+    + [
+        pytest.param(*case, marks=pytest.mark.extended)
+        for case in [(False, 1e-3), (False, 1e3), (True, 0.3), (True, 1e3)]
+    ],
+)
+def test_block_trf_subproblem_equals_the_svd_subproblem(bounded, radius):
+    """BlockTRF's step (block-arrow Cholesky) = TRF's (SVD of the dense factor), inside
+    the region (Gauss-Newton), on its edge, and with the bounded problem's diagonal."""
+    from nlsq_fn._block_trf import BlockLinearization, BlockTRF
+    from nlsq_fn._linearize import Linearization
+    from nlsq_fn._strategy import Problem
+    from nlsq_fn._trf import TRF, _TRFState
+
+    r_blocks, jac, rng = block_problem(1)
+    n = jac.shape[1]
+    g = jnp.asarray(jac.T @ rng.normal(size=jac.shape[0]))
+    d = jnp.asarray(rng.uniform(0.5, 2.0, n))
+    diag_h = jnp.asarray(rng.uniform(0, 3.0, n)) if bounded else jnp.zeros(n)
+    problem = Problem(
+        -jnp.full(n, jnp.inf),
+        jnp.full(n, jnp.inf),
+        None,
+        1e-8,
+        1e-8,
+        1e-8,
+        jnp.asarray(35),
+        bounded=bounded,
+    )
+    state = _TRFState(jnp.asarray(radius), jnp.asarray(0.0), jnp.ones(n))
+    dense = Linearization(jnp.asarray(1.0), g, jnp.asarray(np.linalg.qr(jac, mode="r")))
+    blocks = BlockLinearization(jnp.asarray(1.0), g, r_blocks, 2)
+    jac_dense, p_dense, alpha_dense = TRF().subproblem(dense, d, diag_h, d * g, state, problem)
+    jac_block, p_block, alpha_block = BlockTRF(2).subproblem(
+        blocks, d, diag_h, d * g, state, problem
+    )
+    assert_close(p_block, p_dense, rtol=1e-8, atol=1e-12 * radius)
+    assert_close(alpha_block, alpha_dense, rtol=1e-8, atol=1e-14)
+    assert (alpha_dense == 0) == (radius == 1e3)  # the Gauss-Newton step inside
+    v = jnp.asarray(rng.normal(size=n))
+    assert_close(jnp.linalg.norm(jac_block @ v), jnp.linalg.norm(jac * np.asarray(d) @ v))
+    assert_close(blocks.column_norms, np.linalg.norm(jac, axis=0))
+
+
+@pytest.mark.parametrize("n_s, n_l", [(2, 3), (1, 1), (0, 2), (3, 0)])
+def test_block_covariance_equals_the_dense_inverse(n_s, n_l):
+    from nlsq_fn._block_arrow import block_covariance
+
+    r_blocks, jac, _ = block_problem(2, k=4, length=6, n_s=n_s, n_l=n_l)
+    m, n = jac.shape
+    expected = np.linalg.inv(jac.T @ jac)
+    covariance = block_covariance(r_blocks, n_s, jnp.asarray(3.0), m)
+    scaled = jax.tree.map(np.asarray, covariance).scaled(absolute_sigma=False)
+    assert_close(scaled.dense(), expected * 6.0 / (m - n), rtol=1e-9, atol=1e-15)
+    assert_close(scaled.diagonal(), np.diag(expected) * 6.0 / (m - n), rtol=1e-9)
+    # Rank deficient (a dataset's local column repeated): infinite, as SciPy's.
+    if n_l:
+        deficient = r_blocks.at[0, :, 0].set(r_blocks[0, :, n_l - 1] if n_l > 1 else 0.0)
+        assert np.all(np.isinf(block_covariance(deficient, n_s, 3.0, m).shared))
+
+
 # --- orthogonal distance regression --------------------------------------------------
 
 
