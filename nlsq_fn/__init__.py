@@ -39,7 +39,12 @@ _LAZY = {
     "models": ("_models", None),
     "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
     "global_fit": ("_global_fit", "global_fit"),
-    "GlobalFitResult": ("_global_fit", "GlobalFitResult"),
+    "GlobalFitResult": ("_global_fit_result", "GlobalFitResult"),
+    "global_model": ("_global_fit", "global_model"),
+    "GlobalModel": ("_block_linearize", "GlobalModel"),
+    "global_solve": ("_block_linearize", "global_solve"),
+    "GlobalSolution": ("_block_linearize", "GlobalSolution"),
+    "BlockCovariance": ("_block_arrow", "BlockCovariance"),
     "odr": ("_odr", "odr"),
     "ODRResult": ("_odr", "ODRResult"),
     "init_batch": ("_batch", "init_batch"),
@@ -112,9 +117,12 @@ if TYPE_CHECKING:
     __version__: str
     from . import _models as models  # noqa: F401
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
+    from ._block_arrow import BlockCovariance  # noqa: F401
+    from ._block_linearize import GlobalModel, GlobalSolution, global_solve  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
     from ._curve_fit_batch import curve_fit_batch  # noqa: F401
-    from ._global_fit import GlobalFitResult, global_fit  # noqa: F401
+    from ._global_fit import global_fit, global_model  # noqa: F401
+    from ._global_fit_result import GlobalFitResult  # noqa: F401
     from ._large_data import (  # noqa: F401
         DatasetStats,
         LargeDatasetFitter,

@@ -80,7 +80,7 @@ def factor_block_arrow(grams: Float[Array, "k w w"], n_shared: int, shift) -> Bl
     b = grams[:, :n_local, n_local:]
     c = jnp.sum(grams[:, n_local:, n_local:], axis=0) + jnp.diag(shift_shared)
     chol_local = jnp.linalg.cholesky(d)
-    w_blocks = jax.vmap(lambda l, r: solve_triangular(l, r, lower=True))(chol_local, b)
+    w_blocks = jax.vmap(lambda c, r: solve_triangular(c, r, lower=True))(chol_local, b)
     schur = c - jnp.einsum("kab,kac->bc", w_blocks, w_blocks)
     return BlockArrowCholesky(chol_local, w_blocks, jnp.linalg.cholesky(schur))
 

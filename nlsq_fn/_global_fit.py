@@ -28,7 +28,7 @@ from ._loss import as_loss
 from ._solve import solve
 from ._solver import Solver, init
 
-__all__ = ["GlobalFitResult", "global_fit"]
+__all__ = ["GlobalFitResult", "global_fit", "global_model"]
 
 ENGINES = ("block", "dense")
 # The fit's counts and summaries the result reports, with their Python types.
@@ -103,6 +103,38 @@ def _one_dataset_model(model, p0, param_style):
     if style == "unpacked":
         return UnpackedModel(model), tuple(names)
     return model, tuple(names)
+
+
+def global_model(
+    model: Callable,
+    shared: Sequence[str],
+    n_datasets: int,
+    *,
+    p0=None,
+    param_style: str | None = None,
+) -> GlobalModel:
+    """The `GlobalModel` of `model` (written for one dataset, as for `global_fit`) over
+    `n_datasets` datasets, with the parameters named in `shared` shared: the stacked
+    model ``f(x (k, L, ...), θ)`` of the flat ``θ = [shared, local_1, ..., local_k]``,
+    for `global_solve` (the pure fit: `jax.jit`, `jax.vmap`, `jax.grad`). `p0` names
+    ``params[0]``, ... of a ``model(x, params)`` by its length."""
+    one_model, names = _one_dataset_model(model, p0, param_style)
+    shared = (shared,) if isinstance(shared, str) else tuple(shared)
+    unknown = [name for name in shared if name not in names]
+    if unknown:
+        raise ValueError(
+            f"`shared` names unknown parameter {unknown[0]!r}; the model's parameters are "
+            f"{list(names)}."
+        )
+    local = tuple(name for name in names if name not in shared)
+    return GlobalModel(
+        one_model,
+        len(names),
+        tuple(names.index(name) for name in shared),
+        tuple(names.index(name) for name in local),
+        n_datasets,
+        names,
+    )
 
 
 def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
@@ -190,11 +222,11 @@ def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndar
     return flat(lower), flat(upper)
 
 
-def _check_traceable(model, x, global_model, theta0) -> None:
+def _check_traceable(model, x, stacked_model, theta0) -> None:
     """The stacked model maps the one-dataset model over the datasets with JAX: a
     model written with NumPy cannot be, which is said here rather than deep inside."""
-    shared, local = global_model.split(theta0)
-    params = global_model.dataset_params(shared, local[0])
+    shared, local = stacked_model.split(theta0)
+    params = stacked_model.dataset_params(shared, local[0])
     try:
         jax.eval_shape(model, x, params)
     except (
@@ -214,7 +246,7 @@ def _flat_names(shared, local, k) -> list[str]:
     return list(shared) + [f"{name}[{i}]" for i in range(k) for name in local]
 
 
-def _stack(datasets, model, theta0, global_model):
+def _stack(datasets, model, theta0, stacked_model):
     """The datasets padded to one length (edge values, masked), stacked: a `Data` with
     `x` ``(k, L, ...)`` and `y` ``(k, L)``. Raises unless the model is pointwise (the
     padded points must not change the real points' values)."""
@@ -244,8 +276,8 @@ def _stack(datasets, model, theta0, global_model):
         mask = np.arange(length)[None, :] < np.array(lengths)[:, None]
         shortest = int(np.argmin(lengths))
         x, y, _ = datasets[shortest]
-        shared, local = global_model.split(theta0)
-        params = global_model.dataset_params(shared, local[shortest])
+        shared, local = stacked_model.split(theta0)
+        params = stacked_model.dataset_params(shared, local[shortest])
         alone = np.asarray(model(x, params))
         padded = np.asarray(model(xs[shortest], params))[: y.size]
         if alone.shape != y.shape or not np.allclose(
@@ -308,27 +340,14 @@ def global_fit(
     if engine not in ENGINES:
         raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}.")
     checked = _datasets(datasets)
-    one_model, names = _one_dataset_model(model, p0, param_style)
-    shared = (shared,) if isinstance(shared, str) else tuple(shared)
-    unknown = [name for name in shared if name not in names]
-    if unknown:
-        raise ValueError(
-            f"`shared` names unknown parameter {unknown[0]!r}; the model's parameters are "
-            f"{list(names)}."
-        )
-    local = tuple(name for name in names if name not in shared)
     k = len(checked)
-    global_model = GlobalModel(
-        one_model,
-        len(names),
-        tuple(names.index(name) for name in shared),
-        tuple(names.index(name) for name in local),
-        k,
-    )
+    stacked_model = global_model(model, shared, k, p0=p0, param_style=param_style)
+    one_model, names = stacked_model.model, tuple(stacked_model.names or ())
+    shared, local = stacked_model.shared_names, stacked_model.local_names
     theta0 = _start(model, names, shared, local, p0, checked)
     lower, upper = flat_bounds_of(bounds, names, shared, local, k)
-    _check_traceable(one_model, checked[0][0], global_model, theta0)
-    data = _stack(checked, one_model, theta0, global_model)
+    _check_traceable(one_model, checked[0][0], stacked_model, theta0)
+    data = _stack(checked, one_model, theta0, stacked_model)
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
     solver = Solver(
         strategy=strategy_for(method, bounded),
@@ -343,13 +362,13 @@ def global_fit(
     )
     flat_names = _flat_names(shared, local, k)
     try:
-        state = init(global_model, data, theta0, solver)
+        state = init(stacked_model, data, theta0, solver)
     except ValueError as error:
         message = re.sub(r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error))
         raise ValueError(message) from error
     n_points = sum(y.size for _, y, _ in checked)
     if engine == "dense":
-        solution, parts = _solve_stacked(global_model, data, state)
+        solution, parts = _solve_stacked(stacked_model, data, state)
         theta, fun = solution.x, solution.fun.reshape(data.y.shape)
         counts = {name: getattr(solution, name) for name in COUNTS}
         parts = jax.tree.map(np.asarray, parts)
@@ -358,8 +377,9 @@ def global_fit(
             parts.covariance(True), len(shared), k, parts.residual_variance
         )
     else:
-        theta, fun, counts, covariance = solve_by_blocks(global_model, data, state)
-        covariance = jax.tree.map(np.asarray, covariance)
+        found = jax.tree.map(np.asarray, solve_by_blocks(stacked_model, data, state))
+        theta, fun, covariance = found.x, found.fun, found.covariance
+        counts = {name: getattr(found, name) for name in COUNTS}
     fun = np.asarray(fun)
     residuals = np.concatenate([fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
     counts = {name: np.asarray(counts[name]) for name in COUNTS}

@@ -131,5 +131,3 @@ class GlobalFitResult:
             f"GlobalFitResult({self.n_datasets} datasets; shared: {shared or 'none'}; "
             f"local: {', '.join(self.local) or 'none'}; cost={self.cost:.4g}, {state})"
         )
-
-

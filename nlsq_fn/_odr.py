@@ -182,9 +182,8 @@ def odr(
     )
     theta0 = np.concatenate([beta0, np.zeros(m)])
     state = init(global_model, data, theta0, solver)
-    theta, residuals, counts, covariance = solve_by_blocks(global_model, data, state)
-    theta, residuals = np.asarray(theta), np.asarray(residuals)
-    counts = {name: np.asarray(value) for name, value in counts.items()}
+    found = jax.tree.map(np.asarray, solve_by_blocks(global_model, data, state))
+    theta, residuals, covariance = found.x, found.fun, found.covariance
     beta, delta = theta[:p], theta[p:]
     cov_beta = np.asarray(covariance.shared)
     sum_square = float(np.sum(residuals**2))
@@ -203,8 +202,8 @@ def odr(
         y=y + eps,
         res_var=res_var,
         sum_square=sum_square,
-        cost=float(counts["cost"]),
-        nfev=int(counts["nfev"]),
-        status=int(counts["status"]),
-        success=int(counts["status"]) > 0,
+        cost=float(found.cost),
+        nfev=int(found.nfev),
+        status=int(found.status),
+        success=int(found.status) > 0,
     )
