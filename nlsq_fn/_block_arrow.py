@@ -107,7 +107,11 @@ class BlockCovariance(eqx.Module):
         xp = np if isinstance(self.shared, np.ndarray) else jnp
 
         def scale(a):  # (inf everywhere when the residual variance is: no dof)
-            return None if a is None else xp.where(xp.isfinite(factor), a * factor, xp.inf)
+            if a is None:
+                return None
+            # (A batch of fits: one factor per member, on the leading axes.)
+            f = xp.reshape(factor, xp.shape(factor) + (1,) * (a.ndim - xp.ndim(factor)))
+            return xp.where(xp.isfinite(f), a * f, xp.inf)
 
         return BlockCovariance(
             scale(self.shared),

@@ -491,6 +491,52 @@ def test_block_covariance_equals_the_dense_inverse(n_s, n_l):
         assert np.all(np.isinf(block_covariance(deficient, n_s, 3.0, m).shared))
 
 
+def small_global_problem(batch=3, k=3, length=25):
+    """`batch` global problems (k peaks of one width each), same x, different y."""
+    rng = np.random.default_rng(5)
+    x = np.tile(np.linspace(-3, 3, length), (k, 1))
+    amps = rng.uniform(0.5, 2.0, (batch, k, 1))
+    ys = np.asarray(peak(x, amps, 0.3, 0.8, 0.1)) + 0.02 * rng.normal(size=(batch, k, length))
+    return x, ys
+
+
+P0_PEAK = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+
+
+@pytest.mark.extended  # (~20 s: a batch, separate fits and finite differences)
+def test_global_solve_under_jit_vmap_and_grad():
+    """A batch of global fits under jit + vmap = separate `global_fit`s; the gradient of
+    the fitted shared width with respect to one data value = central finite differences
+    of `global_fit`s."""
+    x, ys = small_global_problem()
+    k = x.shape[0]
+    model = nf.global_model(peak, ("width",), k)
+    solver = nf.Solver(**TIGHT)
+    theta0 = jnp.asarray(np.r_[1.0, np.tile([1.0, 0.0, 0.0], k)])
+
+    def fit(y):
+        data = nf.Data(x, y)
+        return nf.global_solve(model, data, nf.init(model, data, theta0, solver))
+
+    batch = jax.jit(jax.vmap(fit))(jnp.asarray(ys))
+    assert batch.x.shape == (len(ys), 1 + 3 * k) and np.all(batch.status > 0)
+    for i, y in enumerate(ys):
+        alone = nf.global_fit(peak, [(x[j], y[j]) for j in range(k)], P0_PEAK, "width", **TIGHT)
+        assert_close(batch.x[i], alone.x, rtol=1e-8)
+        assert_close(np.sqrt(batch.covariance.scaled(False).shared[i, 0, 0]), alone.perr["width"])
+
+    gradient = jax.grad(lambda y: fit(y).x[0])(jnp.asarray(ys[0]))
+    h = 1e-5
+    for j, point in [(0, 12), (2, 3)]:
+        moved = []
+        for sign in (1, -1):
+            y = ys[0].copy()
+            y[j, point] += sign * h
+            datasets = [(x[i], y[i]) for i in range(k)]
+            moved.append(nf.global_fit(peak, datasets, P0_PEAK, "width", **TIGHT).x[0])
+        assert_close(gradient[j, point], (moved[0] - moved[1]) / (2 * h), rtol=1e-5, atol=1e-9)
+
+
 # --- orthogonal distance regression --------------------------------------------------
 
 
