@@ -45,6 +45,8 @@ _LAZY = {
     "global_solve": ("_block_linearize", "global_solve"),
     "GlobalSolution": ("_block_linearize", "GlobalSolution"),
     "BlockCovariance": ("_block_arrow", "BlockCovariance"),
+    "profile_interval": ("_profile", "profile_interval"),
+    "ProfileInterval": ("_profile", "ProfileInterval"),
     "odr": ("_odr", "odr"),
     "ODRResult": ("_odr", "ODRResult"),
     "init_batch": ("_batch", "init_batch"),
@@ -141,6 +143,7 @@ if TYPE_CHECKING:
         sample_box,
     )
     from ._odr import ODRResult, odr  # noqa: F401
+    from ._profile import ProfileInterval, profile_interval  # noqa: F401
     from ._selected_variances import covariance_memory, selected_variances  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401

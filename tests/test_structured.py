@@ -625,3 +625,55 @@ def test_fifty_gaussian_datasets_with_a_shared_width_equal_scipy():
     expected, pcov = stacked_scipy(datasets, np.r_[1.0, np.tile([1.0, 0.0, 0.0], 50)], 50)
     assert_close(result.x, expected.x)
     assert_close(result.perr_flat, np.sqrt(np.diag(pcov)), rtol=1e-6)
+
+
+# --- profile-likelihood intervals ----------------------------------------------------
+
+
+def decay3(x, a, k, c):
+    return a * jnp.exp(-k * x) + c
+
+
+def test_profile_interval_equals_a_loop_of_fixed_parameter_fits():
+    """The profile (one batched fit) = separate fits with the parameter fixed, and at
+    each end of the interval the fixed fit's chi-square is the threshold's."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 4, 30)
+    y = np.asarray(decay3(x, 2.0, 1.3, 0.2)) + 0.05 * rng.normal(size=x.size)
+    result = nf.CurveFit(decay3).fit(x, y, p0=[1.0, 1.0, 0.0])
+    interval = nf.profile_interval(result, "k")
+    lower, upper = interval
+    assert lower < result.params["k"] < upper
+
+    def fixed_chi2(value):
+        fit = nf.CurveFit(decay3, fixed={"k": value}, **TIGHT).fit(x, y, p0=[1.0, 1.0, 0.0])
+        return 2 * fit.cost
+
+    for i in (3, 10, 16):
+        assert_close(interval.chi2[i], fixed_chi2(interval.grid[i]), rtol=1e-8)
+    assert_close(fixed_chi2(lower), interval.threshold, rtol=1e-7)
+    assert_close(fixed_chi2(upper), interval.threshold, rtol=1e-7)
+    # The F(1, dof) threshold: t² times the residual variance above the minimum.
+    t = nf.student_t_ppf(0.975, result.dof)
+    assert_close(interval.threshold - interval.chi2_min, t**2 * 2 * result.cost / result.dof)
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_profile_interval_of_a_linear_model_is_the_covariance_interval(absolute_sigma):
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 4, 30)
+    y = 0.3 + 0.7 * x + 0.1 * rng.normal(size=x.size)
+
+    def line(x, a, b):
+        return a + b * x
+
+    result = nf.CurveFit(line, absolute_sigma=absolute_sigma).fit(
+        x, y, p0=[1.0, 1.0], sigma=np.full(x.size, 0.1)
+    )
+    lower, upper = nf.profile_interval(result, "b", level=0.9)
+    if absolute_sigma:  # the normal quantile: chi-square(1)
+        half = 1.6448536269514722 * result.perr[1]
+        expected = (result.popt[1] - half, result.popt[1] + half)
+    else:
+        expected = result.conf_intervals(0.9)["b"]
+    assert_close([lower, upper], expected, rtol=1e-9)
