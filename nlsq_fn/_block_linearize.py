@@ -17,7 +17,9 @@ come from the blocks:
 
 The cost is ``k`` small QRs and one of ``k n_s × n_s`` instead of the QR of the
 ``k L × n`` stacked Jacobian (``k L n²``), and memory ``k L (n_l + n_s)`` instead of
-``k L n``. The trust-region strategies run unchanged on the ``n × n`` factor.
+``k L n``. That ``n × n`` factor serves dogbox and lm; TRF runs as `BlockTRF` on the
+QR blocks alone (`structured_linearization`), solving its subproblem by block
+elimination, so a TRF step forms nothing ``n × n``.
 """
 
 from collections.abc import Callable

@@ -10,6 +10,7 @@ problem through `solve` (``engine="dense"``). Both give the fit of the stacked p
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -17,8 +18,8 @@ import numpy as np
 
 from ._arguments import as_bounds
 from ._block_arrow import blocks_of_dense
-from ._block_linearize import GlobalModel, solve_by_blocks
-from ._conventions import NamedModel, UnpackedModel, model_convention, parameter_names
+from ._block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
+from ._conventions import vector_model
 from ._covariance import covariance_parts
 from ._curve_fit_class import pad_points
 from ._data import Data
@@ -31,17 +32,8 @@ from ._solver import Solver, init
 __all__ = ["GlobalFitResult", "global_fit", "global_model"]
 
 ENGINES = ("block", "dense")
-# The fit's counts and summaries the result reports, with their Python types.
-COUNTS = {
-    "cost": float,
-    "initial_cost": float,
-    "optimality": float,
-    "active_mask": np.asarray,
-    "nfev": int,
-    "njev": int,
-    "nit": int,
-    "status": int,
-}
+# What a dense `Solution` gives a `GlobalSolution` as it is.
+COUNTS = ("cost", "initial_cost", "optimality", "active_mask", "nfev", "njev", "nit", "status")
 
 
 @eqx.filter_jit
@@ -90,19 +82,13 @@ def _datasets(datasets) -> list[tuple]:
 
 def _one_dataset_model(model, p0, param_style):
     """``(model of the parameter vector, the parameters' names)``."""
-    style = model_convention(model, None if isinstance(p0, Mapping) else p0, param_style)
-    n = None if p0 is None or isinstance(p0, Mapping) else len(p0)
-    names = parameter_names(model, style, n)
+    vector, names = vector_model(model, p0, param_style)
     if names is None:
         raise ValueError(
             "global_fit needs the model's parameter names: write f(x, a, b, ...), use an "
             "nlsq_fn.models model, or give `p0` (then model(x, params) has params[0], ...)."
         )
-    if style == "named":
-        return NamedModel(model, tuple(names)), tuple(names)
-    if style == "unpacked":
-        return UnpackedModel(model), tuple(names)
-    return model, tuple(names)
+    return vector, names
 
 
 def global_model(
@@ -329,13 +315,16 @@ def global_fit(
       problem (its residuals are the datasets' residuals, concatenated).
     - `engine`: ``"block"`` (default) evaluates the stacked problem by per-dataset
       blocks and eliminates the local parameters (`nlsq_fn._block_linearize`): memory
-      ``O(m (n_shared + n_local))`` instead of the dense ``O(m n)``; ``"dense"`` fits the
-      stacked problem through `solve` with its full Jacobian. Both fit the same problem
-      with the same steps.
+      ``O(m (n_shared + n_local))`` instead of the dense ``O(m n)``, and with TRF
+      (`BlockTRF`) steps and a covariance by blocks, nothing ``n × n``: thousands of
+      datasets; ``"dense"`` fits the stacked problem through `solve` with its full
+      Jacobian. Both fit the same problem with the same steps.
 
     Returns a `GlobalFitResult`: `params` and `perr` by name (shared: floats, local:
-    arrays over the datasets), `cost`, `success`, `pcov` of the flat parameters, the
-    shared parameters' covariance `shared_pcov` and the per-dataset blocks `local_pcov`.
+    arrays over the datasets), `cost`, `success`, the shared parameters' covariance
+    `shared_pcov`, the per-dataset blocks `local_pcov` and `cross_pcov`, and `pcov` of
+    the flat parameters (built on demand). Under `jax.jit` / `jax.vmap` / `jax.grad`:
+    `global_solve`.
     """
     if engine not in ENGINES:
         raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}.")
@@ -369,32 +358,28 @@ def global_fit(
     n_points = sum(y.size for _, y, _ in checked)
     if engine == "dense":
         solution, parts = _solve_stacked(stacked_model, data, state)
-        theta, fun = solution.x, solution.fun.reshape(data.y.shape)
-        counts = {name: getattr(solution, name) for name in COUNTS}
         parts = jax.tree.map(np.asarray, parts)
-        # `covariance` puts the infinities of undetermined parameters in (not `unscaled`).
-        covariance = blocks_of_dense(
+        fields: dict[str, Any] = {name: np.asarray(getattr(solution, name)) for name in COUNTS}
+        fields["x"] = np.asarray(solution.x)
+        fields["fun"] = np.asarray(solution.fun).reshape(data.y.shape)
+        # `covariance(True)`: with the undetermined parameters' infinities.
+        fields["covariance"] = blocks_of_dense(
             parts.covariance(True), len(shared), k, parts.residual_variance
         )
+        found = GlobalSolution(**fields)
     else:
         found = jax.tree.map(np.asarray, solve_by_blocks(stacked_model, data, state))
-        theta, fun, covariance = found.x, found.fun, found.covariance
-        counts = {name: getattr(found, name) for name in COUNTS}
-    fun = np.asarray(fun)
-    residuals = np.concatenate([fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
-    counts = {name: np.asarray(counts[name]) for name in COUNTS}
+    residuals = np.concatenate([found.fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
     return GlobalFitResult(
         names=names,
         shared=shared,
         local=local,
         flat_names=flat_names,
         n_datasets=k,
-        x=np.asarray(theta),
-        covariance=covariance.scaled(absolute_sigma),
+        solution=found,
+        covariance=found.covariance.scaled(absolute_sigma),
         fun=residuals,
         n_points=n_points,
         engine=engine,
         absolute_sigma=absolute_sigma,
-        **{name: kind(counts[name]) for name, kind in COUNTS.items()},
-        success=int(counts["status"]) > 0,
     )

@@ -2,13 +2,29 @@
 as scalars and local ones as arrays over the datasets."""
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from ._block_arrow import BlockCovariance
+from ._block_linearize import GlobalSolution
 from ._trust_region import STATUS_MESSAGES
 
 __all__ = ["GlobalFitResult"]
+
+# The `GlobalSolution` fields a result reports as its own, with their Python types.
+SOLUTION_FIELDS: dict[str, Callable] = {
+    "x": np.asarray,
+    "cost": float,
+    "initial_cost": float,
+    "optimality": float,
+    "active_mask": np.asarray,
+    "nfev": int,
+    "njev": int,
+    "nit": int,
+    "status": int,
+    "success": bool,
+}
 
 
 @dataclasses.dataclass(repr=False)
@@ -24,9 +40,10 @@ class GlobalFitResult:
       block, `local_pcov` the ``(k, n_local, n_local)`` blocks of each dataset's local
       parameters, `cross_pcov` the ``(k, n_local, n_shared)`` blocks between them, and
       `pcov` the full ``n × n`` matrix (made on demand: ``O(n²)`` memory).
-    - `cost`, `fun` (weighted residuals, the datasets concatenated), `optimality`,
-      `active_mask`, `nfev`, `njev`, `nit`, `status`, `success`, `message`,
-      `initial_cost`, `n_points`, `dof`, `redchi`, `engine`.
+    - `fun` (weighted residuals, the datasets concatenated), `n_points`, `dof`,
+      `redchi`, `engine`, `message`; `solution`, the fit's `GlobalSolution` (NumPy
+      values), whose `x`, `cost`, `initial_cost`, `optimality`, `active_mask`, `nfev`,
+      `njev`, `nit`, `status` and `success` the result reports as its own.
     """
 
     names: tuple[str, ...]
@@ -34,21 +51,18 @@ class GlobalFitResult:
     local: tuple[str, ...]
     flat_names: list[str]
     n_datasets: int
-    x: np.ndarray
+    solution: GlobalSolution  # NumPy values
     covariance: BlockCovariance  # NumPy blocks, scaled
     fun: np.ndarray
     n_points: int
     engine: str
     absolute_sigma: bool
-    cost: float
-    initial_cost: float
-    optimality: float
-    active_mask: np.ndarray
-    nfev: int
-    njev: int
-    nit: int
-    status: int
-    success: bool
+
+    def __getattr__(self, name: str):
+        """The solution's fields, as Python numbers where they are scalars."""
+        if name in SOLUTION_FIELDS:
+            return SOLUTION_FIELDS[name](getattr(self.solution, name))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def message(self) -> str:

@@ -126,7 +126,7 @@ def profile_interval(
     chi2 = profile(grid)
     # The brackets: the last grid point inside the threshold and the first outside, on
     # each side of the best value.
-    ends = []
+    ends: list[tuple | None] = []
     middle = n_grid // 2
     for side in (-1, 1):
         order = np.arange(middle, -1, -1) if side < 0 else np.arange(middle, n_grid)
@@ -144,13 +144,10 @@ def profile_interval(
 
     found = [np.nan, np.nan]
     live = [i for i, end in enumerate(ends) if end is not None]
+    brackets = np.array([end for end in ends if end is not None])  # (sides, 4)
     if live:
-        inner, h_inner, outer, h_outer = (
-            np.array([ends[i][0] for i in live]),
-            h(np.array([ends[i][1] for i in live])),
-            np.array([ends[i][2] for i in live]),
-            h(np.array([ends[i][3] for i in live])),
-        )
+        inner, h_inner = brackets[:, 0], h(brackets[:, 1])
+        outer, h_outer = brackets[:, 2], h(brackets[:, 3])
         for _ in range(refine):  # both ends in one batch of fits
             guess = inner - h_inner * (outer - inner) / (h_outer - h_inner)
             h_guess = h(profile(guess))
