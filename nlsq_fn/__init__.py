@@ -39,7 +39,14 @@ _LAZY = {
     "models": ("_models", None),
     "curve_fit_batch": ("_curve_fit_batch", "curve_fit_batch"),
     "global_fit": ("_global_fit", "global_fit"),
-    "GlobalFitResult": ("_global_fit", "GlobalFitResult"),
+    "GlobalFitResult": ("_global_fit_result", "GlobalFitResult"),
+    "global_model": ("_global_fit", "global_model"),
+    "GlobalModel": ("_block_linearize", "GlobalModel"),
+    "global_solve": ("_block_linearize", "global_solve"),
+    "GlobalSolution": ("_block_linearize", "GlobalSolution"),
+    "BlockCovariance": ("_block_arrow", "BlockCovariance"),
+    "profile_interval": ("_profile", "profile_interval"),
+    "ProfileInterval": ("_profile", "ProfileInterval"),
     "odr": ("_odr", "odr"),
     "ODRResult": ("_odr", "ODRResult"),
     "init_batch": ("_batch", "init_batch"),
@@ -106,9 +113,12 @@ if TYPE_CHECKING:
     __version__: str
     from . import _models as models  # noqa: F401
     from ._batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
+    from ._block_arrow import BlockCovariance  # noqa: F401
+    from ._block_linearize import GlobalModel, GlobalSolution, global_solve  # noqa: F401
     from ._cache import enable_compilation_cache  # noqa: F401
     from ._curve_fit_batch import curve_fit_batch  # noqa: F401
-    from ._global_fit import GlobalFitResult, global_fit  # noqa: F401
+    from ._global_fit import global_fit, global_model  # noqa: F401
+    from ._global_fit_result import GlobalFitResult  # noqa: F401
     from ._large_data import (  # noqa: F401
         DatasetStats,
         LargeDatasetFitter,
@@ -134,6 +144,7 @@ if TYPE_CHECKING:
         sample_box,
     )
     from ._odr import ODRResult, odr  # noqa: F401
+    from ._profile import ProfileInterval, profile_interval  # noqa: F401
     from ._selected_variances import covariance_memory, selected_variances  # noqa: F401
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401

@@ -17,7 +17,9 @@ come from the blocks:
 
 The cost is ``k`` small QRs and one of ``k n_s × n_s`` instead of the QR of the
 ``k L × n`` stacked Jacobian (``k L n²``), and memory ``k L (n_l + n_s)`` instead of
-``k L n``. The trust-region strategies run unchanged on the ``n × n`` factor.
+``k L n``. That ``n × n`` factor serves dogbox and lm; TRF runs as `BlockTRF` on the
+QR blocks alone (`structured_linearization`), solving its subproblem by block
+elimination, so a TRF step forms nothing ``n × n``.
 """
 
 from collections.abc import Callable
@@ -25,16 +27,26 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
-from ._covariance import covariance_parts
+from ._adjoint import differentiable_fit
+from ._block_arrow import BlockCovariance, block_covariance
+from ._block_trf import BlockLinearization, BlockTRF
 from ._linearize import Linearization, scale_for_loss
 from ._loss import AbstractLoss
 from ._solve import advance, problem_for, start
 from ._solver import start_point
+from ._trf import TRF
 from ._trust_region import RUNNING
 
-__all__ = ["GlobalModel", "block_linearization", "solve_by_blocks"]
+__all__ = [
+    "GlobalModel",
+    "GlobalSolution",
+    "block_factors",
+    "block_linearization",
+    "global_solve",
+    "solve_by_blocks",
+]
 
 
 class GlobalModel(eqx.Module):
@@ -47,6 +59,18 @@ class GlobalModel(eqx.Module):
     shared_index: tuple[int, ...] = eqx.field(static=True)
     local_index: tuple[int, ...] = eqx.field(static=True)
     n_datasets: int = eqx.field(static=True)
+    # The one-dataset model's parameter names, where known (`global_model` gives them).
+    names: tuple[str, ...] | None = eqx.field(default=None, static=True)
+
+    @property
+    def shared_names(self) -> tuple[str, ...]:
+        names = self.names or tuple(f"p{i}" for i in range(self.n_params))
+        return tuple(names[i] for i in self.shared_index)
+
+    @property
+    def local_names(self) -> tuple[str, ...]:
+        names = self.names or tuple(f"p{i}" for i in range(self.n_params))
+        return tuple(names[i] for i in self.local_index)
 
     @property
     def n_shared(self) -> int:
@@ -74,11 +98,10 @@ class GlobalModel(eqx.Module):
         return jax.vmap(self.model)(x, params)
 
 
-def block_linearization(
-    model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss
-) -> tuple[Linearization, Float[Array, "k L"]]:
-    """The `Linearization` of the stacked problem at `theta` from the per-dataset blocks
-    (see the module docstring), and the weighted residuals ``(k, L)``."""
+def block_factors(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
+    """At `theta`: the cost, the gradient (``θ``'s order), the QR factors ``R_i`` (``(k,
+    w, w)``, ``w = n_l + n_s``) of each dataset's loss-scaled ``[J_l,i | J_s,i]`` and the
+    weighted residuals ``(k, L)``."""
     shared, local = model.split(theta)
     k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
     y = data.y
@@ -113,6 +136,21 @@ def block_linearization(
     if length < width:  # a square R needs at least as many rows as columns
         blocks = jnp.pad(blocks, ((0, 0), (0, width - length), (0, 0)))
     r_blocks = jax.vmap(lambda b: jnp.linalg.qr(b, mode="r"))(blocks)[:, :width, :]
+    return cost, grad, r_blocks, f
+
+
+def structured_linearization(model: GlobalModel, data, theta, loss) -> BlockLinearization:
+    """The `BlockLinearization` at `theta` (for `BlockTRF`: nothing ``n × n``)."""
+    cost, grad, r_blocks, _ = block_factors(model, data, theta, loss)
+    return BlockLinearization(cost, grad, r_blocks, model.n_shared)
+
+
+def block_linearization(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
+    """The `Linearization` of the stacked problem at `theta` with the ``n × n`` factor
+    assembled from the per-dataset blocks (see the module docstring), for the strategies
+    that need one (dogbox, lm)."""
+    k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
+    cost, grad, r_blocks, _ = block_factors(model, data, theta, loss)
     r_ll, r_ls, r_ss = r_blocks[:, :n_l, :n_l], r_blocks[:, :n_l, n_l:], r_blocks[:, n_l:, n_l:]
     r_schur = jnp.linalg.qr(r_ss.reshape(k * n_s, n_s), mode="r")
     local_rows = jnp.concatenate(
@@ -127,22 +165,60 @@ def block_linearization(
     )
     shared_rows = jnp.concatenate([r_schur, jnp.zeros((n_s, k * n_l), r_schur.dtype)], axis=1)
     factor = jnp.concatenate([local_rows, shared_rows], axis=0)
-    return Linearization(cost=cost, grad=grad, factor=factor), f
+    return Linearization(cost=cost, grad=grad, factor=factor)
 
 
-@eqx.filter_jit
-def solve_by_blocks(model: GlobalModel, data, state):
-    """The fit of the stacked problem with `state`'s strategy, evaluated by blocks:
-    ``(θ, weighted residuals (k, L), counts, covariance parts, optimality)``. The same
-    strategy steps as `solve` on the stacked problem (only the factor ``r`` differs, by
-    an orthogonal transformation that the steps do not see)."""
+class BlockStats(eqx.Module):
+    """The loop's counts (no derivatives)."""
+
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    active_mask: Int[Array, " n"]
+    initial_cost: Float[Array, ""]
+
+
+class GlobalSolution(eqx.Module):
+    """What `global_solve` returns (a leading batch axis on every field under
+    `jax.vmap`): the flat `x` (``θ = [shared, local_1, ..., local_k]``), the weighted
+    residuals `fun` ``(k, L)`` (zero where masked), `cost`, `initial_cost`,
+    `optimality`, `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes) and the
+    unscaled covariance by blocks, ``(JᵀJ)⁻¹`` with its `residual_variance`
+    (`BlockCovariance`; ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
+
+    x: Float[Array, " n"]
+    fun: Float[Array, "k L"]
+    cost: Float[Array, ""]
+    initial_cost: Float[Array, ""]
+    optimality: Float[Array, ""]
+    active_mask: Int[Array, " n"]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    covariance: BlockCovariance
+
+    @property
+    def success(self):
+        return self.status > 0
+
+
+def _strategy_and_evaluate(model: GlobalModel, data, state):
+    """TRF runs as `BlockTRF` (the subproblem by block elimination: nothing ``n × n``);
+    dogbox and lm on the ``n × n`` factor assembled from the blocks."""
+    if type(state.strategy) is TRF:
+        return BlockTRF(n_shared=model.n_shared), lambda x: structured_linearization(
+            model, data, x, state.loss
+        )
+    return state.strategy, lambda x: block_linearization(model, data, x, state.loss)
+
+
+def _iterate(inputs):
+    model, data, state = inputs
     x0, _ = start_point(state)
     problem = problem_for(data, state)
-    strategy = state.strategy
-
-    def evaluate(x):
-        return block_linearization(model, data, x, state.loss)[0]
-
+    strategy, evaluate = _strategy_and_evaluate(model, data, state)
     carry = start(strategy, x0, evaluate(x0), problem, state.max_nfev)
 
     def body(carry):
@@ -150,16 +226,40 @@ def solve_by_blocks(model: GlobalModel, data, state):
         return advance(carry, out, strategy, state.max_nfev)
 
     final = jax.lax.while_loop(lambda c: c.status == RUNNING, body, carry)
-    linearization, residuals = block_linearization(model, data, final.x, state.loss)
-    parts = covariance_parts(linearization.factor, linearization.cost, data.n_points)
-    counts = dict(
-        nfev=final.nfev,
-        njev=final.njev,
-        nit=final.nit,
-        status=final.status,
-        active_mask=strategy.active_constraints(final.x, problem),
-        optimality=strategy.optimality(final.x, linearization, problem),
-        cost=linearization.cost,
-        initial_cost=carry.linearization.cost,
+    active = strategy.active_constraints(final.x, problem)
+    stats = BlockStats(
+        final.nfev, final.njev, final.nit, final.status, active, carry.linearization.cost
     )
-    return final.x, residuals, counts, parts
+    return final.x, stats
+
+
+def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
+    """The fit of a global problem (`model` a `GlobalModel`, `data` the datasets stacked
+    ``(k, L)``, padded and masked, `state` from ``init(model, data, θ0, solver)``),
+    evaluated by blocks: the same steps as `solve` on the stacked problem (the factor
+    differs from the dense one by an orthogonal transformation, which the steps do not
+    see), never the ``m × n`` Jacobian.
+
+    Pure, like `solve`: works under `jax.jit`, `jax.vmap` (a batch of global fits) and
+    autodiff, the derivatives of `x` by the implicit function theorem (`nlsq_fn._adjoint`;
+    its linear solve is dense in ``n``: for moderate ``n``)."""
+    x, stats = differentiable_fit(_iterate, (model, data, state))
+    cost, _, r_blocks, residuals = block_factors(model, data, x, state.loss)
+    strategy, evaluate = _strategy_and_evaluate(model, data, state)
+    problem = problem_for(data, state)
+    return GlobalSolution(
+        x=x,
+        fun=residuals,
+        cost=cost,
+        initial_cost=stats.initial_cost,
+        optimality=strategy.optimality(x, evaluate(x), problem),
+        active_mask=stats.active_mask,
+        nfev=stats.nfev,
+        njev=stats.njev,
+        nit=stats.nit,
+        status=stats.status,
+        covariance=block_covariance(r_blocks, model.n_shared, cost, data.n_points),
+    )
+
+
+solve_by_blocks = eqx.filter_jit(global_solve)

@@ -25,7 +25,7 @@ In the ambiguous case 4 (or to call ``f(x, a)`` with one value named ``p``), pas
 
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, cast
 
 import equinox as eqx
@@ -166,3 +166,18 @@ def parameter_names(f: Callable, style: ParamStyle, n: int | None = None):
     if signature is None or signature[1] or len(signature[0]) < 2:
         return None
     return tuple(signature[0][1:])
+
+
+def vector_model(f: Callable, p0=None, param_style: str | None = None):
+    """``(f as model(x, parameter vector), its parameters' names or None)``: the
+    prologue of the front ends that take parameters by name (``fixed=`` / ``ties=``,
+    `global_fit`, `odr`). A dict `p0` names the parameters and counts none."""
+    counted = None if isinstance(p0, Mapping) else p0
+    style = model_convention(f, counted, param_style)
+    names = parameter_names(f, style, None if counted is None else count_values(counted))
+    model: Callable = f
+    if style == "named":
+        model = NamedModel(f, tuple(names))
+    elif style == "unpacked":
+        model = UnpackedModel(f)
+    return model, None if names is None else tuple(names)

@@ -8,29 +8,32 @@ fitted by the core's strategies: evaluated by per-dataset blocks (``engine="bloc
 problem through `solve` (``engine="dense"``). Both give the fit of the stacked problem.
 """
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
 import numpy as np
 
 from ._arguments import as_bounds
-from ._block_linearize import GlobalModel, solve_by_blocks
-from ._conventions import NamedModel, UnpackedModel, model_convention, parameter_names
+from ._block_arrow import blocks_of_dense
+from ._block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
+from ._conventions import vector_model
 from ._covariance import covariance_parts
 from ._curve_fit_class import pad_points
 from ._data import Data
+from ._global_fit_result import GlobalFitResult
 from ._least_squares import strategy_for
 from ._loss import as_loss
 from ._solve import solve
 from ._solver import Solver, init
-from ._trust_region import STATUS_MESSAGES
 
-__all__ = ["GlobalFitResult", "global_fit"]
+__all__ = ["GlobalFitResult", "global_fit", "global_model"]
 
 ENGINES = ("block", "dense")
+# What a dense `Solution` gives a `GlobalSolution` as it is.
+COUNTS = ("cost", "initial_cost", "optimality", "active_mask", "nfev", "njev", "nit", "status")
 
 
 @eqx.filter_jit
@@ -38,125 +41,6 @@ def _solve_stacked(model, data, state):
     solution = solve(model, data, state)
     parts = covariance_parts(solution.jac, solution.cost, data.n_points)
     return solution, parts
-
-
-@dataclasses.dataclass(repr=False)
-class GlobalFitResult:
-    """The result of `global_fit` (NumPy values).
-
-    - `params`, `perr`: dicts by parameter name; a shared parameter's value is a float,
-      a local one's an array over the datasets.
-    - `shared`, `local`: the names of each kind; `names`: the model's parameters.
-    - `x`: the flat ``θ = [shared, local of dataset 0, local of dataset 1, ...]``, `pcov`
-      its covariance (SciPy's recipe: ``(JᵀJ)⁻¹``, times the reduced chi-square unless
-      `absolute_sigma`); `shared_pcov` the shared parameters' block, `local_pcov` the
-      ``(k, n_local, n_local)`` blocks of each dataset's local parameters.
-    - `cost`, `fun` (weighted residuals, the datasets concatenated), `optimality`,
-      `active_mask`, `nfev`, `njev`, `nit`, `status`, `success`, `message`,
-      `initial_cost`, `n_points`, `dof`, `redchi`, `engine`.
-    """
-
-    names: tuple[str, ...]
-    shared: tuple[str, ...]
-    local: tuple[str, ...]
-    flat_names: list[str]
-    n_datasets: int
-    x: np.ndarray
-    pcov: np.ndarray
-    fun: np.ndarray
-    n_points: int
-    engine: str
-    absolute_sigma: bool
-    cost: float
-    initial_cost: float
-    optimality: float
-    active_mask: np.ndarray
-    nfev: int
-    njev: int
-    nit: int
-    status: int
-    success: bool
-
-    @property
-    def message(self) -> str:
-        return STATUS_MESSAGES[self.status]
-
-    @property
-    def perr_flat(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.pcov))
-
-    def _by_name(self, flat) -> dict:
-        n_s, k = len(self.shared), self.n_datasets
-        local = np.reshape(flat[n_s:], (k, len(self.local)))
-        values: dict[str, float | np.ndarray] = {
-            name: float(flat[i]) for i, name in enumerate(self.shared)
-        }
-        values |= {name: local[:, j].copy() for j, name in enumerate(self.local)}
-        return {name: values[name] for name in self.names}
-
-    @property
-    def params(self) -> dict:
-        return self._by_name(self.x)
-
-    @property
-    def perr(self) -> dict:
-        return self._by_name(self.perr_flat)
-
-    @property
-    def shared_pcov(self) -> np.ndarray:
-        n_s = len(self.shared)
-        return self.pcov[:n_s, :n_s]
-
-    @property
-    def local_pcov(self) -> np.ndarray:
-        n_s, n_l = len(self.shared), len(self.local)
-        return np.stack(
-            [
-                self.pcov[n_s + i * n_l : n_s + (i + 1) * n_l, n_s + i * n_l : n_s + (i + 1) * n_l]
-                for i in range(self.n_datasets)
-            ]
-        )
-
-    @property
-    def dof(self) -> int:
-        return self.n_points - self.x.size
-
-    @property
-    def redchi(self) -> float:
-        return 2 * self.cost / self.dof if self.dof > 0 else float("inf")
-
-    def summary(self) -> str:
-        """The fit in a few lines: the shared parameters with their standard errors,
-        then one row of local parameters per dataset."""
-        lines = [
-            f"[[Global fit]] {self.n_datasets} datasets, {self.n_points} points, "
-            f"{self.x.size} parameters, engine {self.engine!r}",
-            f"    cost = {self.cost:.6g}, reduced chi-square = {self.redchi:.6g}, "
-            f"nfev = {self.nfev}, success = {self.success} ({self.message})",
-            "[[Shared]]",
-        ]
-        params, perr = self.params, self.perr
-        lines += [f"    {name}: {params[name]:.8g} +/- {perr[name]:.3g}" for name in self.shared]
-        if self.local:
-            lines.append("[[Local]] (value +/- standard error)")
-            header = "".join(f"{name:>26}" for name in self.local)
-            lines.append(f"    {'dataset':<8}{header}")
-            for i in range(self.n_datasets):
-                cells = "".join(
-                    f"{f'{params[name][i]:.6g} +/- {perr[name][i]:.2g}':>26}" for name in self.local
-                )
-                lines.append(f"    {i:<8}{cells}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        shared = ", ".join(
-            f"{name}={self.params[name]:.4g}±{self.perr[name]:.2g}" for name in self.shared
-        )
-        state = "success" if self.success else f"failed (status {self.status})"
-        return (
-            f"GlobalFitResult({self.n_datasets} datasets; shared: {shared or 'none'}; "
-            f"local: {', '.join(self.local) or 'none'}; cost={self.cost:.4g}, {state})"
-        )
 
 
 def _datasets(datasets) -> list[tuple]:
@@ -198,19 +82,45 @@ def _datasets(datasets) -> list[tuple]:
 
 def _one_dataset_model(model, p0, param_style):
     """``(model of the parameter vector, the parameters' names)``."""
-    style = model_convention(model, None if isinstance(p0, Mapping) else p0, param_style)
-    n = None if p0 is None or isinstance(p0, Mapping) else len(p0)
-    names = parameter_names(model, style, n)
+    vector, names = vector_model(model, p0, param_style)
     if names is None:
         raise ValueError(
             "global_fit needs the model's parameter names: write f(x, a, b, ...), use an "
             "nlsq_fn.models model, or give `p0` (then model(x, params) has params[0], ...)."
         )
-    if style == "named":
-        return NamedModel(model, tuple(names)), tuple(names)
-    if style == "unpacked":
-        return UnpackedModel(model), tuple(names)
-    return model, tuple(names)
+    return vector, names
+
+
+def global_model(
+    model: Callable,
+    shared: Sequence[str],
+    n_datasets: int,
+    *,
+    p0=None,
+    param_style: str | None = None,
+) -> GlobalModel:
+    """The `GlobalModel` of `model` (written for one dataset, as for `global_fit`) over
+    `n_datasets` datasets, with the parameters named in `shared` shared: the stacked
+    model ``f(x (k, L, ...), θ)`` of the flat ``θ = [shared, local_1, ..., local_k]``,
+    for `global_solve` (the pure fit: `jax.jit`, `jax.vmap`, `jax.grad`). `p0` names
+    ``params[0]``, ... of a ``model(x, params)`` by its length."""
+    one_model, names = _one_dataset_model(model, p0, param_style)
+    shared = (shared,) if isinstance(shared, str) else tuple(shared)
+    unknown = [name for name in shared if name not in names]
+    if unknown:
+        raise ValueError(
+            f"`shared` names unknown parameter {unknown[0]!r}; the model's parameters are "
+            f"{list(names)}."
+        )
+    local = tuple(name for name in names if name not in shared)
+    return GlobalModel(
+        one_model,
+        len(names),
+        tuple(names.index(name) for name in shared),
+        tuple(names.index(name) for name in local),
+        n_datasets,
+        names,
+    )
 
 
 def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
@@ -298,11 +208,11 @@ def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndar
     return flat(lower), flat(upper)
 
 
-def _check_traceable(model, x, global_model, theta0) -> None:
+def _check_traceable(model, x, stacked_model, theta0) -> None:
     """The stacked model maps the one-dataset model over the datasets with JAX: a
     model written with NumPy cannot be, which is said here rather than deep inside."""
-    shared, local = global_model.split(theta0)
-    params = global_model.dataset_params(shared, local[0])
+    shared, local = stacked_model.split(theta0)
+    params = stacked_model.dataset_params(shared, local[0])
     try:
         jax.eval_shape(model, x, params)
     except (
@@ -322,7 +232,7 @@ def _flat_names(shared, local, k) -> list[str]:
     return list(shared) + [f"{name}[{i}]" for i in range(k) for name in local]
 
 
-def _stack(datasets, model, theta0, global_model):
+def _stack(datasets, model, theta0, stacked_model):
     """The datasets padded to one length (edge values, masked), stacked: a `Data` with
     `x` ``(k, L, ...)`` and `y` ``(k, L)``. Raises unless the model is pointwise (the
     padded points must not change the real points' values)."""
@@ -352,8 +262,8 @@ def _stack(datasets, model, theta0, global_model):
         mask = np.arange(length)[None, :] < np.array(lengths)[:, None]
         shortest = int(np.argmin(lengths))
         x, y, _ = datasets[shortest]
-        shared, local = global_model.split(theta0)
-        params = global_model.dataset_params(shared, local[shortest])
+        shared, local = stacked_model.split(theta0)
+        params = stacked_model.dataset_params(shared, local[shortest])
         alone = np.asarray(model(x, params))
         padded = np.asarray(model(xs[shortest], params))[: y.size]
         if alone.shape != y.shape or not np.allclose(
@@ -405,38 +315,28 @@ def global_fit(
       problem (its residuals are the datasets' residuals, concatenated).
     - `engine`: ``"block"`` (default) evaluates the stacked problem by per-dataset
       blocks and eliminates the local parameters (`nlsq_fn._block_linearize`): memory
-      ``O(m (n_shared + n_local))`` instead of the dense ``O(m n)``; ``"dense"`` fits the
-      stacked problem through `solve` with its full Jacobian. Both fit the same problem
-      with the same steps.
+      ``O(m (n_shared + n_local))`` instead of the dense ``O(m n)``, and with TRF
+      (`BlockTRF`) steps and a covariance by blocks, nothing ``n × n``: thousands of
+      datasets; ``"dense"`` fits the stacked problem through `solve` with its full
+      Jacobian. Both fit the same problem with the same steps.
 
     Returns a `GlobalFitResult`: `params` and `perr` by name (shared: floats, local:
-    arrays over the datasets), `cost`, `success`, `pcov` of the flat parameters, the
-    shared parameters' covariance `shared_pcov` and the per-dataset blocks `local_pcov`.
+    arrays over the datasets), `cost`, `success`, the shared parameters' covariance
+    `shared_pcov`, the per-dataset blocks `local_pcov` and `cross_pcov`, and `pcov` of
+    the flat parameters (built on demand). Under `jax.jit` / `jax.vmap` / `jax.grad`:
+    `global_solve`.
     """
     if engine not in ENGINES:
         raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}.")
     checked = _datasets(datasets)
-    one_model, names = _one_dataset_model(model, p0, param_style)
-    shared = (shared,) if isinstance(shared, str) else tuple(shared)
-    unknown = [name for name in shared if name not in names]
-    if unknown:
-        raise ValueError(
-            f"`shared` names unknown parameter {unknown[0]!r}; the model's parameters are "
-            f"{list(names)}."
-        )
-    local = tuple(name for name in names if name not in shared)
     k = len(checked)
-    global_model = GlobalModel(
-        one_model,
-        len(names),
-        tuple(names.index(name) for name in shared),
-        tuple(names.index(name) for name in local),
-        k,
-    )
+    stacked_model = global_model(model, shared, k, p0=p0, param_style=param_style)
+    one_model, names = stacked_model.model, tuple(stacked_model.names or ())
+    shared, local = stacked_model.shared_names, stacked_model.local_names
     theta0 = _start(model, names, shared, local, p0, checked)
     lower, upper = flat_bounds_of(bounds, names, shared, local, k)
-    _check_traceable(one_model, checked[0][0], global_model, theta0)
-    data = _stack(checked, one_model, theta0, global_model)
+    _check_traceable(one_model, checked[0][0], stacked_model, theta0)
+    data = _stack(checked, one_model, theta0, stacked_model)
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
     solver = Solver(
         strategy=strategy_for(method, bounded),
@@ -451,52 +351,35 @@ def global_fit(
     )
     flat_names = _flat_names(shared, local, k)
     try:
-        state = init(global_model, data, theta0, solver)
+        state = init(stacked_model, data, theta0, solver)
     except ValueError as error:
         message = re.sub(r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error))
         raise ValueError(message) from error
     n_points = sum(y.size for _, y, _ in checked)
     if engine == "dense":
-        solution, parts = _solve_stacked(global_model, data, state)
-        theta, fun = solution.x, solution.fun.reshape(data.y.shape)
-        counts = {
-            name: getattr(solution, name)
-            for name in (
-                "nfev",
-                "njev",
-                "nit",
-                "status",
-                "active_mask",
-                "optimality",
-                "cost",
-                "initial_cost",
-            )
-        }
+        solution, parts = _solve_stacked(stacked_model, data, state)
+        parts = jax.tree.map(np.asarray, parts)
+        fields: dict[str, Any] = {name: np.asarray(getattr(solution, name)) for name in COUNTS}
+        fields["x"] = np.asarray(solution.x)
+        fields["fun"] = np.asarray(solution.fun).reshape(data.y.shape)
+        # `covariance(True)`: with the undetermined parameters' infinities.
+        fields["covariance"] = blocks_of_dense(
+            parts.covariance(True), len(shared), k, parts.residual_variance
+        )
+        found = GlobalSolution(**fields)
     else:
-        theta, fun, counts, parts = solve_by_blocks(global_model, data, state)
-    fun = np.asarray(fun)
-    residuals = np.concatenate([fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
-    parts = jax.tree.map(np.asarray, parts)
-    counts = {name: np.asarray(value) for name, value in counts.items()}
+        found = jax.tree.map(np.asarray, solve_by_blocks(stacked_model, data, state))
+    residuals = np.concatenate([found.fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
     return GlobalFitResult(
         names=names,
         shared=shared,
         local=local,
         flat_names=flat_names,
         n_datasets=k,
-        x=np.asarray(theta),
-        pcov=np.asarray(parts.covariance(absolute_sigma)),
+        solution=found,
+        covariance=found.covariance.scaled(absolute_sigma),
         fun=residuals,
         n_points=n_points,
         engine=engine,
         absolute_sigma=absolute_sigma,
-        cost=float(counts["cost"]),
-        initial_cost=float(counts["initial_cost"]),
-        optimality=float(counts["optimality"]),
-        active_mask=counts["active_mask"],
-        nfev=int(counts["nfev"]),
-        njev=int(counts["njev"]),
-        nit=int(counts["nit"]),
-        status=int(counts["status"]),
-        success=int(counts["status"]) > 0,
     )

@@ -4,7 +4,8 @@ Each point ``i`` gets its own correction ``δᵢ`` of ``xᵢ``, and the fit mini
 ``Σ ((f(xᵢ + δᵢ; β) - yᵢ) / σy,ᵢ)² + (δᵢ / σx,ᵢ)²``: a global fit in which every point is
 a dataset of two residuals with one local parameter (its ``δᵢ``) and the model's
 parameters ``β`` shared. The block engine (`nlsq_fn._block_linearize`) eliminates the
-``δᵢ`` point by point, so the fit never forms the ``2m × (m + p)`` Jacobian.
+``δᵢ`` point by point, so the fit never forms the ``2m × (m + p)`` Jacobian nor, with
+TRF, anything ``(m + p) × (m + p)``.
 """
 
 import dataclasses
@@ -15,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._block_linearize import GlobalModel, solve_by_blocks
-from ._conventions import NamedModel, UnpackedModel, model_convention, parameter_names
+from ._block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
+from ._conventions import vector_model
 from ._data import Data
 from ._global_fit import flat_bounds_of
+from ._global_fit_result import SOLUTION_FIELDS
 from ._least_squares import strategy_for
 from ._loss import as_loss
 from ._solver import Solver, init
@@ -46,7 +48,9 @@ class ODRResult:
     ``cov_beta`` with `absolute_sigma`), `delta` (the x corrections), `eps` (the y
     residuals ``f(x + δ) - y``), `xplus` (``x + δ``), `y` (``f(x + δ)``), `res_var`
     (the weighted sum of squares over ``m - p``), `sum_square`; `params` and `perr`
-    by name (`perr_by_name`); `cost`, `nfev`, `status`, `success`, `message`."""
+    by name; `solution`, the fit's `GlobalSolution` (NumPy values: ``θ = [β, δ]``),
+    whose `cost`, `nfev`, `njev`, `nit`, `status` and `success` the result reports as
+    its own; `message`."""
 
     names: tuple[str, ...]
     beta: np.ndarray
@@ -59,10 +63,12 @@ class ODRResult:
     y: np.ndarray
     res_var: float
     sum_square: float
-    cost: float
-    nfev: int
-    status: int
-    success: bool
+    solution: GlobalSolution
+
+    def __getattr__(self, name: str):
+        if name in SOLUTION_FIELDS:
+            return SOLUTION_FIELDS[name](getattr(self.solution, name))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     popt = property(lambda self: self.beta)
     perr = property(lambda self: self.sd_beta)
@@ -133,20 +139,12 @@ def odr(
     tolerances default tighter than `curve_fit`'s (ODRPACK converges to its own, tight
     ones). Returns an `ODRResult`.
 
-    Each step costs an SVD of the ``(m + p) × (m + p)`` factor: meant for up to a few
-    hundred points (1,000 points take tens of seconds where `scipy.odr` takes
-    milliseconds).
+    With ``method="trf"`` (the default) each step eliminates the ``δᵢ`` point by point
+    (`BlockTRF`): linear in the number of points. ``"dogbox"`` and ``"lm"`` factor the
+    ``(m + p) × (m + p)`` matrix: for up to a few hundred points.
     """
     x, y, sigma_x, sigma_y = _check_points(x, y, sigma_x, sigma_y)
-    style = model_convention(model, p0, param_style)
-    names = parameter_names(model, style, None if isinstance(p0, dict) else np.size(p0))
-    beta_model: Callable
-    if style == "named":
-        beta_model = NamedModel(model, tuple(names))
-    elif style == "unpacked":
-        beta_model = UnpackedModel(model)
-    else:
-        beta_model = model
+    beta_model, names = vector_model(model, p0, param_style)
     if isinstance(p0, dict):
         missing = [name for name in names if name not in p0]
         if missing or set(p0) - set(names):
@@ -182,12 +180,10 @@ def odr(
     )
     theta0 = np.concatenate([beta0, np.zeros(m)])
     state = init(global_model, data, theta0, solver)
-    theta, residuals, counts, parts = solve_by_blocks(global_model, data, state)
-    theta, residuals = np.asarray(theta), np.asarray(residuals)
-    parts = jax.tree.map(np.asarray, parts)
-    counts = {name: np.asarray(value) for name, value in counts.items()}
+    found = jax.tree.map(np.asarray, solve_by_blocks(global_model, data, state))
+    theta, residuals, covariance = found.x, found.fun, found.covariance
     beta, delta = theta[:p], theta[p:]
-    cov_beta = np.asarray(parts.unscaled)[:p, :p]
+    cov_beta = np.asarray(covariance.shared)
     sum_square = float(np.sum(residuals**2))
     res_var = sum_square / (m - p) if m > p else float("inf")
     pcov = cov_beta if absolute_sigma else cov_beta * res_var
@@ -204,8 +200,5 @@ def odr(
         y=y + eps,
         res_var=res_var,
         sum_square=sum_square,
-        cost=float(counts["cost"]),
-        nfev=int(counts["nfev"]),
-        status=int(counts["status"]),
-        success=int(counts["status"]) > 0,
+        solution=found,
     )

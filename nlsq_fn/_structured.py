@@ -18,13 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_bounds
-from ._conventions import (
-    NamedModel,
-    UnpackedModel,
-    count_values,
-    model_convention,
-    parameter_names,
-)
+from ._conventions import count_values, vector_model
 from ._misc import is_concrete
 
 __all__ = ["StructuredModel", "parameter_structure"]
@@ -229,9 +223,7 @@ def parameter_structure(
     (`nlsq_fn.models`), or ``params[i]`` for ``model(x, params)`` (then `p0` counts
     them)."""
     fixed, ties = dict(fixed or {}), dict(ties or {})
-    style = model_convention(f, p0, param_style)
-    n = None if p0 is None or isinstance(p0, Mapping) else count_values(p0)
-    names = parameter_names(f, style, n)
+    full_model, names = vector_model(f, p0, param_style)
     if names is None:
         raise ValueError(
             "`fixed` and `ties` name parameters, but this model's parameters have no names "
@@ -264,13 +256,6 @@ def parameter_structure(
     free = tuple(name for name in names if name not in fixed and name not in ties)
     if not free:
         raise ValueError("Every parameter is fixed or tied: nothing is left to fit.")
-    full_model: Callable
-    if style == "named":
-        full_model = NamedModel(f, names)
-    elif style == "unpacked":
-        full_model = UnpackedModel(f)
-    else:
-        full_model = f
     fixed_values = np.asarray(values, dtype=float) if is_concrete(values) else jnp.stack(values)
     if not values:
         fixed_values = np.zeros(0)

@@ -121,30 +121,18 @@ class TRF(AbstractStrategy):
         v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
         return jnp.max(jnp.abs(linearization.grad * v))
 
-    def propose(self, x, linearization, state, problem):
-        lower, upper = problem.lower, problem.upper
-        g = linearization.grad
-        scale = 1 / state.scale_inv
+    def subproblem(self, linearization, d, diag_h, g_h, state, problem):
+        """The scaled Jacobian ``J_h = J diag(d)`` (what the step selection multiplies
+        by) and the trust-region step ``p_h`` minimising ``0.5 ||J_h p||² + 0.5 pᵀ
+        diag(diag_h) p + g_hᵀp`` within the radius, with its Levenberg–Marquardt
+        parameter: here from the SVD of ``[J_h; diag(sqrt(diag_h))]`` (SciPy's); a
+        structured problem overrides this (`nlsq_fn._block_trf`)."""
+        jac_h = linearization.factor * d[None, :]
         if problem.bounded:
-            v, dv = coleman_li_scaling(x, g, lower, upper)
-            g_norm = jnp.max(jnp.abs(g * v))
-            # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
-            v = jnp.where(dv != 0, v * state.scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-            jac_h = linearization.factor * d[None, :]
             augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
             s, vt = singular_values_and_vt(augmented)
         else:
-            # Without bounds the Coleman–Li vector is all ones: SciPy's `trf_no_bounds`.
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
-            jac_h = linearization.factor * d[None, :]
             s, vt = singular_values_and_vt(jac_h)
-        g_h = d * g
-        theta = jnp.maximum(0.995, 1 - g_norm)
-
         p_h, alpha = solve_subproblem(
             s,
             vt,
@@ -156,6 +144,27 @@ class TRF(AbstractStrategy):
             gauss_newton_slack=1.0,
             to_boundary=True,
         )
+        return jac_h, p_h, alpha
+
+    def propose(self, x, linearization, state, problem):
+        lower, upper = problem.lower, problem.upper
+        g = linearization.grad
+        scale = 1 / state.scale_inv
+        if problem.bounded:
+            v, dv = coleman_li_scaling(x, g, lower, upper)
+            g_norm = jnp.max(jnp.abs(g * v))
+            # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
+            v = jnp.where(dv != 0, v * state.scale_inv, v)
+            d = jnp.sqrt(v) * scale
+            diag_h = g * dv * scale
+        else:
+            # Without bounds the Coleman–Li vector is all ones: SciPy's `trf_no_bounds`.
+            g_norm = jnp.max(jnp.abs(g))
+            d = scale
+            diag_h = jnp.zeros_like(g)
+        g_h = d * g
+        theta = jnp.maximum(0.995, 1 - g_norm)
+        jac_h, p_h, alpha = self.subproblem(linearization, d, diag_h, g_h, state, problem)
         if problem.bounded:
             step, step_h, predicted = select_step(
                 x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta

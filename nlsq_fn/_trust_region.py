@@ -87,6 +87,26 @@ def solve_subproblem(
     phi0, phi0_prime = phi_and_derivative(jnp.where(full_rank, 0.0, 1.0))
     alpha_lower = jnp.where(full_rank, -phi0 / phi0_prime, 0.0)
 
+    alpha, evaluated = secular_newton(
+        phi_and_derivative, radius, alpha, alpha_lower, alpha_upper, full_rank, rtol
+    )
+    if last_evaluated:
+        alpha = evaluated
+    p = -vt.T @ (suf / (s2 + alpha))
+    if to_boundary:
+        p_norm = jnp.linalg.norm(p)
+        p = p * jnp.where(p_norm > 0, radius / jnp.where(p_norm > 0, p_norm, 1.0), 1.0)
+    p = jnp.where(take_gauss_newton, p_gauss_newton, p)
+    return p, jnp.where(take_gauss_newton, 0.0, alpha)
+
+
+def secular_newton(phi_and_derivative, radius, alpha, alpha_lower, alpha_upper, full_rank, rtol):
+    """Moré's safeguarded Newton iterations on ``phi(alpha) = ||p(alpha)|| - radius``,
+    from the previous `alpha` within ``[alpha_lower, alpha_upper]``, until
+    ``|phi| < rtol * radius`` (at most 10, as SciPy). `phi_and_derivative` may compute
+    ``p(alpha)`` any way (an SVD, a structured factorization). Returns ``(alpha after
+    the last Newton update, the last alpha evaluated)``."""
+
     def reset(lower, upper):
         return jnp.maximum(0.001 * upper, jnp.sqrt(lower * upper))
 
@@ -111,20 +131,13 @@ def solve_subproblem(
             count + 1,
         )
 
-    # At most 10 iterations, as SciPy; a `vmap`-ed batch stops when all members are done.
+    # A `vmap`-ed batch stops when all members are done.
     alpha, evaluated, _, _, _, _ = jax.lax.while_loop(
         lambda carry: ~carry[4] & (carry[5] < 10),
         newton,
         (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(False), 0),
     )
-    if last_evaluated:
-        alpha = evaluated
-    p = -vt.T @ (suf / (s2 + alpha))
-    if to_boundary:
-        p_norm = jnp.linalg.norm(p)
-        p = p * jnp.where(p_norm > 0, radius / jnp.where(p_norm > 0, p_norm, 1.0), 1.0)
-    p = jnp.where(take_gauss_newton, p_gauss_newton, p)
-    return p, jnp.where(take_gauss_newton, 0.0, alpha)
+    return alpha, evaluated
 
 
 def update_radius(

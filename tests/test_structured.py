@@ -403,7 +403,7 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
 
     @jax.jit  # (one program: eager dispatch of every small op costs more)
     def both(theta):
-        blocks = block_linearization(model, data, theta, loss)[0]
+        blocks = block_linearization(model, data, theta, loss)
         return blocks, scale_for_loss(residual(theta), jax.jacfwd(residual)(theta), loss)
 
     linearization, (cost, f, jac) = both(theta)
@@ -411,6 +411,130 @@ def test_block_linearization_is_that_of_the_stacked_jacobian():
     assert_close(r.T @ r, jac.T @ jac, rtol=1e-10, atol=1e-12)
     assert_close(linearization.grad, jac.T @ f, rtol=1e-10, atol=1e-12)
     assert_close(linearization.cost, cost, rtol=1e-12)
+
+
+def block_problem(seed, k=5, length=7, n_s=2, n_l=3):
+    """Random per-dataset R factors of a block-arrow problem, and its dense factor."""
+    rng = np.random.default_rng(seed)
+    w = n_s + n_l
+    # Columns [local | shared], of different scales.
+    blocks = rng.normal(size=(k, length, w)) * rng.uniform(0.1, 10, size=(1, 1, w))
+    r_blocks = np.linalg.qr(blocks, mode="r")
+    n = n_s + k * n_l
+    jac = np.zeros((k * length, n))
+    for i in range(k):
+        jac[i * length : (i + 1) * length, :n_s] = blocks[i, :, n_l:]
+        jac[i * length : (i + 1) * length, n_s + i * n_l : n_s + (i + 1) * n_l] = blocks[i, :, :n_l]
+    return jnp.asarray(r_blocks), jac, rng
+
+
+@pytest.mark.parametrize(
+    "bounded, radius",
+    [(False, 0.3), (True, 1e-3)]
+    + [
+        pytest.param(*case, marks=pytest.mark.extended)
+        for case in [(False, 1e-3), (False, 1e3), (True, 0.3), (True, 1e3)]
+    ],
+)
+def test_block_trf_subproblem_equals_the_svd_subproblem(bounded, radius):
+    """BlockTRF's step (block-arrow Cholesky) = TRF's (SVD of the dense factor), inside
+    the region (Gauss-Newton), on its edge, and with the bounded problem's diagonal."""
+    from nlsq_fn._block_trf import BlockLinearization, BlockTRF
+    from nlsq_fn._linearize import Linearization
+    from nlsq_fn._strategy import Problem
+    from nlsq_fn._trf import TRF, _TRFState
+
+    r_blocks, jac, rng = block_problem(1)
+    n = jac.shape[1]
+    g = jnp.asarray(jac.T @ rng.normal(size=jac.shape[0]))
+    d = jnp.asarray(rng.uniform(0.5, 2.0, n))
+    diag_h = jnp.asarray(rng.uniform(0, 3.0, n)) if bounded else jnp.zeros(n)
+    problem = Problem(
+        -jnp.full(n, jnp.inf),
+        jnp.full(n, jnp.inf),
+        None,
+        1e-8,
+        1e-8,
+        1e-8,
+        jnp.asarray(35),
+        bounded=bounded,
+    )
+    state = _TRFState(jnp.asarray(radius), jnp.asarray(0.0), jnp.ones(n))
+    dense = Linearization(jnp.asarray(1.0), g, jnp.asarray(np.linalg.qr(jac, mode="r")))
+    blocks = BlockLinearization(jnp.asarray(1.0), g, r_blocks, 2)
+    jac_dense, p_dense, alpha_dense = TRF().subproblem(dense, d, diag_h, d * g, state, problem)
+    jac_block, p_block, alpha_block = BlockTRF(2).subproblem(
+        blocks, d, diag_h, d * g, state, problem
+    )
+    assert_close(p_block, p_dense, rtol=1e-8, atol=1e-12 * radius)
+    assert_close(alpha_block, alpha_dense, rtol=1e-8, atol=1e-14)
+    assert (alpha_dense == 0) == (radius == 1e3)  # the Gauss-Newton step inside
+    v = jnp.asarray(rng.normal(size=n))
+    assert_close(jnp.linalg.norm(jac_block @ v), jnp.linalg.norm(jac * np.asarray(d) @ v))
+    assert_close(blocks.column_norms, np.linalg.norm(jac, axis=0))
+
+
+@pytest.mark.parametrize("n_s, n_l", [(2, 3), (1, 1), (0, 2), (3, 0)])
+def test_block_covariance_equals_the_dense_inverse(n_s, n_l):
+    from nlsq_fn._block_arrow import block_covariance
+
+    r_blocks, jac, _ = block_problem(2, k=4, length=6, n_s=n_s, n_l=n_l)
+    m, n = jac.shape
+    expected = np.linalg.inv(jac.T @ jac)
+    covariance = block_covariance(r_blocks, n_s, jnp.asarray(3.0), m)
+    scaled = jax.tree.map(np.asarray, covariance).scaled(absolute_sigma=False)
+    assert_close(scaled.dense(), expected * 6.0 / (m - n), rtol=1e-9, atol=1e-15)
+    assert_close(scaled.diagonal(), np.diag(expected) * 6.0 / (m - n), rtol=1e-9)
+    # Rank deficient (a dataset's local column repeated): infinite, as SciPy's.
+    if n_l:
+        deficient = r_blocks.at[0, :, 0].set(r_blocks[0, :, n_l - 1] if n_l > 1 else 0.0)
+        assert np.all(np.isinf(block_covariance(deficient, n_s, 3.0, m).shared))
+
+
+def small_global_problem(batch=3, k=3, length=25):
+    """`batch` global problems (k peaks of one width each), same x, different y."""
+    rng = np.random.default_rng(5)
+    x = np.tile(np.linspace(-3, 3, length), (k, 1))
+    amps = rng.uniform(0.5, 2.0, (batch, k, 1))
+    ys = np.asarray(peak(x, amps, 0.3, 0.8, 0.1)) + 0.02 * rng.normal(size=(batch, k, length))
+    return x, ys
+
+
+P0_PEAK = {"amp": 1.0, "center": 0.0, "width": 1.0, "offset": 0.0}
+
+
+@pytest.mark.extended  # (~20 s: a batch, separate fits and finite differences)
+def test_global_solve_under_jit_vmap_and_grad():
+    """A batch of global fits under jit + vmap = separate `global_fit`s; the gradient of
+    the fitted shared width with respect to one data value = central finite differences
+    of `global_fit`s."""
+    x, ys = small_global_problem()
+    k = x.shape[0]
+    model = nf.global_model(peak, ("width",), k)
+    solver = nf.Solver(**TIGHT)
+    theta0 = jnp.asarray(np.r_[1.0, np.tile([1.0, 0.0, 0.0], k)])
+
+    def fit(y):
+        data = nf.Data(x, y)
+        return nf.global_solve(model, data, nf.init(model, data, theta0, solver))
+
+    batch = jax.jit(jax.vmap(fit))(jnp.asarray(ys))
+    assert batch.x.shape == (len(ys), 1 + 3 * k) and np.all(batch.status > 0)
+    for i, y in enumerate(ys):
+        alone = nf.global_fit(peak, [(x[j], y[j]) for j in range(k)], P0_PEAK, "width", **TIGHT)
+        assert_close(batch.x[i], alone.x, rtol=1e-8)
+        assert_close(np.sqrt(batch.covariance.scaled(False).shared[i, 0, 0]), alone.perr["width"])
+
+    gradient = jax.grad(lambda y: fit(y).x[0])(jnp.asarray(ys[0]))
+    h = 1e-5
+    for j, point in [(0, 12), (2, 3)]:
+        moved = []
+        for sign in (1, -1):
+            y = ys[0].copy()
+            y[j, point] += sign * h
+            datasets = [(x[i], y[i]) for i in range(k)]
+            moved.append(nf.global_fit(peak, datasets, P0_PEAK, "width", **TIGHT).x[0])
+        assert_close(gradient[j, point], (moved[0] - moved[1]) / (2 * h), rtol=1e-5, atol=1e-9)
 
 
 # --- orthogonal distance regression --------------------------------------------------
@@ -501,3 +625,55 @@ def test_fifty_gaussian_datasets_with_a_shared_width_equal_scipy():
     expected, pcov = stacked_scipy(datasets, np.r_[1.0, np.tile([1.0, 0.0, 0.0], 50)], 50)
     assert_close(result.x, expected.x)
     assert_close(result.perr_flat, np.sqrt(np.diag(pcov)), rtol=1e-6)
+
+
+# --- profile-likelihood intervals ----------------------------------------------------
+
+
+def decay3(x, a, k, c):
+    return a * jnp.exp(-k * x) + c
+
+
+def test_profile_interval_equals_a_loop_of_fixed_parameter_fits():
+    """The profile (one batched fit) = separate fits with the parameter fixed, and at
+    each end of the interval the fixed fit's chi-square is the threshold's."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 4, 30)
+    y = np.asarray(decay3(x, 2.0, 1.3, 0.2)) + 0.05 * rng.normal(size=x.size)
+    result = nf.CurveFit(decay3).fit(x, y, p0=[1.0, 1.0, 0.0])
+    interval = nf.profile_interval(result, "k")
+    lower, upper = interval
+    assert lower < result.params["k"] < upper
+
+    def fixed_chi2(value):
+        fit = nf.CurveFit(decay3, fixed={"k": value}, **TIGHT).fit(x, y, p0=[1.0, 1.0, 0.0])
+        return 2 * fit.cost
+
+    for i in (3, 10, 16):
+        assert_close(interval.chi2[i], fixed_chi2(interval.grid[i]), rtol=1e-8)
+    assert_close(fixed_chi2(lower), interval.threshold, rtol=1e-7)
+    assert_close(fixed_chi2(upper), interval.threshold, rtol=1e-7)
+    # The F(1, dof) threshold: t² times the residual variance above the minimum.
+    t = nf.student_t_ppf(0.975, result.dof)
+    assert_close(interval.threshold - interval.chi2_min, t**2 * 2 * result.cost / result.dof)
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_profile_interval_of_a_linear_model_is_the_covariance_interval(absolute_sigma):
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 4, 30)
+    y = 0.3 + 0.7 * x + 0.1 * rng.normal(size=x.size)
+
+    def line(x, a, b):
+        return a + b * x
+
+    result = nf.CurveFit(line, absolute_sigma=absolute_sigma).fit(
+        x, y, p0=[1.0, 1.0], sigma=np.full(x.size, 0.1)
+    )
+    lower, upper = nf.profile_interval(result, "b", level=0.9)
+    if absolute_sigma:  # the normal quantile: chi-square(1)
+        half = 1.6448536269514722 * result.perr[1]
+        expected = (result.popt[1] - half, result.popt[1] + half)
+    else:
+        expected = result.conf_intervals(0.9)["b"]
+    assert_close([lower, upper], expected, rtol=1e-9)
