@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from ._compiled import ProgramsByFunction, register
+from ._packed import Layout
 
 # The slots a refit fills: (name in `FitProgram.__call__`, its leaves in the inputs).
 _SLOTS = ("x", "y", "sigma", "params", "lower", "upper")
@@ -44,9 +45,11 @@ class FitProgram:
         model, data, state = eqx.combine(jax.tree.unflatten(self._treedef, leaves), self._static)
         outputs = self._fit(model, data, state)
         dynamic, static = eqx.partition(outputs, eqx.is_array)
-        out_leaves, treedef = jax.tree.flatten(dynamic)
-        self._out = (treedef, static)
-        return out_leaves
+        # Some twenty small outputs, packed into one array per dtype: each array copied
+        # to the host costs more than its numbers.
+        layout = Layout(dynamic)
+        self._out = (layout, static)
+        return layout.pack(jax.tree.map(lambda leaf: leaf[None], dynamic))
 
     def __call__(self, **values):
         leaves = list(self._leaves)
@@ -54,10 +57,9 @@ class FitProgram:
             for index, value in zip(indices, values[name], strict=True):
                 # (JAX's own dtype for host values: float32 when x64 is off)
                 leaves[index] = np.asarray(value, self._dtypes[index])
-        treedef, static = self._out
-        # One copy to the host for every output (the front end reads them in NumPy).
-        outputs = jax.device_get(self._program(*leaves))
-        return eqx.combine(jax.tree.unflatten(treedef, outputs), static)
+        layout, static = self._out
+        packed = jax.device_get(self._program(*leaves))  # (the front end reads NumPy)
+        return eqx.combine(jax.tree.map(lambda leaf: leaf[0], layout.unpack(packed)), static)
 
 
 def fit_program(fit: Callable, model, data, state) -> FitProgram | None:
