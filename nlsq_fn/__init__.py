@@ -59,6 +59,7 @@ _LAZY = {
     "LeastSquares": ("_least_squares_class", "LeastSquares"),
     "TRFLSMR": ("_lsmr_trf", "TRFLSMR"),
     "DogboxLSMR": ("_lsmr_dogbox", "DogboxLSMR"),
+    "jac_sparsity": ("_sparse_jacobian", "jac_sparsity"),
     "selected_variances": ("_selected_variances", "selected_variances"),
     "covariance_memory": ("_selected_variances", "covariance_memory"),
     **{
@@ -147,5 +148,6 @@ if TYPE_CHECKING:
         SQLSource,
         ZarrSource,
     )
+    from ._sparse_jacobian import jac_sparsity  # noqa: F401
     from ._streamed_result import StreamedFitResult  # noqa: F401
     from ._streaming import StreamingOptimizer  # noqa: F401

@@ -9,12 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_bounds, as_count, as_real, as_verbose
+from ._bounds import make_strictly_feasible
 from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
 from ._host_errors import reraise_host_errors
-from ._host_model import call_on_host, call_untraceable, traced_shape
+from ._host_model import (
+    call_on_host,
+    call_untraceable,
+    reusing_evaluations,
+    shape_is_known,
+    traced_shape,
+)
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._lsmr_dogbox import DogboxLSMR
@@ -31,6 +38,7 @@ from ._sparse_jacobian import (
     GroupedDifferences,
     check_jac_sparsity,
     dense_jacobian,
+    host_matrix,
     jacobian_kind,
     structured_like,
 )
@@ -52,6 +60,11 @@ class _ResidualModel(eqx.Module):
 
     fun: Callable = eqx.field(static=True)
     rest: Any  # (args, kwargs) with the arrays taken out: static (hashed) leaves
+
+    def __hash__(self):
+        # (`kwargs` is a dict: hashed by its layout, equal models hash alike) so that
+        # the checks' traces and a host-run `fun`'s values are found again in the fit.
+        return hash((self.fun, jax.tree.structure(self.rest)))
 
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
@@ -264,90 +277,114 @@ def least_squares(
     strategy = strategy_for(method, bounded)
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
     model = _ResidualModel(fun, rest)
-    out, error = traced_shape(model, arrays, x0)
-    if error is None and not (isinstance(jac, str) and jac == "cs"):
-        # (Complex steps call `fun` with complex parameters, which the fit's closure
-        # conversion of a traced float would refuse: those floats stay Python numbers.)
-        model = _with_traced_floats(model, arrays, x0)
-    else:  # a NumPy `fun`: `init` runs it on the host
+    # A host-run `fun` is called once at a point (its first value is the probe's below).
+    with reusing_evaluations(model):
+        # A trace is a call of `fun`: one that fails (NumPy) is counted in `nfev` below.
+        traced_calls = 0 if shape_is_known(model, arrays, x0) else 1
+        out, error = traced_shape(model, arrays, x0)
+        if error is None and not (isinstance(jac, str) and jac == "cs"):
+            # (Complex steps call `fun` with complex parameters, which the fit's closure
+            # conversion of a traced float would refuse: those floats stay Python numbers.)
+            model = _with_traced_floats(model, arrays, x0)
+        else:  # a NumPy `fun`: `init` runs it on the host
 
-        def failed(host_error):  # wrong arguments: SciPy's error type
-            if isinstance(host_error, TypeError):
-                return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
-            return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
+            def failed(host_error):  # wrong arguments: SciPy's error type
+                if isinstance(host_error, TypeError):
+                    return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
+                return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
 
-        out = call_untraceable(lambda: call_on_host(model, arrays, x0), error, failed)
-    m = int(np.prod(out.shape))
-    if method == "lm" and m < x0.size:
-        raise ValueError(
-            "Method 'lm' doesn't work when the number of residuals is less than the "
-            "number of variables."
+            # At the fit's start, as SciPy: this value is the fit's first evaluation.
+            start = _start(strategy, x0, bounds, bounded)
+            out = call_untraceable(lambda: call_on_host(model, arrays, start), error, failed)
+        m = int(np.prod(out.shape))
+        if method == "lm" and m < x0.size:
+            raise ValueError(
+                "Method 'lm' doesn't work when the number of residuals is less than the "
+                "number of variables."
+            )
+        jac_kind = "dense"
+        if callable(jac):
+            jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
+            jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
+        elif jac is None or jac in _JACOBIAN_NAMES:
+            jac_mode = cast(JacobianMode, jac or "fwd")
+        else:
+            raise ValueError(
+                f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
+                f"got {jac!r}."
+            )
+        if jac_kind != "dense":
+            if method == "lm":
+                raise ValueError("method='lm' works only with dense Jacobian matrices.")
+            if tr_solver == "exact":
+                raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+            if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
+                raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
+            tr_solver = "lsmr"
+        if jac_sparsity is not None:
+            pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
+            tr_solver = "lsmr"
+            if jac_mode == "fwd" and error is not None:
+                jac_mode = "2-point"  # a NumPy `fun`: SciPy's default, over the groups
+            if isinstance(jac_mode, str) and jac_mode in (*FINITE_DIFFERENCE_METHODS, "fwd"):
+                # JAX's Jacobian by compressed JVPs: one per group of columns.
+                jac_mode = GroupedDifferences.from_pattern(jac_mode, pattern)
+                jac_kind = "sparse"
+            # (A `jac` function gives the Jacobian itself, as in SciPy for a callable
+            # `jac`; ``jac="rev"`` applies JAX's derivatives as JVPs / VJPs, no pattern.)
+        if tr_solver is None and x0.size >= LSMR_FROM_N:
+            tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
+        strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
+        solver_options = finite_difference_options(diff_step)
+        solver = Solver(
+            strategy=strategy,
+            loss=loss_module,
+            bounds=bounds if bounded else None,
+            x_scale=x_scale,
+            ftol=ftol,
+            xtol=xtol,
+            gtol=gtol,
+            max_nfev=max_nfev,
+            jac=jac_mode,
+            verbose=2 if verbose == 2 else 0,
+            callback=as_core_callback(callback),
+            **solver_options,
         )
-    jac_kind = "dense"
-    if callable(jac):
-        jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
-        jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
-    elif jac is None or jac in _JACOBIAN_NAMES:
-        jac_mode = cast(JacobianMode, jac or "fwd")
-    else:
-        raise ValueError(
-            f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
-            f"got {jac!r}."
-        )
-    if jac_kind != "dense":
+        data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
+        state = init(model, data, x0, solver)
+        limit_programs()
+        solution = solve_stepwise_while_cheaper(fun, model, data, state)
+        solution = solution or _solve(model, data, state)
+        if not is_concrete(solution):
+            return solution
+        if verbose >= 1:
+            print_final_report(solution)
+        result = as_optimize_result(solution)
+        if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
+            # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
+            result["jac"] = host_jacobian_operator(
+                lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
+            )
+        if jac_kind != "dense":  # SciPy's type back
+            result["jac"] = structured_like(jac_kind, result["jac"])
         if method == "lm":
-            raise ValueError("method='lm' works only with dense Jacobian matrices.")
-        if tr_solver == "exact":
-            raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
-        if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
-            raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
-        tr_solver = "lsmr"
-    if jac_sparsity is not None:
-        pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
-        tr_solver = "lsmr"
-        if isinstance(jac_mode, str) and jac_mode in FINITE_DIFFERENCE_METHODS:
-            jac_mode = GroupedDifferences.from_pattern(jac_mode, pattern)
-            jac_kind = "sparse"
-        # (A `jac` function gives the Jacobian itself and JAX's derivatives are applied
-        # as JVPs / VJPs: neither needs the pattern, as in SciPy for a callable `jac`.)
-    if tr_solver is None and x0.size >= LSMR_FROM_N:
-        tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
-    strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
-    solver_options = finite_difference_options(diff_step)
-    solver = Solver(
-        strategy=strategy,
-        loss=loss_module,
-        bounds=bounds if bounded else None,
-        x_scale=x_scale,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        max_nfev=max_nfev,
-        jac=jac_mode,
-        verbose=2 if verbose == 2 else 0,
-        callback=as_core_callback(callback),
-        **solver_options,
-    )
-    data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
-    state = init(model, data, x0, solver)
-    limit_programs()
-    solution = solve_stepwise_while_cheaper(fun, model, data, state)
-    solution = solution or _solve(model, data, state)
-    if not is_concrete(solution):
-        return solution
-    if verbose >= 1:
-        print_final_report(solution)
-    result = as_optimize_result(solution)
-    if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
-        # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
-        result["jac"] = host_jacobian_operator(
-            lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
-        )
-    if jac_kind != "dense":  # SciPy's type back
-        result["jac"] = structured_like(jac_kind, result["jac"])
-    if method == "lm":
-        result["njev"] = None  # as SciPy, whose MINPACK does not count them
-    return result
+            result["njev"] = None  # as SciPy, whose MINPACK does not count them
+        if state.host_model:
+            # SciPy's `nfev` counts the calls of `fun`: JAX's failed trace was one.
+            result["nfev"] += traced_calls
+        return result
+
+
+def _start(strategy, x0, bounds, bounded: bool):
+    """Where the fit evaluates `fun` first: SciPy's trf moves `x0` strictly inside the
+    bounds before it does (`init` reports bounds that do not fit `x0`)."""
+    if not (bounded and strategy.supports_bounds and strategy.starts_strictly_inside):
+        return x0
+    try:
+        lower, upper = (jnp.broadcast_to(jnp.asarray(b, x0.dtype), x0.shape) for b in bounds)
+    except (TypeError, ValueError):
+        return x0
+    return make_strictly_feasible(x0, lower, upper)
 
 
 def as_optimize_result(solution: Solution) -> OptimizeResult:
@@ -359,7 +396,7 @@ def as_optimize_result(solution: Solution) -> OptimizeResult:
         x=np.asarray(solution.x),
         cost=float(solution.cost),
         fun=np.asarray(solution.fun),
-        jac=None if solution.jac is None else np.asarray(solution.jac),
+        jac=None if solution.jac is None else host_matrix(solution.jac),
         grad=np.asarray(solution.grad),
         optimality=float(solution.optimality),
         active_mask=np.asarray(solution.active_mask),

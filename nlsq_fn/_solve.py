@@ -89,25 +89,19 @@ def residual_function(
     return lambda x: data.weighted_residual(model(data.model_x, unravel(x)))
 
 
-def residual_and_jac(model, data, state, unravel, x):
-    """Weighted residuals and their Jacobian at flat parameters `x`."""
-    if isinstance(state.jac, GroupedDifferences):  # finite differences by column groups
+def residual_and_jac(model, data, state, unravel, x, sparse: bool = False):
+    """Weighted residuals and their Jacobian at flat parameters `x` (with a sparsity
+    pattern and `sparse`, as a `BCOO` matrix: for the matrix-free strategies)."""
+    if isinstance(state.jac, GroupedDifferences):  # column groups of a known pattern
 
         def residual_of(params):
             return data.weighted_residual(model(data.model_x, params))
 
-        f = residual_of(unravel(x))
-        jac = state.jac.jacobian(
-            residual_of,
-            x,
-            unravel,
-            f,
-            state.diff_step,
-            state.lower,
-            state.upper,
-            state.bounded,
+        f, values = state.jac.residual_and_values(
+            residual_of, x, unravel, state.diff_step, state.lower, state.upper, state.bounded
         )
-        return f, jac
+        as_matrix = state.jac.sparse if sparse else state.jac.dense
+        return f, as_matrix(values, f.size, x.size)
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.model_x, params))
@@ -165,7 +159,7 @@ def operator_linearization_at(model, data, state, unravel, x) -> OperatorLineari
     with ``x_scale="jac"`` (which needs the column norms: autodiff forms it then)."""
     if uses_jvps(state):
         return autodiff_linearization(residual_function(model, data, unravel), x, state.loss)
-    f, jac = residual_and_jac(model, data, state, unravel, x)
+    f, jac = residual_and_jac(model, data, state, unravel, x, sparse=True)
     return matrix_linearization(f, jac, state.loss)
 
 
@@ -347,7 +341,7 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
             f = residual_function(model, data, unravel)(x_flat)
             final = operator_linearization_at(model, data, state, unravel, x_flat)
         else:
-            f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+            f, jac = residual_and_jac(model, data, state, unravel, x_flat, sparse=True)
             final = matrix_linearization(f, jac, state.loss)
         jac_scaled = final.jac
     elif state.chunk_size is None:

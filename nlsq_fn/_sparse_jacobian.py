@@ -13,6 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.sparse import BCOO
 
 from ._finite_difference import absolute_step, adjust_to_bounds
 
@@ -60,6 +61,17 @@ def structured_like(kind: str, jac: np.ndarray):
     return sp.csr_array(jac) if kind == "sparse" else aslinearoperator(jac)
 
 
+def host_matrix(jac):
+    """A result's Jacobian on the host: a NumPy array, or a SciPy CSR matrix for a JAX
+    `BCOO` one."""
+    if not isinstance(jac, BCOO):
+        return np.asarray(jac)
+    import scipy.sparse as sp
+
+    indices = np.asarray(jac.indices)
+    return sp.csr_array((np.asarray(jac.data), (indices[:, 0], indices[:, 1])), shape=jac.shape)
+
+
 def check_jac_sparsity(jac_sparsity, m: int, n: int):
     """The pattern as a SciPy CSC matrix of booleans, checked to be ``(m, n)``."""
     import scipy.sparse as sp
@@ -100,14 +112,17 @@ def group_columns(pattern) -> np.ndarray:
 
 
 class GroupedDifferences(eqx.Module):
-    """A `jac` mode: SciPy's finite differences (`method`) over column groups of a known
-    sparsity pattern; the pattern's ``(row, column)`` pairs and each column's group
-    are static (hashable tuples)."""
+    """A `jac` mode for a known sparsity pattern: the columns of a group (structurally
+    independent: no shared row) are found together, by SciPy's finite differences
+    (`method` ``"2-point"``, ``"3-point"``, ``"cs"``) or, for ``"fwd"``, exactly by one
+    JVP per group (compressed forward mode). The pattern's ``(row, column)`` pairs and
+    each column's group are static (hashable tuples)."""
 
     method: str = eqx.field(static=True)
     groups: tuple[int, ...] = eqx.field(static=True)
     rows: tuple[int, ...] = eqx.field(static=True)
     cols: tuple[int, ...] = eqx.field(static=True)
+    shape: tuple[int, int] = eqx.field(static=True)
 
     @classmethod
     def from_pattern(cls, method: str, pattern) -> "GroupedDifferences":
@@ -119,15 +134,31 @@ class GroupedDifferences(eqx.Module):
             tuple(int(g) for g in group_columns(pattern)),
             tuple(int(r) for r in coo.row),
             tuple(int(c) for c in coo.col),
+            (int(coo.shape[0]), int(coo.shape[1])),
         )
 
-    def jacobian(self, residual, x, unravel, f0, diff_step, lower, upper, bounded):
-        """The ``(m, n)`` Jacobian (zero outside the pattern) at flat `x`, where
-        ``residual(unravel(x)) == f0``: one evaluation per group (two for 3-point)."""
-        n, m = x.size, f0.size
+    def _check(self, m: int, n: int) -> None:
+        if self.shape != (m, n):  # static: when the fit is traced
+            raise ValueError(
+                f"The Jacobian's sparsity pattern has shape {self.shape}; this fit's "
+                f"Jacobian is {(m, n)} (residuals x parameters)."
+            )
+
+    def residual_and_values(self, residual, x, unravel, diff_step, lower, upper, bounded):
+        """The residuals ``residual(unravel(x))`` and the Jacobian's values at the
+        pattern's pairs: one evaluation (or JVP) per group, two per group for 3-point."""
+        n = x.size
         groups = jnp.asarray(self.groups)
         n_groups = max(self.groups) + 1
         basis = (jnp.arange(n_groups)[:, None] == groups[None, :]).astype(x.dtype)
+        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
+        g = groups[cols]
+        if self.method == "fwd":  # J @ (sum of a group's unit vectors): exact columns
+            f0, jvp = jax.linearize(lambda x_: residual(unravel(x_)), x)
+            self._check(f0.size, n)
+            return f0, jax.vmap(jvp)(basis)[g, rows]
+        f0 = residual(unravel(x))
+        self._check(f0.size, n)
         rel = None if diff_step is None else jnp.broadcast_to(jnp.asarray(diff_step, x.dtype), (n,))
         method = self.method
         step = absolute_step(x, f0.dtype, method, rel)
@@ -155,13 +186,46 @@ class GroupedDifferences(eqx.Module):
             f_far = at(x + basis * far[None, :])
             dx = jnp.where(one_sided, (x + 2 * step) - x, (x + step) - (x - step))
             difference = None
-        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
-        g = groups[cols]
         if difference is None:
             central = f_far[g, rows] - f_near[g, rows]
             sided = -3.0 * f0[rows] + 4 * f_near[g, rows] - f_far[g, rows]
             values = jnp.where(one_sided[cols], sided, central)
         else:
             values = difference[g, rows]
-        values = (values / dx[cols]).astype(f0.dtype)
-        return jnp.zeros((m, n), f0.dtype).at[rows, cols].set(values)
+        return f0, (values / dx[cols]).astype(f0.dtype)
+
+    def dense(self, values, m: int, n: int):
+        """The ``(m, n)`` Jacobian, zero outside the pattern."""
+        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
+        return jnp.zeros((m, n), values.dtype).at[rows, cols].set(values)
+
+    def sparse(self, values, m: int, n: int) -> BCOO:
+        """The Jacobian as a JAX `BCOO` matrix (its pattern's entries only)."""
+        indices = jnp.stack(
+            [jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)], axis=1
+        )
+        return BCOO((values, indices), shape=(m, n))
+
+
+def jac_sparsity(pattern, method: str = "fwd") -> GroupedDifferences:
+    """The `jac` of a `Solver` for a Jacobian with a known sparsity `pattern` (``(m,
+    n)``, array-like or SciPy sparse; nonzero where a residual depends on a parameter),
+    as SciPy's ``jac_sparsity``: columns that share no row are found together, by one
+    JVP per group of columns (``method="fwd"``, JAX's exact derivatives: compressed
+    forward mode) or SciPy's finite differences (``"2-point"``, ``"3-point"``,
+    ``"cs"``). A dense strategy gets the ``m × n`` matrix from a few JVPs instead of
+    ``n``; `TRFLSMR` / `DogboxLSMR` keep it sparse (a JAX `BCOO`), ``m × n`` never
+    formed. Entries outside the pattern are taken as zero: a wrong pattern gives a
+    wrong Jacobian."""
+    if method not in ("fwd", "2-point", "3-point", "cs"):
+        raise ValueError(f"`method` must be 'fwd', '2-point', '3-point' or 'cs', got {method!r}.")
+    import scipy.sparse as sp
+
+    if sp.issparse(pattern):
+        checked = sp.csc_array(pattern)
+    else:
+        array = np.asarray(pattern)
+        if array.ndim != 2:
+            raise ValueError(f"`pattern` must be 2-D (m, n), got shape {array.shape}.")
+        checked = sp.csc_array(array)
+    return GroupedDifferences.from_pattern(method, checked.astype(bool))

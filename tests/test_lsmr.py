@@ -320,3 +320,69 @@ def test_selected_variances_equal_the_dense_pcov():
         exact,
         rtol=1e-6,
     )
+
+
+def _banded(x):
+    """A model whose Jacobian has an irregular pattern (mirrored and shifted couplings)
+    and one more residual than parameters."""
+    f = jnp.sin(x) * x[::-1] + jnp.roll(x, 2) ** 2
+    return jnp.concatenate([f, jnp.atleast_1d(x[0] * x[3])])
+
+
+def _pattern_of(fun, n):
+    dense = np.asarray(jax.jacfwd(fun)(jnp.linspace(0.3, 1.1, n)))
+    return dense != 0
+
+
+def test_compressed_jvps_equal_the_dense_jacobian():
+    n = 9
+    x = jnp.linspace(-0.7, 1.3, n)
+    pattern = _pattern_of(_banded, n)
+    mode = nf.jac_sparsity(pattern)
+    n_groups = max(mode.groups) + 1
+    assert n_groups < n  # fewer JVPs than parameters
+    f, values = mode.residual_and_values(_banded, x, lambda v: v, None, None, None, False)
+    dense = jax.jacfwd(_banded)(x)
+    np.testing.assert_allclose(f, _banded(x), rtol=1e-15)
+    np.testing.assert_allclose(mode.dense(values, n + 1, n), dense, rtol=1e-14, atol=1e-15)
+    sparse = mode.sparse(values, n + 1, n)
+    np.testing.assert_allclose(sparse.todense(), dense, rtol=1e-14, atol=1e-15)
+    assert sparse.nse == pattern.sum()
+    with pytest.raises(ValueError, match="pattern has shape"):
+        nf.jac_sparsity(pattern[:, :-1]).residual_and_values(
+            _banded, x, lambda v: v, None, None, None, False
+        )
+
+
+@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+def test_core_jac_sparsity_equals_autodiff(strategy):
+    n = 30
+    x0, lb, ub = broyden_start(n)
+    data = nf.Data(x=None, y=jnp.zeros(n))
+
+    def model(_, p):
+        return broyden(p)
+
+    fits = []
+    for jac in ("fwd", nf.jac_sparsity(broyden_pattern(n))):
+        solver = nf.Solver(strategy=strategy, jac=jac, bounds=(lb, ub))
+        fits.append(nf.solve(model, data, nf.init(model, data, jnp.asarray(x0), solver)))
+    plain, compressed = fits
+    np.testing.assert_allclose(compressed.x, plain.x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(compressed.cost, plain.cost, rtol=1e-8)
+    if isinstance(strategy, TRFLSMR):
+        dense = jax.jacfwd(broyden)(compressed.x)
+        np.testing.assert_allclose(compressed.jac.todense(), dense, rtol=1e-14)  # BCOO
+
+
+def test_least_squares_jac_sparsity_with_autodiff_matches_scipy():
+    n = 40
+    x0, lb, ub = broyden_start(n)
+    ours = least_squares(broyden, x0, jac_sparsity=broyden_pattern(n), bounds=(lb, ub))
+    theirs = scipy.optimize.least_squares(
+        broyden_np, x0, jac=broyden_jac_sparse, bounds=(lb, ub), tr_solver="lsmr"
+    )
+    assert sp.issparse(ours.jac)  # SciPy's type, the exact values
+    np.testing.assert_allclose(ours.jac.toarray(), broyden_jac_sparse(ours.x).toarray(), rtol=1e-14)
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.cost, theirs.cost, rtol=1e-6)
