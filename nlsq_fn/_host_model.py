@@ -164,6 +164,7 @@ def traced_shape(function: Callable, *args):
     if _known(key):
         _shapes.move_to_end(key)
         return _shapes[key]
+    found: tuple
     try:
         found = jax.eval_shape(function, *args), None
     except Exception as error:

@@ -27,7 +27,7 @@ from ._loss import AbstractLoss, Linear, as_loss
 from ._lsmr_dogbox import DogboxLSMR
 from ._lsmr_trf import TRFLSMR, lsmr_options, lsmr_strategy
 from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
-from ._operator_linearize import host_jacobian_operator
+from ._operator_linearize import host_jacobian_operator, is_sparse
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
@@ -106,6 +106,8 @@ class _ResidualJacobian(eqx.Module):
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
         out = self.jac(params, *args, **kwargs)
+        if is_sparse(out):  # a JAX `BCOO`: kept sparse (applied matrix-free by LSMR)
+            return out
         if jacobian_kind(out) != "dense":  # on the host: a SciPy sparse matrix / operator
             return np.atleast_2d(dense_jacobian(out, jnp.size(params)))
         # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
@@ -115,9 +117,9 @@ class _ResidualJacobian(eqx.Module):
 def _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs) -> str:
     """What a `jac` written with NumPy returns at `x0` ("sparse", "operator" or
     "dense"; one call on the host); "dense" for a JAX one (it returns an array)."""
-    _, error = traced_shape(jac_mode, arrays, x0)
+    out, error = traced_shape(jac_mode, arrays, x0)
     if error is None:
-        return "dense"
+        return "bcoo" if is_sparse(out) else "dense"
     try:
         value = jac(np.array(x0), *args, **kwargs)
     except Exception:  # noqa: BLE001 - `init` reports a failing `jac` with its own message
@@ -365,7 +367,7 @@ def least_squares(
             result["jac"] = host_jacobian_operator(
                 lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
             )
-        if jac_kind != "dense":  # SciPy's type back
+        if jac_kind in ("sparse", "operator"):  # SciPy's type back
             result["jac"] = structured_like(jac_kind, result["jac"])
         if method == "lm":
             result["njev"] = None  # as SciPy, whose MINPACK does not count them

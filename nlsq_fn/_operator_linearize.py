@@ -40,20 +40,24 @@ class OperatorLinearization(eqx.Module):
             & jnp.all(jnp.isfinite(self.grad))
             & jnp.all(jnp.isfinite(self.f))
         )
-        if self.jac is not None:
-            ok = ok & jnp.all(jnp.isfinite(self.jac.data if is_sparse(self.jac) else self.jac))
+        jac = self.jac
+        if isinstance(jac, BCOO):
+            ok = ok & jnp.all(jnp.isfinite(jac.data))
+        elif jac is not None:
+            ok = ok & jnp.all(jnp.isfinite(jac))
         return ok
 
     @property
     def column_norms(self) -> Float[Array, " n"]:
         """Column norms of the Jacobian (for ``x_scale="jac"``; a matrix-free Jacobian
         has none: `TRFLSMR` refuses ``x_scale="jac"`` without a matrix)."""
-        if self.jac is None:
+        jac = self.jac
+        if jac is None:
             return jnp.ones_like(self.grad)
-        if is_sparse(self.jac):
-            squares = self.jac.data**2
-            return jnp.sqrt(jax.ops.segment_sum(squares, self.jac.indices[:, 1], self.grad.size))
-        return jnp.sqrt(jnp.sum(self.jac**2, axis=0))
+        if isinstance(jac, BCOO):
+            squares = jac.data**2
+            return jnp.sqrt(jax.ops.segment_sum(squares, jac.indices[:, 1], self.grad.size))
+        return jnp.sqrt(jnp.sum(jac**2, axis=0))
 
     @property
     def factor(self) -> None:

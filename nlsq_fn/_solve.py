@@ -6,6 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.experimental.sparse import BCOO
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -28,11 +29,12 @@ from ._misc import tree_where
 from ._operator_linearize import (
     OperatorLinearization,
     autodiff_linearization,
+    is_sparse,
     matrix_linearization,
 )
 from ._result import Solution, finished
 from ._solver import SolverState, start_point
-from ._sparse_jacobian import GroupedDifferences
+from ._sparse_jacobian import GroupedDifferences, as_jacobian
 from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
@@ -105,14 +107,16 @@ def residual_and_jac(model, data, state, unravel, x, sparse: bool = False):
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.model_x, params))
-        jac = jnp.asarray(state.jac(data.model_x, params), f.dtype)
+        jac = as_jacobian(state.jac(data.model_x, params))
         n = x.size
         if jac.shape not in ((f.size, n), (*data.y.shape, n)):  # static: checked once
             raise ValueError(
                 "The return value of `jac` has wrong shape: expected "
                 f"{(f.size, n)}, actual {jac.shape}."
             )
-        jac = jnp.reshape(jac, (f.size, n))
+        if is_sparse(jac):  # a `BCOO` from the user's `jac`: rows scaled, kept sparse
+            return f, _scaled_rows(jac, data, f.size, n, f.dtype, sparse)
+        jac = jnp.reshape(jnp.asarray(jac, f.dtype), (f.size, n))
         if data.sigma is not None:
             sigma = jnp.broadcast_to(data.sigma, data.y.shape)
             if data.mask is not None:
@@ -140,6 +144,20 @@ def residual_and_jac(model, data, state, unravel, x, sparse: bool = False):
         )
         return f, jac
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
+
+
+def _scaled_rows(jac, data, m, n, dtype, sparse):
+    """A sparse Jacobian's rows divided by `sigma` and zero where masked (as the dense
+    one's), as a `BCOO` or, when not `sparse`, the dense matrix."""
+    if jac.shape != (m, n):
+        jac = jac.reshape((m, n))
+    scale = jnp.ones((m,), dtype)
+    if data.sigma is not None:
+        scale = 1 / jnp.broadcast_to(data.sigma, data.y.shape).ravel()
+    if data.mask is not None:
+        scale = jnp.where(data.mask.ravel(), scale, 0.0)
+    jac = BCOO((jac.data.astype(dtype) * scale[jac.indices[:, 0]], jac.indices), shape=(m, n))
+    return jac if sparse else jac.todense()
 
 
 def is_matrix_free(state) -> bool:

@@ -61,6 +61,11 @@ def structured_like(kind: str, jac: np.ndarray):
     return sp.csr_array(jac) if kind == "sparse" else aslinearoperator(jac)
 
 
+def as_jacobian(value):
+    """A `jac` function's value as an array, a JAX `BCOO` matrix kept as it is."""
+    return value if isinstance(value, BCOO) else jnp.asarray(value)
+
+
 def host_matrix(jac):
     """A result's Jacobian on the host: a NumPy array, or a SciPy CSR matrix for a JAX
     `BCOO` one."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.sparse as sp
+from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, lsmr
 
 import nlsq_fn as nf
@@ -386,3 +387,51 @@ def test_least_squares_jac_sparsity_with_autodiff_matches_scipy():
     np.testing.assert_allclose(ours.jac.toarray(), broyden_jac_sparse(ours.x).toarray(), rtol=1e-14)
     np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ours.cost, theirs.cost, rtol=1e-6)
+
+
+def _broyden_bcoo(n):
+    i = jnp.arange(n)
+    indices = jnp.concatenate(
+        [jnp.stack([i, i], 1), jnp.stack([i[1:], i[:-1]], 1), jnp.stack([i[:-1], i[1:]], 1)]
+    )
+
+    def jac(x):
+        values = jnp.concatenate([3 - 2 * x, -jnp.ones(n - 1), -2 * jnp.ones(n - 1)])
+        return BCOO((values, indices), shape=(n, n))
+
+    return jac
+
+
+def test_bcoo_jac_matches_scipy_sparse_jac():
+    n = 40
+    x0, lb, ub = broyden_start(n)
+    ours = least_squares(broyden, x0, jac=_broyden_bcoo(n), bounds=(lb, ub))  # lsmr chosen
+    theirs = scipy.optimize.least_squares(
+        broyden_np, x0, jac=broyden_jac_sparse, bounds=(lb, ub), tr_solver="lsmr"
+    )
+    assert sp.issparse(ours.jac)
+    np.testing.assert_allclose(ours.jac.toarray(), broyden_jac_sparse(ours.x).toarray())
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="dense"):
+        least_squares(broyden, x0, jac=_broyden_bcoo(n), tr_solver="exact")
+
+
+@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+def test_bcoo_jac_with_sigma_equals_the_dense_jac(strategy):
+    # The rows of a sparse Jacobian are divided by sigma as a dense one's.
+    n = 30
+    x0, _, _ = broyden_start(n)
+    sigma = jnp.linspace(0.5, 2.0, n)
+    data = nf.Data(x=None, y=jnp.full(n, 0.1), sigma=sigma)
+
+    def model(_, p):
+        return broyden(p)
+
+    bcoo = _broyden_bcoo(n)
+    fits = []
+    for jac in (lambda _, p: bcoo(p).todense(), lambda _, p: bcoo(p)):
+        solver = nf.Solver(strategy=strategy, jac=jac, ftol=1e-12, xtol=1e-12, gtol=1e-12)
+        fits.append(nf.solve(model, data, nf.init(model, data, jnp.asarray(x0), solver)))
+    dense, sparse = fits
+    np.testing.assert_allclose(sparse.x, dense.x, rtol=1e-10)
+    np.testing.assert_allclose(sparse.cost, dense.cost, rtol=1e-10, atol=1e-20)  # both ~0
