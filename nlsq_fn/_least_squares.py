@@ -116,7 +116,8 @@ class _ResidualJacobian(eqx.Module):
 
 def _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs) -> str:
     """What a `jac` written with NumPy returns at `x0` ("sparse", "operator" or
-    "dense"; one call on the host); "dense" for a JAX one (it returns an array)."""
+    "dense"; one call on the host); for a JAX one "bcoo" (a JAX sparse matrix) or
+    "dense"."""
     out, error = traced_shape(jac_mode, arrays, x0)
     if error is None:
         return "bcoo" if is_sparse(out) else "dense"
@@ -220,9 +221,13 @@ def least_squares(
     ``tr_solver="lsmr"`` (the default from 5000 parameters) solves the trust-region
     subproblem with LSMR, matrix-free with JAX's derivatives (`TRFLSMR`, `DogboxLSMR`;
     `tr_options` as SciPy's); a NumPy
-    `jac` returning a SciPy sparse matrix or `LinearOperator`, or `jac_sparsity`
-    (finite differences over column groups), selects it as SciPy does. `workers` is
-    accepted for SciPy compatibility and has no effect.
+    `jac` returning a SciPy sparse matrix or `LinearOperator`, a JAX `jac` returning a
+    `BCOO` matrix, or `jac_sparsity` selects it as SciPy does. With `jac_sparsity` the
+    Jacobian is found over groups of columns that share no row: by one JVP per group
+    (JAX's derivatives, exact) or SciPy's finite differences, and kept sparse. `workers`
+    is accepted for SciPy compatibility and has no effect. A NumPy `fun` is called once
+    at a point, and ``nfev`` counts its calls as SciPy's test of it does: the call of
+    JAX's trace that found it needs the host is one (SciPy's ``nfev`` + 1).
 
     Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
     (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,

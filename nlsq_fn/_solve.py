@@ -340,7 +340,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         model = evaluated_on_host(model, data.y.shape)
     else:
         model = with_explicit_closure(model, data, state.params)
-    x_flat, stats = differentiable_fit(_iterate, (model, data, state))
+    x_flat, stats = differentiable_fit(_iterate, (model, data, state), is_matrix_free(state))
     return solution_at(model, data, state, x_flat, stats, stats.active_mask)
 
 

@@ -284,13 +284,15 @@ def test_dogbox_lsmr_matches_scipy(bounded):
     assert ours.optimality < 1e-6
 
 
-def test_implicit_gradient_equals_dense_path():
+@pytest.mark.parametrize("bounds", [None, BOX])  # BOX holds p[1] at its upper bound
+def test_implicit_gradient_equals_dense_path(bounds):
+    # The matrix-free fit's implicit rule solves by GMRES with Hessian-vector products.
     model, data = _exp_case()
     p0 = jnp.array([1.0, 0.5, 0.0])
 
     def fitted(y, strategy):
         fit_data = nf.Data(x=data.x, y=y)
-        solver = nf.Solver(strategy=strategy, ftol=1e-12, xtol=1e-12, gtol=1e-12)
+        solver = nf.Solver(strategy=strategy, bounds=bounds, ftol=1e-12, xtol=1e-12, gtol=1e-12)
         return nf.solve(model, fit_data, nf.init(model, fit_data, p0, solver)).x
 
     dense = jax.jacobian(lambda y: fitted(y, nf.TRF()))(data.y)
