@@ -9,6 +9,9 @@ structurally independent columns at once (SciPy's ``group_columns``): one evalua
 (two for 3-point) per group instead of per parameter.
 """
 
+import collections
+import hashlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -94,26 +97,54 @@ def check_jac_sparsity(jac_sparsity, m: int, n: int):
 
 def group_columns(pattern) -> np.ndarray:
     """A group number for each column such that no two columns of a group share a
-    row (greedy, in column order, as SciPy's ``group_columns`` without reordering)."""
+    row (greedy, in column order, as SciPy's ``group_columns`` without reordering): each
+    column takes the lowest group not yet used in any of its rows (a bit mask per row)."""
     import scipy.sparse as sp
 
     pattern = sp.csc_array(pattern)
     m, n = pattern.shape
-    groups = np.empty(n, np.int64)
-    used: list[np.ndarray] = []  # per group: which rows its columns occupy
+    indptr, indices = pattern.indptr.tolist(), pattern.indices.tolist()
+    taken = [0] * m  # per row: the groups of the columns placed in it so far, as bits
+    groups = [0] * n
     for j in range(n):
-        rows = pattern.indices[pattern.indptr[j] : pattern.indptr[j + 1]]
-        for k, taken in enumerate(used):
-            if not taken[rows].any():
-                taken[rows] = True
-                groups[j] = k
-                break
-        else:
-            taken = np.zeros(m, bool)
-            taken[rows] = True
-            used.append(taken)
-            groups[j] = len(used) - 1
-    return groups
+        rows = indices[indptr[j] : indptr[j + 1]]
+        forbidden = 0
+        for r in rows:
+            forbidden |= taken[r]
+        bit = ~forbidden & (forbidden + 1)  # the lowest free group
+        groups[j] = bit.bit_length() - 1
+        for r in rows:
+            taken[r] |= bit
+    return np.asarray(groups, np.int64)
+
+
+class Pattern:
+    """A sparsity pattern's ``(row, column)`` pairs, each column's group and the shape,
+    as a hashable static value (NumPy arrays, hashed by their bytes once: a fit's
+    program is keyed by it without walking tens of thousands of Python numbers)."""
+
+    def __init__(self, rows, cols, groups, shape: tuple[int, int]):
+        self.rows = np.asarray(rows, np.int32)
+        self.cols = np.asarray(cols, np.int32)
+        self.groups = np.asarray(groups, np.int32)
+        self.shape = shape
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.rows, self.cols, self.groups):
+            digest.update(array.tobytes())
+        self._key = (shape, len(self.rows), digest.digest())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, Pattern) and self._key == other._key
+
+    def __repr__(self):
+        return f"Pattern(shape={self.shape}, nnz={len(self.rows)})"
+
+
+_patterns: collections.OrderedDict = collections.OrderedDict()
+_PATTERNS_KEPT = 8
 
 
 class GroupedDifferences(eqx.Module):
@@ -124,23 +155,41 @@ class GroupedDifferences(eqx.Module):
     each column's group are static (hashable tuples)."""
 
     method: str = eqx.field(static=True)
-    groups: tuple[int, ...] = eqx.field(static=True)
-    rows: tuple[int, ...] = eqx.field(static=True)
-    cols: tuple[int, ...] = eqx.field(static=True)
-    shape: tuple[int, int] = eqx.field(static=True)
+    pattern: Pattern = eqx.field(static=True)
 
     @classmethod
     def from_pattern(cls, method: str, pattern) -> "GroupedDifferences":
         import scipy.sparse as sp
 
         coo = sp.coo_array(pattern)
-        return cls(
-            method,
-            tuple(int(g) for g in group_columns(pattern)),
-            tuple(int(r) for r in coo.row),
-            tuple(int(c) for c in coo.col),
-            (int(coo.shape[0]), int(coo.shape[1])),
-        )
+        shape = (int(coo.shape[0]), int(coo.shape[1]))
+        rows, cols = np.asarray(coo.row, np.int32), np.asarray(coo.col, np.int32)
+        # The grouping (a Python loop over the columns) is kept for refits with the
+        # same pattern, found by its pairs' bytes.
+        key = (shape, hashlib.blake2b(rows.tobytes() + cols.tobytes()).digest())
+        found = _patterns.get(key)
+        if found is None:
+            found = _patterns[key] = Pattern(rows, cols, group_columns(pattern), shape)
+            if len(_patterns) > _PATTERNS_KEPT:
+                _patterns.popitem(last=False)
+        _patterns.move_to_end(key)
+        return cls(method, found)
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.pattern.groups
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.pattern.rows
+
+    @property
+    def cols(self) -> np.ndarray:
+        return self.pattern.cols
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.shape
 
     def _check(self, m: int, n: int) -> None:
         if self.shape != (m, n):  # static: when the fit is traced
@@ -154,7 +203,7 @@ class GroupedDifferences(eqx.Module):
         pattern's pairs: one evaluation (or JVP) per group, two per group for 3-point."""
         n = x.size
         groups = jnp.asarray(self.groups)
-        n_groups = max(self.groups) + 1
+        n_groups = int(self.groups.max()) + 1
         basis = (jnp.arange(n_groups)[:, None] == groups[None, :]).astype(x.dtype)
         rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
         g = groups[cols]
