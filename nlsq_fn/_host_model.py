@@ -79,6 +79,19 @@ def reusing_evaluations(model: Callable):
     finally:
         with _evaluations_lock:
             _evaluations.pop(model, None)
+        _forget_failed_traces(model)
+
+
+def _forget_failed_traces(model: Callable) -> None:
+    """Drop `traced_shape`'s remembered failures of `model`: each fit of a NumPy model
+    then traces it once (one call of the user's function, counted in ``nfev``), the
+    same count in every fit (SciPy's tests compare two fits' ``nfev``)."""
+    for key in list(_shapes):
+        try:
+            if _shapes[key][1] is not None and key[0] == model:
+                del _shapes[key]
+        except Exception:  # noqa: BLE001, S112 - a function that cannot be compared
+            continue
 
 
 def _point_key(x, params) -> bytes:
@@ -168,8 +181,9 @@ def traced_shape(function: Callable, *args):
     try:
         found = jax.eval_shape(function, *args), None
     except Exception as error:
-        # Kept, so that a NumPy function is not traced again by the next check (each
-        # trace is a call of the user's code), without its frames' locals (arguments).
+        # Kept, so that a NumPy function is not traced again by the next check of the
+        # same fit (each trace is a call of the user's code; `reusing_evaluations`
+        # forgets it after the fit), without its frames' locals (arguments).
         traceback.clear_frames(error.__traceback__)
         found = None, error
     if key is not None:
