@@ -66,6 +66,7 @@ _LAZY = {
     "LeastSquares": ("_least_squares_class", "LeastSquares"),
     "TRFLSMR": ("_lsmr_trf", "TRFLSMR"),
     "DogboxLSMR": ("_lsmr_dogbox", "DogboxLSMR"),
+    "jac_sparsity": ("_sparse_jacobian", "jac_sparsity"),
     "selected_variances": ("_selected_variances", "selected_variances"),
     "covariance_memory": ("_selected_variances", "covariance_memory"),
     **{
@@ -149,5 +150,6 @@ if TYPE_CHECKING:
     from ._sharding import shard_batch, shard_points  # noqa: F401
     from ._single_pass import StreamUpdate  # noqa: F401
     from ._sources import AbstractSource, ArraySource, CallableSource, NpySource  # noqa: F401
+    from ._sparse_jacobian import jac_sparsity  # noqa: F401
     from ._streamed_result import StreamedFitResult  # noqa: F401
     from ._streaming import StreamingOptimizer  # noqa: F401

@@ -71,20 +71,25 @@ def held_by_bound(x, grad, lower, upper, active_mask):
 
 
 def differentiable_fit(
-    iterate: Callable[[tuple], tuple[Float[Array, " n"], PyTree]], inputs: tuple
+    iterate: Callable[[tuple], tuple[Float[Array, " n"], PyTree]],
+    inputs: tuple,
+    matrix_free: bool = False,
 ) -> tuple[Float[Array, " n"], PyTree]:
     """Run ``iterate(inputs) -> (x_flat, stats)`` with its derivatives replaced by the
     implicit ones. `stats` must hold an integer ``active_mask``; it gets no derivatives.
 
     Forward mode solves ``(∂F/∂x) t = -(∂F/∂θ) θ̇`` with Lineax; reverse mode is its
-    transpose. Either way the loop is run once, forward, and never differentiated.
+    transpose. Either way the loop is run once, forward, and never differentiated. The
+    system is solved densely (LU of the ``n × n`` matrix), or, `matrix_free` (a fit with
+    many parameters), by GMRES with Hessian-vector products: ``∂F/∂x`` is never formed
+    (it is not symmetric where parameters are held at bounds, so not CG).
     """
+    if matrix_free:
+        solver: lx.AbstractLinearSolver = lx.GMRES(rtol=1e-10, atol=1e-12, restart=50)
+    else:
+        solver = lx.AutoLinearSolver(well_posed=True)
     return implicit_jvp(
-        iterate,
-        optimality_condition,
-        inputs,
-        tags=frozenset(),
-        linear_solver=lx.AutoLinearSolver(well_posed=True),
+        iterate, optimality_condition, inputs, tags=frozenset(), linear_solver=solver
     )
 
 

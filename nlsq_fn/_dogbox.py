@@ -137,22 +137,28 @@ class Dogbox(AbstractStrategy):
         return on_bound(x, problem.lower, problem.upper).astype(jnp.int32)
 
     def propose(self, x, linearization, state, problem):
-        lower, upper = problem.lower, problem.upper
         free = free_variables(x, linearization.grad, problem)
         g = jnp.where(free, linearization.grad, 0.0)
         factor = linearization.factor
         newton = _gauss_newton_step(factor, g, free)
+        return self.dogleg_proposal(x, newton, g, factor, free, state, problem)
+
+    def dogleg_proposal(self, x, newton, g, jac, free, state, problem):
+        """The dogleg walk from the Gauss–Newton step `newton` (of the free variables)
+        in the rectangular trust region, its predicted reduction with the quadratic
+        model of `jac` (a factor or an operator: ``jac @ v``), and the trial point."""
+        lower, upper = problem.lower, problem.upper
         tr_bounds = state.radius / state.scale_inv
         # Held variables get the empty box [0, 0]: they do not move and hit nothing.
         step, bound_hits, region_hit = dogleg_step(
             newton,
             g,
-            factor,
+            jac,
             jnp.where(free, lower - x, 0.0),
             jnp.where(free, upper - x, 0.0),
             tr_bounds,
         )
-        predicted = -quadratic_value(factor, g, step)
+        predicted = -quadratic_value(jac, g, step)
         x_new = x + step
         if problem.bounded:
             # Clipped against rounding, and set exactly on the bounds the step reached.

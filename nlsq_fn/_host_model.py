@@ -11,6 +11,10 @@ function written with NumPy is run on the host the same way.
 """
 
 import collections
+import contextlib
+import hashlib
+import threading
+import traceback
 from collections.abc import Callable
 
 import equinox as eqx
@@ -44,8 +48,88 @@ def _numpy_copies(tree):
 
 
 def call_on_host(model: Callable, x, params) -> np.ndarray:
-    """`model` called on NumPy copies of its (concrete) inputs."""
-    return np.asarray(model(*_numpy_copies((x, params))))
+    """`model` called on NumPy copies of its (concrete) inputs (or its value there from
+    an earlier call of this fit: see `reusing_evaluations`)."""
+    return np.array(_evaluated(model, *_numpy_copies((x, params))))
+
+
+# The values of the models of the fits running now (`reusing_evaluations`) at their last
+# points, by model (equal models: JAX's `jit` passes a copy of the front end's own).
+_evaluations: dict = {}
+_POINTS_KEPT = 16  # the solution is the last accepted point: a few trials back at most
+_evaluations_lock = threading.Lock()  # callbacks may run on JAX's own threads
+
+
+@contextlib.contextmanager
+def reusing_evaluations(model: Callable):
+    """Within the block, `model` run on the host is called once at a point, as SciPy
+    calls `fun`: the front end's call at the start (for the output's shape) is the fit's
+    first evaluation, and the final summary's values at the start and at the solution
+    are those the loop computed. The values are forgotten at the end of the block (a
+    model may depend on state that changes between fits)."""
+    try:
+        hash(model)
+    except TypeError:  # (a model holding arrays: called again)
+        yield
+        return
+    with _evaluations_lock:
+        _evaluations[model] = collections.OrderedDict()
+    try:
+        yield
+    finally:
+        with _evaluations_lock:
+            _evaluations.pop(model, None)
+        _forget_failed_traces(model)
+
+
+def _forget_failed_traces(model: Callable) -> None:
+    """Drop `traced_shape`'s remembered failures of `model`: each fit of a NumPy model
+    then traces it once (one call of the user's function, counted in ``nfev``), the
+    same count in every fit (SciPy's tests compare two fits' ``nfev``)."""
+    for key in list(_shapes):
+        try:
+            if _shapes[key][1] is not None and key[0] == model:
+                del _shapes[key]
+        except Exception:  # noqa: BLE001, S112 - a function that cannot be compared
+            continue
+
+
+def _point_key(x, params) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    leaves, tree = jax.tree.flatten((x, params))
+    digest.update(repr(tree).encode())
+    for leaf in leaves:
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(repr((leaf.shape, leaf.dtype.str)).encode())
+        digest.update(leaf.tobytes())
+    return digest.digest()
+
+
+def _kept_values(model: Callable):
+    try:
+        return _evaluations.get(model)
+    except Exception:  # noqa: BLE001 - not hashable, or not comparable: never kept
+        return None
+
+
+def _evaluated(model: Callable, x, params):
+    """``model(x, params)`` on NumPy inputs, or its value at this point earlier in the
+    fit (`reusing_evaluations`)."""
+    with _evaluations_lock:
+        kept = _kept_values(model) if _evaluations else None
+    if kept is None:
+        return model(x, params)
+    key = _point_key(x, params)  # (before the call: the model may write into its inputs)
+    with _evaluations_lock:
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
+    value = np.array(model(x, params))  # a copy: the model may keep and change its own
+    with _evaluations_lock:
+        kept[key] = value
+        if len(kept) > _POINTS_KEPT:
+            kept.popitem(last=False)
+    return value
 
 
 # What tracing a function raises when it applies NumPy to JAX's arrays (or branches on
@@ -71,7 +155,10 @@ def _abstract_key(function, args):
         return None
     described = []
     for leaf in leaves:
-        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        if isinstance(leaf, (np.ndarray, jax.Array)):  # traced alike: shape, dtype
+            weak = bool(getattr(leaf, "weak_type", False))
+            described.append((tuple(leaf.shape), str(leaf.dtype), weak))
+        elif hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
             described.append((tuple(leaf.shape), str(leaf.dtype), type(leaf).__name__))
         else:
             described.append((type(leaf), leaf))
@@ -85,20 +172,38 @@ def _abstract_key(function, args):
 
 def traced_shape(function: Callable, *args):
     """``(jax.eval_shape(function, *args), None)``, or ``(None, the exception)`` when
-    JAX cannot trace `function`."""
+    JAX cannot trace `function` (remembered for the same function and argument shapes)."""
     key = _abstract_key(function, args)
-    if key is not None and key in _shapes:
+    if _known(key):
         _shapes.move_to_end(key)
-        return _shapes[key], None
+        return _shapes[key]
+    found: tuple
     try:
-        shape = jax.eval_shape(function, *args)
+        found = jax.eval_shape(function, *args), None
     except Exception as error:
-        return None, error
+        # Kept, so that a NumPy function is not traced again by the next check of the
+        # same fit (each trace is a call of the user's code; `reusing_evaluations`
+        # forgets it after the fit), without its frames' locals (arguments).
+        traceback.clear_frames(error.__traceback__)
+        found = None, error
     if key is not None:
-        _shapes[key] = shape
+        _shapes[key] = found
         if len(_shapes) > _SHAPES_KEPT:
             _shapes.popitem(last=False)
-    return shape, None
+    return found
+
+
+def shape_is_known(function: Callable, *args) -> bool:
+    """Whether `traced_shape` has the answer for these arguments' shapes without tracing
+    (calling) `function` again."""
+    return _known(_abstract_key(function, args))
+
+
+def _known(key) -> bool:
+    try:
+        return key is not None and key in _shapes
+    except Exception:  # noqa: BLE001 - a function whose fields cannot be compared
+        return False
 
 
 def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable):
@@ -137,7 +242,7 @@ class HostModel(eqx.Module):
         dtype = jnp.result_type(*jax.tree.leaves(params), float)
 
         def on_host(x, params):  # called with JAX arrays: give the model NumPy ones
-            return np.asarray(self.model(*_numpy_copies((x, params))), dtype=dtype)
+            return np.asarray(_evaluated(self.model, *_numpy_copies((x, params))), dtype=dtype)
 
         return host_callback(
             on_host,

@@ -9,18 +9,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._arguments import as_bounds, as_count, as_real, as_verbose
+from ._bounds import make_strictly_feasible
 from ._compiled import compiled, limit_programs
 from ._data import Data
 from ._dogbox import Dogbox
 from ._finite_difference import FINITE_DIFFERENCE_METHODS
 from ._host_errors import reraise_host_errors
-from ._host_model import call_on_host, call_untraceable, traced_shape
+from ._host_model import (
+    call_on_host,
+    call_untraceable,
+    reusing_evaluations,
+    shape_is_known,
+    traced_shape,
+)
 from ._levenberg_marquardt import LevenbergMarquardt
 from ._loss import AbstractLoss, Linear, as_loss
 from ._lsmr_dogbox import DogboxLSMR
 from ._lsmr_trf import TRFLSMR, lsmr_options, lsmr_strategy
 from ._misc import ArrayLikeOrSequence, is_concrete, warn_user
-from ._operator_linearize import host_jacobian_operator
+from ._operator_linearize import host_jacobian_operator, is_sparse
 from ._optimize_result import OptimizeResult
 from ._progress import print_final_report
 from ._result import Solution
@@ -31,6 +38,7 @@ from ._sparse_jacobian import (
     GroupedDifferences,
     check_jac_sparsity,
     dense_jacobian,
+    host_matrix,
     jacobian_kind,
     structured_like,
 )
@@ -52,6 +60,11 @@ class _ResidualModel(eqx.Module):
 
     fun: Callable = eqx.field(static=True)
     rest: Any  # (args, kwargs) with the arrays taken out: static (hashed) leaves
+
+    def __hash__(self):
+        # (`kwargs` is a dict: hashed by its layout, equal models hash alike) so that
+        # the checks' traces and a host-run `fun`'s values are found again in the fit.
+        return hash((self.fun, jax.tree.structure(self.rest)))
 
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
@@ -93,6 +106,8 @@ class _ResidualJacobian(eqx.Module):
     def __call__(self, arrays, params):
         args, kwargs = eqx.combine(arrays, self.rest)
         out = self.jac(params, *args, **kwargs)
+        if is_sparse(out):  # a JAX `BCOO`: kept sparse (applied matrix-free by LSMR)
+            return out
         if jacobian_kind(out) != "dense":  # on the host: a SciPy sparse matrix / operator
             return np.atleast_2d(dense_jacobian(out, jnp.size(params)))
         # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
@@ -101,10 +116,11 @@ class _ResidualJacobian(eqx.Module):
 
 def _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs) -> str:
     """What a `jac` written with NumPy returns at `x0` ("sparse", "operator" or
-    "dense"; one call on the host); "dense" for a JAX one (it returns an array)."""
-    _, error = traced_shape(jac_mode, arrays, x0)
+    "dense"; one call on the host); for a JAX one "bcoo" (a JAX sparse matrix) or
+    "dense"."""
+    out, error = traced_shape(jac_mode, arrays, x0)
     if error is None:
-        return "dense"
+        return "bcoo" if is_sparse(out) else "dense"
     try:
         value = jac(np.array(x0), *args, **kwargs)
     except Exception:  # noqa: BLE001 - `init` reports a failing `jac` with its own message
@@ -205,9 +221,13 @@ def least_squares(
     ``tr_solver="lsmr"`` (the default from 5000 parameters) solves the trust-region
     subproblem with LSMR, matrix-free with JAX's derivatives (`TRFLSMR`, `DogboxLSMR`;
     `tr_options` as SciPy's); a NumPy
-    `jac` returning a SciPy sparse matrix or `LinearOperator`, or `jac_sparsity`
-    (finite differences over column groups), selects it as SciPy does. `workers` is
-    accepted for SciPy compatibility and has no effect.
+    `jac` returning a SciPy sparse matrix or `LinearOperator`, a JAX `jac` returning a
+    `BCOO` matrix, or `jac_sparsity` selects it as SciPy does. With `jac_sparsity` the
+    Jacobian is found over groups of columns that share no row: by one JVP per group
+    (JAX's derivatives, exact) or SciPy's finite differences, and kept sparse. `workers`
+    is accepted for SciPy compatibility and has no effect. A NumPy `fun` is called once
+    at a point, and ``nfev`` counts its calls as SciPy's test of it does: the call of
+    JAX's trace that found it needs the host is one (SciPy's ``nfev`` + 1).
 
     Called eagerly, returns an `OptimizeResult` of NumPy values with SciPy's fields
     (``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
@@ -264,90 +284,114 @@ def least_squares(
     strategy = strategy_for(method, bounded)
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
     model = _ResidualModel(fun, rest)
-    out, error = traced_shape(model, arrays, x0)
-    if error is None and not (isinstance(jac, str) and jac == "cs"):
-        # (Complex steps call `fun` with complex parameters, which the fit's closure
-        # conversion of a traced float would refuse: those floats stay Python numbers.)
-        model = _with_traced_floats(model, arrays, x0)
-    else:  # a NumPy `fun`: `init` runs it on the host
+    # A host-run `fun` is called once at a point (its first value is the probe's below).
+    with reusing_evaluations(model):
+        # A trace is a call of `fun`: one that fails (NumPy) is counted in `nfev` below.
+        traced_calls = 0 if shape_is_known(model, arrays, x0) else 1
+        out, error = traced_shape(model, arrays, x0)
+        if error is None and not (isinstance(jac, str) and jac == "cs"):
+            # (Complex steps call `fun` with complex parameters, which the fit's closure
+            # conversion of a traced float would refuse: those floats stay Python numbers.)
+            model = _with_traced_floats(model, arrays, x0)
+        else:  # a NumPy `fun`: `init` runs it on the host
 
-        def failed(host_error):  # wrong arguments: SciPy's error type
-            if isinstance(host_error, TypeError):
-                return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
-            return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
+            def failed(host_error):  # wrong arguments: SciPy's error type
+                if isinstance(host_error, TypeError):
+                    return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
+                return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
 
-        out = call_untraceable(lambda: call_on_host(model, arrays, x0), error, failed)
-    m = int(np.prod(out.shape))
-    if method == "lm" and m < x0.size:
-        raise ValueError(
-            "Method 'lm' doesn't work when the number of residuals is less than the "
-            "number of variables."
+            # At the fit's start, as SciPy: this value is the fit's first evaluation.
+            start = _start(strategy, x0, bounds, bounded)
+            out = call_untraceable(lambda: call_on_host(model, arrays, start), error, failed)
+        m = int(np.prod(out.shape))
+        if method == "lm" and m < x0.size:
+            raise ValueError(
+                "Method 'lm' doesn't work when the number of residuals is less than the "
+                "number of variables."
+            )
+        jac_kind = "dense"
+        if callable(jac):
+            jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
+            jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
+        elif jac is None or jac in _JACOBIAN_NAMES:
+            jac_mode = cast(JacobianMode, jac or "fwd")
+        else:
+            raise ValueError(
+                f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
+                f"got {jac!r}."
+            )
+        if jac_kind != "dense":
+            if method == "lm":
+                raise ValueError("method='lm' works only with dense Jacobian matrices.")
+            if tr_solver == "exact":
+                raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+            if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
+                raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
+            tr_solver = "lsmr"
+        if jac_sparsity is not None:
+            pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
+            tr_solver = "lsmr"
+            if jac_mode == "fwd" and error is not None:
+                jac_mode = "2-point"  # a NumPy `fun`: SciPy's default, over the groups
+            if isinstance(jac_mode, str) and jac_mode in (*FINITE_DIFFERENCE_METHODS, "fwd"):
+                # JAX's Jacobian by compressed JVPs: one per group of columns.
+                jac_mode = GroupedDifferences.from_pattern(jac_mode, pattern)
+                jac_kind = "sparse"
+            # (A `jac` function gives the Jacobian itself, as in SciPy for a callable
+            # `jac`; ``jac="rev"`` applies JAX's derivatives as JVPs / VJPs, no pattern.)
+        if tr_solver is None and x0.size >= LSMR_FROM_N:
+            tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
+        strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
+        solver_options = finite_difference_options(diff_step)
+        solver = Solver(
+            strategy=strategy,
+            loss=loss_module,
+            bounds=bounds if bounded else None,
+            x_scale=x_scale,
+            ftol=ftol,
+            xtol=xtol,
+            gtol=gtol,
+            max_nfev=max_nfev,
+            jac=jac_mode,
+            verbose=2 if verbose == 2 else 0,
+            callback=as_core_callback(callback),
+            **solver_options,
         )
-    jac_kind = "dense"
-    if callable(jac):
-        jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
-        jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
-    elif jac is None or jac in _JACOBIAN_NAMES:
-        jac_mode = cast(JacobianMode, jac or "fwd")
-    else:
-        raise ValueError(
-            f"`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
-            f"got {jac!r}."
-        )
-    if jac_kind != "dense":
+        data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
+        state = init(model, data, x0, solver)
+        limit_programs()
+        solution = solve_stepwise_while_cheaper(fun, model, data, state)
+        solution = solution or _solve(model, data, state)
+        if not is_concrete(solution):
+            return solution
+        if verbose >= 1:
+            print_final_report(solution)
+        result = as_optimize_result(solution)
+        if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
+            # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
+            result["jac"] = host_jacobian_operator(
+                lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
+            )
+        if jac_kind in ("sparse", "operator"):  # SciPy's type back
+            result["jac"] = structured_like(jac_kind, result["jac"])
         if method == "lm":
-            raise ValueError("method='lm' works only with dense Jacobian matrices.")
-        if tr_solver == "exact":
-            raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
-        if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
-            raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
-        tr_solver = "lsmr"
-    if jac_sparsity is not None:
-        pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
-        tr_solver = "lsmr"
-        if isinstance(jac_mode, str) and jac_mode in FINITE_DIFFERENCE_METHODS:
-            jac_mode = GroupedDifferences.from_pattern(jac_mode, pattern)
-            jac_kind = "sparse"
-        # (A `jac` function gives the Jacobian itself and JAX's derivatives are applied
-        # as JVPs / VJPs: neither needs the pattern, as in SciPy for a callable `jac`.)
-    if tr_solver is None and x0.size >= LSMR_FROM_N:
-        tr_solver = "lsmr"  # the dense step needs an n x n SVD and the m x n Jacobian
-    strategy = _with_tr_solver(strategy, method, tr_solver, tr_options)
-    solver_options = finite_difference_options(diff_step)
-    solver = Solver(
-        strategy=strategy,
-        loss=loss_module,
-        bounds=bounds if bounded else None,
-        x_scale=x_scale,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        max_nfev=max_nfev,
-        jac=jac_mode,
-        verbose=2 if verbose == 2 else 0,
-        callback=as_core_callback(callback),
-        **solver_options,
-    )
-    data = Data(x=arrays, y=jnp.zeros((m,), out.dtype))
-    state = init(model, data, x0, solver)
-    limit_programs()
-    solution = solve_stepwise_while_cheaper(fun, model, data, state)
-    solution = solution or _solve(model, data, state)
-    if not is_concrete(solution):
-        return solution
-    if verbose >= 1:
-        print_final_report(solution)
-    result = as_optimize_result(solution)
-    if solution.jac is None and isinstance(strategy, (TRFLSMR, DogboxLSMR)):
-        # Never formed: SciPy's operator instead (JVPs / VJPs at the solution).
-        result["jac"] = host_jacobian_operator(
-            lambda p: model(arrays, p), jnp.asarray(result["x"]), loss_module
-        )
-    if jac_kind != "dense":  # SciPy's type back
-        result["jac"] = structured_like(jac_kind, result["jac"])
-    if method == "lm":
-        result["njev"] = None  # as SciPy, whose MINPACK does not count them
-    return result
+            result["njev"] = None  # as SciPy, whose MINPACK does not count them
+        if state.host_model:
+            # SciPy's `nfev` counts the calls of `fun`: JAX's failed trace was one.
+            result["nfev"] += traced_calls
+        return result
+
+
+def _start(strategy, x0, bounds, bounded: bool):
+    """Where the fit evaluates `fun` first: SciPy's trf moves `x0` strictly inside the
+    bounds before it does (`init` reports bounds that do not fit `x0`)."""
+    if not (bounded and strategy.supports_bounds and strategy.starts_strictly_inside):
+        return x0
+    try:
+        lower, upper = (jnp.broadcast_to(jnp.asarray(b, x0.dtype), x0.shape) for b in bounds)
+    except (TypeError, ValueError):
+        return x0
+    return make_strictly_feasible(x0, lower, upper)
 
 
 def as_optimize_result(solution: Solution) -> OptimizeResult:
@@ -359,7 +403,7 @@ def as_optimize_result(solution: Solution) -> OptimizeResult:
         x=np.asarray(solution.x),
         cost=float(solution.cost),
         fun=np.asarray(solution.fun),
-        jac=None if solution.jac is None else np.asarray(solution.jac),
+        jac=None if solution.jac is None else host_matrix(solution.jac),
         grad=np.asarray(solution.grad),
         optimality=float(solution.optimality),
         active_mask=np.asarray(solution.active_mask),

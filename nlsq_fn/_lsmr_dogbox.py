@@ -11,10 +11,9 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ._dogbox import Dogbox, DogboxProposal, dogleg_step, free_variables
+from ._dogbox import Dogbox, free_variables
 from ._lsmr_trf import ScaledJacobian, lsmr_solve
 from ._operator_linearize import jacobian_operator
-from ._trust_region import quadratic_value
 
 
 class DogboxLSMR(Dogbox):
@@ -34,7 +33,6 @@ class DogboxLSMR(Dogbox):
     matrix_free: ClassVar[bool] = True
 
     def propose(self, x, linearization, state, problem):
-        lower, upper = problem.lower, problem.upper
         free = free_variables(x, linearization.grad, problem)
         g = jnp.where(free, linearization.grad, 0.0)
         operator = jacobian_operator(problem.residual, x, linearization)
@@ -43,18 +41,4 @@ class DogboxLSMR(Dogbox):
         diag = None if self.damp == 0 else jnp.full_like(x, self.damp)
         n = x.size
         newton = -d * lsmr_solve(self, ScaledJacobian(operator, d), linearization.f, diag, n)
-        tr_bounds = state.radius / state.scale_inv
-        step, bound_hits, region_hit = dogleg_step(
-            newton,
-            g,
-            jac,
-            jnp.where(free, lower - x, 0.0),
-            jnp.where(free, upper - x, 0.0),
-            tr_bounds,
-        )
-        predicted = -quadratic_value(jac, g, step)
-        x_new = x + step
-        if problem.bounded:
-            x_new = jnp.clip(x_new, lower, upper)
-            x_new = jnp.where(bound_hits < 0, lower, jnp.where(bound_hits > 0, upper, x_new))
-        return x_new, DogboxProposal(x_new, step, predicted, region_hit)
+        return self.dogleg_proposal(x, newton, g, jac, free, state, problem)

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Bool, Float
 
-from ._bounds import coleman_li_scaling, make_strictly_feasible
+from ._bounds import make_strictly_feasible
 from ._operator_linearize import jacobian_operator
-from ._strategy import AbstractStrategy, StepOutcome, jacobian_scale_inverse, judge_trial
-from ._trf import select_step
+from ._strategy import AbstractStrategy, StepOutcome
+from ._trf import judge_trf_step, select_step, trf_optimality, trf_scaling, trf_start
 from ._trust_region import (
     GTOL,
     RUNNING,
@@ -148,11 +148,7 @@ class TRFLSMR(AbstractStrategy):
     matrix_free: ClassVar[bool] = True
 
     def init(self, x, linearization, problem):
-        scale_inv = jacobian_scale_inverse(linearization, problem)
-        v, dv = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
-        v = jnp.where(dv != 0, v * scale_inv, v)
-        radius = jnp.linalg.norm(x * scale_inv / jnp.sqrt(v))
-        radius = jnp.where(radius == 0, 1.0, radius)
+        radius, scale_inv = trf_start(x, linearization, problem)
         n = x.size
         state = _LSMRState(
             radius,
@@ -166,8 +162,7 @@ class TRFLSMR(AbstractStrategy):
         return state, jnp.where(optimal, GTOL, RUNNING)
 
     def optimality(self, x, linearization, problem):
-        v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
-        return jnp.max(jnp.abs(linearization.grad * v))
+        return trf_optimality(x, linearization, problem)
 
     def _lsmr(self, jac_h, f, diag, n):
         return lsmr_solve(self, jac_h, f, diag, n)
@@ -197,21 +192,10 @@ class TRFLSMR(AbstractStrategy):
     def propose(self, x, linearization, state, problem):
         lower, upper = problem.lower, problem.upper
         g = linearization.grad
-        scale = 1 / state.scale_inv
-        if problem.bounded:
-            v, dv = coleman_li_scaling(x, g, lower, upper)
-            g_norm = jnp.max(jnp.abs(g * v))
-            v = jnp.where(dv != 0, v * state.scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-        else:
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
+        d, diag_h, theta = trf_scaling(x, g, state.scale_inv, problem)
         g_h = d * g
         operator = jacobian_operator(problem.residual, x, linearization)
         jac_h = ScaledJacobian(operator, d)
-        theta = jnp.maximum(0.995, 1 - g_norm)
 
         basis, b_s, g_s = jax.lax.cond(
             state.fresh,
@@ -231,21 +215,7 @@ class TRFLSMR(AbstractStrategy):
         return x_new, _LSMRProposal(x_new, step, step_h, predicted, basis, b_s, g_s)
 
     def judge(self, x, linearization, state, proposal, trial, problem):
-        step_h_norm = jnp.linalg.norm(proposal.step_h)
-        judged = judge_trial(
-            self,
-            x,
-            linearization,
-            proposal.x_new,
-            trial,
-            problem,
-            predicted=proposal.predicted,
-            step=proposal.step,
-            step_norm=step_h_norm,
-            at_edge=step_h_norm > 0.95 * state.radius,
-            radius=state.radius,
-            scale_inv=state.scale_inv,
-        )
+        judged = judge_trf_step(self, x, linearization, state, proposal, trial, problem)
         new_state = _LSMRState(
             judged.radius,
             judged.scale_inv,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
+from jax.experimental.sparse import BCOO
 from jaxtyping import Array, Bool, Float
 
 from ._linearize import scale_residuals_for_loss
@@ -30,7 +31,7 @@ class OperatorLinearization(eqx.Module):
     grad: Float[Array, " n"]
     f: Float[Array, " m"]  # loss-scaled residuals
     row_scale: Float[Array, " m"] | None  # the loss's factor of each Jacobian row
-    jac: Float[Array, "m n"] | None  # loss-scaled; None: JVPs / VJPs of the model
+    jac: Float[Array, "m n"] | BCOO | None  # loss-scaled; None: JVPs / VJPs of the model
 
     @property
     def finite(self) -> Bool[Array, ""]:
@@ -39,17 +40,24 @@ class OperatorLinearization(eqx.Module):
             & jnp.all(jnp.isfinite(self.grad))
             & jnp.all(jnp.isfinite(self.f))
         )
-        if self.jac is not None:
-            ok = ok & jnp.all(jnp.isfinite(self.jac))
+        jac = self.jac
+        if isinstance(jac, BCOO):
+            ok = ok & jnp.all(jnp.isfinite(jac.data))
+        elif jac is not None:
+            ok = ok & jnp.all(jnp.isfinite(jac))
         return ok
 
     @property
     def column_norms(self) -> Float[Array, " n"]:
         """Column norms of the Jacobian (for ``x_scale="jac"``; a matrix-free Jacobian
         has none: `TRFLSMR` refuses ``x_scale="jac"`` without a matrix)."""
-        if self.jac is None:
+        jac = self.jac
+        if jac is None:
             return jnp.ones_like(self.grad)
-        return jnp.sqrt(jnp.sum(self.jac**2, axis=0))
+        if isinstance(jac, BCOO):
+            squares = jac.data**2
+            return jnp.sqrt(jax.ops.segment_sum(squares, jac.indices[:, 1], self.grad.size))
+        return jnp.sqrt(jnp.sum(jac**2, axis=0))
 
     @property
     def factor(self) -> None:
@@ -57,8 +65,13 @@ class OperatorLinearization(eqx.Module):
         return None
 
 
+def is_sparse(jac) -> bool:
+    """Whether a Jacobian is a JAX sparse (`BCOO`) matrix."""
+    return isinstance(jac, BCOO)
+
+
 def matrix_linearization(
-    f: Float[Array, " m"], jac: Float[Array, "m n"], loss: AbstractLoss
+    f: Float[Array, " m"], jac: Float[Array, "m n"] | BCOO, loss: AbstractLoss
 ) -> OperatorLinearization:
     """The summary at a point where the Jacobian was given as a matrix."""
     cost, f_scaled, row_scale = scale_residuals_for_loss(f, loss)
@@ -89,8 +102,12 @@ def jacobian_operator(
     """The loss-scaled Jacobian at `x` as a Lineax operator: the stored matrix, or the
     model linearised at `x` (one evaluation; then each product is a JVP, each
     transposed product its transpose, a VJP)."""
-    if linearization.jac is not None:
-        return lx.MatrixLinearOperator(linearization.jac)
+    jac = linearization.jac
+    if is_sparse(jac):
+        # (Lineax transposes the product, a BCOO `dot_general`, for LSMR's Jᵀ u.)
+        return lx.FunctionLinearOperator(lambda v: jac @ v, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    if jac is not None:
+        return lx.MatrixLinearOperator(jac)
     if residual is None:
         raise ValueError("A matrix-free Jacobian needs the residual function.")
     _, jvp = jax.linearize(residual, x)

@@ -6,6 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.experimental.sparse import BCOO
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -28,11 +29,12 @@ from ._misc import tree_where
 from ._operator_linearize import (
     OperatorLinearization,
     autodiff_linearization,
+    is_sparse,
     matrix_linearization,
 )
 from ._result import Solution, finished
 from ._solver import SolverState, start_point
-from ._sparse_jacobian import GroupedDifferences
+from ._sparse_jacobian import GroupedDifferences, as_jacobian
 from ._strategy import Problem
 from ._trust_region import CHUNKS_DIFFER, IMPROPER_INPUT, MAX_NFEV, RUNNING
 
@@ -89,36 +91,32 @@ def residual_function(
     return lambda x: data.weighted_residual(model(data.model_x, unravel(x)))
 
 
-def residual_and_jac(model, data, state, unravel, x):
-    """Weighted residuals and their Jacobian at flat parameters `x`."""
-    if isinstance(state.jac, GroupedDifferences):  # finite differences by column groups
+def residual_and_jac(model, data, state, unravel, x, sparse: bool = False):
+    """Weighted residuals and their Jacobian at flat parameters `x` (with a sparsity
+    pattern and `sparse`, as a `BCOO` matrix: for the matrix-free strategies)."""
+    if isinstance(state.jac, GroupedDifferences):  # column groups of a known pattern
 
         def residual_of(params):
             return data.weighted_residual(model(data.model_x, params))
 
-        f = residual_of(unravel(x))
-        jac = state.jac.jacobian(
-            residual_of,
-            x,
-            unravel,
-            f,
-            state.diff_step,
-            state.lower,
-            state.upper,
-            state.bounded,
+        f, values = state.jac.residual_and_values(
+            residual_of, x, unravel, state.diff_step, state.lower, state.upper, state.bounded
         )
-        return f, jac
+        as_matrix = state.jac.sparse if sparse else state.jac.dense
+        return f, as_matrix(values, f.size, x.size)
     if callable(state.jac):
         params = unravel(x)
         f = data.weighted_residual(model(data.model_x, params))
-        jac = jnp.asarray(state.jac(data.model_x, params), f.dtype)
+        jac = as_jacobian(state.jac(data.model_x, params))
         n = x.size
         if jac.shape not in ((f.size, n), (*data.y.shape, n)):  # static: checked once
             raise ValueError(
                 "The return value of `jac` has wrong shape: expected "
                 f"{(f.size, n)}, actual {jac.shape}."
             )
-        jac = jnp.reshape(jac, (f.size, n))
+        if is_sparse(jac):  # a `BCOO` from the user's `jac`: rows scaled, kept sparse
+            return f, _scaled_rows(jac, data, f.size, n, f.dtype, sparse)
+        jac = jnp.reshape(jnp.asarray(jac, f.dtype), (f.size, n))
         if data.sigma is not None:
             sigma = jnp.broadcast_to(data.sigma, data.y.shape)
             if data.mask is not None:
@@ -148,6 +146,20 @@ def residual_and_jac(model, data, state, unravel, x):
     return residual_and_jacobian(residual_function(model, data, unravel), x, state.jac)
 
 
+def _scaled_rows(jac, data, m, n, dtype, sparse):
+    """A sparse Jacobian's rows divided by `sigma` and zero where masked (as the dense
+    one's), as a `BCOO` or, when not `sparse`, the dense matrix."""
+    if jac.shape != (m, n):
+        jac = jac.reshape((m, n))
+    scale = jnp.ones((m,), dtype)
+    if data.sigma is not None:
+        scale = 1 / jnp.broadcast_to(data.sigma, data.y.shape).ravel()
+    if data.mask is not None:
+        scale = jnp.where(data.mask.ravel(), scale, 0.0)
+    jac = BCOO((jac.data.astype(dtype) * scale[jac.indices[:, 0]], jac.indices), shape=(m, n))
+    return jac if sparse else jac.todense()
+
+
 def is_matrix_free(state) -> bool:
     """Whether the strategy works with the Jacobian as an operator (`TRFLSMR`)."""
     return getattr(state.strategy, "matrix_free", False)
@@ -165,7 +177,7 @@ def operator_linearization_at(model, data, state, unravel, x) -> OperatorLineari
     with ``x_scale="jac"`` (which needs the column norms: autodiff forms it then)."""
     if uses_jvps(state):
         return autodiff_linearization(residual_function(model, data, unravel), x, state.loss)
-    f, jac = residual_and_jac(model, data, state, unravel, x)
+    f, jac = residual_and_jac(model, data, state, unravel, x, sparse=True)
     return matrix_linearization(f, jac, state.loss)
 
 
@@ -334,7 +346,7 @@ def solve(model: Callable, data: Data, state: SolverState) -> Solution:
         model = evaluated_on_host(model, data.y.shape)
     else:
         model = with_explicit_closure(model, data, state.params)
-    x_flat, stats = differentiable_fit(_iterate, (model, data, state))
+    x_flat, stats = differentiable_fit(_iterate, (model, data, state), is_matrix_free(state))
     return solution_at(model, data, state, x_flat, stats, stats.active_mask)
 
 
@@ -353,7 +365,7 @@ def solution_at(model, data: Data, state: SolverState, x_flat, counts, active_ma
             f = residual_function(model, data, unravel)(x_flat)
             final = operator_linearization_at(model, data, state, unravel, x_flat)
         else:
-            f, jac = residual_and_jac(model, data, state, unravel, x_flat)
+            f, jac = residual_and_jac(model, data, state, unravel, x_flat, sparse=True)
             final = matrix_linearization(f, jac, state.loss)
         jac_scaled = final.jac
     elif state.chunk_size is None:

@@ -29,7 +29,7 @@ from ._levenberg_marquardt import LevenbergMarquardt
 from ._linearize import FACTORIZATIONS, Factorization, check_chunkable
 from ._loss import AbstractLoss, Linear, as_loss
 from ._misc import as_jax_array, is_concrete
-from ._sparse_jacobian import GroupedDifferences
+from ._sparse_jacobian import GroupedDifferences, as_jacobian
 from ._strategy import AbstractStrategy
 from ._trf import TRF
 
@@ -455,7 +455,7 @@ def _jacobian_function(jac, data, params, start):
     NumPy (which JAX cannot trace) is run on the host, at `start()`."""
     n = ravel_pytree(params)[0].size
     expected = (int(np.prod(data.y.shape)), n)
-    out, error = traced_shape(lambda x, p: jnp.asarray(jac(x, p)), data.x, params)
+    out, error = traced_shape(lambda x, p: as_jacobian(jac(x, p)), data.x, params)
     if error is not None:
         failed = ValueError(f"Calling `jac` at p0 failed: {error}")
         if not is_concrete(data, params):

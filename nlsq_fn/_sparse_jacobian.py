@@ -9,10 +9,14 @@ structurally independent columns at once (SciPy's ``group_columns``): one evalua
 (two for 3-point) per group instead of per parameter.
 """
 
+import collections
+import hashlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.sparse import BCOO
 
 from ._finite_difference import absolute_step, adjust_to_bounds
 
@@ -60,6 +64,22 @@ def structured_like(kind: str, jac: np.ndarray):
     return sp.csr_array(jac) if kind == "sparse" else aslinearoperator(jac)
 
 
+def as_jacobian(value):
+    """A `jac` function's value as an array, a JAX `BCOO` matrix kept as it is."""
+    return value if isinstance(value, BCOO) else jnp.asarray(value)
+
+
+def host_matrix(jac):
+    """A result's Jacobian on the host: a NumPy array, or a SciPy CSR matrix for a JAX
+    `BCOO` one."""
+    if not isinstance(jac, BCOO):
+        return np.asarray(jac)
+    import scipy.sparse as sp
+
+    indices = np.asarray(jac.indices)
+    return sp.csr_array((np.asarray(jac.data), (indices[:, 0], indices[:, 1])), shape=jac.shape)
+
+
 def check_jac_sparsity(jac_sparsity, m: int, n: int):
     """The pattern as a SciPy CSC matrix of booleans, checked to be ``(m, n)``."""
     import scipy.sparse as sp
@@ -77,57 +97,122 @@ def check_jac_sparsity(jac_sparsity, m: int, n: int):
 
 def group_columns(pattern) -> np.ndarray:
     """A group number for each column such that no two columns of a group share a
-    row (greedy, in column order, as SciPy's ``group_columns`` without reordering)."""
+    row (greedy, in column order, as SciPy's ``group_columns`` without reordering): each
+    column takes the lowest group not yet used in any of its rows (a bit mask per row)."""
     import scipy.sparse as sp
 
     pattern = sp.csc_array(pattern)
     m, n = pattern.shape
-    groups = np.empty(n, np.int64)
-    used: list[np.ndarray] = []  # per group: which rows its columns occupy
+    indptr, indices = pattern.indptr.tolist(), pattern.indices.tolist()
+    taken = [0] * m  # per row: the groups of the columns placed in it so far, as bits
+    groups = [0] * n
     for j in range(n):
-        rows = pattern.indices[pattern.indptr[j] : pattern.indptr[j + 1]]
-        for k, taken in enumerate(used):
-            if not taken[rows].any():
-                taken[rows] = True
-                groups[j] = k
-                break
-        else:
-            taken = np.zeros(m, bool)
-            taken[rows] = True
-            used.append(taken)
-            groups[j] = len(used) - 1
-    return groups
+        rows = indices[indptr[j] : indptr[j + 1]]
+        forbidden = 0
+        for r in rows:
+            forbidden |= taken[r]
+        bit = ~forbidden & (forbidden + 1)  # the lowest free group
+        groups[j] = bit.bit_length() - 1
+        for r in rows:
+            taken[r] |= bit
+    return np.asarray(groups, np.int64)
+
+
+class Pattern:
+    """A sparsity pattern's ``(row, column)`` pairs, each column's group and the shape,
+    as a hashable static value (NumPy arrays, hashed by their bytes once: a fit's
+    program is keyed by it without walking tens of thousands of Python numbers)."""
+
+    def __init__(self, rows, cols, groups, shape: tuple[int, int]):
+        self.rows = np.asarray(rows, np.int32)
+        self.cols = np.asarray(cols, np.int32)
+        self.groups = np.asarray(groups, np.int32)
+        self.shape = shape
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.rows, self.cols, self.groups):
+            digest.update(array.tobytes())
+        self._key = (shape, len(self.rows), digest.digest())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, Pattern) and self._key == other._key
+
+    def __repr__(self):
+        return f"Pattern(shape={self.shape}, nnz={len(self.rows)})"
+
+
+_patterns: collections.OrderedDict = collections.OrderedDict()
+_PATTERNS_KEPT = 8
 
 
 class GroupedDifferences(eqx.Module):
-    """A `jac` mode: SciPy's finite differences (`method`) over column groups of a known
-    sparsity pattern; the pattern's ``(row, column)`` pairs and each column's group
-    are static (hashable tuples)."""
+    """A `jac` mode for a known sparsity pattern: the columns of a group (structurally
+    independent: no shared row) are found together, by SciPy's finite differences
+    (`method` ``"2-point"``, ``"3-point"``, ``"cs"``) or, for ``"fwd"``, exactly by one
+    JVP per group (compressed forward mode). The pattern's ``(row, column)`` pairs and
+    each column's group are static (hashable tuples)."""
 
     method: str = eqx.field(static=True)
-    groups: tuple[int, ...] = eqx.field(static=True)
-    rows: tuple[int, ...] = eqx.field(static=True)
-    cols: tuple[int, ...] = eqx.field(static=True)
+    pattern: Pattern = eqx.field(static=True)
 
     @classmethod
     def from_pattern(cls, method: str, pattern) -> "GroupedDifferences":
         import scipy.sparse as sp
 
         coo = sp.coo_array(pattern)
-        return cls(
-            method,
-            tuple(int(g) for g in group_columns(pattern)),
-            tuple(int(r) for r in coo.row),
-            tuple(int(c) for c in coo.col),
-        )
+        shape = (int(coo.shape[0]), int(coo.shape[1]))
+        rows, cols = np.asarray(coo.row, np.int32), np.asarray(coo.col, np.int32)
+        # The grouping (a Python loop over the columns) is kept for refits with the
+        # same pattern, found by its pairs' bytes.
+        key = (shape, hashlib.blake2b(rows.tobytes() + cols.tobytes()).digest())
+        found = _patterns.get(key)
+        if found is None:
+            found = _patterns[key] = Pattern(rows, cols, group_columns(pattern), shape)
+            if len(_patterns) > _PATTERNS_KEPT:
+                _patterns.popitem(last=False)
+        _patterns.move_to_end(key)
+        return cls(method, found)
 
-    def jacobian(self, residual, x, unravel, f0, diff_step, lower, upper, bounded):
-        """The ``(m, n)`` Jacobian (zero outside the pattern) at flat `x`, where
-        ``residual(unravel(x)) == f0``: one evaluation per group (two for 3-point)."""
-        n, m = x.size, f0.size
+    @property
+    def groups(self) -> np.ndarray:
+        return self.pattern.groups
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.pattern.rows
+
+    @property
+    def cols(self) -> np.ndarray:
+        return self.pattern.cols
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.shape
+
+    def _check(self, m: int, n: int) -> None:
+        if self.shape != (m, n):  # static: when the fit is traced
+            raise ValueError(
+                f"The Jacobian's sparsity pattern has shape {self.shape}; this fit's "
+                f"Jacobian is {(m, n)} (residuals x parameters)."
+            )
+
+    def residual_and_values(self, residual, x, unravel, diff_step, lower, upper, bounded):
+        """The residuals ``residual(unravel(x))`` and the Jacobian's values at the
+        pattern's pairs: one evaluation (or JVP) per group, two per group for 3-point."""
+        n = x.size
         groups = jnp.asarray(self.groups)
-        n_groups = max(self.groups) + 1
+        n_groups = int(self.groups.max()) + 1
         basis = (jnp.arange(n_groups)[:, None] == groups[None, :]).astype(x.dtype)
+        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
+        g = groups[cols]
+        if self.method == "fwd":  # J @ (sum of a group's unit vectors): exact columns
+            f0, jvp = jax.linearize(lambda x_: residual(unravel(x_)), x)
+            self._check(f0.size, n)
+            return f0, jax.vmap(jvp)(basis)[g, rows]
+        f0 = residual(unravel(x))
+        self._check(f0.size, n)
         rel = None if diff_step is None else jnp.broadcast_to(jnp.asarray(diff_step, x.dtype), (n,))
         method = self.method
         step = absolute_step(x, f0.dtype, method, rel)
@@ -155,13 +240,46 @@ class GroupedDifferences(eqx.Module):
             f_far = at(x + basis * far[None, :])
             dx = jnp.where(one_sided, (x + 2 * step) - x, (x + step) - (x - step))
             difference = None
-        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
-        g = groups[cols]
         if difference is None:
             central = f_far[g, rows] - f_near[g, rows]
             sided = -3.0 * f0[rows] + 4 * f_near[g, rows] - f_far[g, rows]
             values = jnp.where(one_sided[cols], sided, central)
         else:
             values = difference[g, rows]
-        values = (values / dx[cols]).astype(f0.dtype)
-        return jnp.zeros((m, n), f0.dtype).at[rows, cols].set(values)
+        return f0, (values / dx[cols]).astype(f0.dtype)
+
+    def dense(self, values, m: int, n: int):
+        """The ``(m, n)`` Jacobian, zero outside the pattern."""
+        rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
+        return jnp.zeros((m, n), values.dtype).at[rows, cols].set(values)
+
+    def sparse(self, values, m: int, n: int) -> BCOO:
+        """The Jacobian as a JAX `BCOO` matrix (its pattern's entries only)."""
+        indices = jnp.stack(
+            [jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)], axis=1
+        )
+        return BCOO((values, indices), shape=(m, n))
+
+
+def jac_sparsity(pattern, method: str = "fwd") -> GroupedDifferences:
+    """The `jac` of a `Solver` for a Jacobian with a known sparsity `pattern` (``(m,
+    n)``, array-like or SciPy sparse; nonzero where a residual depends on a parameter),
+    as SciPy's ``jac_sparsity``: columns that share no row are found together, by one
+    JVP per group of columns (``method="fwd"``, JAX's exact derivatives: compressed
+    forward mode) or SciPy's finite differences (``"2-point"``, ``"3-point"``,
+    ``"cs"``). A dense strategy gets the ``m × n`` matrix from a few JVPs instead of
+    ``n``; `TRFLSMR` / `DogboxLSMR` keep it sparse (a JAX `BCOO`), ``m × n`` never
+    formed. Entries outside the pattern are taken as zero: a wrong pattern gives a
+    wrong Jacobian."""
+    if method not in ("fwd", "2-point", "3-point", "cs"):
+        raise ValueError(f"`method` must be 'fwd', '2-point', '3-point' or 'cs', got {method!r}.")
+    import scipy.sparse as sp
+
+    if sp.issparse(pattern):
+        checked = sp.csc_array(pattern)
+    else:
+        array = np.asarray(pattern)
+        if array.ndim != 2:
+            raise ValueError(f"`pattern` must be 2-D (m, n), got shape {array.shape}.")
+        checked = sp.csc_array(array)
+    return GroupedDifferences.from_pattern(method, checked.astype(bool))

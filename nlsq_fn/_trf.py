@@ -108,18 +108,13 @@ class TRF(AbstractStrategy):
     jacobian_after_last_step: ClassVar[bool] = True
 
     def init(self, x, linearization, problem):
-        scale_inv = jacobian_scale_inverse(linearization, problem)
-        v, dv = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
-        v = jnp.where(dv != 0, v * scale_inv, v)
-        radius = jnp.linalg.norm(x * scale_inv / jnp.sqrt(v))
-        radius = jnp.where(radius == 0, 1.0, radius)
+        radius, scale_inv = trf_start(x, linearization, problem)
         state = _TRFState(radius, jnp.zeros((), x.dtype), scale_inv)
         optimal = self.optimality(x, linearization, problem) < problem.gtol
         return state, jnp.where(optimal, GTOL, RUNNING)
 
     def optimality(self, x, linearization, problem):
-        v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
-        return jnp.max(jnp.abs(linearization.grad * v))
+        return trf_optimality(x, linearization, problem)
 
     def subproblem(self, linearization, d, diag_h, g_h, state, problem):
         """The scaled Jacobian ``J_h = J diag(d)`` (what the step selection multiplies
@@ -149,21 +144,8 @@ class TRF(AbstractStrategy):
     def propose(self, x, linearization, state, problem):
         lower, upper = problem.lower, problem.upper
         g = linearization.grad
-        scale = 1 / state.scale_inv
-        if problem.bounded:
-            v, dv = coleman_li_scaling(x, g, lower, upper)
-            g_norm = jnp.max(jnp.abs(g * v))
-            # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
-            v = jnp.where(dv != 0, v * state.scale_inv, v)
-            d = jnp.sqrt(v) * scale
-            diag_h = g * dv * scale
-        else:
-            # Without bounds the Coleman–Li vector is all ones: SciPy's `trf_no_bounds`.
-            g_norm = jnp.max(jnp.abs(g))
-            d = scale
-            diag_h = jnp.zeros_like(g)
+        d, diag_h, theta = trf_scaling(x, g, state.scale_inv, problem)
         g_h = d * g
-        theta = jnp.maximum(0.995, 1 - g_norm)
         jac_h, p_h, alpha = self.subproblem(linearization, d, diag_h, g_h, state, problem)
         if problem.bounded:
             step, step_h, predicted = select_step(
@@ -177,21 +159,7 @@ class TRF(AbstractStrategy):
         return x_new, _TRFProposal(x_new, step, step_h, predicted, alpha)
 
     def judge(self, x, linearization, state, proposal, trial, problem):
-        step_h_norm = jnp.linalg.norm(proposal.step_h)
-        judged = judge_trial(
-            self,
-            x,
-            linearization,
-            proposal.x_new,
-            trial,
-            problem,
-            predicted=proposal.predicted,
-            step=proposal.step,
-            step_norm=step_h_norm,
-            at_edge=step_h_norm > 0.95 * state.radius,
-            radius=state.radius,
-            scale_inv=state.scale_inv,
-        )
+        judged = judge_trf_step(self, x, linearization, state, proposal, trial, problem)
         # The Levenberg–Marquardt parameter follows the radius (SciPy's `alpha *=
         # Delta / Delta_new`) while the fit goes on.
         going_on = trial.finite & (judged.status == RUNNING)
@@ -205,3 +173,56 @@ class TRF(AbstractStrategy):
             judged.accepted,
             judged.status,
         )
+
+
+def judge_trf_step(strategy, x, linearization, state, proposal, trial, problem):
+    """`judge_trial` for a TRF step (`TRF`, `TRFLSMR`): the step's norm in the scaled
+    variables, at the edge beyond 95% of the radius, as SciPy's ``trf``."""
+    step_h_norm = jnp.linalg.norm(proposal.step_h)
+    return judge_trial(
+        strategy,
+        x,
+        linearization,
+        proposal.x_new,
+        trial,
+        problem,
+        predicted=proposal.predicted,
+        step=proposal.step,
+        step_norm=step_h_norm,
+        at_edge=step_h_norm > 0.95 * state.radius,
+        radius=state.radius,
+        scale_inv=state.scale_inv,
+    )
+
+
+def trf_start(x, linearization, problem):
+    """SciPy's initial trust radius (in the Coleman–Li and `x_scale` variables) and the
+    inverse scale, for `TRF` and `TRFLSMR`."""
+    scale_inv = jacobian_scale_inverse(linearization, problem)
+    v, dv = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
+    v = jnp.where(dv != 0, v * scale_inv, v)
+    radius = jnp.linalg.norm(x * scale_inv / jnp.sqrt(v))
+    return jnp.where(radius == 0, 1.0, radius), scale_inv
+
+
+def trf_optimality(x, linearization, problem):
+    """SciPy's first-order optimality of ``trf``: the Coleman–Li scaled gradient."""
+    v, _ = coleman_li_scaling(x, linearization.grad, problem.lower, problem.upper)
+    return jnp.max(jnp.abs(linearization.grad * v))
+
+
+def trf_scaling(x, g, scale_inv, problem):
+    """The variables' scale `d`, the diagonal term ``diag_h`` of the scaled problem and
+    the step-back factor `theta` at `x` with gradient `g` (SciPy's ``trf_bounds``;
+    without bounds the Coleman–Li vector is all ones, as ``trf_no_bounds``)."""
+    scale = 1 / scale_inv
+    if problem.bounded:
+        v, dv = coleman_li_scaling(x, g, problem.lower, problem.upper)
+        g_norm = jnp.max(jnp.abs(g * v))
+        # Coleman–Li scaling is applied in the variables already scaled by `x_scale`.
+        v = jnp.where(dv != 0, v * scale_inv, v)
+        d, diag_h = jnp.sqrt(v) * scale, g * dv * scale
+    else:
+        g_norm = jnp.max(jnp.abs(g))
+        d, diag_h = scale, jnp.zeros_like(g)
+    return d, diag_h, jnp.maximum(0.995, 1 - g_norm)

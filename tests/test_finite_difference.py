@@ -131,7 +131,10 @@ def test_numpy_model_through_curve_fit_matches_scipy():
 
 
 def test_numpy_model_through_least_squares_matches_scipy():
+    calls = []
+
     def fun(p, x, y):
+        calls.append(isinstance(p, jax.core.Tracer))
         residual = bessel_decay(x, *p) - y
         residual[np.abs(residual) > 1e6] = 1e6  # NumPy style: writes into an array
         return residual
@@ -139,14 +142,43 @@ def test_numpy_model_through_least_squares_matches_scipy():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
         ours = nf.least_squares(fun, P0_BESSEL, args=(X_BESSEL, Y_BESSEL), **TOLERANCES)
+    ours_calls = len(calls)
+    calls.clear()
     reference = scipy.optimize.least_squares(
         fun, P0_BESSEL, args=(X_BESSEL, Y_BESSEL), **TOLERANCES
     )
     np.testing.assert_allclose(np.asarray(ours.x), reference.x, rtol=1e-6)
     np.testing.assert_allclose(float(ours.cost), reference.cost, rtol=1e-6)
-    # Counted as SciPy counts: one per evaluation of `fun` by the solver, one Jacobian
-    # (n calls of `fun`, not counted in nfev) per accepted step.
-    assert (int(ours.nfev), int(ours.njev)) == (reference.nfev, reference.njev)
+    # Counted as SciPy counts: one per call of `fun` (JAX's trace, which found that it
+    # needs the host, was one; SciPy's fit makes the same evaluations without it), one
+    # Jacobian (n calls of `fun`, not counted in nfev) per accepted step.
+    assert (int(ours.nfev) - 1, int(ours.njev)) == (reference.nfev, reference.njev)
+    assert ours_calls == len(calls) + 1 == int(ours.nfev) + len(P0_BESSEL) * int(ours.njev)
+
+
+@pytest.mark.parametrize("method", ["trf", "lm"])
+@pytest.mark.parametrize("max_nfev", [1, 2, None])
+def test_numpy_fun_called_nfev_times(method, max_nfev):
+    # SciPy's test_nfev: `nfev` is the number of calls of `fun` (with a `jac`): the
+    # input checks' call at the start is the fit's first evaluation, and the result's
+    # values at the start and at the solution are reused, never computed again.
+    calls = []
+
+    def fun(p):
+        calls.append(p)
+        return np.array([10 * (p[1] - p[0] ** 2), 1 - p[0]])
+
+    def jac(p):
+        return np.array([[-20 * p[0], 10], [-1, 0]])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
+        ours = nf.least_squares(fun, [3.8, 6.6], jac=jac, method=method, max_nfev=max_nfev)
+    assert ours.nfev == len(calls)
+    assert isinstance(calls[0], jax.core.Tracer)  # JAX's trace, which fails
+    assert sum(np.array_equal(p, [3.8, 6.6]) for p in calls[1:]) == 1  # once at the start
+    if max_nfev is None:
+        np.testing.assert_allclose(ours.x, [1.0, 1.0], rtol=1e-7)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.sparse as sp
+from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, lsmr
 
 import nlsq_fn as nf
@@ -283,13 +284,15 @@ def test_dogbox_lsmr_matches_scipy(bounded):
     assert ours.optimality < 1e-6
 
 
-def test_implicit_gradient_equals_dense_path():
+@pytest.mark.parametrize("bounds", [None, BOX])  # BOX holds p[1] at its upper bound
+def test_implicit_gradient_equals_dense_path(bounds):
+    # The matrix-free fit's implicit rule solves by GMRES with Hessian-vector products.
     model, data = _exp_case()
     p0 = jnp.array([1.0, 0.5, 0.0])
 
     def fitted(y, strategy):
         fit_data = nf.Data(x=data.x, y=y)
-        solver = nf.Solver(strategy=strategy, ftol=1e-12, xtol=1e-12, gtol=1e-12)
+        solver = nf.Solver(strategy=strategy, bounds=bounds, ftol=1e-12, xtol=1e-12, gtol=1e-12)
         return nf.solve(model, fit_data, nf.init(model, fit_data, p0, solver)).x
 
     dense = jax.jacobian(lambda y: fitted(y, nf.TRF()))(data.y)
@@ -320,3 +323,117 @@ def test_selected_variances_equal_the_dense_pcov():
         exact,
         rtol=1e-6,
     )
+
+
+def _banded(x):
+    """A model whose Jacobian has an irregular pattern (mirrored and shifted couplings)
+    and one more residual than parameters."""
+    f = jnp.sin(x) * x[::-1] + jnp.roll(x, 2) ** 2
+    return jnp.concatenate([f, jnp.atleast_1d(x[0] * x[3])])
+
+
+def _pattern_of(fun, n):
+    dense = np.asarray(jax.jacfwd(fun)(jnp.linspace(0.3, 1.1, n)))
+    return dense != 0
+
+
+def test_compressed_jvps_equal_the_dense_jacobian():
+    n = 9
+    x = jnp.linspace(-0.7, 1.3, n)
+    pattern = _pattern_of(_banded, n)
+    mode = nf.jac_sparsity(pattern)
+    n_groups = int(mode.groups.max()) + 1
+    assert n_groups < n  # fewer JVPs than parameters
+    f, values = mode.residual_and_values(_banded, x, lambda v: v, None, None, None, False)
+    dense = jax.jacfwd(_banded)(x)
+    np.testing.assert_allclose(f, _banded(x), rtol=1e-15)
+    np.testing.assert_allclose(mode.dense(values, n + 1, n), dense, rtol=1e-14, atol=1e-15)
+    sparse = mode.sparse(values, n + 1, n)
+    np.testing.assert_allclose(sparse.todense(), dense, rtol=1e-14, atol=1e-15)
+    assert sparse.nse == pattern.sum()
+    with pytest.raises(ValueError, match="pattern has shape"):
+        nf.jac_sparsity(pattern[:, :-1]).residual_and_values(
+            _banded, x, lambda v: v, None, None, None, False
+        )
+
+
+@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+def test_core_jac_sparsity_equals_autodiff(strategy):
+    n = 30
+    x0, lb, ub = broyden_start(n)
+    data = nf.Data(x=None, y=jnp.zeros(n))
+
+    def model(_, p):
+        return broyden(p)
+
+    fits = []
+    for jac in ("fwd", nf.jac_sparsity(broyden_pattern(n))):
+        solver = nf.Solver(strategy=strategy, jac=jac, bounds=(lb, ub))
+        fits.append(nf.solve(model, data, nf.init(model, data, jnp.asarray(x0), solver)))
+    plain, compressed = fits
+    np.testing.assert_allclose(compressed.x, plain.x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(compressed.cost, plain.cost, rtol=1e-8)
+    if isinstance(strategy, TRFLSMR):
+        dense = jax.jacfwd(broyden)(compressed.x)
+        np.testing.assert_allclose(compressed.jac.todense(), dense, rtol=1e-14)  # BCOO
+
+
+def test_least_squares_jac_sparsity_with_autodiff_matches_scipy():
+    n = 40
+    x0, lb, ub = broyden_start(n)
+    ours = least_squares(broyden, x0, jac_sparsity=broyden_pattern(n), bounds=(lb, ub))
+    theirs = scipy.optimize.least_squares(
+        broyden_np, x0, jac=broyden_jac_sparse, bounds=(lb, ub), tr_solver="lsmr"
+    )
+    assert sp.issparse(ours.jac)  # SciPy's type, the exact values
+    np.testing.assert_allclose(ours.jac.toarray(), broyden_jac_sparse(ours.x).toarray(), rtol=1e-14)
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.cost, theirs.cost, rtol=1e-6)
+
+
+def _broyden_bcoo(n):
+    i = jnp.arange(n)
+    indices = jnp.concatenate(
+        [jnp.stack([i, i], 1), jnp.stack([i[1:], i[:-1]], 1), jnp.stack([i[:-1], i[1:]], 1)]
+    )
+
+    def jac(x):
+        values = jnp.concatenate([3 - 2 * x, -jnp.ones(n - 1), -2 * jnp.ones(n - 1)])
+        return BCOO((values, indices), shape=(n, n))
+
+    return jac
+
+
+def test_bcoo_jac_matches_scipy_sparse_jac():
+    n = 40
+    x0, lb, ub = broyden_start(n)
+    ours = least_squares(broyden, x0, jac=_broyden_bcoo(n), bounds=(lb, ub))  # lsmr chosen
+    theirs = scipy.optimize.least_squares(
+        broyden_np, x0, jac=broyden_jac_sparse, bounds=(lb, ub), tr_solver="lsmr"
+    )
+    assert sp.issparse(ours.jac)
+    np.testing.assert_allclose(ours.jac.toarray(), broyden_jac_sparse(ours.x).toarray())
+    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="dense"):
+        least_squares(broyden, x0, jac=_broyden_bcoo(n), tr_solver="exact")
+
+
+@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+def test_bcoo_jac_with_sigma_equals_the_dense_jac(strategy):
+    # The rows of a sparse Jacobian are divided by sigma as a dense one's.
+    n = 30
+    x0, _, _ = broyden_start(n)
+    sigma = jnp.linspace(0.5, 2.0, n)
+    data = nf.Data(x=None, y=jnp.full(n, 0.1), sigma=sigma)
+
+    def model(_, p):
+        return broyden(p)
+
+    bcoo = _broyden_bcoo(n)
+    fits = []
+    for jac in (lambda _, p: bcoo(p).todense(), lambda _, p: bcoo(p)):
+        solver = nf.Solver(strategy=strategy, jac=jac, ftol=1e-12, xtol=1e-12, gtol=1e-12)
+        fits.append(nf.solve(model, data, nf.init(model, data, jnp.asarray(x0), solver)))
+    dense, sparse = fits
+    np.testing.assert_allclose(sparse.x, dense.x, rtol=1e-10)
+    np.testing.assert_allclose(sparse.cost, dense.cost, rtol=1e-10, atol=1e-20)  # both ~0
