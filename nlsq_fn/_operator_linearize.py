@@ -9,17 +9,21 @@ Jacobian made dense on the host) the ``m × n`` matrix is kept and used as the o
 """
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Union, cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
-from jax.experimental.sparse import BCOO
 from jaxtyping import Array, Bool, Float
 
 from ._linearize import scale_residuals_for_loss
 from ._loss import AbstractLoss
+from ._sparse_jacobian import is_bcoo
+
+if TYPE_CHECKING:
+    from jax.experimental.sparse import BCOO
 
 
 class OperatorLinearization(eqx.Module):
@@ -31,7 +35,7 @@ class OperatorLinearization(eqx.Module):
     grad: Float[Array, " n"]
     f: Float[Array, " m"]  # loss-scaled residuals
     row_scale: Float[Array, " m"] | None  # the loss's factor of each Jacobian row
-    jac: Float[Array, "m n"] | BCOO | None  # loss-scaled; None: JVPs / VJPs of the model
+    jac: Union[Float[Array, "m n"], "BCOO", None]  # loss-scaled; None: JVPs / VJPs
 
     @property
     def finite(self) -> Bool[Array, ""]:
@@ -41,10 +45,10 @@ class OperatorLinearization(eqx.Module):
             & jnp.all(jnp.isfinite(self.f))
         )
         jac = self.jac
-        if isinstance(jac, BCOO):
+        if is_bcoo(jac):
             ok = ok & jnp.all(jnp.isfinite(jac.data))
         elif jac is not None:
-            ok = ok & jnp.all(jnp.isfinite(jac))
+            ok = ok & jnp.all(jnp.isfinite(cast(Array, jac)))  # (dense here)
         return ok
 
     @property
@@ -54,10 +58,10 @@ class OperatorLinearization(eqx.Module):
         jac = self.jac
         if jac is None:
             return jnp.ones_like(self.grad)
-        if isinstance(jac, BCOO):
+        if is_bcoo(jac):
             squares = jac.data**2
             return jnp.sqrt(jax.ops.segment_sum(squares, jac.indices[:, 1], self.grad.size))
-        return jnp.sqrt(jnp.sum(jac**2, axis=0))
+        return jnp.sqrt(jnp.sum(cast(Array, jac) ** 2, axis=0))  # (dense here)
 
     @property
     def factor(self) -> None:
@@ -67,11 +71,11 @@ class OperatorLinearization(eqx.Module):
 
 def is_sparse(jac) -> bool:
     """Whether a Jacobian is a JAX sparse (`BCOO`) matrix."""
-    return isinstance(jac, BCOO)
+    return is_bcoo(jac)
 
 
 def matrix_linearization(
-    f: Float[Array, " m"], jac: Float[Array, "m n"] | BCOO, loss: AbstractLoss
+    f: Float[Array, " m"], jac: Union[Float[Array, "m n"], "BCOO"], loss: AbstractLoss
 ) -> OperatorLinearization:
     """The summary at a point where the Jacobian was given as a matrix."""
     cost, f_scaled, row_scale = scale_residuals_for_loss(f, loss)

@@ -11,14 +11,18 @@ structurally independent columns at once (SciPy's ``group_columns``): one evalua
 
 import collections
 import hashlib
+import sys
+from typing import TYPE_CHECKING, TypeGuard
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental.sparse import BCOO
 
 from ._finite_difference import absolute_step, adjust_to_bounds
+
+if TYPE_CHECKING:
+    from jax.experimental.sparse import BCOO
 
 # The most numbers a host sparse / operator Jacobian is made dense into.
 MAX_DENSE_ENTRIES = 50_000_000
@@ -64,15 +68,22 @@ def structured_like(kind: str, jac: np.ndarray):
     return sp.csr_array(jac) if kind == "sparse" else aslinearoperator(jac)
 
 
+def is_bcoo(value) -> TypeGuard["BCOO"]:
+    """Whether `value` is a JAX `BCOO` matrix (without importing JAX's sparse module,
+    a third of a second: no `BCOO` exists before it is imported)."""
+    sparse = sys.modules.get("jax.experimental.sparse")
+    return sparse is not None and isinstance(value, sparse.BCOO)
+
+
 def as_jacobian(value):
     """A `jac` function's value as an array, a JAX `BCOO` matrix kept as it is."""
-    return value if isinstance(value, BCOO) else jnp.asarray(value)
+    return value if is_bcoo(value) else jnp.asarray(value)
 
 
 def host_matrix(jac):
     """A result's Jacobian on the host: a NumPy array, or a SciPy CSR matrix for a JAX
     `BCOO` one."""
-    if not isinstance(jac, BCOO):
+    if not is_bcoo(jac):
         return np.asarray(jac)
     import scipy.sparse as sp
 
@@ -253,8 +264,10 @@ class GroupedDifferences(eqx.Module):
         rows, cols = jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)
         return jnp.zeros((m, n), values.dtype).at[rows, cols].set(values)
 
-    def sparse(self, values, m: int, n: int) -> BCOO:
+    def sparse(self, values, m: int, n: int) -> "BCOO":
         """The Jacobian as a JAX `BCOO` matrix (its pattern's entries only)."""
+        from jax.experimental.sparse import BCOO
+
         indices = jnp.stack(
             [jnp.asarray(self.rows, jnp.int32), jnp.asarray(self.cols, jnp.int32)], axis=1
         )
