@@ -1,5 +1,5 @@
 """Issue 23: a batch whose finished members stop costing (`solve_batch` on concrete
-inputs, `nlsq_fn._compaction`) against the same batch as one ``vmap`` of `solve` (under
+inputs, `nlsq_fn._drivers.compaction`) against the same batch as one ``vmap`` of `solve` (under
 ``jax.jit``), against a batch whose members all need the median number of iterations,
 and against SciPy's loop of `curve_fit`.
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 from workloads import peak_jac_np, peak_jax, peak_np, workload_c  # noqa: E402
 
 import nlsq_fn as nf  # noqa: E402
-from nlsq_fn._batched_steps import step_lanes  # noqa: E402
+from nlsq_fn._drivers.batched_steps import step_lanes  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "batch_compaction.json"
 

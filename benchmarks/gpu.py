@@ -12,7 +12,7 @@ to `DIR/gpu.jsonl` as soon as it is measured, so an interrupted run keeps what i
 Workload E is Gpufit's benchmark (2-D Gaussians on 5 × 5 pixels, 5 parameters, a
 million fits): fits per second are reported beside Gpufit's published 3.04 M fits/s
 (GTX 1080, float32). "(LAPACK SVD)" rows switch off the batched Jacobi SVD
-(`nlsq_fn._small_linalg`), to show what it is worth on this device. With
+(`nlsq_fn._strategies.small_linalg`), to show what it is worth on this device. With
 `--streaming-points`, `streaming.py` then fits that many points from `.npy` files.
 """
 
@@ -55,7 +55,7 @@ def measure(workload, size, batch, dtype, solver):
     import workloads
     from solvers import RUNNERS
 
-    import nlsq_fn._small_linalg as small_linalg
+    import nlsq_fn._strategies.small_linalg as small_linalg
 
     problem = {
         "A": lambda: workloads.workload_a(size),

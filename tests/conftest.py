@@ -16,7 +16,7 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
     os.environ["NLSQ_FN_PROGRAM_CACHE"] = _programs_folder
     atexit.register(shutil.rmtree, _programs_folder, ignore_errors=True)
 
-from nlsq_fn import _compiled  # noqa: E402
+from nlsq_fn._evaluation import compiled as _compiled  # noqa: E402
 
 
 @pytest.fixture(params=[True, pytest.param(False, marks=pytest.mark.extended)], ids=["x64", "x32"])

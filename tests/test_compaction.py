@@ -10,8 +10,8 @@ import scipy.optimize
 from helpers import assert_same_optimum
 
 import nlsq_fn as nf
-from nlsq_fn import _compaction
-from nlsq_fn._batch import can_compact
+from nlsq_fn._drivers import compaction as _compaction
+from nlsq_fn._drivers.batch import can_compact
 
 LANES = 8  # a small working batch, so that a batch of tens is refilled many times
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn import _compiled, _curve_fit_class, _evaluators, _stepwise
+from nlsq_fn._drivers import evaluators as _evaluators, stepwise as _stepwise
+from nlsq_fn._evaluation import compiled as _compiled
+from nlsq_fn._frontends import curve_fit_class as _curve_fit_class
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -45,7 +47,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
     def decay(x, a, b, c):  # defined here: no other test has compiled it
         return a * jnp.exp(-b * x) + c
 
-    # Start with no programs kept, so that `_compiled`'s bound cannot clear them midway.
+    # Start with no programs kept, so that `_evaluation.compiled`'s bound cannot clear them midway.
     _compiled.clear()
     with counting_compiles() as compiles:
         fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf", pad=True)

@@ -14,9 +14,9 @@ import scipy.optimize
 from helpers import exp_decay
 
 import nlsq_fn as nf
-from nlsq_fn._chunking import auto_chunk_size, chunks_agree
-from nlsq_fn._linearize import chunked_linearize, normal_root_if_safe
-from nlsq_fn._memory import estimate_memory
+from nlsq_fn._evaluation.chunking import auto_chunk_size, chunks_agree
+from nlsq_fn._evaluation.linearize import chunked_linearize, normal_root_if_safe
+from nlsq_fn._evaluation.memory import estimate_memory
 
 M_LARGE = 40_000  # over four chunks of 8,192 points for three parameters
 
@@ -100,7 +100,7 @@ def test_chunk_size_from_problem_size():
 
 
 def test_chunk_size_on_accelerators_only_where_memory_requires(monkeypatch):
-    import nlsq_fn._chunking as chunking
+    import nlsq_fn._evaluation.chunking as chunking
 
     monkeypatch.setattr(chunking.jax, "default_backend", lambda: "gpu")
     free = 8 << 30

@@ -8,7 +8,7 @@ import pytest
 import scipy.optimize
 
 import nlsq_fn as nf
-from nlsq_fn._trust_region import STATUS_MESSAGES
+from nlsq_fn._strategies.trust_region import STATUS_MESSAGES
 
 X40 = np.linspace(0, 4, 40)
 

@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 from scipy.optimize._numdiff import approx_derivative
 
 import nlsq_fn as nf
-from nlsq_fn._finite_difference import finite_difference_jacobian
+from nlsq_fn._evaluation.finite_difference import finite_difference_jacobian
 
 TOLERANCES = dict(ftol=1e-10, xtol=1e-10, gtol=1e-10)
 
@@ -107,7 +107,7 @@ P0_BESSEL = [1.5, 0.7, 0.0]
 
 def test_numpy_model_through_curve_fit_matches_scipy():
     bounds = ([0.0, 0.0, -1.0], [5.0, 2.0, 1.0])
-    with pytest.warns(nf._host_model.HostModelWarning, match="SciPy's speed"):
+    with pytest.warns(nf._problem.host_model.HostModelWarning, match="SciPy's speed"):
         popt, pcov = nf.curve_fit(
             bessel_decay,
             X_BESSEL,
@@ -140,7 +140,7 @@ def test_numpy_model_through_least_squares_matches_scipy():
         return residual
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
+        warnings.simplefilter("ignore", nf._problem.host_model.HostModelWarning)
         ours = nf.least_squares(fun, P0_BESSEL, args=(X_BESSEL, Y_BESSEL), **TOLERANCES)
     ours_calls = len(calls)
     calls.clear()
@@ -172,7 +172,7 @@ def test_numpy_fun_called_nfev_times(method, max_nfev):
         return np.array([[-20 * p[0], 10], [-1, 0]])
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
+        warnings.simplefilter("ignore", nf._problem.host_model.HostModelWarning)
         ours = nf.least_squares(fun, [3.8, 6.6], jac=jac, method=method, max_nfev=max_nfev)
     assert ours.nfev == len(calls)
     assert isinstance(calls[0], jax.core.Tracer)  # JAX's trace, which fails
@@ -198,7 +198,7 @@ def test_numpy_model_with_numpy_jacobian_matches_scipy():
         return out
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", nf._host_model.HostModelWarning)
+        warnings.simplefilter("ignore", nf._problem.host_model.HostModelWarning)
         ours = nf.least_squares(
             fun, P0_BESSEL, jac=jac, method="dogbox", args=(X_BESSEL, Y_BESSEL), **TOLERANCES
         )

@@ -13,7 +13,7 @@ import scipy.optimize
 from helpers import assert_matches_scipy_fit, assert_same_optimum, decay, tolerance
 
 import nlsq_fn as nf
-from nlsq_fn._conventions import model_convention
+from nlsq_fn._problem.conventions import model_convention
 
 X = np.linspace(0, 4, 40)
 Y = 2.5 * np.exp(-1.3 * X) + 0.5 + 0.03 * np.sin(11 * X)

@@ -13,11 +13,11 @@ from scipy.sparse.linalg import LinearOperator, aslinearoperator, lsmr
 
 import nlsq_fn as nf
 from nlsq_fn import least_squares
-from nlsq_fn._lsmr_trf import TRFLSMR, solve_trust_region_2d
-from nlsq_fn._sparse_jacobian import group_columns
+from nlsq_fn._evaluation.sparse_jacobian import group_columns
+from nlsq_fn._strategies.lsmr_trf import TRFLSMR, solve_trust_region_2d
 
 # NumPy models (SciPy's test functions) run on the host, as they should here.
-pytestmark = pytest.mark.filterwarnings("ignore::nlsq_fn._host_model.HostModelWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nlsq_fn._problem.host_model.HostModelWarning")
 
 
 def broyden(x):

@@ -1,4 +1,4 @@
-"""The model-independent programs stored on disk (`nlsq_fn._program_store`): a second
+"""The model-independent programs stored on disk (`nlsq_fn._evaluation.program_store`): a second
 process loads them instead of compiling, with the same fit; a damaged entry is compiled
 again; storing can be switched off."""
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from nlsq_fn import _program_store
+from nlsq_fn._evaluation import program_store as _program_store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -27,7 +27,7 @@ PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 @functools.cache
 def _fitter(dtype, loss_name):
     """One compiled fit per dtype and loss; problems differ only in array values."""
-    loss = nf._loss.as_loss(loss_name, F_SCALE)
+    loss = nf._problem.loss.as_loss(loss_name, F_SCALE)
 
     @jax.jit
     def fit(y, p0, lower, upper):

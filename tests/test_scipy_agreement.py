@@ -29,7 +29,7 @@ def _fit(case, method):
     strategy = STRATEGIES[method]()
     solver = nf.Solver(
         strategy=strategy,
-        loss=nf._loss.as_loss(case.loss, case.f_scale),
+        loss=nf._problem.loss.as_loss(case.loss, case.f_scale),
         bounds=case.bounds if case.bounded else None,
         x_scale=case.x_scale,
         **TOLERANCES,

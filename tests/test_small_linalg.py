@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlsq_fn._small_linalg import (
+from nlsq_fn._strategies.small_linalg import (
     MAX_SMALL_COLUMNS,
     MAX_SMALL_QR_COLUMNS,
     batched_householder_r,

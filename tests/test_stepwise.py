@@ -8,10 +8,10 @@ import pytest
 from helpers import CASES, assert_same_optimum
 
 import nlsq_fn as nf
-from nlsq_fn import _evaluators
-from nlsq_fn._loss import as_loss
-from nlsq_fn._solve import residual_and_jac
-from nlsq_fn._stepwise import can_step_from_host, solve_stepwise
+from nlsq_fn._drivers import evaluators as _evaluators
+from nlsq_fn._drivers.solve import residual_and_jac
+from nlsq_fn._drivers.stepwise import can_step_from_host, solve_stepwise
+from nlsq_fn._problem.loss import as_loss
 
 STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
 solve = eqx.filter_jit(nf.solve)
@@ -110,7 +110,7 @@ def test_curve_fit_runs_a_new_model_step_by_step_and_then_compiles(monkeypatch):
     compilation would; then the fit is compiled. Both give SciPy's answer."""
     import scipy.optimize
 
-    from nlsq_fn import _stepwise
+    from nlsq_fn._drivers import stepwise as _stepwise
 
     calls = []
     original = _stepwise.solve_stepwise
@@ -143,10 +143,11 @@ def test_a_new_float_in_args_compiles_nothing(monkeypatch, compiled_at_once):
     import scipy.optimize
     from test_curve_fit_compile import counting_compiles
 
-    from nlsq_fn import _compiled, _stepwise
+    from nlsq_fn._drivers import stepwise as _stepwise
+    from nlsq_fn._evaluation import compiled as _compiled
 
     monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", 0.0 if compiled_at_once else np.inf)
-    # Start with no programs kept, so that `_compiled`'s bound (reached by the earlier
+    # Start with no programs kept, so that `_evaluation.compiled`'s bound (reached by the earlier
     # tests of this process) cannot clear them midway.
     _compiled.clear()
     x = np.linspace(0, 3, 30)

@@ -16,7 +16,7 @@ import scipy.optimize
 from helpers import run_on_host_devices
 
 import nlsq_fn as nf
-from nlsq_fn._sources import optional_import
+from nlsq_fn._stream.sources import optional_import
 
 
 def damped(t, a, k, w, c):
@@ -411,7 +411,7 @@ def test_estimate_memory_follows_the_guide():
     assert chunked["jacobian_gb"] == pytest.approx(100_000 * 20 * 8 / 1e9)
     assert chunked["data_gb"] == pytest.approx(3 * 2 * 100_000 * 8 / 1e9)
     assert chunked["total_gb"] < memory["total_gb"] / 10
-    from nlsq_fn._memory import automatic_chunk_size
+    from nlsq_fn._evaluation.memory import automatic_chunk_size
 
     size = automatic_chunk_size(6)
     assert 1024 <= size <= 1 << 20 and size % 1024 == 0
@@ -612,7 +612,7 @@ def test_checkpoint_of_another_fit_with_the_same_p0_is_refused(change, match, tm
 
 
 def test_chunk_size_auto_and_integral_counts(monkeypatch):
-    from nlsq_fn import _memory
+    from nlsq_fn._evaluation import memory as _memory
 
     monkeypatch.setattr(_memory, "available_memory_bytes", lambda: 1 << 28)
     t, y = dataset_plain()
@@ -644,9 +644,9 @@ def test_chunk_size_auto_and_integral_counts(monkeypatch):
 
 
 def test_streamed_fits_count_against_the_program_bound(monkeypatch):
-    # The bound on compiled programs (nlsq_fn._compiled) counts them before each fit:
+    # The bound on compiled programs (nlsq_fn._evaluation.compiled) counts them before each fit:
     # without it a loop of streamed fits of fresh models exhausts the memory maps.
-    from nlsq_fn import _compiled
+    from nlsq_fn._evaluation import compiled as _compiled
 
     counted = []
     programs_kept = _compiled.programs_kept

@@ -383,9 +383,9 @@ def test_global_fit_needs_a_pointwise_model_for_different_lengths(spectra):
 def test_block_linearization_is_that_of_the_stacked_jacobian():
     """rᵀr = JᵀJ, grad = Jᵀf and the cost of the dense stacked problem (padded, masked,
     weighted, robust loss), from the blocks alone."""
-    from nlsq_fn._block_linearize import GlobalModel, block_linearization
-    from nlsq_fn._conventions import UnpackedModel
-    from nlsq_fn._linearize import scale_for_loss
+    from nlsq_fn._drivers.block_linearize import GlobalModel, block_linearization
+    from nlsq_fn._evaluation.linearize import scale_for_loss
+    from nlsq_fn._problem.conventions import UnpackedModel
 
     rng = np.random.default_rng(3)
     k, length = 4, 6  # fewer points than the 2 + 3 columns of a block in dataset 3
@@ -439,10 +439,10 @@ def block_problem(seed, k=5, length=7, n_s=2, n_l=3):
 def test_block_trf_subproblem_equals_the_svd_subproblem(bounded, radius):
     """BlockTRF's step (block-arrow Cholesky) = TRF's (SVD of the dense factor), inside
     the region (Gauss-Newton), on its edge, and with the bounded problem's diagonal."""
-    from nlsq_fn._block_trf import BlockLinearization, BlockTRF
-    from nlsq_fn._linearize import Linearization
-    from nlsq_fn._strategy import Problem
-    from nlsq_fn._trf import TRF, _TRFState
+    from nlsq_fn._evaluation.linearize import Linearization
+    from nlsq_fn._strategies.block_trf import BlockLinearization, BlockTRF
+    from nlsq_fn._strategies.strategy import Problem
+    from nlsq_fn._strategies.trf import TRF, _TRFState
 
     r_blocks, jac, rng = block_problem(1)
     n = jac.shape[1]
@@ -476,7 +476,7 @@ def test_block_trf_subproblem_equals_the_svd_subproblem(bounded, radius):
 
 @pytest.mark.parametrize("n_s, n_l", [(2, 3), (1, 1), (0, 2), (3, 0)])
 def test_block_covariance_equals_the_dense_inverse(n_s, n_l):
-    from nlsq_fn._block_arrow import block_covariance
+    from nlsq_fn._strategies.block_arrow import block_covariance
 
     r_blocks, jac, _ = block_problem(2, k=4, length=6, n_s=n_s, n_l=n_l)
     m, n = jac.shape

@@ -1,0 +1,194 @@
+"""The summary of one pass over a chunk source, folded chunk by chunk.
+
+Chunks arrive padded to one shape (the padding masked out), so one compiled `fold_compiled`
+serves them all; a background thread reads ahead (`prefetch`). Besides the strategies'
+summary (cost, gradient, Jacobian factor) a pass sums what the fit statistics need.
+"""
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._evaluation import sharding as _sharding
+from .._evaluation.compiled import compiled
+from .._evaluation.linearize import accumulate_rows
+from .._frontends.curve_fit_class import pad_points
+from .._problem.data import Data
+from .solve import residual_and_jac
+from .solver import SolverState
+
+
+class Sums(eqx.Module):
+    """Sums over the points of one pass that the statistics need (``f`` the weighted
+    residuals, ``y - ŷ`` the unweighted ones), and those of the data alone, equal in
+    every pass over the same data (`data_differences`)."""
+
+    n_points: Float[Array, ""]
+    chisqr: Float[Array, ""]  # Σ f²
+    ss_res: Float[Array, ""]  # Σ (y - ŷ)²
+    sum_y: Float[Array, ""]
+    sum_y2: Float[Array, ""]
+    sum_x: Float[Array, ""]  # over every value of `x`
+    sum_x2: Float[Array, ""]
+
+    @staticmethod
+    def zeros(dtype):
+        zero = jnp.zeros((), dtype)
+        return Sums(*[zero] * 7)
+
+    def __add__(self, other):
+        return jax.tree.map(jnp.add, self, other)
+
+    def data_differences(self, other) -> list[str]:
+        """The sums of the data (count, Σy, Σy², Σx, Σx²) where `other`, a pass over
+        the same data, differs from this one beyond rounding (another chunk size or
+        device count sums in another order)."""
+        n = float(self.n_points)
+        eps = float(np.finfo(np.asarray(self.n_points).dtype).eps)
+        rounding = 16 * eps * np.sqrt(max(n, 1.0))
+        scales = dict(
+            # Counts are exact below 1/eps; above, float sums of chunk counts round.
+            n_points=n * 64 * eps if n * eps >= 1 else 0.0,
+            sum_y=rounding * np.sqrt(n * float(self.sum_y2)),
+            sum_y2=rounding * float(self.sum_y2),
+            sum_x=rounding * np.sqrt(n * float(self.sum_x2)),
+            sum_x2=rounding * float(self.sum_x2),
+        )
+        return [
+            name
+            for name, tolerance in scales.items()
+            if not abs(float(getattr(self, name)) - float(getattr(other, name))) <= tolerance
+        ]
+
+
+class _Running(eqx.Module):
+    cost: Float[Array, ""]
+    grad: Float[Array, " n"]
+    square: Float[Array, "n n"]  # TSQR factor so far, or JᵀJ with "normal"
+    sums: Sums
+
+
+def zero_summary(n, dtype):
+    zero = jnp.zeros((), dtype)
+    return _Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype), Sums.zeros(dtype))
+
+
+def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
+    """Add one chunk's residuals and Jacobian rows to the running summary."""
+    f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
+    dtype = running.cost.dtype
+    cost, grad, square = accumulate_rows(
+        (running.cost, running.grad, running.square),
+        f,
+        jac.astype(dtype),
+        state.loss,
+        state.factorization,
+    )
+    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
+    raw = f if chunk.sigma is None else f * chunk.sigma
+    y = jnp.where(counted, chunk.y, 0.0)
+    x = [jnp.where(counted, leaf, 0).astype(dtype) for leaf in jax.tree.leaves(chunk.x)]
+    sum_x: Any = sum(jnp.sum(leaf) for leaf in x)  # arrays (`x` has leaves)
+    sum_x2: Any = sum(jnp.sum(leaf**2) for leaf in x)
+    sums = running.sums + Sums(
+        jnp.sum(counted).astype(dtype),
+        jnp.sum(f**2),
+        jnp.sum(raw**2),
+        jnp.sum(y),
+        jnp.sum(y**2),
+        sum_x,
+        sum_x2,
+    )
+    return _Running(cost, grad, square, sums)
+
+
+@compiled
+def pointwise_mismatch(model, x, chunk: Data):
+    """Whether the model at `x` gives other values on the whole chunk than on its two
+    halves, concatenated (beyond rounding: ``1e3 eps`` of the chunk's largest value).
+
+    A streamed fit evaluates the model chunk by chunk, which gives the in-memory fit
+    only for a pointwise model (each output depending on its own point alone); one
+    that uses `x` as a whole (``x.mean()``, ``x.max()``, a cumulative sum) differs
+    between a chunk and its halves on any data where that whole matters."""
+    inputs = chunk.model_x
+    half = chunk.y.shape[0] // 2
+    whole = jnp.ravel(model(inputs, x))
+    halves = [
+        jax.tree.map(lambda leaf, part=part: leaf[..., part], inputs)
+        for part in (slice(None, half), slice(half, None))
+    ]
+    joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
+    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
+    finite = jnp.isfinite(whole) & jnp.isfinite(joined)
+    scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
+    rtol = 1e3 * jnp.finfo(whole.dtype).eps
+    differs = jnp.where(
+        finite, jnp.abs(whole - joined) > rtol * scale, jnp.isfinite(whole) != jnp.isfinite(joined)
+    )
+    return jnp.any(counted & differs)
+
+
+fold_compiled = compiled(fold_chunk)
+finish_compiled = compiled(_sharding.finish)
+
+
+def padded_chunks(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:
+    """Each chunk as `Data` of exactly `chunk_size` points: the last one's padding
+    repeats its last input (so the model stays finite there) and is masked out."""
+    for x, y, sigma in chunks:
+        m = y.shape[0]
+        mask = np.arange(chunk_size) < m
+        x = pad_points(np.asarray(x, dtype), m, chunk_size)
+        y = np.pad(np.asarray(y, dtype), (0, chunk_size - m))
+        if sigma is not None:
+            sigma = np.pad(np.asarray(sigma, dtype), (0, chunk_size - m), constant_values=1.0)
+        yield Data(x, y, sigma=sigma, mask=mask)
+
+
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Iterate in a background thread, `depth` items ahead: reading (and copying to the
+    device) the next chunk overlaps with computing on the current one."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        """Queue `item` unless the consumer has stopped listening."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterator:
+                if not offer((True, item)):
+                    return
+        except BaseException as error:  # re-raised in the consuming thread
+            offer((False, error))
+            return
+        offer((True, done))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
