@@ -61,6 +61,8 @@ def pytest_runtest_setup(item):
     x64 = not _uses_float32(item)
     if _programs_compiled_with_x64[0] != x64:
         _compiled.clear()
+        # JAX's own (eager operations, programs cached by its dispatch) as well.
+        jax.clear_caches()
         _programs_compiled_with_x64[0] = x64
 
 

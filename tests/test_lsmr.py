@@ -284,7 +284,9 @@ def test_dogbox_lsmr_matches_scipy(bounded):
     assert ours.optimality < 1e-6
 
 
-@pytest.mark.parametrize("bounds", [None, BOX])  # BOX holds p[1] at its upper bound
+@pytest.mark.parametrize(
+    "bounds", [None, pytest.param(BOX, marks=pytest.mark.extended)]
+)  # BOX holds p[1] at its upper bound
 def test_implicit_gradient_equals_dense_path(bounds):
     # The matrix-free fit's implicit rule solves by GMRES with Hessian-vector products.
     model, data = _exp_case()
@@ -357,7 +359,9 @@ def test_compressed_jvps_equal_the_dense_jacobian():
         )
 
 
-@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+@pytest.mark.parametrize(
+    "strategy", [pytest.param(nf.TRF(), marks=pytest.mark.extended), TRFLSMR()]
+)
 def test_core_jac_sparsity_equals_autodiff(strategy):
     n = 30
     x0, lb, ub = broyden_start(n)
@@ -418,7 +422,9 @@ def test_bcoo_jac_matches_scipy_sparse_jac():
         least_squares(broyden, x0, jac=_broyden_bcoo(n), tr_solver="exact")
 
 
-@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
+@pytest.mark.parametrize(
+    "strategy", [pytest.param(nf.TRF(), marks=pytest.mark.extended), TRFLSMR()]
+)
 def test_bcoo_jac_with_sigma_equals_the_dense_jac(strategy):
     # The rows of a sparse Jacobian are divided by sigma as a dense one's.
     n = 30

@@ -37,7 +37,7 @@ def _solve_starts(model, data, states):
 
 # The default run fits NIST's higher-difficulty problems and a few others (each fit
 # compiles for its own model); CI's extended step fits all 27.
-DEFAULT_PROBLEMS = ("MGH09", "Thurber", "BoxBOD", "Eckerle4", "Bennett5")
+DEFAULT_PROBLEMS = ("MGH09", "BoxBOD", "Eckerle4", "Bennett5")  # Thurber: extended
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

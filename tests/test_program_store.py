@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 import nlsq_fn as nf
-from nlsq_fn import _steps
+from nlsq_fn._drivers import steps as _steps
 import os
 if os.environ.get("TEST_JAX_CACHE"):
     nf.enable_compilation_cache(os.environ["TEST_JAX_CACHE"])
@@ -102,7 +102,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
 import nlsq_fn as nf
-from nlsq_fn import _batched_steps
+from nlsq_fn._drivers import batched_steps as _batched_steps
 
 x = np.linspace(0.0, 4.0, 30)
 rates = np.linspace(0.5, 2.0, 12)

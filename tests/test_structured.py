@@ -582,6 +582,7 @@ def test_odr_equals_scipy_odr(errors_in_x, weighted):
     assert_close(result.res_var, expected.res_var, rtol=1e-5)
 
 
+@pytest.mark.extended  # (ODR against scipy.odr runs by default without bounds)
 def test_odr_with_a_bound_equals_scipy_odr_with_the_parameter_held_there(errors_in_x):
     x, y, sx, sy = errors_in_x
     # The unbounded fit has c ≈ 0.3; with c <= 0.2 the fit ends on the bound, where it is

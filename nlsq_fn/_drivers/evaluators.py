@@ -38,6 +38,8 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> tupl
     call once the fit is done (the background compilation of the op-by-op kernels, when
     this fit is the first of its shapes: started after it, since its thread would hold
     Python's lock for much of the time it runs)."""
+    if not _canonical(model, data, state):
+        return residual_and_jac, _nothing
     key = _shapes(data, state)
     compiled = _compiled_evaluations.get(function, key)
     if compiled is not None:
@@ -55,7 +57,8 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> tupl
     def compile_kernels() -> None:
         # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts
         # the process; a script that ends at once waits for it instead (about a second).
-        thread = threading.Thread(target=_compile_kernels, args=(ready, model, data, state))
+        x64 = bool(jax.config.jax_enable_x64)  # (a thread starts from the global setting)
+        thread = threading.Thread(target=_compile_kernels, args=(ready, model, data, state, x64))
         thread.start()
 
     return compiled, compile_kernels
@@ -63,6 +66,17 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> tupl
 
 def _nothing() -> None:
     pass
+
+
+def _canonical(*trees) -> bool:
+    """Whether every array has JAX's dtype for the current precision: one made while
+    x64 was on and used after it was switched off (a float64 buffer where float32 is
+    expected) fails in a compiled program, while op by op it is converted."""
+    return all(
+        jax.dtypes.canonicalize_dtype(leaf.dtype) == leaf.dtype
+        for leaf in jax.tree.leaves(trees)
+        if isinstance(leaf, jax.Array)
+    )
 
 
 def wait_for_kernels() -> None:
@@ -78,6 +92,7 @@ def _shapes(data: Data, state: SolverState) -> Hashable:
     arrays = jax.tree.leaves((data, state.params))
     jac = state.jac if isinstance(state.jac, str) else type(state.jac).__name__
     return (
+        bool(jax.config.jax_enable_x64),  # (the kernels' dtypes follow it)
         jax.tree.structure(data),
         tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in arrays),
         jac,
@@ -94,17 +109,28 @@ def _compiled_evaluation() -> Callable:
         return residual_and_jac(model, data, state, ravel_pytree(state.params)[1], x)
 
     def evaluation(model, data, state, unravel, x):
-        return evaluate(model, data, state, x)
+        try:
+            return evaluate(model, data, state, x)
+        except jax.errors.JaxRuntimeError as error:
+            # After a switch of `jax.enable_x64` in one process, JAX's fast dispatch
+            # path was seen to give a program the other setting's buffers (as in
+            # `tests/conftest.py`); it fails before running anything: op by op instead.
+            if "RuntimeProgramInputMismatch" not in str(error):
+                raise
+            return residual_and_jac(model, data, state, unravel, x)
 
     return evaluation
 
 
-def _compile_kernels(ready: threading.Event, model, data: Data, state: SolverState) -> None:
-    """One op-by-op evaluation at the start, for its kernels; errors are the fit's to
-    report, not this thread's."""
+def _compile_kernels(
+    ready: threading.Event, model, data: Data, state: SolverState, x64: bool
+) -> None:
+    """One op-by-op evaluation at the start, for its kernels, in the fit's precision;
+    errors are the fit's to report, not this thread's."""
     try:
-        x0, unravel = start_point(state)
-        jax.block_until_ready(residual_and_jac(model, data, state, unravel, x0))
+        with jax.enable_x64(x64):
+            x0, unravel = start_point(state)
+            jax.block_until_ready(residual_and_jac(model, data, state, unravel, x0))
     except Exception:
         pass
     finally:

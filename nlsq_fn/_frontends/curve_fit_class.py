@@ -833,6 +833,7 @@ class CurveFit(ReusableFitter):
             return None
         return (
             options,
+            bool(jax.config.jax_enable_x64),  # (the program's dtypes follow it)
             inputs.style,
             inputs.names,
             (x.shape, x.dtype.str),
