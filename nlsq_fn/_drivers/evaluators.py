@@ -55,6 +55,11 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> tupl
     _compiled_evaluations.put(function, key, compiled)
 
     def compile_kernels() -> None:
+        if jax.process_count() > 1:
+            # Several processes (`jax.distributed`) meet at a barrier on exit, which a
+            # process still compiling here would reach late: op by op as before.
+            ready.set()
+            return
         # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts
         # the process; a script that ends at once waits for it instead (about a second).
         x64 = bool(jax.config.jax_enable_x64)  # (a thread starts from the global setting)
