@@ -29,7 +29,7 @@ class FitProgram:
     """`fit(model, data, state)` compiled for one structure of its inputs; called with
     new values for the slots in `_SLOTS` (NumPy arrays shaped as the first fit's)."""
 
-    def __init__(self, fit: Callable, model, data, state, treedef, static, leaves, slots):
+    def __init__(self, fit: Callable, model, treedef, static, leaves, slots):
         self.model = model
         self._fit, self._treedef, self._static, self._slots = fit, treedef, static, slots
         self._dtypes = [leaf.dtype for leaf in leaves]
@@ -70,7 +70,7 @@ def fit_program(fit: Callable, model, data, state) -> FitProgram | None:
     slots = _slot_indices(leaves, data, state)
     if slots is None:
         return None
-    return FitProgram(fit, model, data, state, treedef, static, leaves, slots)
+    return FitProgram(fit, model, treedef, static, leaves, slots)
 
 
 def slot_arrays(data, state) -> dict[str, list]:
