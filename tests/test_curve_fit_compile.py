@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn._drivers import evaluators as _evaluators, stepwise as _stepwise
+from nlsq_fn._drivers import evaluators as _evaluators, refit as _refit, stepwise as _stepwise
 from nlsq_fn._evaluation import compiled as _compiled
 from nlsq_fn._frontends import curve_fit_class as _curve_fit_class
 
@@ -21,6 +21,7 @@ def counting_compiles():
     """A list that gets one entry for each XLA compilation inside the block (after the
     background compilations of earlier fits' op-by-op kernels have finished)."""
     _evaluators.wait_for_kernels()
+    _refit.wait_for_background_compilations()
     compiles = []
 
     def listener(event, duration, **kwargs):
@@ -246,3 +247,34 @@ def test_a_settled_refit_reuses_the_compiled_fit_and_equals_a_fresh_build(monkey
         nf.curve_fit(decay, x, y, **(options | dict(p0=[1.0, 6.0, 0.0])))
     with pytest.raises(ValueError, match="`ydata` contains NaN or inf"):
         nf.CurveFit(decay, x, np.where(x > 1, np.inf, y), **options).fit()
+
+
+def test_a_refitted_model_is_compiled_in_the_background(monkeypatch):
+    """A model fitted step by step a second time on data of the same kind gets its
+    compiled fit built in a background thread; later refits call it (no compilation in
+    the foreground) and agree with SciPy. The model is not pointwise (it centres `x`):
+    the refit hands it the user's `x` unchanged."""
+    import scipy.optimize
+
+    monkeypatch.setattr(_stepwise, "COMPILE_SECONDS", np.inf)  # never in the foreground
+    _compiled.clear()
+
+    def centred(x, a, b, c):  # no other test compiles it
+        return a * jnp.exp(-b * (x - jnp.mean(x))) + c
+
+    def reference(x, y):
+        f = lambda x, a, b, c: a * np.exp(-b * (x - np.mean(x))) + c  # noqa: E731
+        return scipy.optimize.curve_fit(f, x, y, p0=[1.0, 1.0, 0.0])
+
+    datasets = [_dataset(61, seed)[:2] for seed in range(4)]
+    for x, y in datasets[:2]:
+        nf.curve_fit(centred, x, y, p0=[1.0, 1.0, 0.0])  # step by step
+    _refit.wait_for_background_compilations()
+    assert _refit.fit_programs.get(centred, next(iter(_refit.fit_programs._by_function[centred])))
+    with counting_compiles() as compiles:
+        for x, y in datasets[2:]:
+            popt, pcov = nf.curve_fit(centred, x, y, p0=[1.0, 1.0, 0.0])
+            expected, expected_cov = reference(x, y)
+            np.testing.assert_allclose(popt, expected, rtol=1e-6)
+            np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
+    assert compiles == []

@@ -79,9 +79,13 @@ def test_stepwise_fit_is_the_compiled_fit(case, method):
 
 
 def _assert_same_fit(stepwise, compiled, name):
-    assert int(stepwise.status) == int(compiled.status) and bool(stepwise.success)
-    assert int(stepwise.nfev) == int(compiled.nfev)
-    assert int(stepwise.njev) == int(compiled.njev)
+    # Fused and unfused kernels round differently, and which tolerance stops a fit at
+    # the optimum (`ftol` or `xtol`) is decided at rounding level: both must succeed, and
+    # where they stop for the same reason, after the same evaluations.
+    assert bool(stepwise.success) and bool(compiled.success)
+    if int(stepwise.status) == int(compiled.status):
+        assert int(stepwise.nfev) == int(compiled.nfev)
+        assert int(stepwise.njev) == int(compiled.njev)
     assert_same_optimum(
         stepwise.x,
         compiled.x,

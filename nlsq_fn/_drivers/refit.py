@@ -11,15 +11,17 @@ the new (already validated) values: the same program on the same structure, so t
 same result as building the inputs again.
 """
 
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._evaluation.compiled import ProgramsByFunction, register
-from .packed import Layout
 
 # The slots a refit fills: (name in `FitProgram.__call__`, its leaves in the inputs).
 _SLOTS = ("x", "y", "sigma", "params", "lower", "upper")
@@ -43,13 +45,31 @@ class FitProgram:
 
     def _flat_fit(self, *leaves):
         model, data, state = eqx.combine(jax.tree.unflatten(self._treedef, leaves), self._static)
-        outputs = self._fit(model, data, state)
-        dynamic, static = eqx.partition(outputs, eqx.is_array)
-        # Some twenty small outputs, packed into one array per dtype: each array copied
+        outputs, treedef = jax.tree.flatten(self._fit(model, data, state))
+        # Some twenty small outputs, packed into two arrays (the numbers of the widest
+        # float dtype, the counts and flags as integers: both exact): each array copied
         # to the host costs more than its numbers.
-        layout = Layout(dynamic)
-        self._out = (layout, static)
-        return layout.pack(jax.tree.map(lambda leaf: leaf[None], dynamic))
+        template = list(outputs)
+        groups: tuple[list, list] = ([], [])
+        entries = []
+        for index, leaf in enumerate(outputs):
+            if not eqx.is_array(leaf):
+                continue
+            group = 0 if jnp.issubdtype(leaf.dtype, jnp.inexact) else 1
+            start = sum(part.size for part in groups[group])
+            groups[group].append(jnp.ravel(leaf))
+            entries.append((index, group, start, leaf.size, leaf.shape, np.dtype(leaf.dtype)))
+            template[index] = None
+        self._out = (treedef, template, entries)
+        integer = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+        return tuple(
+            jnp.concatenate(
+                [part.astype(jnp.result_type(*parts) if g == 0 else integer) for part in parts]
+            )
+            if parts
+            else jnp.zeros(0, integer)
+            for g, parts in enumerate(groups)
+        )
 
     def __call__(self, **values):
         leaves = list(self._leaves)
@@ -57,9 +77,12 @@ class FitProgram:
             for index, value in zip(indices, values[name], strict=True):
                 # (JAX's own dtype for host values: float32 when x64 is off)
                 leaves[index] = np.asarray(value, self._dtypes[index])
-        layout, static = self._out
-        packed = jax.device_get(self._program(*leaves))  # (the front end reads NumPy)
-        return eqx.combine(jax.tree.map(lambda leaf: leaf[0], layout.unpack(packed)), static)
+        treedef, outputs, entries = self._out
+        packed = [np.asarray(array) for array in self._program(*leaves)]  # (NumPy for the front end)
+        outputs = list(outputs)
+        for index, group, start, size, shape, dtype in entries:
+            outputs[index] = packed[group][start : start + size].reshape(shape).astype(dtype)
+        return jax.tree.unflatten(treedef, outputs)
 
 
 def fit_program(fit: Callable, model, data, state) -> FitProgram | None:
@@ -97,6 +120,73 @@ def _slot_indices(leaves, data, state) -> dict[str, list[int]] | None:
 
 # Each model's `FitProgram`s, by key.
 fit_programs = register(ProgramsByFunction())
+
+_lock = threading.Lock()
+# The kinds of fit (keys) each user function has been fitted with step by step, and the
+# threads compiling their `FitProgram`s.
+_seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_compiling: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compile_when_refitted(function, key, fit: Callable, model, data, state) -> None:
+    """After a step-by-step fit of the user's `function`: from its second fit of this
+    kind (a model being refitted, likely again and again), compile its `FitProgram` in a
+    background thread, so that later refits find it ready instead of paying a
+    compilation (or running step by step) in the foreground. The thread holds Python's
+    lock only while tracing; XLA's compiler, most of the time, releases it."""
+    if jax.process_count() > 1:
+        # Several processes (`jax.distributed`) meet at a barrier on exit, which a
+        # process still compiling here would reach late.
+        return
+    with _lock:
+        try:
+            kinds = _seen.setdefault(function, set())
+            threads = _compiling.setdefault(function, {})
+        except TypeError:  # not weakly referenceable
+            return
+        if key not in kinds:
+            kinds.add(key)
+            return
+        if key in threads or fit_programs.get(function, key) is not None:
+            return
+        # Not a daemon: Python would stop it at exit inside XLA's compiler, which aborts
+        # the process; a script that ends at once waits for it instead.
+        thread = threading.Thread(
+            target=_compile,
+            args=(function, key, fit, model, data, state, bool(jax.config.jax_enable_x64)),
+            name="nlsq_fn refit compilation",
+        )
+        threads[key] = thread
+    thread.start()
+
+
+def _compile(function, key, fit, model, data, state, x64: bool) -> None:
+    try:
+        with jax.enable_x64(x64):  # (a thread starts from the global setting)
+            program = fit_program(fit, model, data, state)
+    except Exception:
+        return  # the foreground's compilation, if it comes to one, reports errors
+    if program is not None:
+        fit_programs.put(function, key, program)
+
+
+def compiled_in_background(function, key) -> "FitProgram | None":
+    """The `FitProgram` a background thread compiles for `function` and `key`, once it
+    has finished; None if none was started (or it failed)."""
+    with _lock:
+        thread = _compiling.get(function, {}).get(key)
+    if thread is None:
+        return None
+    thread.join()
+    return fit_programs.get(function, key)
+
+
+def wait_for_background_compilations() -> None:
+    """Wait until every background compilation of a `FitProgram` has finished."""
+    with _lock:
+        threads = [t for by_key in _compiling.values() for t in by_key.values()]
+    for thread in threads:
+        thread.join()
 
 
 def hashable(value):

@@ -20,7 +20,15 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PyTree
 
 from .._drivers import progress as _progress
-from .._drivers.refit import FitProgram, fit_program, fit_programs, hashable, slot_arrays
+from .._drivers.refit import (
+    FitProgram,
+    compile_when_refitted,
+    compiled_in_background,
+    fit_program,
+    fit_programs,
+    hashable,
+    slot_arrays,
+)
 from .._drivers.solve import solve, with_jacobian
 from .._drivers.solver import (
     Solver,
@@ -668,12 +676,11 @@ class CurveFit(ReusableFitter):
     def prepare(self, xdata=UNSET, ydata=None, p0=None, sigma=None, bounds=None):
         """Validate and pad the inputs: ``(model, data, state, unpadded)`` where
         `unpadded` holds the cleaned NumPy data of the counted points."""
-        return self._build(self._validated(xdata, ydata, p0, sigma, bounds))
+        return self._build(self._validated(*self._resolve(xdata, ydata, p0, sigma, bounds)))
 
     def _validated(self, xdata, ydata, p0, sigma, bounds) -> "_Inputs":
-        """The user's values checked and in NumPy (what every fit needs, whether it
-        builds its inputs or refits a compiled program)."""
-        xdata, ydata, p0, sigma, bounds = self._resolve(xdata, ydata, p0, sigma, bounds)
+        """The user's values (as `_resolve` gives them) checked and in NumPy (what every
+        fit needs, whether it builds its inputs or refits a compiled program)."""
         ydata = np.asarray(ydata)
         if ydata.size == 0:
             raise ValueError("`ydata` must not be empty!")
@@ -786,8 +793,14 @@ class CurveFit(ReusableFitter):
         # reused), the whole fit is compiled once and reused.
         if not self.pad:
             fitted = _fit_stepwise(self.timing_key, model, data, state)
+        if fitted is not None and key is not None and not state.chunk_size:
+            # A model fitted step by step a second time is being refitted: its compiled
+            # fit is built meanwhile, in the background.
+            compile_when_refitted(self.timing_key, key, _fit.__wrapped__, model, data, state)
         if fitted is None and key is not None and not state.chunk_size:
-            program = fit_program(_fit.__wrapped__, model, data, state)
+            program = compiled_in_background(self.timing_key, key) or fit_program(
+                _fit.__wrapped__, model, data, state
+            )
             if program is not None:
                 fit_programs.put(self.timing_key, key, program)
                 fitted = program(**slot_arrays(data, state))
