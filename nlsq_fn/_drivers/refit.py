@@ -78,7 +78,8 @@ class FitProgram:
                 # (JAX's own dtype for host values: float32 when x64 is off)
                 leaves[index] = np.asarray(value, self._dtypes[index])
         treedef, outputs, entries = self._out
-        packed = [np.asarray(array) for array in self._program(*leaves)]  # (NumPy for the front end)
+        # (NumPy for the front end)
+        packed = [np.asarray(array) for array in self._program(*leaves)]
         outputs = list(outputs)
         for index, group, start, size, shape, dtype in entries:
             outputs[index] = packed[group][start : start + size].reshape(shape).astype(dtype)
