@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 import nlsq_fn as nf
-from nlsq_fn._drivers import evaluators as _evaluators, refit as _refit, stepwise as _stepwise
-from nlsq_fn._evaluation import compiled as _compiled
-from nlsq_fn._frontends import curve_fit_class as _curve_fit_class
+from nlsq_fn._drivers import (
+    evaluators as _evaluators,
+    refit as _refit,
+    stepwise as _stepwise,
+    whole_fit as _whole_fit,
+)
+from nlsq_fn._evaluation import compiled as _compiled, padding as _padding
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -52,7 +56,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
     _compiled.clear()
     with counting_compiles() as compiles:
         fitter = nf.CurveFit(decay, p0=[1.0, 1.0, 0.0], method="trf", pad=True)
-        traces = _curve_fit_class.trace_count
+        traces = _whole_fit.trace_count
         results = []
         # Five datasets of one shape, with new values of x, y, p0 and bounds.
         for seed in range(5):
@@ -61,7 +65,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
                 compiles.clear()  # the first fit compiles; none of the others may
             bounds = ([0.0, 0.0, -1.0 - seed], [10.0 + seed, np.inf, 5.0])
             results.append((fitter.fit(x, y, p0=[1.0 + seed, 1.0, 0.0], bounds=bounds), truth))
-        assert _curve_fit_class.trace_count - traces == 1
+        assert _whole_fit.trace_count - traces == 1
         assert compiles == []
         # Five new lengths: 40, 60 share the 64-point bucket of 50; 70, 100, 128 the
         # 128-point bucket, which compiles once. (Bounds stay finite: a fit without any
@@ -74,7 +78,7 @@ def test_same_shape_and_new_lengths_compile_once_per_bucket():
                 compiles.clear()  # (eager conversions of the new bounds happen once)
             if m == 60:
                 assert compiles == []  # not even a small eager op for a new length
-        assert _curve_fit_class.trace_count - traces == 2
+        assert _whole_fit.trace_count - traces == 2
     for result, truth in results:
         assert result.success
         np.testing.assert_allclose(result.popt, truth, rtol=0.1, atol=0.05)
@@ -99,7 +103,7 @@ def test_padding_does_not_change_the_result():
 
 
 def test_bucket_sizes():
-    assert [_curve_fit_class.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
+    assert [_padding.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
         16,
         16,
         32,
@@ -237,7 +241,7 @@ def test_a_settled_refit_reuses_the_compiled_fit_and_equals_a_fresh_build(monkey
     assert compiles == []
     for result, (x, y, options) in refits:
         fitter = nf.CurveFit(decay, x, y, **options)
-        solution, parts, _ = _curve_fit_class._fit(*fitter.prepare()[:3])
+        solution, parts, _ = _whole_fit.whole_fit(*fitter.prepare()[:3])
         assert result.success
         np.testing.assert_array_equal(result.popt, np.asarray(solution.x))
         np.testing.assert_array_equal(result.pcov, np.asarray(parts.covariance(False)))

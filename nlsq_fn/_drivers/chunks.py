@@ -19,7 +19,7 @@ from jaxtyping import Array, Float
 from .._evaluation import sharding as _sharding
 from .._evaluation.compiled import compiled
 from .._evaluation.linearize import accumulate_rows
-from .._frontends.curve_fit_class import pad_points
+from .._evaluation.padding import pad_points
 from .._problem.data import Data
 from .solve import residual_and_jac
 from .solver import SolverState

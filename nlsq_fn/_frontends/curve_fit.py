@@ -10,7 +10,8 @@ import numpy as np
 from .._misc import is_concrete
 from .._problem.arguments import as_flag
 from .._results.fit_result import CurveFitResult
-from .curve_fit_class import CurveFit, any_finite_bound
+from .curve_fit_class import CurveFit
+from .curve_fit_inputs import any_finite_bound
 from .scipy_compat import OptimizeWarning
 from .structured import parameter_structure
 

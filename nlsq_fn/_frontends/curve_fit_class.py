@@ -9,373 +9,70 @@ padded model must reproduce the unpadded one at `p0`. (A fit with no finite boun
 uses TRF's simpler unbounded step, a second compiled variant.)
 """
 
-import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PyTree
 
-from .._drivers import progress as _progress
 from .._drivers.refit import (
-    FitProgram,
     compile_when_refitted,
     compiled_in_background,
     fit_program,
     fit_programs,
-    hashable,
     slot_arrays,
 )
-from .._drivers.solve import solve, with_jacobian
 from .._drivers.solver import (
     Solver,
     build_state,
-    check_start_and_bounds,
-    flat_values,
     init,
-    raise_for_start,
-    start_flags,
 )
-from .._drivers.stepwise import solve_stepwise_while_cheaper
-from .._evaluation.chunking import same_on_pieces
-from .._evaluation.compiled import compiled, limit_programs
-from .._evaluation.program_store import stored
+from .._drivers.whole_fit import whole_fit, whole_fit_stepwise
+from .._evaluation.compiled import limit_programs
+from .._evaluation.padding import (
+    bucket_size,
+    check_padding_changes_nothing,
+    has_points_axis,
+    pad_points,
+)
 from .._misc import is_concrete
 from .._problem.arguments import as_bounds, as_count, as_flag, as_real, as_verbose
-from .._problem.conventions import (
-    NamedModel,
-    UnpackedJacobian,
-    UnpackedModel,
-    count_values,
-    is_named_model,
-    model_convention,
-    parameter_names,
-)
-from .._problem.data import Data, check_data_values
+from .._problem.conventions import is_named_model, model_convention
+from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
-from .._problem.host_model import call_on_host, traced_shape
 from .._problem.loss import AbstractLoss, Linear, as_loss
-from .._results.covariance import covariance_parts
+from .._problem.whitening import ByIdentity, WhitenedJacobian, WhitenedModel
 from .._results.fit_result import CurveFitResult
-from .._results.solution import Solution
-from .._strategies.trust_region import IMPROPER_INPUT
-from .least_squares import has_finite_bounds, strategy_for
+from .._results.fit_solution import FitSolution, fit_solution
+from .curve_fit_inputs import (
+    UNSET,
+    Inputs,
+    any_finite_bound,
+    broadcast_to_model,
+    check_sigma,
+    convention,
+    core_solver,
+    feasible_start,
+    flat_bounds,
+    init_message,
+    initial_params,
+    omit_or_raise_nan,
+    one_of,
+    user_message,
+)
+from .curve_fit_refit import refit, refit_key
+from .curve_fit_result import curve_fit_result
+from .curve_fit_traced import fit_traced
+from .least_squares import strategy_for
 from .reusable_fitter import ReusableFitter
 from .scipy_compat import (
     OptimizeWarning,
     as_core_callback,
     check_tolerances,
-    finite_difference_options,
-    warn_optimize,
 )
 from .structured import expand_result, expand_solution, parameter_structure
 
 __all__ = ["CurveFit", "FitSolution", "OptimizeWarning"]
-
-
-def _broadcast_to_model(model, xdata, p0, ydata):
-    """A scalar `ydata` as an array shaped like the model's values at `p0` (SciPy
-    subtracts it from them, broadcasting)."""
-    out, error = traced_shape(model, xdata, p0)
-    if error is not None:
-        out = call_on_host(model, xdata, p0)
-    return np.broadcast_to(ydata, np.shape(out)).astype(float)
-
-
-class _Inputs(NamedTuple):
-    """A fit's inputs after `CurveFit._validated`: NumPy values, the model's
-    convention and names."""
-
-    xdata: Any
-    ydata: np.ndarray
-    sigma: np.ndarray | None
-    cholesky: np.ndarray | None
-    style: str
-    model: Callable
-    names: tuple[str, ...]
-    no_p0: bool
-    p0: np.ndarray
-    flat_bounds: Any
-
-
-# The `Solution` fields a `CurveFitResult` carries (as NumPy).
-_SOLUTION_FIELDS = (
-    "x",
-    "cost",
-    "fun",
-    "jac",
-    "grad",
-    "optimality",
-    "active_mask",
-    "nfev",
-    "njev",
-    "nit",
-    "status",
-    "success",
-    "initial_cost",
-)
-
-
-class _Unset:
-    """Marks an argument that was not given (None is a valid `x`: SciPy passes it on)."""
-
-    def __repr__(self):
-        return "<not given>"
-
-
-UNSET = _Unset()
-
-
-class WhitenedModel(eqx.Module):
-    """``L⁻¹ model(x, params)`` for a covariance ``sigma = L Lᵀ`` (SciPy's 2-D `sigma`):
-    with ``y`` whitened the same way, the residuals are ``L⁻¹ (model - y)``."""
-
-    model: Callable
-    cholesky: Float[Array, "m m"]
-
-    def __call__(self, x, params):
-        prediction = self.model(x, params)
-        return jax.scipy.linalg.solve_triangular(self.cholesky, prediction, lower=True)
-
-    def around_host(self, on_host: Callable) -> "WhitenedModel":
-        """The whitening in JAX around the model run on the host (`on_host(model)`)."""
-        return WhitenedModel(on_host(self.model), self.cholesky)
-
-
-class _ByIdentity:
-    """A NumPy array held in static configuration (the `Solver`'s `jac`), which must be
-    hashable: compared by identity."""
-
-    def __init__(self, array):
-        self.array = np.asarray(array)
-
-
-class WhitenedJacobian(eqx.Module):
-    """``L⁻¹ jac(x, params)``: the user's `jac` for the whitened residuals."""
-
-    jac: Callable
-    cholesky: _ByIdentity
-
-    def __call__(self, x, params):
-        cholesky = jnp.asarray(self.cholesky.array)
-        jac = jnp.reshape(self.jac(x, params), (cholesky.shape[0], -1))
-        return jax.scipy.linalg.solve_triangular(cholesky, jac, lower=True)
-
-
-class FitSolution(eqx.Module):
-    """What `CurveFit.fit` returns when it runs under `jax.jit`, `jax.vmap` or
-    `jax.grad` (traced inputs): a pytree of JAX arrays with the fields of
-    `CurveFitResult` that need no concrete values: the core's `Solution` (its fields,
-    `x`, `cost`, `fun`, `jac`, ..., `status`, `success`, read through), `pcov`, the
-    Jacobian's `rank` and `p0`. Batched fits give a leading batch axis on every field."""
-
-    solution: Solution
-    pcov: Float[Array, "n n"]
-    rank: Int[Array, ""]
-    p0: PyTree = None
-
-    def __getattr__(self, name):
-        # Only reached for names the module does not have: the `Solution`'s fields.
-        if name.startswith("__") or name == "solution":
-            raise AttributeError(name)
-        return getattr(self.solution, name)
-
-    @property
-    def popt(self):
-        return self.solution.x
-
-    @property
-    def cov(self):
-        return self.pcov
-
-    @property
-    def perr(self):
-        """Standard errors, ``sqrt(diag(pcov))``."""
-        return jnp.sqrt(jnp.diagonal(self.pcov, axis1=-2, axis2=-1))
-
-    stderr = perr
-
-    def __iter__(self):
-        return iter((self.popt, self.pcov))
-
-
-# How many times the fit has been traced (each trace is one compilation): tests read it.
-trace_count = 0
-
-
-@compiled
-def _fit(model, data, state):
-    """The whole fit as one compiled program: the checks of the model at the start,
-    the solve, the covariance's parts. (Every other compiled program on the way,
-    even an eager `jnp` call, would be one more compilation in a fresh process.)"""
-    global trace_count
-    trace_count += 1
-    # `prepare` leaves these checks to this program (`raise_for_start` after it);
-    # a model run on the host was checked there.
-    checks = None if state.host_model else start_flags(model, data, state)
-    solution = solve(model, data, state)
-    # A chunked fit (large data, `chunk_size="auto"`) never formed J; the covariance
-    # comes from its n x n factor (same singular values), the returned `jac` from one
-    # more evaluation.
-    if solution.jac is not None:
-        parts = covariance_parts(solution.jac, solution.cost, data.n_points)
-        # No one reads the factor of J here: leaving it out of the outputs lets XLA
-        # drop its QR from the program.
-        solution = eqx.tree_at(lambda s: s.factor, solution, None)
-    else:
-        parts = covariance_parts(solution.factor, solution.cost, data.n_points)
-    # `absolute_sigma` is applied outside: one compiled program serves both settings.
-    return with_jacobian(model, data, state, solution), parts, checks
-
-
-_covariance_parts = stored(covariance_parts)
-
-
-def _fit_stepwise(function, model, data, state):
-    """`_fit` driven from Python (`solve_stepwise`) while that is cheaper than compiling
-    it for the user's `function`: nothing compiled for the model, so a new model's first
-    fit costs milliseconds instead of a compilation. Else None: then `_fit`."""
-    solution = solve_stepwise_while_cheaper(function, model, data, state)
-    if solution is None:
-        return None
-    # Input `init` accepted is improper only where the model or cost is not finite at
-    # the start: then (only) the checks that say which.
-    checks = start_flags(model, data, state) if solution.status == IMPROPER_INPUT else None
-    parts = _covariance_parts(solution.jac, solution.cost, data.n_points)
-    return solution, parts, checks
-
-
-def any_finite_bound(bounds) -> bool:
-    bounds = as_bounds(bounds)
-    if isinstance(bounds, dict):
-        return any(has_finite_bounds(pair) for pair in bounds.values())
-    return has_finite_bounds(bounds)
-
-
-def bucket_size(m: int) -> int:
-    """Padded length for `m` points: the next power of two, at least 16."""
-    return max(16, 1 << (int(m) - 1).bit_length())
-
-
-def points_axis(leaf, m: int) -> int | None:
-    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
-    ``(k, M)`` convention, else the first (one row per point, as a DataFrame)."""
-    shape = np.shape(leaf)
-    if len(shape) == 0:
-        return None
-    if shape[-1] == m:
-        return len(shape) - 1
-    return 0 if shape[0] == m else None
-
-
-def pad_points(leaf, m, size):
-    leaf = np.asarray(leaf)
-    axis = points_axis(leaf, m)
-    if axis is None or size == m:
-        return leaf
-    widths = [(0, 0)] * leaf.ndim
-    widths[axis] = (0, size - m)
-    return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
-
-
-def _check_padding_changes_nothing(model, x, padded: Data, x_padded, p0, m, first: bool):
-    """Raise unless the model, on the padded data as the fit evaluates it (the padded
-    rows masked: `Data.model_x`), gives on the first `m` points what it gives on `x`
-    at `p0`, in values and slopes: padding must never change what the model sees.
-
-    On the first padded fit of a `CurveFit` that is checked exactly, against the model
-    on the unpadded `x`. Later fits must not compile anything for a new length, so they
-    are checked at the padded size: the model's first `m` outputs must not move when
-    the padded rows hold other inputs (those of the last point instead of the first),
-    which shows that they do not depend on the padding (a mean, a maximum, a sum of
-    all points would move). Where both paddings are the same inputs, exactly again."""
-    fitted_x = padded.model_x
-    rows = slice(0, m)
-    distinct = any(
-        not np.array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree.leaves(fitted_x), jax.tree.leaves(x_padded), strict=True)
-    )
-    if first or not distinct:
-        same = same_on_pieces(model, x, p0, [(fitted_x, rows, rows)])
-    else:
-        same = same_on_pieces(model, fitted_x, p0, [(x_padded, rows, rows)])
-    if same:
-        return
-    raise ValueError(
-        f"pad=True needs a pointwise model (each output depending only on its own "
-        f"point), but on these {m} points padded to {padded.y.shape[0]} this model gives "
-        "other values (it uses `x` as a whole, e.g. x.mean(), x.size or a convolution). "
-        "Use pad=False."
-    )
-
-
-def _omit_or_raise_nan(xdata, ydata, sigma, nan_policy, x_is_array):
-    if nan_policy == "propagate":
-        raise ValueError("`nan_policy='propagate'` is not supported by this function.")
-    if nan_policy not in (None, "raise", "omit"):
-        raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
-    y_nan = np.isnan(ydata)
-    x_nan = np.zeros(ydata.shape, bool)
-    axis = points_axis(xdata, ydata.shape[0]) if x_is_array and ydata.ndim == 1 else None
-    if axis is not None and np.issubdtype(xdata.dtype, np.floating):
-        x_nan = np.isnan(np.moveaxis(xdata, axis, -1))
-        x_nan = x_nan.any(axis=tuple(range(x_nan.ndim - 1))) if x_nan.ndim > 1 else x_nan
-    if nan_policy == "raise" and (y_nan.any() or x_nan.any()):
-        where = "`ydata`" if y_nan.any() else "`xdata`"
-        raise ValueError(f"The input contains nan values ({where}).")
-    if nan_policy == "omit" and (y_nan.any() or x_nan.any()):
-        if ydata.ndim != 1:
-            raise ValueError("nan_policy='omit' needs 1-D `ydata`.")
-        keep = ~(y_nan | x_nan)
-        ydata = ydata[keep]
-        if axis is not None:
-            xdata = np.compress(keep, xdata, axis=axis)
-        if sigma is not None and np.ndim(sigma) == 1:
-            sigma = np.asarray(sigma)[keep]
-        elif sigma is not None and np.ndim(sigma) == 2:  # a covariance: rows and columns
-            sigma = np.asarray(sigma)[keep][:, keep]
-    return xdata, ydata, sigma
-
-
-def feasible_start(lower, upper, n: int) -> np.ndarray:
-    """SciPy's start when `p0` is not given but bounds are: 1, or the middle of a finite
-    interval, or one unit inside a single finite bound."""
-    lower, upper = (np.broadcast_to(np.asarray(b, dtype=float), (n,)) for b in (lower, upper))
-    p0 = np.ones(n)
-    both = np.isfinite(lower) & np.isfinite(upper)
-    p0[both] = 0.5 * (lower[both] + upper[both])
-    only_lower = np.isfinite(lower) & ~np.isfinite(upper)
-    p0[only_lower] = lower[only_lower] + 1
-    only_upper = ~np.isfinite(lower) & np.isfinite(upper)
-    p0[only_upper] = upper[only_upper] - 1
-    return p0
-
-
-def _init_message(error, names, no_p0, style) -> str:
-    """An error of `init` in the words of `curve_fit`, with a hint where the model got
-    one scalar parameter by SciPy's rule for lack of `p0`."""
-    message = _user_message(error, names)
-    if no_p0 and style == "unpacked" and len(names) == 1:
-        message = (
-            message.rstrip(".")
-            + "."
-            + (
-                f" Without `p0` the model was called with one scalar parameter "
-                f"{names[0]!r} (SciPy's rule); if it takes an array of parameters, "
-                "give `p0`."
-            )
-        )
-    return message
-
-
-def _user_message(error, names) -> str:
-    """A core error in the words of `curve_fit`'s arguments."""
-    message = str(error).replace("`y`", "`ydata`").replace("`x`", "`xdata`")
-    # The core names flat parameters p[0], p[1], ...: use the model's names.
-    return re.sub(r"\bp\[(\d+)\]", lambda m: f"'{names[int(m[1])]}'", message)
 
 
 class CurveFit(ReusableFitter):
@@ -474,9 +171,9 @@ class CurveFit(ReusableFitter):
             raise TypeError(
                 f"CurveFit() got an unexpected keyword argument {next(iter(nlsq_options))!r}."
             )
-        model = _one_of(model, f, "model", "f", None)
-        x = _one_of(x, xdata, "x", "xdata", UNSET)
-        y = _one_of(y, ydata, "y", "ydata", None)
+        model = one_of(model, f, "model", "f", None)
+        x = one_of(x, xdata, "x", "xdata", UNSET)
+        y = one_of(y, ydata, "y", "ydata", None)
         if not callable(model):
             raise TypeError(
                 "`model` must be callable: model(x, params), f(x, *params) or an "
@@ -533,118 +230,6 @@ class CurveFit(ReusableFitter):
     def _has_bounds(self):
         return any_finite_bound(self.bounds)
 
-    def _convention(self, p0):
-        """``(style, wrapped model, names or None)`` for this `p0`."""
-        style = model_convention(self.f, p0, self.param_style)
-        n = None
-        if p0 is not None and not isinstance(p0, dict):
-            n = count_values(p0)
-        names = parameter_names(self.f, style, n)
-        if style == "named":
-            return style, NamedModel(self.f, names), names
-        if style == "unpacked":
-            return style, UnpackedModel(self.f), names
-        return style, self.f, names
-
-    def _initial_params(self, p0, xdata, ydata, style, names):
-        if style == "named":
-            values = {}
-            if p0 is None or isinstance(p0, dict):
-                given = dict(p0 or {})
-                if not set(names) <= set(given):  # complete p0 from the guess
-                    values = dict(self.f.guess(xdata, ydata))
-                values.update(given)
-                unknown = set(values) - set(names)
-                if unknown:
-                    raise ValueError(
-                        f"`p0` names unknown parameters {sorted(unknown)}; the model's "
-                        f"parameters are {list(names)}."
-                    )
-                p0 = [values[name] for name in names]
-        elif p0 is None:
-            if names is None:
-                what = (
-                    "model(x, params) takes an array of unknown length"
-                    if style == "array"
-                    else "the model takes *args"
-                )
-                raise ValueError(
-                    f"Unable to determine the number of fit parameters ({what}); give `p0`."
-                )
-            p0 = np.ones(len(names))
-        elif isinstance(p0, dict):  # by name, as a `bounds` dict: in the signature's order
-            if names is None or style == "array":
-                raise ValueError("`p0` as a dict needs a model with named parameters.")
-            unknown, missing = set(p0) - set(names), set(names) - set(p0)
-            if unknown or missing:
-                raise ValueError(
-                    f"`p0` must name each of the model's parameters {list(names)}; "
-                    f"unknown: {sorted(unknown)}, missing: {sorted(missing)}."
-                )
-            p0 = [p0[name] for name in names]
-        if is_concrete(p0):
-            p0 = np.atleast_1d(np.asarray(p0))
-            if np.iscomplexobj(p0) or p0.dtype.kind not in "biuf":
-                raise ValueError(f"`p0` must be real numbers, got dtype {p0.dtype}.")
-            p0 = p0.astype(float)
-        else:  # traced (under jit / vmap / grad): a list of tracers or an array
-            p0 = jnp.atleast_1d(jnp.asarray(p0))
-            if not jnp.issubdtype(p0.dtype, jnp.inexact):
-                p0 = p0.astype(jnp.result_type(float))
-        if p0.size == 0:
-            raise ValueError("`p0` has no parameters.")
-        if p0.ndim != 1:
-            raise ValueError(f"`p0` must be 1-D, got shape {p0.shape}.")
-        if names is not None and len(names) != p0.size:
-            raise ValueError(
-                f"`p0` has {p0.size} values but the model has {len(names)} "
-                f"parameters {list(names)}."
-            )
-        return p0
-
-    @staticmethod
-    def _flat_bounds(bounds, names):
-        bounds = as_bounds(bounds)
-        if not isinstance(bounds, dict):
-            return bounds
-        unknown = set(bounds) - set(names)
-        if unknown:
-            raise ValueError(f"`bounds` names unknown parameters {sorted(unknown)}.")
-        lower = [bounds.get(name, (-np.inf, np.inf))[0] for name in names]
-        upper = [bounds.get(name, (-np.inf, np.inf))[1] for name in names]
-        return np.asarray(lower, float), np.asarray(upper, float)
-
-    def _jacobian(self, style):
-        if callable(self.jac):
-            return UnpackedJacobian(self.jac) if style == "unpacked" else self.jac
-        if self.jac is None or self.jac in ("fwd", "rev", "2-point", "3-point", "cs"):
-            # SciPy's finite-difference names are passed on to the core's Solver.
-            return self.jac or "fwd"
-        raise ValueError(
-            "`jac` must be a callable, None, 'fwd', 'rev', '2-point', '3-point' or 'cs', "
-            f"got {self.jac!r}."
-        )
-
-    def _solver(self, bounds, style, **overrides):
-        """The core `Solver` for these options; `overrides` replace fields (the streaming
-        optimizer sets its own `factorization` and `chunk_size`)."""
-        options = (
-            dict(jac=self._jacobian(style)) | finite_difference_options(self.diff_step) | overrides
-        )
-        return Solver(
-            strategy=self.strategy,
-            loss=self.loss,
-            bounds=bounds if has_finite_bounds(bounds) else None,
-            x_scale=self.x_scale,
-            max_nfev=self.max_nfev,
-            # Only the table is printed from inside the loop; verbose=1 reports after
-            # the fit and shares the compiled code of verbose=0.
-            verbose=2 if self.verbose == 2 else 0,
-            callback=self.callback,
-            **self.tolerances,
-            **options,
-        )
-
     def _resolve(self, x, y, p0, sigma, bounds):
         if self.f is None:
             raise TypeError(
@@ -678,7 +263,7 @@ class CurveFit(ReusableFitter):
         `unpadded` holds the cleaned NumPy data of the counted points."""
         return self._build(self._validated(*self._resolve(xdata, ydata, p0, sigma, bounds)))
 
-    def _validated(self, xdata, ydata, p0, sigma, bounds) -> "_Inputs":
+    def _validated(self, xdata, ydata, p0, sigma, bounds) -> "Inputs":
         """The user's values (as `_resolve` gives them) checked and in NumPy (what every
         fit needs, whether it builds its inputs or refits a compiled program)."""
         ydata = np.asarray(ydata)
@@ -692,39 +277,41 @@ class CurveFit(ReusableFitter):
             xdata = np.asarray(xdata)
             if np.issubdtype(xdata.dtype, np.integer) or xdata.dtype == bool:
                 xdata = xdata.astype(float)
-        xdata, ydata, sigma = _omit_or_raise_nan(xdata, ydata, sigma, self.nan_policy, x_is_array)
-        sigma, cholesky = _check_sigma(sigma, ydata)
-        style, model, names = self._convention(p0)
+        xdata, ydata, sigma = omit_or_raise_nan(xdata, ydata, sigma, self.nan_policy, x_is_array)
+        sigma, cholesky = check_sigma(sigma, ydata)
+        style, model, names = convention(self.f, p0, self.param_style)
         no_p0 = p0 is None and style != "named"
-        p0 = self._initial_params(p0, xdata, ydata, style, names)
+        p0 = initial_params(self.f, p0, xdata, ydata, style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
         if ydata.ndim == 0:  # SciPy broadcasts a scalar `ydata` against f's values
-            ydata = _broadcast_to_model(model, xdata, p0, ydata)
+            ydata = broadcast_to_model(model, xdata, p0, ydata)
         if no_p0 and any_finite_bound(bounds):
-            lower, upper = self._flat_bounds(bounds, names)
+            lower, upper = flat_bounds(bounds, names)
             p0 = feasible_start(lower, upper, p0.size)
         if self.method == "lm" and ydata.size < p0.size:
             raise TypeError(
                 f"The number of func parameters={p0.size} must not exceed the number of "
                 f"data points={ydata.size}"
             )
-        flat_bounds = self._flat_bounds(bounds, names)
-        return _Inputs(xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, flat_bounds)
+        bounds_by_index = flat_bounds(bounds, names)
+        return Inputs(
+            xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, bounds_by_index
+        )
 
-    def _build(self, inputs: "_Inputs"):
+    def _build(self, inputs: "Inputs"):
         """`prepare`'s ``(model, data, state, unpadded)`` from validated inputs."""
-        xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, flat_bounds = inputs
+        xdata, ydata, sigma, cholesky, style, model, names, no_p0, p0, bounds_by_index = inputs
         unpadded = dict(xdata=xdata, ydata=ydata, sigma=sigma, names=names)
-        solver = self._solver(flat_bounds, style)
+        solver = core_solver(self, bounds_by_index, style)
         m = ydata.shape[0] if ydata.ndim == 1 else None
         if cholesky is not None:  # correlated errors: whitened, not padded
             model = WhitenedModel(model, jnp.asarray(cholesky))
             if callable(solver.jac):  # (a static field: a new Solver, not `tree_at`)
-                whitened = WhitenedJacobian(solver.jac, _ByIdentity(cholesky))
-                solver = self._solver(flat_bounds, style, jac=whitened)
+                whitened = WhitenedJacobian(solver.jac, ByIdentity(cholesky))
+                solver = core_solver(self, bounds_by_index, style, jac=whitened)
             white_y = np.linalg.solve(cholesky, ydata)  # triangular: exact enough
             data = Data(xdata, white_y)
-        elif self.pad and m is not None and _has_points_axis(xdata, m):
+        elif self.pad and m is not None and has_points_axis(xdata, m):
             size = bucket_size(m)
             x_padded = jax.tree.map(lambda leaf: pad_points(leaf, m, size), xdata)
             if not self._model_checked:
@@ -739,7 +326,7 @@ class CurveFit(ReusableFitter):
             if size != m:
                 # Every fit, on its own data: a model may be pointwise on one dataset
                 # and not on another (x.mean() moves with the padding of each).
-                _check_padding_changes_nothing(
+                check_padding_changes_nothing(
                     model, xdata, data, x_padded, p0, m, first=not self._padding_checked
                 )
                 self._padding_checked = True
@@ -749,7 +336,7 @@ class CurveFit(ReusableFitter):
             # The model's values at the start are checked inside the compiled fit.
             state = build_state(model, data, p0, solver, check_start=False)
         except ValueError as error:
-            raise ValueError(_init_message(error, names, no_p0, style)) from error
+            raise ValueError(init_message(error, names, no_p0, style)) from error
         return model, data, state, unpadded
 
     def _check_model_on(self, model, xdata, ydata, p0, names):
@@ -757,7 +344,7 @@ class CurveFit(ReusableFitter):
         try:
             init(model, Data(xdata, ydata), p0, Solver(strategy=self.strategy))
         except ValueError as error:
-            raise ValueError(_user_message(error, names)) from error
+            raise ValueError(user_message(error, names)) from error
 
     @reraise_host_errors
     def fit(
@@ -767,8 +354,8 @@ class CurveFit(ReusableFitter):
         values of all of them reuse the compiled fit, as long as the data stay in the
         same size bucket and `sigma` stays given (or not). Traced inputs (inside
         `jax.jit`, `jax.vmap`, `jax.grad`) give a `FitSolution` pytree."""
-        x = _one_of(x, xdata, "x", "xdata", UNSET)
-        y = _one_of(y, ydata, "y", "ydata", None)
+        x = one_of(x, xdata, "x", "xdata", UNSET)
+        y = one_of(y, ydata, "y", "ydata", None)
         resolved = self._resolve(x, y, p0, sigma, bounds)
         if self.structure is None:
             return self._fit_resolved(resolved)
@@ -779,12 +366,12 @@ class CurveFit(ReusableFitter):
 
     def _fit_resolved(self, resolved) -> "CurveFitResult | FitSolution":
         if not is_concrete(*resolved):
-            return self._fit_traced(*resolved)
+            return fit_traced(self, *resolved)
         inputs = self._validated(*resolved)
-        key = self._refit_key(inputs)
+        key = refit_key(self, inputs)
         program = None if key is None else fit_programs.get(self.timing_key, key)
         if program is not None:
-            return self._refit(program, inputs)
+            return refit(self, program, inputs)
         model, data, state, unpadded = self._build(inputs)
         limit_programs()
         fitted = None
@@ -792,223 +379,23 @@ class CurveFit(ReusableFitter):
         # have cost what a compilation would, and for a padded CurveFit (made to be
         # reused), the whole fit is compiled once and reused.
         if not self.pad:
-            fitted = _fit_stepwise(self.timing_key, model, data, state)
+            fitted = whole_fit_stepwise(self.timing_key, model, data, state)
         if fitted is not None and key is not None and not state.chunk_size:
             # A model fitted step by step a second time is being refitted: its compiled
             # fit is built meanwhile, in the background.
-            compile_when_refitted(self.timing_key, key, _fit.__wrapped__, model, data, state)
+            compile_when_refitted(self.timing_key, key, whole_fit.__wrapped__, model, data, state)
         if fitted is None and key is not None and not state.chunk_size:
             program = compiled_in_background(self.timing_key, key) or fit_program(
-                _fit.__wrapped__, model, data, state
+                whole_fit.__wrapped__, model, data, state
             )
             if program is not None:
                 fit_programs.put(self.timing_key, key, program)
                 fitted = program(**slot_arrays(data, state))
-        fitted = fitted or _fit(model, data, state)
+        fitted = fitted or whole_fit(model, data, state)
         solution, parts, _ = fitted
         m = unpadded["ydata"].size
         if not is_concrete(solution):  # the model closes over traced arrays
-            return _fit_solution(solution, parts, self.absolute_sigma, m, state.params)
-        return self._result(inputs, model, (state.params, state.lower, state.upper), fitted)
-
-    def _refit_key(self, inputs: "_Inputs") -> tuple | None:
-        """What shapes this fit's `(model, data, state)` besides the values a
-        `FitProgram` fills in; None where a refit builds them anew: padding, correlated
-        errors and fixed or tied parameters hold arrays of their own, `x` as a pytree is
-        not a slot, and chunks are proved on each dataset (`_fit_resolved` keeps only
-        one-shot fits)."""
-        x, y = inputs.xdata, inputs.ydata
-        if (
-            self.pad
-            or self.structure is not None
-            or inputs.cholesky is not None
-            or not isinstance(x, np.ndarray)
-            or y.ndim == 0
-        ):
-            return None
-        try:
-            options = (
-                self.method,
-                self.strategy,
-                self.loss,
-                hashable(self.x_scale),
-                self.jac,
-                hashable(self.diff_step),
-                tuple(self.tolerances.values()),
-                self.max_nfev,
-                self.verbose,
-                self.callback,
-                self.nan_policy,
-                self.param_style,
-            )
-            hash(options)
-        except TypeError:
-            return None
-        return (
-            options,
-            bool(jax.config.jax_enable_x64),  # (the program's dtypes follow it)
-            inputs.style,
-            inputs.names,
-            (x.shape, x.dtype.str),
-            y.shape,
-            inputs.sigma is None,
-            inputs.p0.size,
-            has_finite_bounds(inputs.flat_bounds),
+            return fit_solution(solution, parts, self.absolute_sigma, m, state.params)
+        return curve_fit_result(
+            self, inputs, model, (state.params, state.lower, state.upper), fitted
         )
-
-    def _refit(self, program: FitProgram, inputs: "_Inputs") -> "CurveFitResult":
-        """A fit on the structure of an earlier one: its compiled program, called with the
-        new values after the same value checks as `init`'s."""
-        x, y, sigma, p0 = inputs.xdata, inputs.ydata, inputs.sigma, inputs.p0
-        lower, upper = (
-            np.asarray(flat_values(bound, p0, name, p0.dtype))
-            for bound, name in zip(inputs.flat_bounds, ("lower bound", "upper bound"), strict=True)
-        )
-        try:
-            check_data_values(y, x, sigma)
-            check_start_and_bounds(p0, p0, lower, upper, self.strategy)
-        except ValueError as error:
-            message = _init_message(error, inputs.names, inputs.no_p0, inputs.style)
-            raise ValueError(message) from error
-        fitted = program(
-            x=[x],
-            y=[y],
-            sigma=[] if sigma is None else [sigma],
-            params=[p0],
-            lower=[lower],
-            upper=[upper],
-        )
-        return self._result(inputs, program.model, (p0, lower, upper), fitted)
-
-    def _result(self, inputs: "_Inputs", model, start, fitted) -> "CurveFitResult":
-        """The `CurveFitResult` of a concrete fit: its start's checks raised, the
-        covariance, SciPy's warnings."""
-        solution, parts, checks = fitted
-        names = inputs.names
-        if checks is not None:
-            try:
-                raise_for_start(*checks)
-            except ValueError as error:
-                message = _init_message(error, names, inputs.no_p0, inputs.style)
-                raise ValueError(message) from error
-        # NumPy from here on: an eager `jnp` call would compile a program each.
-        parts = jax.tree.map(np.asarray, parts)
-        pcov = np.asarray(parts.covariance(self.absolute_sigma))
-        rank, singular_values = parts.rank, parts.singular_values
-        if self.verbose >= 1:
-            _progress.print_final_report(solution)
-        params, lower, upper = (np.asarray(value) for value in start)
-        n_params = lower.size
-        if int(rank) < n_params:
-            undetermined = np.flatnonzero(np.asarray(parts.undetermined))
-            warn_optimize(
-                f"Covariance of the parameters could not be estimated for "
-                f"{[names[i] for i in undetermined]}: the Jacobian at the solution has "
-                f"rank {int(rank)} < {n_params} parameters, so the data do not determine "
-                "them (their variances are inf)."
-            )
-        elif not np.all(np.isfinite(pcov)):
-            warn_optimize("Covariance of the parameters could not be estimated")
-        fields = {name: np.asarray(getattr(solution, name)) for name in _SOLUTION_FIELDS}
-        m = inputs.ydata.size
-        fields["fun"] = fields["fun"][:m]
-        fields["jac"] = fields["jac"][:m]
-        return CurveFitResult(
-            model=model.model if isinstance(model, WhitenedModel) else model,
-            pcov=pcov,
-            absolute_sigma=self.absolute_sigma,
-            lower=lower,
-            upper=upper,
-            rank=int(rank),
-            singular_values=np.asarray(singular_values),
-            method=self.method,
-            loss=type(self.loss).__name__,
-            p0=params,
-            xdata=inputs.xdata,
-            ydata=inputs.ydata,
-            sigma=inputs.sigma,
-            names=names,
-            **fields,
-        )
-
-    def _fit_traced(self, x, y, p0, sigma, bounds) -> "FitSolution":
-        """The pure path: `init` and `solve` on JAX arrays, no padding, no NumPy, no
-        warnings (it runs inside a transformation)."""
-        if self.nan_policy == "omit":
-            raise ValueError(
-                "nan_policy='omit' needs concrete data (it changes the number of points); "
-                "it cannot be used inside jax.jit / jax.vmap / jax.grad."
-            )
-        y = jnp.asarray(y)
-        if not jnp.issubdtype(y.dtype, jnp.inexact):
-            y = y.astype(jnp.result_type(float))
-        if isinstance(x, (list, np.ndarray)) or (
-            isinstance(x, jax.Array) and not jnp.issubdtype(x.dtype, jnp.inexact)
-        ):
-            x = jnp.asarray(x, jnp.result_type(float))
-        cholesky = None
-        if sigma is not None:
-            sigma = jnp.asarray(sigma, y.dtype)
-            if sigma.ndim == 2 and y.ndim == 1 and sigma.shape == (y.size, y.size):
-                cholesky, sigma = jnp.linalg.cholesky(sigma), None
-            elif sigma.size != 1 and sigma.shape != y.shape:
-                raise ValueError(f"`sigma` has shape {sigma.shape} but `y` has shape {y.shape}.")
-        style, model, names = self._convention(p0)
-        p0 = self._initial_params(p0, x, y, style, names)
-        names = names or tuple(f"p{i}" for i in range(p0.size))
-        solver = self._solver(self._flat_bounds(bounds, names), style)
-        if cholesky is not None:
-            model = WhitenedModel(model, cholesky)
-            if callable(solver.jac):
-                solver = eqx.tree_at(
-                    lambda s: s.jac, solver, WhitenedJacobian(solver.jac, cholesky)
-                )
-            y = jax.scipy.linalg.solve_triangular(cholesky, y, lower=True)
-        data = Data(x, y, sigma=sigma)
-        state = init(model, data, p0, solver)
-        solution = solve(model, data, state)
-        parts = covariance_parts(solution.jac, solution.cost, data.n_points)
-        return _fit_solution(solution, parts, self.absolute_sigma, y.size, state.params)
-
-
-def _has_points_axis(xdata, m) -> bool:
-    """Whether some array in `xdata` runs along the points (so a padded `x` gives a
-    padded prediction); a model that ignores `x` (SciPy allows ``xdata=None``) is not
-    padded."""
-    return any(points_axis(leaf, m) is not None for leaf in jax.tree.leaves(xdata))
-
-
-def _one_of(value, alias, name, alias_name, unset):
-    """The guide's keyword (`model`, `x`, `y`) or SciPy's (`f`, `xdata`, `ydata`)."""
-    if alias is unset:
-        return value
-    if value is not unset:
-        raise TypeError(f"Give `{name}` or `{alias_name}`, not both.")
-    return alias
-
-
-def _check_sigma(sigma, ydata):
-    """1-D standard deviations (broadcast to `ydata`), or a 2-D covariance matrix and
-    its lower Cholesky factor, as SciPy's `curve_fit` takes them."""
-    if sigma is None:
-        return None, None
-    sigma = np.asarray(sigma, dtype=float)
-    if sigma.ndim == 2 and ydata.ndim == 1 and sigma.shape == (ydata.size, ydata.size):
-        try:
-            cholesky = np.linalg.cholesky(sigma)
-        except np.linalg.LinAlgError as error:
-            raise ValueError("`sigma` must be positive definite.") from error
-        return sigma, cholesky
-    if sigma.size != 1 and sigma.shape != ydata.shape:
-        raise ValueError(
-            f"`sigma` has shape {sigma.shape} but `ydata` has shape {ydata.shape}; give "
-            f"standard deviations of that shape, a scalar, or a {ydata.size}x{ydata.size} "
-            "covariance matrix."
-        )
-    return np.broadcast_to(sigma, ydata.shape), None
-
-
-def _fit_solution(solution, parts, absolute_sigma, m, p0) -> FitSolution:
-    """The traced fit's result; `fun` and `jac` without the padded rows."""
-    solution = eqx.tree_at(lambda s: (s.fun, s.jac), solution, (solution.fun[:m], solution.jac[:m]))
-    return FitSolution(solution, parts.covariance(absolute_sigma), parts.rank, p0)

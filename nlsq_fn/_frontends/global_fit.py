@@ -19,6 +19,7 @@ import numpy as np
 from .._drivers.block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
 from .._drivers.solve import solve
 from .._drivers.solver import Solver, init
+from .._evaluation.padding import pad_points
 from .._problem.arguments import as_bounds
 from .._problem.conventions import vector_model
 from .._problem.data import Data
@@ -26,7 +27,6 @@ from .._problem.loss import as_loss
 from .._results.covariance import covariance_parts
 from .._results.global_fit_result import GlobalFitResult
 from .._strategies.block_arrow import blocks_of_dense
-from .curve_fit_class import pad_points
 from .least_squares import strategy_for
 
 __all__ = ["GlobalFitResult", "global_fit", "global_model"]

@@ -20,6 +20,7 @@ import numpy as np
 from .._misc import is_concrete
 from .._problem.arguments import as_bounds
 from .._problem.conventions import count_values, vector_model
+from .curve_fit_inputs import feasible_start
 
 __all__ = ["StructuredModel", "parameter_structure"]
 
@@ -74,8 +75,6 @@ class StructuredModel(eqx.Module):
             if hasattr(guess, "guess"):  # an nlsq_fn.models model
                 values = dict(guess.guess(xdata, ydata))
                 return np.array([float(values[name]) for name in self.free])
-            from .curve_fit_class import feasible_start  # (imports this module)
-
             return feasible_start(*full_bounds, n)[self.free_indices()]
         if isinstance(p0, Mapping):
             unknown = sorted(set(p0) - set(self.names))

@@ -30,7 +30,9 @@ from .._drivers.solver import SolverState, init
 from .._evaluation import sharding as _sharding
 from .._evaluation.linearize import Linearization
 from .._evaluation.memory import automatic_chunk_size
-from .._frontends.curve_fit_class import CurveFit, bucket_size
+from .._evaluation.padding import bucket_size
+from .._frontends.curve_fit_class import CurveFit
+from .._frontends.curve_fit_inputs import convention, core_solver, flat_bounds, initial_params
 from .._problem.data import Data
 from .._results.fit_result import CurveFitResult
 from .._strategies.strategy import Problem
@@ -74,11 +76,12 @@ class StreamEngine:
         fitter = self.fitter
         # CurveFit's rule for the model's convention (SciPy's f(x, *p), the guide's
         # model(x, params), named models), so both optimizers read a model alike.
-        style, model, names = fitter._convention(p0)
-        p0 = fitter._initial_params(p0, np.asarray(first.x), np.asarray(first.y), style, names)
+        style, model, names = convention(fitter.f, p0, fitter.param_style)
+        p0 = initial_params(fitter.f, p0, np.asarray(first.x), np.asarray(first.y), style, names)
         names = names or tuple(f"p{i}" for i in range(p0.size))
-        bounds = fitter._flat_bounds(fitter.bounds, names)
-        solver = fitter._solver(
+        bounds = flat_bounds(fitter.bounds, names)
+        solver = core_solver(
+            fitter,
             bounds,
             style,
             factorization=factorization,

@@ -1,0 +1,73 @@
+"""Padding a fit's data to a size bucket (`CurveFit(pad=True)`, streamed chunks): where
+the points axis of an `x` array is, how long a bucket is, and the check that padding
+changes nothing the model sees."""
+
+import jax
+import numpy as np
+
+from .._problem.data import Data
+from .chunking import same_on_pieces
+
+
+def bucket_size(m: int) -> int:
+    """Padded length for `m` points: the next power of two, at least 16."""
+    return max(16, 1 << (int(m) - 1).bit_length())
+
+
+def points_axis(leaf, m: int) -> int | None:
+    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
+    ``(k, M)`` convention, else the first (one row per point, as a DataFrame)."""
+    shape = np.shape(leaf)
+    if len(shape) == 0:
+        return None
+    if shape[-1] == m:
+        return len(shape) - 1
+    return 0 if shape[0] == m else None
+
+
+def has_points_axis(xdata, m) -> bool:
+    """Whether some array in `xdata` runs along the points (so a padded `x` gives a
+    padded prediction); a model that ignores `x` (SciPy allows ``xdata=None``) is not
+    padded."""
+    return any(points_axis(leaf, m) is not None for leaf in jax.tree.leaves(xdata))
+
+
+def pad_points(leaf, m, size):
+    leaf = np.asarray(leaf)
+    axis = points_axis(leaf, m)
+    if axis is None or size == m:
+        return leaf
+    widths = [(0, 0)] * leaf.ndim
+    widths[axis] = (0, size - m)
+    return np.pad(leaf, widths, mode="edge")  # repeat a real input: the model stays finite
+
+
+def check_padding_changes_nothing(model, x, padded: Data, x_padded, p0, m, first: bool):
+    """Raise unless the model, on the padded data as the fit evaluates it (the padded
+    rows masked: `Data.model_x`), gives on the first `m` points what it gives on `x`
+    at `p0`, in values and slopes: padding must never change what the model sees.
+
+    On the first padded fit of a `CurveFit` that is checked exactly, against the model
+    on the unpadded `x`. Later fits must not compile anything for a new length, so they
+    are checked at the padded size: the model's first `m` outputs must not move when
+    the padded rows hold other inputs (those of the last point instead of the first),
+    which shows that they do not depend on the padding (a mean, a maximum, a sum of
+    all points would move). Where both paddings are the same inputs, exactly again."""
+    fitted_x = padded.model_x
+    rows = slice(0, m)
+    distinct = any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(fitted_x), jax.tree.leaves(x_padded), strict=True)
+    )
+    if first or not distinct:
+        same = same_on_pieces(model, x, p0, [(fitted_x, rows, rows)])
+    else:
+        same = same_on_pieces(model, fitted_x, p0, [(x_padded, rows, rows)])
+    if same:
+        return
+    raise ValueError(
+        f"pad=True needs a pointwise model (each output depending only on its own "
+        f"point), but on these {m} points padded to {padded.y.shape[0]} this model gives "
+        "other values (it uses `x` as a whole, e.g. x.mean(), x.size or a convolution). "
+        "Use pad=False."
+    )
