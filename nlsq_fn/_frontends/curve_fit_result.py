@@ -1,6 +1,8 @@
 """What a concrete curve fit returns: the `CurveFitResult` of a fit's outputs, with its
 start's checks raised, the covariance and SciPy's warnings."""
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -8,24 +10,12 @@ from .._drivers import progress as _progress
 from .._drivers.solver import raise_for_start
 from .._problem.whitening import WhitenedModel
 from .._results.fit_result import CurveFitResult
+from .._results.solution import Solution
 from .curve_fit_inputs import Inputs, init_message
 from .scipy_compat import warn_optimize
 
-_SOLUTION_FIELDS = (
-    "x",
-    "cost",
-    "fun",
-    "jac",
-    "grad",
-    "optimality",
-    "active_mask",
-    "nfev",
-    "njev",
-    "nit",
-    "status",
-    "success",
-    "initial_cost",
-)
+# The `Solution` fields a `CurveFitResult` carries (as NumPy): all but the factor of JᵀJ.
+_SOLUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Solution) if f.name != "factor")
 
 
 def curve_fit_result(fitter, inputs: Inputs, model, start, fitted) -> CurveFitResult:
