@@ -49,6 +49,8 @@ _LAZY = {
     "ProfileInterval": ("_frontends.profile", "ProfileInterval"),
     "odr": ("_frontends.odr", "odr"),
     "ODRResult": ("_frontends.odr", "ODRResult"),
+    "odr_solve": ("_drivers.odr_solve", "odr_solve"),
+    "ODRSolution": ("_drivers.odr_solve", "ODRSolution"),
     "init_batch": ("_drivers.batch", "init_batch"),
     "pad_datasets": ("_drivers.batch", "pad_datasets"),
     "solve_batch": ("_drivers.batch", "solve_batch"),
@@ -115,6 +117,7 @@ if TYPE_CHECKING:
     from . import _models as models  # noqa: F401
     from ._drivers.batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._drivers.block_linearize import GlobalModel, GlobalSolution, global_solve  # noqa: F401
+    from ._drivers.odr_solve import ODRSolution, odr_solve  # noqa: F401
     from ._drivers.multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,
