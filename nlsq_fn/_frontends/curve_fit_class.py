@@ -910,6 +910,7 @@ class CurveFit(ReusableFitter):
             singular_values=np.asarray(singular_values),
             method=self.method,
             loss=type(self.loss).__name__,
+            loss_function=self.loss,  # (with its f_scale: for `profile_interval`)
             p0=params,
             xdata=inputs.xdata,
             ydata=inputs.ydata,
