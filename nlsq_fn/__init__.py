@@ -117,13 +117,13 @@ if TYPE_CHECKING:
     from . import _models as models  # noqa: F401
     from ._drivers.batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
     from ._drivers.block_linearize import GlobalModel, GlobalSolution, global_solve  # noqa: F401
-    from ._drivers.odr_solve import ODRSolution, odr_solve  # noqa: F401
     from ._drivers.multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,
         multistart,
         sample_box,
     )
+    from ._drivers.odr_solve import ODRSolution, odr_solve  # noqa: F401
     from ._evaluation.cache import enable_compilation_cache  # noqa: F401
     from ._evaluation.sharding import shard_batch, shard_points  # noqa: F401
     from ._evaluation.sparse_jacobian import jac_sparsity  # noqa: F401
