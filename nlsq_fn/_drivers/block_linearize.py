@@ -264,6 +264,7 @@ def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
     # One evaluation at the solution serves the cost, the optimality and the covariance.
     cost, grad, r_blocks, residuals = block_factors(model, data, x, state.loss)
     strategy, _ = _strategy_and_evaluate(model, data, state)
+    linearization: BlockLinearization | Linearization
     if isinstance(strategy, BlockTRF):
         linearization = BlockLinearization(cost, grad, r_blocks, model.n_shared)
     else:

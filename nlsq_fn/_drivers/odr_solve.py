@@ -11,6 +11,7 @@ its implicit rule gives the derivatives. `nlsq_fn.odr` is the host front end ove
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -77,7 +78,7 @@ def _sigma(xp, sigma, m: int, dtype):
 def _with_corrections(xp, solver: Solver, p: int, m: int, dtype) -> Solver:
     """`solver` for ``θ = [β, δ]``: its bounds and an array `x_scale` (given for ``β``)
     extended over the ``δ`` (unbounded, scale 1)."""
-    changes = {}
+    changes: dict[str, Any] = {}
     if solver.bounds is not None:
         lower, upper = (
             xp.broadcast_to(xp.ravel(xp.asarray(side, dtype)), (p,)) for side in solver.bounds
@@ -109,21 +110,23 @@ def odr_problem(
     inputs `init` checks them (bounds, the start, the data), as `solve`'s does."""
     # Host values are arranged with NumPy (a `jnp` call on them compiles a small
     # program per shape); traced ones with `jnp`.
-    xp = np if is_concrete(x, y, beta0, sigma_x, sigma_y, solver.bounds, solver.x_scale) else jnp
-    x, y, beta0 = (xp.ravel(xp.asarray(a)) for a in (x, y, beta0))
-    dtype = xp.result_type(x, y, beta0, float)
-    m, p = x.size, beta0.size
-    if y.size != m or m == 0:
+    xp: Any = (
+        np if is_concrete(x, y, beta0, sigma_x, sigma_y, solver.bounds, solver.x_scale) else jnp
+    )
+    xs, ys, start = (xp.ravel(xp.asarray(a)) for a in (x, y, beta0))
+    dtype = xp.result_type(xs, ys, start, float)
+    m, p = xs.size, start.size
+    if ys.size != m or m == 0:
         raise ValueError(
-            f"odr needs `x` and `y` with the same number of points; got {m} and {y.size}."
+            f"odr needs `x` and `y` with the same number of points; got {m} and {ys.size}."
         )
     data = Data(
-        xp.stack([x, x], axis=1).astype(dtype),
-        xp.stack([y, xp.zeros((m,), dtype)], axis=1).astype(dtype),
+        xp.stack([xs, xs], axis=1).astype(dtype),
+        xp.stack([ys, xp.zeros((m,), dtype)], axis=1).astype(dtype),
         sigma=xp.stack([_sigma(xp, sigma_y, m, dtype), _sigma(xp, sigma_x, m, dtype)], axis=1),
     )
     global_model = GlobalModel(PointModel(model), p + 1, tuple(range(p)), (p,), m)
-    theta0 = xp.concatenate([beta0.astype(dtype), xp.zeros((m,), dtype)])
+    theta0 = xp.concatenate([start.astype(dtype), xp.zeros((m,), dtype)])
     solver = _with_corrections(xp, solver, p, m, dtype)
     return global_model, data, init(global_model, data, theta0, solver)
 
@@ -134,6 +137,7 @@ def odr_solution(model: GlobalModel, data: Data, state: SolverState) -> ODRSolut
     p = model.n_shared
     m = data.y.shape[0]
     sum_square = jnp.sum(found.fun**2)
+    assert data.sigma is not None  # (`odr_problem` gives both columns)
     # (No degrees of freedom: an infinite residual variance, as `covariance_parts`.)
     res_var = sum_square / (m - p) if m > p else jnp.full((), jnp.inf, sum_square.dtype)
     return ODRSolution(
