@@ -98,3 +98,19 @@ def test_profile_interval_of_a_fixed_or_tied_parameter_is_refused(points):
         for name, kind in (("d", "fixed"), ("c", "tied")):
             with pytest.raises(ValueError, match=f"'{name}' is {kind} in this fit"):
                 nf.profile_interval(result, name)
+
+
+def test_profile_of_the_only_free_parameter_of_a_line_is_the_covariance_interval():
+    """With the other parameter fixed nothing is left to fit at a held value: the
+    profile is the objective itself, and on a linear model its interval is the
+    covariance interval exactly."""
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 4, 30)
+    y = 0.3 + 0.7 * x + 0.1 * rng.normal(size=x.size)
+
+    def line(x, a, b):
+        return a + b * x
+
+    result = nf.CurveFit(line, fixed={"a": 0.3}).fit(x, y, p0=[0.0, 1.0])
+    lower, upper = nf.profile_interval(result, "b", level=0.9)
+    np.testing.assert_allclose([lower, upper], result.conf_intervals(0.9)["b"], rtol=1e-9)
