@@ -58,6 +58,15 @@ def test_odr_solve_checks_its_points():
         nf.odr_solve(decay_vector, np.arange(5.0), np.ones(4), BETA0)
 
 
+@pytest.mark.parametrize("method", ["trf", "lm"])  # (driven step by step / compiled)
+def test_odr_of_a_model_not_finite_at_the_start_is_named(method):
+    def root(x, a, b):
+        return jnp.sqrt(a) * x + b
+
+    with pytest.raises(ValueError, match="NaN or inf at p0"):
+        nf.odr(root, np.arange(5.0), np.arange(5.0), [-1.0, 0.0], method=method)
+
+
 @pytest.mark.extended  # (~15 s: a batch, separate fits, gradients, finite differences)
 def test_odr_solve_batch_and_gradients():
     """A vmapped batch of ODR fits (with a bound on ``c``) = separate `nf.odr` fits, and

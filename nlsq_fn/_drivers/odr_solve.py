@@ -21,9 +21,16 @@ from jaxtyping import Array, ArrayLike, Float
 from .._misc import is_concrete
 from .._problem.data import Data
 from .block_linearize import GlobalModel, GlobalSolution, global_solve
-from .solver import Solver, SolverState, init
+from .solver import Solver, SolverState, build_state
 
-__all__ = ["ODRSolution", "PointModel", "odr_problem", "odr_solution", "odr_solve"]
+__all__ = [
+    "ODRSolution",
+    "PointModel",
+    "as_odr_solution",
+    "odr_problem",
+    "odr_solution",
+    "odr_solve",
+]
 
 
 class PointModel(eqx.Module):
@@ -104,10 +111,12 @@ def odr_problem(
     *,
     sigma_x: Float[ArrayLike, "..."] | None = None,
     sigma_y: Float[ArrayLike, "..."] | None = None,
+    check_start: bool = True,
 ) -> tuple[GlobalModel, Data, SolverState]:
     """The global problem of an ODR fit: ``(GlobalModel, Data, SolverState)`` for
     `global_solve` / `odr_solution` (see `odr_solve` for the arguments). With concrete
-    inputs `init` checks them (bounds, the start, the data), as `solve`'s does."""
+    inputs `init` checks them (bounds, the data and, with `check_start`, the model's
+    values at the start), as `solve`'s does."""
     # Host values are arranged with NumPy (a `jnp` call on them compiles a small
     # program per shape); traced ones with `jnp`.
     xp: Any = (
@@ -128,13 +137,17 @@ def odr_problem(
     global_model = GlobalModel(PointModel(model), p + 1, tuple(range(p)), (p,), m)
     theta0 = xp.concatenate([start.astype(dtype), xp.zeros((m,), dtype)])
     solver = _with_corrections(xp, solver, p, m, dtype)
-    return global_model, data, init(global_model, data, theta0, solver)
+    return global_model, data, build_state(global_model, data, theta0, solver, check_start)
 
 
 def odr_solution(model: GlobalModel, data: Data, state: SolverState) -> ODRSolution:
     """`global_solve` of the problem `odr_problem` built, read as an ODR fit."""
-    found = global_solve(model, data, state)
-    p = model.n_shared
+    return as_odr_solution(model.n_shared, data, global_solve(model, data, state))
+
+
+def as_odr_solution(p: int, data: Data, found: GlobalSolution) -> ODRSolution:
+    """The fit `found` of the problem `odr_problem` built (``p`` parameters ``β``), read
+    as an ODR fit."""
     m = data.y.shape[0]
     sum_square = jnp.sum(found.fun**2)
     assert data.sigma is not None  # (`odr_problem` gives both columns)

@@ -15,19 +15,30 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from .._drivers.block_linearize import GlobalSolution
-from .._drivers.odr_solve import odr_problem, odr_solution
-from .._drivers.solver import Solver
+from .._drivers.block_linearize import GlobalSolution, global_solve
+from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
+from .._drivers.odr_solve import as_odr_solution, odr_problem
+from .._drivers.solver import Solver, raise_for_start, start_flags
+from .._evaluation.program_store import stored
 from .._problem.conventions import vector_model
 from .._problem.loss import as_loss
 from .._results.global_fit_result import SOLUTION_FIELDS
+from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES
 from .global_fit import flat_bounds_of
 from .least_squares import strategy_for
 
 __all__ = ["ODRResult", "odr"]
 
-_solve = eqx.filter_jit(odr_solution)
+_global_solve = eqx.filter_jit(global_solve)
+
+
+@stored
+def _read(p: int, data, fitted, absolute_sigma: bool):
+    """The global fit read as an ODR fit, with `sd_beta` and `pcov`: one
+    model-independent program (each eager `jnp` call would compile one)."""
+    found = as_odr_solution(p, data, fitted)
+    return found, found.sd_beta, found.pcov(absolute_sigma)
 
 
 @dataclasses.dataclass(repr=False)
@@ -159,17 +170,29 @@ def odr(
         max_nfev=max_nfev,
         chunk_size=None,
     )
-    # The problem is built (and checked by `init`) here, on the host; the fit is
-    # `odr_solution`'s, compiled: `odr_solve` split in two.
-    problem = odr_problem(beta_model, x, y, beta0, solver, sigma_x=sigma_x, sigma_y=sigma_y)
-    found = jax.tree.map(np.asarray, _solve(*problem))
+    # `odr_solve` split in two: the problem is built (and checked) here, on the host;
+    # with TRF its fit is driven step by step, as `global_fit`'s (only the model's part
+    # compiles; the start is checked by the first evaluation), else compiled whole.
+    stepwise = type(solver.strategy) is TRF
+    problem = odr_problem(
+        beta_model, x, y, beta0, solver, sigma_x=sigma_x, sigma_y=sigma_y, check_start=not stepwise
+    )
+    if stepwise and can_step_blocks(problem[1], problem[2]):
+        fitted = solve_blocks_stepwise(*problem, check_start=True)
+    else:
+        if stepwise:  # (not checked by `odr_problem`)
+            raise_for_start(*start_flags(*problem))
+        fitted = _global_solve(*problem)
+    found, sd_beta, pcov = jax.tree.map(
+        np.asarray, _read(beta0.size, problem[1], fitted, absolute_sigma)
+    )
     res_var = float(found.res_var)
     return ODRResult(
         names=names,
         beta=found.beta,
-        sd_beta=np.asarray(found.sd_beta),
+        sd_beta=sd_beta,
         cov_beta=found.cov_beta,
-        pcov=np.asarray(found.pcov(absolute_sigma)),
+        pcov=pcov,
         delta=found.delta,
         eps=found.eps,
         xplus=x + found.delta,
