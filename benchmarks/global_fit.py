@@ -84,6 +84,7 @@ def run_engine(engine: str, k: int, m: int) -> dict:
         nfev=int(result["nfev"]),
         cost=float(result["cost"]),
         x=np.asarray(result["x"]).tolist(),
+        perr=np.asarray(result["perr"]).tolist(),
     )
 
 
@@ -110,11 +111,17 @@ def scipy_stacked(data):
         method="trf",
         x_scale=1.0,
     )
-    return dict(nfev=result.nfev, cost=result.cost, x=result.x)
+    # SciPy's curve_fit recipe on the stacked problem: (JᵀJ)⁻¹ times the reduced χ².
+    j = np.asarray(jac(result.x))
+    dof = j.shape[0] - j.shape[1]
+    pcov = np.linalg.inv(j.T @ j) * 2 * result.cost / dof
+    return dict(nfev=result.nfev, cost=result.cost, x=result.x, perr=np.sqrt(np.diag(pcov)))
 
 
 def as_dict(result):
-    return result if isinstance(result, dict) else vars(result)
+    if isinstance(result, dict):
+        return result
+    return dict(nfev=result.nfev, cost=result.cost, x=result.x, perr=result.perr_flat)
 
 
 def main():
@@ -154,18 +161,31 @@ def main():
         f"(n = {n}, m = {k * m}; dense Jacobian {k * m * n * 8 / 1e6:.0f} MB)"
     )
     reference = np.asarray(rows[0]["x"])
+    reference_perr = np.asarray(rows[0]["perr"])
     print(
         f"{'engine':<8} {'first call s':>12} {'warm s':>8} {'fit MB':>8} {'process MB':>10} "
-        f"{'nfev':>5} {'max rel diff to ' + rows[0]['engine']:>22}"
+        f"{'nfev':>5} {'x rel diff to ' + rows[0]['engine']:>20} {'perr rel diff':>13}"
     )
     for row in rows:
         x = np.asarray(row["x"])
         diff = np.max(np.abs(x - reference) / np.maximum(np.abs(reference), 1e-12))
+        perr = np.asarray(row["perr"])
+        perr_diff = np.max(np.abs(perr - reference_perr) / reference_perr)
         print(
             f"{row['engine']:<8} {row['first_s']:>12.2f} {row['warm_s']:>8.3f} "
             f"{row['peak_mb']:>8.0f} {row['total_peak_mb']:>10.0f} {row['nfev']:>5} "
-            f"{diff:>22.2e}"
+            f"{diff:>20.2e} {perr_diff:>13.2e}"
         )
+    by_engine = {row["engine"]: row for row in rows}
+    if "scipy" in by_engine:
+        scipy_row = by_engine["scipy"]
+        for row in rows:
+            if row["engine"] != "scipy":
+                print(
+                    f"SciPy / {row['engine']}: first call "
+                    f"{scipy_row['first_s'] / row['first_s']:.1f}x, warm "
+                    f"{scipy_row['warm_s'] / row['warm_s']:.1f}x"
+                )
     print(f"load average: {os.getloadavg()[0]:.1f}")
 
 

@@ -49,6 +49,8 @@ _LAZY = {
     "ProfileInterval": ("_frontends.profile", "ProfileInterval"),
     "odr": ("_frontends.odr", "odr"),
     "ODRResult": ("_frontends.odr", "ODRResult"),
+    "odr_solve": ("_drivers.odr_solve", "odr_solve"),
+    "ODRSolution": ("_drivers.odr_solve", "ODRSolution"),
     "init_batch": ("_drivers.batch", "init_batch"),
     "pad_datasets": ("_drivers.batch", "pad_datasets"),
     "solve_batch": ("_drivers.batch", "solve_batch"),
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
         multistart,
         sample_box,
     )
+    from ._drivers.odr_solve import ODRSolution, odr_solve  # noqa: F401
     from ._evaluation.cache import enable_compilation_cache  # noqa: F401
     from ._evaluation.sharding import shard_batch, shard_points  # noqa: F401
     from ._evaluation.sparse_jacobian import jac_sparsity  # noqa: F401

@@ -98,12 +98,11 @@ class GlobalModel(eqx.Module):
         return jax.vmap(self.model)(x, params)
 
 
-def block_factors(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
-    """At `theta`: the cost, the gradient (``θ``'s order), the QR factors ``R_i`` (``(k,
-    w, w)``, ``w = n_l + n_s``) of each dataset's loss-scaled ``[J_l,i | J_s,i]`` and the
-    weighted residuals ``(k, L)``."""
+def block_jacobian(model: GlobalModel, data, theta: Float[Array, " n"]):
+    """The model's part of an evaluation at `theta`: the weighted residuals ``(k, L)``
+    (zero where masked) and each dataset's Jacobian block ``[J_l,i | J_s,i]`` ``(k, L,
+    w)``, ``w = n_l + n_s`` (one `vmap`-ed forward-mode pass)."""
     shared, local = model.split(theta)
-    k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
     y = data.y
     sigma = jnp.ones_like(y) if data.sigma is None else jnp.broadcast_to(data.sigma, y.shape)
     mask = jnp.ones(y.shape, bool) if data.mask is None else data.mask
@@ -121,21 +120,33 @@ def block_factors(model: GlobalModel, data, theta: Float[Array, " n"], loss: Abs
     (jac_shared, jac_local), f = jax.vmap(jacobian, in_axes=(None, 0, 0, 0, 0, 0))(
         shared, local, data.model_x, y, sigma, mask
     )
-    length = y.shape[1]
+    return f, jnp.concatenate([jac_local, jac_shared], axis=-1)
+
+
+def block_summary(f: Float[Array, "k L"], blocks: Float[Array, "k L w"], loss, n_shared: int):
+    """The model-independent rest of an evaluation: the cost, the gradient (``θ``'s
+    order) and the QR factors ``R_i`` ``(k, w, w)`` of the loss-scaled blocks."""
+    k, length, width = blocks.shape
+    n_l = width - n_shared
     # Rows of dataset i: [J_l,i | J_s,i], loss-scaled as the stacked problem's rows.
-    blocks = jnp.concatenate([jac_local, jac_shared], axis=-1)
-    cost, f_scaled, rows = scale_for_loss(
-        f.reshape(-1), blocks.reshape(k * length, n_l + n_s), loss
-    )
+    cost, f_scaled, rows = scale_for_loss(f.reshape(-1), blocks.reshape(k * length, width), loss)
     f_scaled = f_scaled.reshape(k, length)
-    blocks = rows.reshape(k, length, n_l + n_s)
+    blocks = rows.reshape(k, length, width)
     grad_local = jnp.einsum("kla,kl->ka", blocks[..., :n_l], f_scaled)
     grad_shared = jnp.einsum("kla,kl->a", blocks[..., n_l:], f_scaled)
     grad = jnp.concatenate([grad_shared, grad_local.reshape(-1)])
-    width = n_l + n_s
     if length < width:  # a square R needs at least as many rows as columns
         blocks = jnp.pad(blocks, ((0, 0), (0, width - length), (0, 0)))
     r_blocks = jax.vmap(lambda b: jnp.linalg.qr(b, mode="r"))(blocks)[:, :width, :]
+    return cost, grad, r_blocks
+
+
+def block_factors(model: GlobalModel, data, theta: Float[Array, " n"], loss: AbstractLoss):
+    """At `theta`: the cost, the gradient (``θ``'s order), the QR factors ``R_i`` (``(k,
+    w, w)``, ``w = n_l + n_s``) of each dataset's loss-scaled ``[J_l,i | J_s,i]`` and the
+    weighted residuals ``(k, L)``."""
+    f, blocks = block_jacobian(model, data, theta)
+    cost, grad, r_blocks = block_summary(f, blocks, loss, model.n_shared)
     return cost, grad, r_blocks, f
 
 
@@ -149,8 +160,14 @@ def block_linearization(model: GlobalModel, data, theta: Float[Array, " n"], los
     """The `Linearization` of the stacked problem at `theta` with the ``n × n`` factor
     assembled from the per-dataset blocks (see the module docstring), for the strategies
     that need one (dogbox, lm)."""
-    k, n_s, n_l = model.n_datasets, model.n_shared, model.n_local
     cost, grad, r_blocks, _ = block_factors(model, data, theta, loss)
+    return assembled_linearization(cost, grad, r_blocks, model.n_shared)
+
+
+def assembled_linearization(cost, grad, r_blocks, n_shared: int) -> Linearization:
+    """`block_linearization` from the blocks' factors."""
+    k, width = r_blocks.shape[0], r_blocks.shape[1]
+    n_s, n_l = n_shared, width - n_shared
     r_ll, r_ls, r_ss = r_blocks[:, :n_l, :n_l], r_blocks[:, :n_l, n_l:], r_blocks[:, n_l:, n_l:]
     r_schur = jnp.linalg.qr(r_ss.reshape(k * n_s, n_s), mode="r")
     local_rows = jnp.concatenate(
@@ -244,15 +261,21 @@ def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
     autodiff, the derivatives of `x` by the implicit function theorem (`nlsq_fn._drivers.adjoint`;
     its linear solve is dense in ``n``: for moderate ``n``)."""
     x, stats = differentiable_fit(_iterate, (model, data, state))
-    cost, _, r_blocks, residuals = block_factors(model, data, x, state.loss)
-    strategy, evaluate = _strategy_and_evaluate(model, data, state)
+    # One evaluation at the solution serves the cost, the optimality and the covariance.
+    cost, grad, r_blocks, residuals = block_factors(model, data, x, state.loss)
+    strategy, _ = _strategy_and_evaluate(model, data, state)
+    linearization: BlockLinearization | Linearization
+    if isinstance(strategy, BlockTRF):
+        linearization = BlockLinearization(cost, grad, r_blocks, model.n_shared)
+    else:
+        linearization = assembled_linearization(cost, grad, r_blocks, model.n_shared)
     problem = problem_for(data, state)
     return GlobalSolution(
         x=x,
         fun=residuals,
         cost=cost,
         initial_cost=stats.initial_cost,
-        optimality=strategy.optimality(x, evaluate(x), problem),
+        optimality=strategy.optimality(x, linearization, problem),
         active_mask=stats.active_mask,
         nfev=stats.nfev,
         njev=stats.njev,

@@ -61,7 +61,9 @@ def cache_folder() -> pathlib.Path | None:
 def _environment_key() -> str:
     if not _environment:
         source = hashlib.sha256()
-        for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        # All of nlsq_fn's source (the stored steps live in `_strategies`, `_drivers`...),
+        # not only this sub-package's: an edited strategy must not load a stale program.
+        for path in sorted(pathlib.Path(__file__).parents[1].rglob("*.py")):
             source.update(path.read_bytes())
         try:
             with open("/proc/cpuinfo") as info:

@@ -61,6 +61,7 @@ def curve_fit_result(fitter, inputs: Inputs, model, start, fitted) -> CurveFitRe
         singular_values=np.asarray(singular_values),
         method=fitter.method,
         loss=type(fitter.loss).__name__,
+        loss_function=fitter.loss,  # (with its f_scale: for `profile_interval`)
         p0=params,
         xdata=inputs.xdata,
         ydata=inputs.ydata,

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 
 from .._drivers.block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
+from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
 from .._drivers.solve import solve
-from .._drivers.solver import Solver, init
+from .._drivers.solver import Solver, build_state, raise_for_start, start_flags
 from .._evaluation.padding import pad_points
 from .._problem.arguments import as_bounds
 from .._problem.conventions import vector_model
@@ -27,6 +28,7 @@ from .._problem.loss import as_loss
 from .._results.covariance import covariance_parts
 from .._results.global_fit_result import GlobalFitResult
 from .._strategies.block_arrow import blocks_of_dense
+from .._strategies.trf import TRF
 from .least_squares import strategy_for
 
 __all__ = ["GlobalFitResult", "global_fit", "global_model"]
@@ -211,10 +213,13 @@ def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndar
 def _check_traceable(model, x, stacked_model, theta0) -> None:
     """The stacked model maps the one-dataset model over the datasets with JAX: a
     model written with NumPy cannot be, which is said here rather than deep inside."""
-    shared, local = stacked_model.split(theta0)
-    params = stacked_model.dataset_params(shared, local[0])
-    try:
-        jax.eval_shape(model, x, params)
+
+    def first_dataset(theta):
+        shared, local = stacked_model.split(theta)
+        return model(x, stacked_model.dataset_params(shared, local[0]))
+
+    try:  # (abstractly: no eager `jnp` call, each compiled)
+        jax.eval_shape(first_dataset, theta0)
     except (
         jax.errors.TracerArrayConversionError,
         jax.errors.ConcretizationTypeError,
@@ -350,8 +355,11 @@ def global_fit(
         chunk_size=None,  # chunks would split the datasets from their local parameters
     )
     flat_names = _flat_names(shared, local, k)
+    # With TRF the block engine is driven step by step (only the model's part is
+    # compiled); its first evaluation checks the start, instead of `init`'s program.
+    stepwise = engine == "block" and type(solver.strategy) is TRF
     try:
-        state = init(stacked_model, data, theta0, solver)
+        state = build_state(stacked_model, data, theta0, solver, check_start=not stepwise)
     except ValueError as error:
         message = re.sub(r"\bp\[(\d+)\]", lambda m: repr(flat_names[int(m[1])]), str(error))
         raise ValueError(message) from error
@@ -367,7 +375,13 @@ def global_fit(
             parts.covariance(True), len(shared), k, parts.residual_variance
         )
         found = GlobalSolution(**fields)
+    elif stepwise and can_step_blocks(data, state):
+        found = jax.tree.map(
+            np.asarray, solve_blocks_stepwise(stacked_model, data, state, check_start=True)
+        )
     else:
+        if stepwise:  # (not checked by `build_state`)
+            raise_for_start(*start_flags(stacked_model, data, state))
         found = jax.tree.map(np.asarray, solve_by_blocks(stacked_model, data, state))
     residuals = np.concatenate([found.fun[i, : y.size] for i, (_, y, _) in enumerate(checked)])
     return GlobalFitResult(

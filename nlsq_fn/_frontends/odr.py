@@ -13,31 +13,32 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .._drivers.block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
-from .._drivers.solver import Solver, init
+from .._drivers.block_linearize import GlobalSolution, global_solve
+from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
+from .._drivers.odr_solve import as_odr_solution, odr_problem
+from .._drivers.solver import Solver, raise_for_start, start_flags
+from .._evaluation.program_store import stored
 from .._problem.conventions import vector_model
-from .._problem.data import Data
 from .._problem.loss import as_loss
 from .._results.global_fit_result import SOLUTION_FIELDS
+from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES
 from .global_fit import flat_bounds_of
 from .least_squares import strategy_for
 
 __all__ = ["ODRResult", "odr"]
 
+_global_solve = eqx.filter_jit(global_solve)
 
-class PointModel(eqx.Module):
-    """One point as a dataset: ``[f(x + δ; β), δ]`` for the parameters ``[β..., δ]``."""
 
-    model: Callable = eqx.field(static=True)  # model(x, β vector)
-
-    def __call__(self, x_pair, params):
-        beta, delta = params[:-1], params[-1]
-        prediction = self.model(jnp.reshape(x_pair[0] + delta, (1,)), beta)
-        return jnp.stack([jnp.reshape(prediction, ()), delta])
+@stored
+def _read(p: int, data, fitted, absolute_sigma: bool):
+    """The global fit read as an ODR fit, with `sd_beta` and `pcov`: one
+    model-independent program (each eager `jnp` call would compile one)."""
+    found = as_odr_solution(p, data, fitted)
+    return found, found.sd_beta, found.pcov(absolute_sigma)
 
 
 @dataclasses.dataclass(repr=False)
@@ -157,16 +158,7 @@ def odr(
     names = tuple(names) if names is not None else tuple(f"p{i}" for i in range(beta0.size))
     if len(names) != beta0.size:
         raise ValueError(f"`p0` has {beta0.size} values; the model has {list(names)}.")
-    m, p = x.size, beta0.size
-    global_model = GlobalModel(PointModel(beta_model), p + 1, tuple(range(p)), (p,), m)
     lower, upper = flat_bounds_of(bounds, names, names, (), 1)  # β's; δ is free
-    lower = np.concatenate([lower, np.full(m, -np.inf)])
-    upper = np.concatenate([upper, np.full(m, np.inf)])
-    data = Data(
-        np.stack([x, x], axis=1),
-        np.stack([y, np.zeros(m)], axis=1),
-        sigma=np.stack([sigma_y, sigma_x], axis=1),
-    )
     bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
     solver = Solver(
         strategy=strategy_for(method, bounded),
@@ -178,27 +170,34 @@ def odr(
         max_nfev=max_nfev,
         chunk_size=None,
     )
-    theta0 = np.concatenate([beta0, np.zeros(m)])
-    state = init(global_model, data, theta0, solver)
-    found = jax.tree.map(np.asarray, solve_by_blocks(global_model, data, state))
-    theta, residuals, covariance = found.x, found.fun, found.covariance
-    beta, delta = theta[:p], theta[p:]
-    cov_beta = np.asarray(covariance.shared)
-    sum_square = float(np.sum(residuals**2))
-    res_var = sum_square / (m - p) if m > p else float("inf")
-    pcov = cov_beta if absolute_sigma else cov_beta * res_var
-    eps = residuals[:, 0] * sigma_y
+    # `odr_solve` split in two: the problem is built (and checked) here, on the host;
+    # with TRF its fit is driven step by step, as `global_fit`'s (only the model's part
+    # compiles; the start is checked by the first evaluation), else compiled whole.
+    stepwise = type(solver.strategy) is TRF
+    problem = odr_problem(
+        beta_model, x, y, beta0, solver, sigma_x=sigma_x, sigma_y=sigma_y, check_start=not stepwise
+    )
+    if stepwise and can_step_blocks(problem[1], problem[2]):
+        fitted = solve_blocks_stepwise(*problem, check_start=True)
+    else:
+        if stepwise:  # (not checked by `odr_problem`)
+            raise_for_start(*start_flags(*problem))
+        fitted = _global_solve(*problem)
+    found, sd_beta, pcov = jax.tree.map(
+        np.asarray, _read(beta0.size, problem[1], fitted, absolute_sigma)
+    )
+    res_var = float(found.res_var)
     return ODRResult(
         names=names,
-        beta=beta,
-        sd_beta=np.sqrt(np.diag(cov_beta) * res_var),
-        cov_beta=cov_beta,
+        beta=found.beta,
+        sd_beta=sd_beta,
+        cov_beta=found.cov_beta,
         pcov=pcov,
-        delta=delta,
-        eps=eps,
-        xplus=x + delta,
-        y=y + eps,
+        delta=found.delta,
+        eps=found.eps,
+        xplus=x + found.delta,
+        y=y + found.eps,
         res_var=res_var,
-        sum_square=sum_square,
-        solution=found,
+        sum_square=float(found.sum_square),
+        solution=found.solution,
     )

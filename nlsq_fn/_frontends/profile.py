@@ -11,44 +11,45 @@ interval follows the curvature the covariance ignores.
 The profile is computed as one batched fit (`jax.vmap` of `solve` over the held value)
 on a grid, and each end refined by batched regula falsi steps on the bracketing grid
 points: both ends in one batch of two fits per step, never a Python loop of fits.
+
+The profile fits are the original fit's with one more parameter held: the same bounds
+on the others, the same loss (with a robust loss ``χ²`` is twice the robust cost, the
+objective actually minimized, and the same test is applied to it), the same fixed
+values and ties (`StructuredModel` with the profiled parameter added to the fixed ones).
+A bound on the profiled parameter ends its grid: where the profile stays below the
+threshold up to the bound, that end of the interval is the bound itself, flagged
+(`lower_at_bound` / `upper_at_bound`) and warned about. (lmfit's `conf_interval`
+reports ``∓inf`` there; MINUIT's MINOS the limit, flagged, as here: the interval is the
+set of allowed values the test does not reject.)
 """
 
 import dataclasses
-from collections.abc import Callable
+import warnings
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
 from .._drivers.solve import solve
 from .._drivers.solver import Solver, init
 from .._problem.data import Data
+from .._problem.loss import Linear
 from .._results.stats import two_sided_t
+from .curve_fit import OptimizeWarning
+from .structured import StructuredModel
 
 __all__ = ["ProfileInterval", "profile_interval"]
-
-
-class HeldModel(eqx.Module):
-    """``model(x, free)`` with parameter `index` held at `value` (an array field: a batch
-    of held values is a `vmap` over it, one compiled program)."""
-
-    model: Callable = eqx.field(static=True)
-    index: int = eqx.field(static=True)
-    value: Float[Array, ""]
-
-    def __call__(self, x, free):
-        params = jnp.concatenate([free[: self.index], self.value[None], free[self.index :]])
-        return self.model(x, params)
 
 
 @dataclasses.dataclass
 class ProfileInterval:
     """The profile-likelihood interval of one parameter: `lower`, `upper` (NaN where
-    the profile never crosses the threshold within the searched range), `best` (the
-    fitted value), `level`; the profile itself for plots: `grid` (held values) and `chi2`
-    (the minimum of ``Σ ((f - y) / σ)²`` there), `chi2_min` and `threshold` (the
+    the profile never crosses the threshold within the searched range; the bound where
+    it stays below it up to the parameter's bound, then `lower_at_bound` /
+    `upper_at_bound` is True), `best` (the fitted value), `level`; the profile itself
+    for plots: `grid` (held values) and `chi2` (the minimum of ``Σ ((f - y) / σ)²``
+    there, twice the robust cost with a robust loss), `chi2_min` and `threshold` (the
     ``χ²`` at which the interval ends)."""
 
     name: str
@@ -60,21 +61,59 @@ class ProfileInterval:
     chi2: np.ndarray
     chi2_min: float
     threshold: float
+    lower_at_bound: bool = False
+    upper_at_bound: bool = False
 
     def __iter__(self):  # ``lower, upper = profile_interval(...)``
         return iter((self.lower, self.upper))
 
 
+def _held(base: StructuredModel, name: str, value) -> StructuredModel:
+    """`base` with parameter `name` (a free one) held at `value` too."""
+    fixed_values = jnp.concatenate([jnp.asarray(base.fixed_values, value.dtype), value[None]])
+    return StructuredModel(
+        base.full_model,
+        base.names,
+        tuple(other for other in base.free if other != name),
+        base.fixed_names + (name,),
+        fixed_values,
+        base.tie_names,
+        base.tie_functions,
+    )
+
+
 @eqx.filter_jit
-def _profile(model, index, values, data, free0, solver):
-    """``χ²`` of the fits with parameter `index` held at each of `values` (vmapped)."""
+def _profile(base, name, values, data, free0, solver):
+    """``χ²`` of the fits with parameter `name` held at each of `values` (vmapped)."""
 
     def one(value):
-        held = HeldModel(model, index, value)
+        held = _held(base, name, value)
+        if free0.size == 0:  # nothing left to fit: the objective itself
+            return 2 * solver.loss.cost(data.weighted_residual(held(data.model_x, free0)))
         solution = solve(held, data, init(held, data, free0, solver))
         return 2 * solution.cost
 
     return jax.vmap(one)(values)
+
+
+def _structure(result) -> StructuredModel:
+    """The fit's `StructuredModel` (its fixed values and ties), or one with every
+    parameter free."""
+    structure = getattr(result, "structure", None)
+    if structure is not None:
+        return structure
+    names = tuple(result.names)
+    return StructuredModel(result.model, names, names, (), np.zeros(0), (), ())
+
+
+def _grid(best, perr, width, n_grid, lower, upper) -> np.ndarray:
+    """`n_grid` values over ``best ± width · perr``, each side cut at its bound."""
+    middle = n_grid // 2
+    low = max(best - width * perr, lower)
+    high = min(best + width * perr, upper)
+    return np.concatenate(
+        [np.linspace(low, best, middle + 1), np.linspace(best, high, n_grid - middle)[1:]]
+    )
 
 
 def profile_interval(
@@ -90,23 +129,32 @@ def profile_interval(
     gtol: float = 1e-10,
 ) -> ProfileInterval:
     """The profile-likelihood confidence interval of parameter `name` (or its index) of
-    a `curve_fit` / `CurveFit` result (unbounded, linear loss): lmfit's
-    ``conf_interval(minimizer, result, p_names=[name], sigmas=[level])`` as one function
-    of the result, which holds the model and the data.
+    a `curve_fit` / `CurveFit` result: lmfit's ``conf_interval(minimizer, result,
+    p_names=[name], sigmas=[level])`` as one function of the result, which holds the
+    model and the data. The profile fits keep the fit's bounds, loss, fixed values and
+    ties (`name` must be a free parameter).
 
     The profile is fitted on `n_grid` held values over ``best ± width · perr`` (one
-    batched fit), then each end refined by `refine` batched regula falsi steps. Returns
-    a `ProfileInterval` (unpacks as ``lower, upper``)."""
+    batched fit; a side ends at the parameter's bound if that is nearer), then each end
+    refined by `refine` batched regula falsi steps. Where the profile stays below the
+    threshold up to a bound, that end is the bound (flagged, with an `OptimizeWarning`).
+    Returns a `ProfileInterval` (unpacks as ``lower, upper``)."""
     names = tuple(result.names)
     index = names.index(name) if isinstance(name, str) else int(name)
     if not 0 <= index < len(names):
         raise ValueError(f"`name` must be one of the parameters {list(names)}, got {name!r}.")
-    if getattr(result, "fixed", ()) or getattr(result, "tied", ()):
-        raise ValueError("profile_interval does not support fits with fixed or tied parameters.")
+    name = names[index]
+    base = _structure(result)
+    if name not in base.free:
+        kind = "fixed" if name in base.fixed_names else "tied"
+        raise ValueError(
+            f"Parameter {name!r} is {kind} in this fit: profile one of the free parameters "
+            f"{list(base.free)}."
+        )
     popt = np.asarray(result.popt, float)
     perr = float(np.asarray(result.perr)[index])
     if not np.isfinite(perr) or perr <= 0:
-        raise ValueError(f"The standard error of {names[index]!r} is {perr}: no scale for a grid.")
+        raise ValueError(f"The standard error of {name!r} is {perr}: no scale for a grid.")
     data = Data(result.xdata, result.ydata, sigma=result.sigma)
     dof = int(result.dof)
     chi2_min = 2 * float(result.cost)
@@ -114,35 +162,55 @@ def profile_interval(
         threshold = chi2_min + float(jax.scipy.special.ndtri(0.5 + level / 2)) ** 2
     else:
         threshold = chi2_min + two_sided_t(level, dof) ** 2 * chi2_min / dof
-    free0 = np.delete(popt, index)
-    solver = Solver(ftol=ftol, xtol=xtol, gtol=gtol)
+    lower = np.asarray(getattr(result, "lower", np.full(len(names), -np.inf)), float)
+    upper = np.asarray(getattr(result, "upper", np.full(len(names), np.inf)), float)
+    others = [names.index(other) for other in base.free if other != name]
+    free0 = popt[others]
+    bounded = bool(np.any(np.isfinite(lower[others])) or np.any(np.isfinite(upper[others])))
+    solver = Solver(
+        loss=getattr(result, "loss_function", None) or Linear(),
+        bounds=(lower[others], upper[others]) if bounded else None,
+        ftol=ftol,
+        xtol=xtol,
+        gtol=gtol,
+    )
 
     def profile(values):
         values = jnp.asarray(values, popt.dtype)
-        return np.asarray(_profile(result.model, index, values, data, free0, solver))
+        return np.asarray(_profile(base, name, values, data, free0, solver))
 
     best = popt[index]
-    grid = best + perr * np.linspace(-width, width, n_grid)
+    grid = _grid(best, perr, width, n_grid, lower[index], upper[index])
     chi2 = profile(grid)
     # The brackets: the last grid point inside the threshold and the first outside, on
-    # each side of the best value.
+    # each side of the best value; a side that ends at its bound still inside, the bound.
     ends: list[tuple | None] = []
+    found = [np.nan, np.nan]
+    at_bound = [False, False]
     middle = n_grid // 2
-    for side in (-1, 1):
+    for i, (side, bound) in enumerate(((-1, lower[index]), (1, upper[index]))):
         order = np.arange(middle, -1, -1) if side < 0 else np.arange(middle, n_grid)
         outside = np.nonzero(chi2[order] > threshold)[0]
-        if outside.size == 0:
-            ends.append(None)
-        else:
+        if outside.size:
             j = order[outside[0]]
             ends.append((grid[j - side], chi2[j - side], grid[j], chi2[j]))
+            continue
+        ends.append(None)
+        if grid[order[-1]] == bound:
+            found[i], at_bound[i] = float(bound), True
+            warnings.warn(
+                f"The profile of {name!r} stays below the threshold up to its "
+                f"{'lower' if side < 0 else 'upper'} bound {bound:g}: that end of the "
+                "interval is the bound.",
+                OptimizeWarning,
+                stacklevel=2,
+            )
 
     # Regula falsi on h(v) = sqrt(χ²(v) - χ²_min) - sqrt(threshold - χ²_min): linear in v
     # on a linear model (one step is exact), nearly so near the minimum of any other.
     def h(chi2_values):
         return np.sqrt(np.maximum(chi2_values - chi2_min, 0.0)) - np.sqrt(threshold - chi2_min)
 
-    found = [np.nan, np.nan]
     live = [i for i, end in enumerate(ends) if end is not None]
     brackets = np.array([end for end in ends if end is not None])  # (sides, 4)
     if live:
@@ -158,7 +226,7 @@ def profile_interval(
         for i, value in zip(live, final, strict=True):
             found[i] = float(value)
     return ProfileInterval(
-        name=names[index],
+        name=name,
         best=float(best),
         lower=found[0],
         upper=found[1],
@@ -167,4 +235,6 @@ def profile_interval(
         chi2=chi2,
         chi2_min=chi2_min,
         threshold=threshold,
+        lower_at_bound=at_bound[0],
+        upper_at_bound=at_bound[1],
     )

@@ -320,7 +320,9 @@ def expand_result(model: StructuredModel, result):
             "singular_values",
             "method",
             "loss",
+            "loss_function",
         )
+        if hasattr(result, name)
     }
     return CurveFitResult(
         model=model.full_model,
@@ -339,6 +341,7 @@ def expand_result(model: StructuredModel, result):
         p0=np.asarray(model.all_params(np.asarray(result.p0, dtype=float))),
         fixed=model.fixed_names,
         tied=model.tie_names,
+        structure=model,  # (the fixed values and ties: for `profile_interval`)
         **fields,
     )
 
