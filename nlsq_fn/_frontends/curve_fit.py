@@ -144,8 +144,9 @@ def curve_fit(
     data are rejected even with ``check_finite=False`` (a fit to NaN means nothing).
     Raises `RuntimeError` when the fit fails, like SciPy. A model's first fits run step
     by step, compiling nothing for the model (milliseconds for a new model; see
-    `nlsq_fn._drivers.stepwise`); once they have taken about a second, its fit is compiled and
-    calls with data of the same shape share that code; ``pad=True`` extends that to
+    `nlsq_fn._drivers.stepwise`); from a model's second fit on data of the same kind its fit
+    is compiled in a background thread (or, without one, once its fits have taken about a
+    second), and calls with data of the same shape share that code; ``pad=True`` extends that to
     similar lengths for pointwise models (see `CurveFit`). Under `jax.jit` / `jax.vmap` /
     `jax.grad` it returns JAX arrays and raises nothing for a failed fit (check
     ``infodict["result"].success`` with `full_output`).

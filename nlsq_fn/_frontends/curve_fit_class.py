@@ -79,8 +79,9 @@ class CurveFit(ReusableFitter):
     """A curve fit that compiles once and can be rerun on new data (NLSQ's class).
 
     Its model's first fits run step by step (nothing compiled for the model, see
-    `nlsq_fn._drivers.stepwise`); once they have taken about a second the whole fit is compiled
-    once and reused. With ``pad=True`` (made to be reused) it is compiled at once.
+    `nlsq_fn._drivers.stepwise`); from its second fit on data of the same kind the whole fit
+    is compiled in a background thread (or, without one, once its fits have taken about a
+    second) and then reused. With ``pad=True`` (made to be reused) it is compiled at once.
 
     ``CurveFit(model, x, y, p0, ...).fit()``. The model takes its parameters in one of
     two ways, told apart by the rule documented in `nlsq_fn._problem.conventions`:
