@@ -14,6 +14,7 @@ programs hold maps too, so after each compilation the front ends also count the 
 maps and drop nlsq_fn's programs once 3/4 of Linux's limit is in use.
 """
 
+import threading
 import weakref
 
 import equinox as eqx
@@ -99,25 +100,31 @@ def clear() -> None:
 class ProgramsByFunction:
     """Programs compiled for a user's function, by function and key, for `register`:
     `limit_programs` drops them with nlsq_fn's other programs. (Weakly keyed, but a
-    program holds its model and so its function: only `clear` releases them.)"""
+    program holds its model and so its function: only `clear` releases them.) Locked:
+    a background thread may add a program while a fit counts them."""
 
     def __init__(self) -> None:
         self._by_function: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def get(self, function, key):
         try:
-            return self._by_function.get(function, {}).get(key)
+            with self._lock:
+                return self._by_function.get(function, {}).get(key)
         except TypeError:  # not weakly referenceable, or an unhashable key
             return None
 
     def put(self, function, key, program) -> None:
         try:
-            self._by_function.setdefault(function, {})[key] = program
+            with self._lock:
+                self._by_function.setdefault(function, {})[key] = program
         except TypeError:
             pass
 
     def cache_size(self) -> int:
-        return sum(len(programs) for programs in self._by_function.values())
+        with self._lock:
+            return sum(len(programs) for programs in self._by_function.values())
 
     def clear(self) -> None:
-        self._by_function.clear()
+        with self._lock:
+            self._by_function.clear()
