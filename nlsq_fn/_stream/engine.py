@@ -216,7 +216,7 @@ class StreamEngine:
         raise ValueError("The source gave no data points.")
 
     def result(self, state, problem, carry, sums, initial_cost) -> CurveFitResult:
-        """The `StreamedFitResult` of the fit ending at `carry` (its summary)."""
+        """The `CurveFitResult` of the fit ending at `carry` (its summary)."""
         return streamed_result(self, state, problem, carry, sums, initial_cost)
 
 

@@ -10,7 +10,7 @@ the state between iterations is a pytree that is checkpointed to disk after each
 (`_drivers.host_loop`). The chunks' evaluation (configuration, padding, devices, the pointwise
 check, one pass) is `_stream.engine`'s; devices split each chunk (`_evaluation.sharding`),
 processes split the source (`_stream.processes`); the single-pass `update` lives in
-`_stream.single_pass`, the result type in `_stream.streamed_result`.
+`_stream.single_pass`, the result built in `_stream.streamed_result`.
 """
 
 import os
