@@ -16,7 +16,7 @@ import scipy.optimize
 from helpers import run_on_host_devices
 
 import nlsq_fn as nf
-from nlsq_fn._stream.sources import optional_import
+from nlsq_fn._misc import optional_import
 
 
 def damped(t, a, k, w, c):

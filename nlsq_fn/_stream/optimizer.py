@@ -30,13 +30,13 @@ from .._drivers.host_loop import (
     save_checkpoint,
     start_loop,
 )
-from .._drivers.solve import start_point
 from .._drivers.solver import SolverState
+from .._drivers.start import start_point
 from .._evaluation import sharding as _sharding
 from .._evaluation.compiled import limit_programs
 from .._evaluation.memory import as_chunk_size
 from .._frontends.curve_fit_class import CurveFit
-from .._misc import tree_where
+from .._misc import optional_import, tree_where
 from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
 from .._results.fit_result import CurveFitResult
@@ -44,7 +44,7 @@ from .._strategies.trust_region import RUNNING
 from . import processes as _processes
 from .engine import StreamEngine, check_same_data
 from .single_pass import StreamUpdate, stream_result, update_stream
-from .sources import as_source, optional_import
+from .sources import as_source
 
 
 class StreamingOptimizer:
