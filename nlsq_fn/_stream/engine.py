@@ -25,7 +25,7 @@ from .._drivers.chunks import (
     prefetch,
     zero_summary,
 )
-from .._drivers.solve import problem_of
+from .._drivers.linearize_at import problem_of
 from .._drivers.solver import SolverState, init
 from .._evaluation import sharding as _sharding
 from .._evaluation.linearize import Linearization
