@@ -73,7 +73,7 @@ class CurveFitResult(NLSQResultNames):
         sigma=None,
         absolute_sigma=False,
         pcov=None,
-        sums: _stats.FitSums | None = None,
+        sums=None,  # a `FitSums` (see the class attribute)
         **fields,
     ):
         if record is not None:
