@@ -24,6 +24,7 @@ from .._strategies.trf import TRF
 from .model_checks import check_model, jacobian_function
 from .options import as_loss_module, as_strategy
 from .start import (  # (`check_start_and_bounds` ... also imported from here by front ends)
+    check_real_start,
     check_start_and_bounds,
     flat_parameter_names as flat_parameter_names,
     host_start_flags,
@@ -189,8 +190,7 @@ def _float_params(p0):
     if not leaves:
         raise ValueError("`p0` has no parameters.")
     dtype = jnp.result_type(*leaves)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise ValueError("`p0` must be real numbers, got complex values.")
+    check_real_start(dtype)
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     return jax.tree.map(lambda leaf: as_jax_array(leaf, dtype), p0), dtype

@@ -19,6 +19,12 @@ if TYPE_CHECKING:  # `solver` builds its state with these checks
     from .solver import SolverState
 
 
+def check_real_start(dtype, name: str = "p0") -> None:
+    """The one message for a complex start (`p0`; SciPy's name `x0`)."""
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(f"`{name}` must be real numbers, got complex values.")
+
+
 def strictly_inside(strategy, x0, lower, upper):
     """The flat start `x0` where `strategy` evaluates first: moved strictly inside the
     bounds for a strategy that starts there (TRF), else `x0` itself."""

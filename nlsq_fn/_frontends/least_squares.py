@@ -11,7 +11,7 @@ from .._drivers.options import has_finite_bounds, strategy_for
 from .._drivers.progress import print_final_report
 from .._drivers.solve import solve, with_jacobian
 from .._drivers.solver import JacobianMode, Solver, init
-from .._drivers.start import strictly_inside
+from .._drivers.start import check_real_start, strictly_inside
 from .._drivers.stepwise import solve_stepwise_while_cheaper
 from .._evaluation.compiled import compiled, limit_programs
 from .._evaluation.finite_difference import FINITE_DIFFERENCE_METHODS
@@ -164,8 +164,7 @@ def least_squares(
     if not isinstance(args, tuple):
         args = tuple(args) if isinstance(args, list) else (args,)
     x0 = jnp.asarray(x0)
-    if jnp.iscomplexobj(x0):
-        raise ValueError("`x0` must be real numbers, got complex values.")
+    check_real_start(x0.dtype, "x0")
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     x0 = jnp.atleast_1d(x0)
