@@ -11,6 +11,30 @@ from .._strategies.trust_region import STATUS_MESSAGES
 from . import report as _report, stats as _stats
 from .nlsq_result_names import NLSQResultNames
 
+# The `Solution` fields a `CurveFitResult` carries (SciPy's `OptimizeResult` fields,
+# as NumPy values): `solution_fields` reads them.
+SOLUTION_FIELDS = (
+    "x",
+    "cost",
+    "fun",
+    "jac",
+    "grad",
+    "optimality",
+    "active_mask",
+    "nfev",
+    "njev",
+    "nit",
+    "status",
+    "success",
+    "initial_cost",
+)
+
+
+def solution_fields(solution) -> dict:
+    """A `Solution`'s `SOLUTION_FIELDS` as NumPy values, the keyword arguments of a
+    `CurveFitResult`."""
+    return {name: np.asarray(getattr(solution, name)) for name in SOLUTION_FIELDS}
+
 
 class CurveFitResult(NLSQResultNames):
     """Everything about one curve fit (plain NumPy values).

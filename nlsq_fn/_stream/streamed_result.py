@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._results.covariance import covariance_parts
-from .._results.fit_result import CurveFitResult
+from .._results.fit_result import CurveFitResult, solution_fields
+from .._results.solution import finished
 from .._results.stats import FitSums
 from .._strategies.bounds import find_active_constraints
 
@@ -29,6 +30,18 @@ def streamed_result(engine, state, problem, carry, sums, initial_cost) -> CurveF
         active = find_active_constraints(x, state.lower, state.upper, state.xtol)
     else:
         active = jnp.zeros(x.shape, jnp.int32)
+    # The summary stands for the per-point arrays a streamed fit does not keep: no
+    # residuals, and the Jacobian's ``n × n`` factor as `jac`.
+    solution = finished(
+        x,
+        lin,
+        np.zeros(0),
+        lin.factor,
+        state.strategy.optimality(x, lin, problem),
+        active,
+        carry,
+        initial_cost,
+    )
     return CurveFitResult(
         sums=FitSums.of_moments(sums.n_points, sums.chisqr, sums.ss_res, sums.sum_y, sums.sum_y2),
         model=engine.model,
@@ -38,19 +51,6 @@ def streamed_result(engine, state, problem, carry, sums, initial_cost) -> CurveF
         sigma=None,
         absolute_sigma=engine.fitter.absolute_sigma,
         pcov=pcov,
-        x=np.asarray(x),
-        cost=lin.cost,
-        fun=np.zeros(0),
-        jac=np.asarray(lin.factor),
-        grad=np.asarray(lin.grad),
-        optimality=state.strategy.optimality(x, lin, problem),
-        active_mask=np.asarray(active),
-        nfev=carry.nfev,
-        njev=carry.njev,
-        nit=carry.nit,
-        status=carry.status,
-        success=carry.status > 0,
-        initial_cost=initial_cost,
         lower=np.asarray(state.lower),
         upper=np.asarray(state.upper),
         rank=int(parts.rank),
@@ -58,4 +58,5 @@ def streamed_result(engine, state, problem, carry, sums, initial_cost) -> CurveF
         method=engine.fitter.method,
         loss=type(engine.fitter.loss).__name__,
         p0=np.asarray(state.params),
+        **solution_fields(solution),
     )
