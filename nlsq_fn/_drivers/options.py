@@ -34,11 +34,16 @@ _NO_BOUNDS = {
 }
 
 
-def check_bounds_supported(strategy: AbstractStrategy, bounded: bool, caller: str) -> None:
-    """Raise for finite bounds given to a strategy that takes none (Levenberg–Marquardt);
-    `caller` (a key of `_NO_BOUNDS`) chooses SciPy's wording."""
-    if bounded and not strategy.supports_bounds:
-        raise ValueError(_NO_BOUNDS[caller].format(name=type(strategy).__name__))
+def check_bounds_supported(strategy: AbstractStrategy | str, bounded: bool, caller: str) -> None:
+    """Raise for finite bounds given to a strategy that takes none (Levenberg–Marquardt),
+    a module or SciPy's `method` name; `caller` (a key of `_NO_BOUNDS`) chooses SciPy's
+    wording."""
+    if isinstance(strategy, str):
+        supported, name = strategy != "lm", strategy
+    else:
+        supported, name = strategy.supports_bounds, type(strategy).__name__
+    if bounded and not supported:
+        raise ValueError(_NO_BOUNDS[caller].format(name=name))
 
 
 def strategy_for(method: str, has_bounds: bool) -> AbstractStrategy:
