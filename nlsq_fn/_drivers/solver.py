@@ -23,10 +23,9 @@ from .._strategies.strategy import AbstractStrategy
 from .._strategies.trf import TRF
 from .model_checks import check_model, jacobian_function
 from .options import as_loss_module, as_strategy
-from .start import (  # (`check_start_and_bounds` ... also imported from here by front ends)
+from .start import (  # (`start_flags`, `start_point`: modules written before import them here)
     check_real_start,
     check_start_and_bounds,
-    flat_parameter_names as flat_parameter_names,
     host_start_flags,
     raise_for_start,
     start_flags as start_flags,
