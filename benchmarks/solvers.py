@@ -158,7 +158,7 @@ def _fused_pass_seconds(model, x, y, p0, solver):
     from jax.flatten_util import ravel_pytree
 
     import nlsq_fn as nf
-    from nlsq_fn._drivers.solve import linearization_at
+    from nlsq_fn._drivers.linearize_at import linearization_at
 
     data = nf.Data(x, y)
     state = nf.init(model, data, p0, solver)

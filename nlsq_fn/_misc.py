@@ -1,3 +1,4 @@
+import importlib
 import os
 import warnings
 
@@ -40,3 +41,14 @@ def is_concrete(*arrays) -> bool:
 
 # What SciPy accepts wherever it takes an array: arrays, scalars and nested lists.
 ArrayLikeOrSequence = ArrayLike | list | tuple
+
+
+def optional_import(module: str, extra: str):
+    """Import `module`, or raise an ImportError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"This needs the optional dependency `{module.split('.')[0]}`: "
+            f"pip install 'nlsq_fn[{extra}]'"
+        ) from error

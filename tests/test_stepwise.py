@@ -9,7 +9,7 @@ from helpers import CASES, assert_same_optimum
 
 import nlsq_fn as nf
 from nlsq_fn._drivers import evaluators as _evaluators
-from nlsq_fn._drivers.solve import residual_and_jac
+from nlsq_fn._drivers.linearize_at import residual_and_jac
 from nlsq_fn._drivers.stepwise import can_step_from_host, solve_stepwise
 from nlsq_fn._problem.loss import as_loss
 

@@ -16,7 +16,7 @@ import scipy.optimize
 from helpers import run_on_host_devices
 
 import nlsq_fn as nf
-from nlsq_fn._stream.sources import optional_import
+from nlsq_fn._misc import optional_import
 
 
 def damped(t, a, k, w, c):
@@ -69,6 +69,16 @@ def test_fit_equals_in_memory_fit(options):
     for name in ("chisqr", "redchi", "rmse", "r_squared", "aic", "bic"):
         np.testing.assert_allclose(getattr(streamed, name), getattr(in_memory, name), rtol=1e-9)
     assert streamed.n_points == t.size
+    # One result type for both fits; the streamed one keeps no per-point values.
+    assert type(streamed) is type(in_memory) is nf.CurveFitResult
+    with pytest.raises(AttributeError, match="keeps no per-point values"):
+        _ = streamed.best_fit
+    with pytest.raises(ValueError, match="give `x`"):
+        streamed.eval()
+    scale = np.max(np.abs(y))  # (values near 0 of a damped oscillation: absolute too)
+    np.testing.assert_allclose(
+        streamed.eval(t[:50]), in_memory.eval(t[:50]), rtol=1e-8, atol=1e-8 * scale
+    )
     if options["method"] != "lm":
         # And the in-memory fit is SciPy's (independent reference).
         scipy_fit = scipy.optimize.least_squares(

@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
 from .._evaluation.compiled import compiled
-from .._problem.data import Data, validate_data
+from .._problem.data import Data, sigma_shape_error, validate_data
 from .._problem.host_errors import reraise_host_errors
 from .._results.solution import Solution
 from .._strategies.bounds import make_strictly_feasible
@@ -49,9 +49,7 @@ def _fields(dataset, index: int) -> tuple:
     if sigma is not None:
         sigma = np.asarray(sigma)
         if sigma.shape not in ((), y.shape):
-            raise ValueError(
-                f"Dataset {index}: `sigma` has shape {sigma.shape} but `y` has shape {y.shape}."
-            )
+            raise sigma_shape_error(sigma.shape, y.shape, where=f"Dataset {index}: ")
         sigma = np.broadcast_to(sigma, y.shape)
     mask = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != y.shape:

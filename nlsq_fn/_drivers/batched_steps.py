@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._evaluation.compiled import compiled, register
+from .._evaluation.compiled import clear_jit, compiled, jit_cache_size, register
 from .._evaluation.linearize import Linearization, factorize, linearize, scale_for_loss
 from .._evaluation.program_store import stored
 from .._misc import tree_where
@@ -120,10 +120,10 @@ class _JitProgram:
         self.jit = jax.jit(_evaluate_flat, static_argnums=0)
 
     def cache_size(self) -> int:
-        return self.jit._cache_size()
+        return jit_cache_size(self.jit)
 
     def clear(self) -> None:
-        self.jit.clear_cache()
+        clear_jit(self.jit)
 
 
 _evaluate_program = register(_JitProgram())

@@ -21,7 +21,7 @@ from .._evaluation.compiled import compiled
 from .._evaluation.linearize import accumulate_rows
 from .._evaluation.padding import pad_points
 from .._problem.data import Data
-from .solve import residual_and_jac
+from .linearize_at import residual_and_jac
 from .solver import SolverState
 
 

@@ -11,54 +11,30 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._evaluation.chunking import choose_chunk_size
-from .._evaluation.compiled import compiled
 from .._evaluation.finite_difference import FINITE_DIFFERENCE_METHODS
 from .._evaluation.linearize import FACTORIZATIONS, Factorization, check_chunkable
-from .._evaluation.sparse_jacobian import GroupedDifferences, as_jacobian
+from .._evaluation.sparse_jacobian import GroupedDifferences
 from .._misc import as_jax_array, is_concrete
 from .._problem.arguments import as_count
 from .._problem.data import Data, validate_data
 from .._problem.host_errors import reraise_host_errors
-from .._problem.host_model import (
-    HostModel,
-    call_on_host,
-    call_untraceable,
-    traced_shape,
-    warn_host_model,
-)
-from .._problem.loss import AbstractLoss, Linear, as_loss
-from .._strategies.bounds import make_strictly_feasible
-from .._strategies.dogbox import Dogbox
-from .._strategies.levenberg_marquardt import LevenbergMarquardt
+from .._problem.loss import AbstractLoss, Linear
 from .._strategies.strategy import AbstractStrategy
 from .._strategies.trf import TRF
+from .model_checks import check_model, jacobian_function
+from .options import as_loss_module, as_strategy
+from .start import (  # (`start_flags`, `start_point`: modules written before import them here)
+    check_real_start,
+    check_start_and_bounds,
+    host_start_flags,
+    raise_for_start,
+    start_flags as start_flags,
+    start_flags_compiled,
+    start_point as start_point,
+    strictly_inside,
+)
 
 JacobianMode = Literal["fwd", "rev", "2-point", "3-point", "cs"] | Callable | GroupedDifferences
-
-
-def _as_strategy(strategy) -> AbstractStrategy:
-    """A strategy module, or SciPy's name of one ("trf", "dogbox", "lm")."""
-    if isinstance(strategy, AbstractStrategy):
-        return strategy
-    if strategy == "trf":
-        return TRF()
-    if strategy == "dogbox":
-        return Dogbox()
-    if strategy == "lm":
-        return LevenbergMarquardt()
-    raise ValueError(
-        "`strategy` must be TRF(), Dogbox(), LevenbergMarquardt() or 'trf' / 'dogbox' / "
-        f"'lm', got {strategy!r}."
-    )
-
-
-def _as_loss(loss) -> AbstractLoss:
-    """A loss module, or SciPy's name of one ("huber", ...) with ``f_scale=1``."""
-    if isinstance(loss, str):
-        return as_loss(loss)
-    if not isinstance(loss, AbstractLoss):
-        raise TypeError(f"`loss` must be an AbstractLoss or a loss name, got {loss!r}.")
-    return loss
 
 
 class Solver(eqx.Module):
@@ -116,8 +92,8 @@ class Solver(eqx.Module):
         results equal the unchunked ones up to rounding.
     """
 
-    strategy: AbstractStrategy = eqx.field(default=TRF(), converter=_as_strategy)
-    loss: AbstractLoss = eqx.field(default=Linear(), converter=_as_loss)
+    strategy: AbstractStrategy = eqx.field(default=TRF(), converter=as_strategy)
+    loss: AbstractLoss = eqx.field(default=Linear(), converter=as_loss_module)
     bounds: tuple[PyTree[ArrayLike], PyTree[ArrayLike]] | None = None
     x_scale: PyTree[ArrayLike] | str | None = eqx.field(default=None, static=False)
     ftol: float = eqx.field(default=1e-8, static=True)
@@ -208,26 +184,12 @@ def flat_values(value, params, name, dtype):
     return array
 
 
-def flat_parameter_names(params) -> list[str]:
-    """A readable name for each entry of the flattened parameters (``['a', 'b[1]']``)."""
-    names = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        base = jax.tree_util.keystr(path, simple=True, separator=".") or "p"
-        size = int(np.size(leaf))
-        if np.ndim(leaf) == 0:
-            names.append(base)
-        else:
-            names.extend(f"{base}[{i}]" for i in range(size))
-    return names
-
-
 def _float_params(p0):
     leaves = jax.tree.leaves(p0)
     if not leaves:
         raise ValueError("`p0` has no parameters.")
     dtype = jnp.result_type(*leaves)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise ValueError("`p0` must be real numbers, got complex values.")
+    check_real_start(dtype)
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     return jax.tree.map(lambda leaf: as_jax_array(leaf, dtype), p0), dtype
@@ -298,11 +260,9 @@ def build_state(
     # Shapes are checked abstractly (the start has the shape of `p0`); only a model or
     # `jac` run on the host needs the start's values.
     def start():
-        if strategy.supports_bounds and strategy.starts_strictly_inside:
-            return ravel_pytree(params)[1](make_strictly_feasible(x0, lower, upper))
-        return params
+        return ravel_pytree(params)[1](strictly_inside(strategy, x0, lower, upper))
 
-    on_host, host_prediction = _check_model(model, data, params, start)
+    on_host, host_prediction = check_model(model, data, params, start)
     _check_loss_scale(solver.loss)
     for name in ("ftol", "xtol", "gtol"):
         value = getattr(solver, name)
@@ -342,7 +302,7 @@ def build_state(
             f"`jac` must be a callable, 'fwd', 'rev', '2-point', '3-point' or 'cs'; got {jac!r}."
         )
     if callable(jac):
-        jac = _jacobian_function(jac, data, params, start)
+        jac = jacobian_function(jac, data, params, start)
     if on_host:
         if jac in ("fwd", "rev"):  # JAX cannot differentiate it: SciPy's default
             jac = "2-point"
@@ -385,35 +345,12 @@ def build_state(
     )
     if on_host:
         if host_prediction is not None:
-            raise_for_start(*_host_start_flags(host_prediction, data))
+            raise_for_start(*host_start_flags(host_prediction, data))
     elif check_start and is_concrete(data, params):
-        flags = _start_flags_compiled(model, data, state)
+        flags = start_flags_compiled(model, data, state)
         if is_concrete(flags):  # else the model closes over traced values
             raise_for_start(*flags)
     return state
-
-
-def check_start_and_bounds(params, x0, lower, upper, strategy) -> None:
-    """`init`'s checks of concrete bounds and start (flat NumPy arrays; `params` names
-    the entries in the messages), shared by every front end that builds a fit's state."""
-    if np.any(np.isnan(lower) | np.isnan(upper)):
-        bad = _names_at(params, np.isnan(lower) | np.isnan(upper))
-        raise ValueError(f"`bounds` contain NaN (for {bad}); use -inf / inf for none.")
-    if np.any(lower >= upper):
-        raise ValueError(
-            "Each lower bound must be strictly less than its upper bound "
-            f"(violated for {_names_at(params, lower >= upper)})."
-        )
-    if not np.all(np.isfinite(x0)):
-        raise ValueError("`p0` contains NaN or inf.")
-    if np.any((x0 < lower) | (x0 > upper)):
-        bad = _names_at(params, (x0 < lower) | (x0 > upper))
-        raise ValueError(
-            f"`p0` is outside the bounds for {bad} (SciPy: Initial guess is outside "
-            "of provided bounds)."
-        )
-    if not strategy.supports_bounds and (np.any(np.isfinite(lower)) or np.any(np.isfinite(upper))):
-        raise ValueError(f"{type(strategy).__name__} does not support bounds; use TRF().")
 
 
 def _diff_step(diff_step, n):
@@ -441,117 +378,4 @@ def _check_loss_scale(loss) -> None:
         raise ValueError(
             f"The loss's `f_scale` must be positive and finite (and not so small that "
             f"its square underflows), got {float(f_scale)!r}."
-        )
-
-
-def _names_at(params, where) -> str:
-    names = flat_parameter_names(params)
-    return ", ".join(names[i] for i in np.flatnonzero(where))
-
-
-def _jacobian_function(jac, data, params, start):
-    """The user's `jac`, checked to return ``(m, n)`` (or ``y.shape + (n,)``): a
-    transposed Jacobian must never be reshaped into a wrong one. A `jac` written with
-    NumPy (which JAX cannot trace) is run on the host, at `start()`."""
-    n = ravel_pytree(params)[0].size
-    expected = (int(np.prod(data.y.shape)), n)
-    out, error = traced_shape(lambda x, p: as_jacobian(jac(x, p)), data.x, params)
-    if error is not None:
-        failed = ValueError(f"Calling `jac` at p0 failed: {error}")
-        if not is_concrete(data, params):
-            raise failed from error
-        out = call_untraceable(
-            lambda: call_on_host(jac, data.model_x, start()), error, lambda _: failed
-        )
-        warn_host_model()
-        jac = HostModel(jac, out.shape)
-    if out.shape not in (expected, (*data.y.shape, n)):
-        raise ValueError(
-            f"The return value of `jac` has wrong shape: expected {expected}, actual {out.shape}."
-        )
-    return jac
-
-
-def _check_model(model, data, params, start) -> tuple[bool, np.ndarray | None]:
-    """Check the model's output shape and dtype (abstractly, with `params` for their
-    shapes); ``(True, its values at start())`` if it has to run on the host, else
-    ``(False, None)``."""
-    on_host, prediction = False, None
-    out, error = traced_shape(model, data.x, params)
-    if error is not None:
-        failed = ValueError(f"Calling the model as model(x, params) at p0 failed: {error}")
-        if not is_concrete(data, params):
-            raise failed from error
-        out = prediction = call_untraceable(
-            lambda: call_on_host(model, data.model_x, start()), error, lambda _: failed
-        )
-        on_host = True
-    shape = getattr(out, "shape", None)
-    if shape is None:
-        raise ValueError(f"The model must return one array; it returned {type(out).__name__}.")
-    if shape != data.y.shape:
-        raise ValueError(
-            f"The model returns shape {shape} but `y` has shape {data.y.shape}; they must match."
-        )
-    if on_host:
-        warn_host_model()
-    if not jnp.issubdtype(out.dtype, jnp.inexact):
-        # Silently casting would fit nothing: the derivatives of integers are zero.
-        raise ValueError(
-            f"The model returns {out.dtype} values; it must return floating-point values "
-            "(the derivatives of integer values are zero, so nothing could be fitted)."
-        )
-    if jnp.issubdtype(out.dtype, jnp.complexfloating):
-        raise ValueError("The model returns complex values; they must be real.")
-    return on_host, prediction
-
-
-def start_point(state: SolverState):
-    """The flat starting point, moved strictly inside the bounds (as SciPy's TRF; its
-    dogbox starts at `p0`, possibly on a bound)."""
-    x0, unravel = ravel_pytree(state.params)
-    if state.strategy.supports_bounds and state.strategy.starts_strictly_inside:
-        x0 = make_strictly_feasible(x0, state.lower, state.upper)
-    return x0, unravel
-
-
-def start_flags(model, data: Data, state: SolverState):
-    """Traced: whether the model is finite at the start (at the counted points), and
-    whether the cost there is (it may overflow). See `raise_for_start`."""
-    x0, unravel = start_point(state)
-    prediction = model(data.model_x, unravel(x0))
-    finite = jnp.isfinite(prediction)
-    if data.mask is not None:
-        finite = finite | ~data.mask
-    residual = data.weighted_residual(prediction)
-    return jnp.all(finite), jnp.isfinite(0.5 * jnp.sum(jnp.square(residual)))
-
-
-# One compiled program for `init`'s value checks (each eager `jnp` call would be one).
-_start_flags_compiled = compiled(start_flags)
-
-
-def _host_start_flags(prediction, data: Data):
-    prediction = np.asarray(prediction)
-    counted = np.ones(prediction.shape, bool) if data.mask is None else np.asarray(data.mask)
-    y = np.asarray(data.y)
-    residual = np.where(counted, prediction, 0.0) - np.where(counted, y, 0.0)
-    if data.sigma is not None:
-        residual = residual / np.where(counted, np.asarray(data.sigma), 1.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        cost = 0.5 * np.sum(np.square(np.where(counted, residual, 0.0)))
-    return np.all(np.isfinite(prediction[counted])), np.isfinite(cost)
-
-
-def raise_for_start(model_finite, cost_finite) -> None:
-    """The errors of a model that is not finite at the start, or a cost that overflows
-    there (flags from `start_flags`)."""
-    if not model_finite:
-        raise ValueError(
-            "The model returns NaN or inf at p0; choose another starting point or check the model."
-        )
-    if not cost_finite:
-        raise ValueError(
-            "The cost (half the sum of squared residuals) overflows at p0: the "
-            "residuals are too large for floating point; rescale `y` or `sigma`."
         )

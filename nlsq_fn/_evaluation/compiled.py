@@ -44,10 +44,29 @@ def register(program):
     return program
 
 
+# JAX and Equinox have no public count of a jitted function's compiled programs, and
+# Equinox none of clearing a `filter_jit`: these three functions are the only places
+# that read their internals, so that a change there is mended in one place.
+def _jit_of(program):
+    """The `jax.jit` behind an `equinox.filter_jit` (itself for a `jax.jit`)."""
+    return getattr(program, "_cached", program)
+
+
+def jit_cache_size(program) -> int:
+    """How many programs a `jax.jit` or `equinox.filter_jit` function holds compiled."""
+    return _jit_of(program)._cache_size()
+
+
+def clear_jit(program) -> None:
+    """Drop a `jax.jit` or `equinox.filter_jit` function's compiled programs (only
+    its own: `jax.clear_caches` would drop the user's too)."""
+    _jit_of(program).clear_cache()
+
+
 def _cache_size(program) -> int:
     if hasattr(program, "cache_size"):
         return program.cache_size()
-    return program._cached._cache_size()
+    return jit_cache_size(program)
 
 
 def programs_kept() -> int:
@@ -93,7 +112,7 @@ def clear() -> None:
         if hasattr(program, "clear"):
             program.clear()
         else:
-            program._cached.clear_cache()
+            clear_jit(program)
     _counted_at[0] = 0
 
 

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compiled import clear_jit, jit_cache_size
+
 MAX_BYTES = 64 * 2**20
 CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every process
@@ -151,11 +153,11 @@ class StoredProgram:
         return entry, leaves
 
     def cache_size(self) -> int:
-        return len(self._entries) + self._fallback._cached._cache_size()
+        return len(self._entries) + jit_cache_size(self._fallback)
 
     def clear(self) -> None:
         self._entries.clear()
-        self._fallback._cached.clear_cache()
+        clear_jit(self._fallback)
 
     def _build(self, key, in_tree, static, leaves) -> tuple:
         """The executable for `key` and the structure of its outputs: loaded from disk

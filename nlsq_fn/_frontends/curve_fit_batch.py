@@ -14,11 +14,11 @@ import numpy as np
 from .._drivers.batch import init_batch, solve_batch, with_starts
 from .._drivers.solver import Solver
 from .._evaluation.compiled import compiled
+from .._misc import optional_import
 from .._problem.conventions import UnpackedModel
 from .._problem.data import Data
 from .._results.covariance import covariance_from_jacobian
 from .._results.solution import Solution
-from .._stream.sources import optional_import
 
 
 def _progress_bar(progress: bool | None, size: int):

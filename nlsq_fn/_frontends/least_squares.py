@@ -4,23 +4,22 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._drivers.options import has_finite_bounds, strategy_for
 from .._drivers.progress import print_final_report
 from .._drivers.solve import solve, with_jacobian
 from .._drivers.solver import JacobianMode, Solver, init
+from .._drivers.start import check_real_start, strictly_inside
 from .._drivers.stepwise import solve_stepwise_while_cheaper
 from .._evaluation.compiled import compiled, limit_programs
 from .._evaluation.finite_difference import FINITE_DIFFERENCE_METHODS
-from .._evaluation.operator_linearize import host_jacobian_operator, is_sparse
+from .._evaluation.operator_linearize import host_jacobian_operator
 from .._evaluation.sparse_jacobian import (
     GroupedDifferences,
     check_jac_sparsity,
-    dense_jacobian,
     host_matrix,
-    jacobian_kind,
     structured_like,
 )
 from .._misc import ArrayLikeOrSequence, is_concrete, warn_user
@@ -29,103 +28,27 @@ from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
 from .._problem.host_model import (
     call_on_host,
-    call_untraceable,
     reusing_evaluations,
     shape_is_known,
-    traced_shape,
+    traced_or_on_host,
 )
 from .._problem.loss import AbstractLoss, Linear, as_loss
 from .._results.optimize_result import OptimizeResult
 from .._results.solution import Solution
-from .._strategies.bounds import make_strictly_feasible
-from .._strategies.dogbox import Dogbox
-from .._strategies.levenberg_marquardt import LevenbergMarquardt
 from .._strategies.lsmr_dogbox import DogboxLSMR
 from .._strategies.lsmr_trf import TRFLSMR, lsmr_options, lsmr_strategy
-from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES, STOPPED
+from .residual_model import ResidualJacobian, ResidualModel, host_jacobian_kind, with_traced_floats
 from .scipy_compat import as_core_callback, check_tolerances, finite_difference_options
+
+# (`strategy_for` and `has_finite_bounds` live in `_drivers/options.py`; front ends
+# written before they moved import them from here.)
 
 
 @compiled
 def _solve(model, data, state):
     # SciPy returns the Jacobian at the solution: filled in when the fit ran in chunks.
     return with_jacobian(model, data, state, solve(model, data, state))
-
-
-class _ResidualModel(eqx.Module):
-    """``fun(params, *args, **kwargs)`` seen as a model ``model(arrays, params)`` with
-    ``y = 0``: the array leaves of ``(args, kwargs)`` travel as data (new values reuse
-    the compiled fit), everything else is passed to `fun` unchanged."""
-
-    fun: Callable = eqx.field(static=True)
-    rest: Any  # (args, kwargs) with the arrays taken out: static (hashed) leaves
-
-    def __hash__(self):
-        # (`kwargs` is a dict: hashed by its layout, equal models hash alike) so that
-        # the checks' traces and a host-run `fun`'s values are found again in the fit.
-        return hash((self.fun, jax.tree.structure(self.rest)))
-
-    def __call__(self, arrays, params):
-        args, kwargs = eqx.combine(arrays, self.rest)
-        out = self.fun(params, *args, **kwargs)
-        if jnp.ndim(out) > 1:  # SciPy's rule: a 2-D result is an error, not flattened
-            raise ValueError(
-                f"`fun` must return at most 1-d array_like. f0.shape: {jnp.shape(out)}"
-            )
-        return jnp.ravel(out)
-
-
-def _is_float(value) -> bool:
-    return isinstance(value, (float, np.floating))
-
-
-def _with_traced_floats(model: _ResidualModel, arrays, x0) -> _ResidualModel:
-    """`model` with the floats among `args` / `kwargs` held as JAX scalars, so that a new
-    value reuses the compiled fit instead of compiling another (a float is a static,
-    hashed leaf otherwise). Only where `fun` traces with them: one that uses a float in
-    Python (``if c > 0``, ``math.exp(c)``, ``range``) keeps the float it was given."""
-    if not any(_is_float(leaf) for leaf in jax.tree.leaves(model.rest)):
-        return model
-    traced = eqx.tree_at(
-        lambda m: m.rest,
-        model,
-        jax.tree.map(lambda v: jnp.asarray(v) if _is_float(v) else v, model.rest),
-    )
-    try:
-        jax.eval_shape(traced, arrays, x0)
-    except Exception:  # noqa: BLE001 - `fun` needs the float as a Python number
-        return model
-    return traced
-
-
-class _ResidualJacobian(eqx.Module):
-    jac: Callable = eqx.field(static=True)
-    rest: Any
-
-    def __call__(self, arrays, params):
-        args, kwargs = eqx.combine(arrays, self.rest)
-        out = self.jac(params, *args, **kwargs)
-        if is_sparse(out):  # a JAX `BCOO`: kept sparse (applied matrix-free by LSMR)
-            return out
-        if jacobian_kind(out) != "dense":  # on the host: a SciPy sparse matrix / operator
-            return np.atleast_2d(dense_jacobian(out, jnp.size(params)))
-        # SciPy takes a 1-D Jacobian as one row (np.atleast_2d): one residual.
-        return jnp.atleast_2d(jnp.asarray(out))
-
-
-def _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs) -> str:
-    """What a `jac` written with NumPy returns at `x0` ("sparse", "operator" or
-    "dense"; one call on the host); for a JAX one "bcoo" (a JAX sparse matrix) or
-    "dense"."""
-    out, error = traced_shape(jac_mode, arrays, x0)
-    if error is None:
-        return "bcoo" if is_sparse(out) else "dense"
-    try:
-        value = jac(np.array(x0), *args, **kwargs)
-    except Exception:  # noqa: BLE001 - `init` reports a failing `jac` with its own message
-        return "dense"
-    return jacobian_kind(value)
 
 
 def _with_tr_solver(strategy, method: str, tr_solver, tr_options):
@@ -142,27 +65,6 @@ def _with_tr_solver(strategy, method: str, tr_solver, tr_options):
             del options["regularize"]
         return DogboxLSMR(**options)
     return lsmr_strategy(tr_options)
-
-
-def strategy_for(method: str, has_bounds: bool):
-    """The strategy SciPy's ``method`` names."""
-    if method == "trf":
-        return TRF()
-    if method == "dogbox":
-        return Dogbox()
-    if method == "lm":
-        if has_bounds:
-            raise ValueError("Method 'lm' doesn't support bounds.")
-        return LevenbergMarquardt()
-    raise ValueError(f"`method` must be 'trf', 'dogbox' or 'lm', got {method!r}.")
-
-
-def has_finite_bounds(bounds) -> bool:
-    """Whether any bound is finite; a traced bound (under jit / vmap) may be."""
-    return any(
-        isinstance(b, jax.core.Tracer) or np.any(np.isfinite(np.asarray(b, dtype=float)))
-        for b in jax.tree.leaves(bounds)
-    )
 
 
 # SciPy reports a stop by the callback as -2 (nlsq_fn's core uses -2 for "running").
@@ -262,16 +164,14 @@ def least_squares(
     if not isinstance(args, tuple):
         args = tuple(args) if isinstance(args, list) else (args,)
     x0 = jnp.asarray(x0)
-    if jnp.iscomplexobj(x0):
-        raise ValueError("`x0` must be real numbers, got complex values.")
+    check_real_start(x0.dtype, "x0")
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
     x0 = jnp.atleast_1d(x0)
     if not jnp.issubdtype(x0.dtype, jnp.inexact):
         x0 = x0.astype(jnp.result_type(float))
     bounded = has_finite_bounds(bounds)
-    if method == "lm" and bounded:
-        raise ValueError("Method 'lm' doesn't support bounds.")
+    strategy = strategy_for(method, bounded)
     loss_module = as_loss(loss, f_scale)
     if method == "lm" and not isinstance(loss_module, Linear):
         raise ValueError("method='lm' supports only 'linear' loss function.")
@@ -281,28 +181,25 @@ def least_squares(
     if method == "lm" and callback is not None:
         warn_user("Callback function specified, but not supported with `lm` method.")
         callback = None
-    strategy = strategy_for(method, bounded)
     arrays, rest = eqx.partition((args, kwargs), eqx.is_array)
-    model = _ResidualModel(fun, rest)
+    model = ResidualModel(fun, rest)
     # A host-run `fun` is called once at a point (its first value is the probe's below).
     with reusing_evaluations(model):
         # A trace is a call of `fun`: one that fails (NumPy) is counted in `nfev` below.
         traced_calls = 0 if shape_is_known(model, arrays, x0) else 1
-        out, error = traced_shape(model, arrays, x0)
-        if error is None and not (isinstance(jac, str) and jac == "cs"):
+        # A NumPy `fun` (`init` runs it on the host) is called at the fit's start, as
+        # SciPy's: this value is the fit's first evaluation.
+        out, on_host = traced_or_on_host(
+            model,
+            arrays,
+            x0,
+            lambda: call_on_host(model, arrays, _start(strategy, x0, bounds, bounded)),
+            _fun_failed,
+        )
+        if not on_host and not (isinstance(jac, str) and jac == "cs"):
             # (Complex steps call `fun` with complex parameters, which the fit's closure
             # conversion of a traced float would refuse: those floats stay Python numbers.)
-            model = _with_traced_floats(model, arrays, x0)
-        else:  # a NumPy `fun`: `init` runs it on the host
-
-            def failed(host_error):  # wrong arguments: SciPy's error type
-                if isinstance(host_error, TypeError):
-                    return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
-                return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {error}")
-
-            # At the fit's start, as SciPy: this value is the fit's first evaluation.
-            start = _start(strategy, x0, bounds, bounded)
-            out = call_untraceable(lambda: call_on_host(model, arrays, start), error, failed)
+            model = with_traced_floats(model, arrays, x0)
         m = int(np.prod(out.shape))
         if method == "lm" and m < x0.size:
             raise ValueError(
@@ -311,8 +208,8 @@ def least_squares(
             )
         jac_kind = "dense"
         if callable(jac):
-            jac_mode: JacobianMode = _ResidualJacobian(jac, rest)
-            jac_kind = _host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
+            jac_mode: JacobianMode = ResidualJacobian(jac, rest)
+            jac_kind = host_jacobian_kind(jac, jac_mode, arrays, x0, args, kwargs)
         elif jac is None or jac in _JACOBIAN_NAMES:
             jac_mode = cast(JacobianMode, jac or "fwd")
         else:
@@ -331,7 +228,7 @@ def least_squares(
         if jac_sparsity is not None:
             pattern = check_jac_sparsity(jac_sparsity, m, x0.size)
             tr_solver = "lsmr"
-            if jac_mode == "fwd" and error is not None:
+            if jac_mode == "fwd" and on_host:
                 jac_mode = "2-point"  # a NumPy `fun`: SciPy's default, over the groups
             if isinstance(jac_mode, str) and jac_mode in (*FINITE_DIFFERENCE_METHODS, "fwd"):
                 # JAX's Jacobian by compressed JVPs: one per group of columns.
@@ -382,16 +279,24 @@ def least_squares(
         return result
 
 
+def _fun_failed(tracing_error, host_error):
+    """The error of a `fun` that fails on the host too: wrong arguments keep SciPy's
+    error type."""
+    if isinstance(host_error, TypeError):
+        return TypeError(f"Calling fun(x0, *args, **kwargs) failed: {host_error}")
+    return ValueError(f"Calling fun(x0, *args, **kwargs) failed: {tracing_error}")
+
+
 def _start(strategy, x0, bounds, bounded: bool):
     """Where the fit evaluates `fun` first: SciPy's trf moves `x0` strictly inside the
     bounds before it does (`init` reports bounds that do not fit `x0`)."""
-    if not (bounded and strategy.supports_bounds and strategy.starts_strictly_inside):
+    if not bounded:
         return x0
     try:
         lower, upper = (jnp.broadcast_to(jnp.asarray(b, x0.dtype), x0.shape) for b in bounds)
     except (TypeError, ValueError):
         return x0
-    return make_strictly_feasible(x0, lower, upper)
+    return strictly_inside(strategy, x0, lower, upper)
 
 
 def as_optimize_result(solution: Solution) -> OptimizeResult:

@@ -99,13 +99,20 @@ def _as_array(value):
     return as_jax_array(array)
 
 
+def sigma_shape_error(sigma_shape, y_shape, where: str = "", y_name: str = "`y`") -> ValueError:
+    """The one message for a `sigma` not shaped like the values it weighs (`where` names
+    the dataset or chunk, `y_name` the front end's name of `y`)."""
+    return ValueError(
+        f"{where}`sigma` has shape {tuple(sigma_shape)} but {y_name} has shape "
+        f"{tuple(y_shape)}; they must match."
+    )
+
+
 def validate_data(data: Data) -> None:
     """Raise a clear error for malformed data (shapes, NaN/inf, sigma <= 0)."""
     y = data.y
     if data.sigma is not None and data.sigma.shape not in ((), y.shape):
-        raise ValueError(
-            f"`sigma` has shape {data.sigma.shape} but `y` has shape {y.shape}; they must match."
-        )
+        raise sigma_shape_error(data.sigma.shape, y.shape)
     if data.mask is not None and data.mask.shape != y.shape:
         raise ValueError(
             f"`mask` has shape {data.mask.shape} but `y` has shape {y.shape}; they must match."

@@ -220,6 +220,25 @@ def call_untraceable(call: Callable, tracing_error: Exception, failed: Callable)
         raise stand_in(host_error) from host_error
 
 
+def traced_or_on_host(
+    function: Callable, x, params, host_call: Callable, failed: Callable, concrete: bool = True
+):
+    """``(output, on_host)``, "trace it, else run it on the host", the one rule for a
+    model, a `jac` and `least_squares`' `fun`: JAX's abstract output of
+    ``function(x, params)`` and False when JAX traces it; else ``host_call()`` (the
+    function run on the host, with `call_on_host`, at the point the fit starts from)
+    and True. ``failed(tracing_error, host_error)`` is the clear error of a function
+    that fails on the host too (see `call_untraceable`), or that JAX cannot trace while
+    the inputs are traced (``concrete=False``: nothing to run on the host; `host_error`
+    is None)."""
+    out, error = traced_shape(function, x, params)
+    if error is None:
+        return out, False
+    if not concrete:
+        raise failed(error, None) from error
+    return call_untraceable(host_call, error, lambda host: failed(error, host)), True
+
+
 def evaluated_on_host(model: Callable, shape: tuple[int, ...]) -> Callable:
     """`model` run on the host (`HostModel`). A front end's wrapper whose own work is
     JAX (it has ``around_host(wrap)``, as the whitening of a 2-D `sigma`) stays in JAX

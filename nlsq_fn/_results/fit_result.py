@@ -11,6 +11,30 @@ from .._strategies.trust_region import STATUS_MESSAGES
 from . import report as _report, stats as _stats
 from .nlsq_result_names import NLSQResultNames
 
+# The `Solution` fields a `CurveFitResult` carries (SciPy's `OptimizeResult` fields,
+# as NumPy values): `solution_fields` reads them.
+SOLUTION_FIELDS = (
+    "x",
+    "cost",
+    "fun",
+    "jac",
+    "grad",
+    "optimality",
+    "active_mask",
+    "nfev",
+    "njev",
+    "nit",
+    "status",
+    "success",
+    "initial_cost",
+)
+
+
+def solution_fields(solution) -> dict:
+    """A `Solution`'s `SOLUTION_FIELDS` as NumPy values, the keyword arguments of a
+    `CurveFitResult`."""
+    return {name: np.asarray(getattr(solution, name)) for name in SOLUTION_FIELDS}
+
 
 class CurveFitResult(NLSQResultNames):
     """Everything about one curve fit (plain NumPy values).
@@ -28,6 +52,11 @@ class CurveFitResult(NLSQResultNames):
     returns it with ``full_output=True``, like its 5-tuple); NLSQ's names
     (`residuals`, `predictions`, `mae`, `adj_r_squared`, `confidence_intervals`,
     `prediction_interval`) come from `NLSQResultNames`.
+
+    A streamed fit (`StreamingOptimizer`) keeps no per-point arrays: its result has no
+    `xdata`, `ydata`, `best_fit` or `residual`, `fun` is empty, `jac` is the ``n × n``
+    Jacobian factor (``jacᵀ jac = JᵀJ``), and the statistics come from `sums` (a
+    `FitSums` summed pass by pass) instead of the per-point arrays.
     """
 
     # What the result unpacks as: SciPy's ``(popt, pcov)`` unless `curve_fit` set its
@@ -37,6 +66,9 @@ class CurveFitResult(NLSQResultNames):
     # the others, but not varied by the fit (`n_params` counts the free ones).
     fixed: tuple = ()
     tied: tuple = ()
+    # Where the statistics come from: None, the per-point arrays (`ydata`, `best_fit`,
+    # `fun`); else the sums of a fit that kept no per-point arrays (a streamed fit).
+    sums: _stats.FitSums | None = None
 
     if TYPE_CHECKING:  # SciPy's fields, set from `fields` in `__init__`
         x: np.ndarray
@@ -65,6 +97,7 @@ class CurveFitResult(NLSQResultNames):
         sigma=None,
         absolute_sigma=False,
         pcov=None,
+        sums=None,  # a `FitSums` (see the class attribute)
         **fields,
     ):
         if record is not None:
@@ -78,6 +111,7 @@ class CurveFitResult(NLSQResultNames):
         self.xdata, self.ydata, self.sigma = xdata, ydata, sigma
         self.absolute_sigma = absolute_sigma
         self.pcov = pcov
+        self.sums = sums
         for name, value in fields.items():
             setattr(self, name, value)
         self.success = bool(self.success)
@@ -139,7 +173,7 @@ class CurveFitResult(NLSQResultNames):
 
     @property
     def n_points(self) -> int:
-        return int(self.ydata.size)
+        return int(self.ydata.size if self.sums is None else self.sums.n_points)
 
     @property
     def n_params(self) -> int:
@@ -158,6 +192,8 @@ class CurveFitResult(NLSQResultNames):
     @property
     def best_fit(self) -> np.ndarray:
         """The model at the data (from the residuals: no new evaluation)."""
+        if self.ydata is None:
+            raise AttributeError("A streamed fit keeps no per-point values; use eval(x).")
         if self.sigma is not None and np.ndim(self.sigma) == 2:  # whitened by L⁻¹
             return self.ydata + np.linalg.cholesky(self.sigma) @ self.fun
         sigma = 1.0 if self.sigma is None else self.sigma
@@ -170,7 +206,10 @@ class CurveFitResult(NLSQResultNames):
 
     @functools.cached_property
     def _goodness(self) -> dict:
-        return _stats.goodness_of_fit(self.ydata, self.best_fit, self.fun, self.n_params)
+        sums = self.sums
+        if sums is None:  # from the per-point arrays
+            sums = _stats.FitSums.of_points(self.ydata, self.best_fit, self.fun)
+        return sums.statistics(self.n_params)
 
     chisqr = property(lambda self: self._goodness["chisqr"])
     redchi = property(lambda self: self._goodness["redchi"])
@@ -190,6 +229,8 @@ class CurveFitResult(NLSQResultNames):
 
     def eval(self, x=None, params=None) -> np.ndarray:
         """The model at `x` (default: the data's x) with `params` (default: `popt`)."""
+        if x is None and self.xdata is None:
+            raise ValueError("A streamed fit keeps no data: give `x`.")
         x = self.xdata if x is None else Data(x, np.zeros(())).x  # lists as arrays
         params = self.popt if params is None else np.asarray(params, float)
         return np.asarray(self.model(x, params))

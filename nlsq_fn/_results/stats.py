@@ -13,6 +13,8 @@ Formulas (``n`` counted points, ``k`` parameters, ``dof = n - k``; ``r_i = (y_i 
   the noise variance ``σ² · s²`` (``s² = redchi``, or 1 with ``absolute_sigma``).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,25 +65,52 @@ def two_sided_t(level: float, dof: int) -> float:
     return float(student_t_ppf(0.5 * (1 + level), dof))
 
 
+class FitSums(NamedTuple):
+    """What the goodness-of-fit statistics need, summed over the counted points: from
+    per-point arrays (`of_points`) or from a streamed fit's running sums (`of_moments`)."""
+
+    n_points: float
+    chisqr: float  # Σ r_i² (weighted)
+    ss_res: float  # Σ (y_i - ŷ_i)²
+    ss_tot: float  # Σ (y_i - ȳ)²
+
+    @classmethod
+    def of_points(cls, y, y_fit, weighted_residual) -> "FitSums":
+        """The sums of NumPy arrays of the counted points."""
+        y, y_fit = np.ravel(y), np.ravel(y_fit)
+        return cls(
+            n_points=float(y.size),
+            chisqr=float(np.sum(np.square(weighted_residual))),
+            ss_res=float(np.sum(np.square(y - y_fit))),
+            ss_tot=float(np.sum(np.square(y - np.mean(y)))),
+        )
+
+    @classmethod
+    def of_moments(cls, n_points, chisqr, ss_res, sum_y, sum_y2) -> "FitSums":
+        """The sums of a fit that kept only running sums: ``Σ (y - ȳ)² = Σ y² - (Σ y)² / n``."""
+        n = float(n_points)
+        return cls(n, float(chisqr), float(ss_res), float(sum_y2) - float(sum_y) ** 2 / n)
+
+    def statistics(self, n_params: int) -> dict:
+        """``chisqr, redchi, rmse, r_squared, aic, bic`` by the formulas of the module
+        docstring."""
+        n, chisqr, ss_res, ss_tot = self
+        dof = n - n_params
+        tiny = np.finfo(float).tiny
+        log_term = n * np.log(max(chisqr, tiny) / n)
+        return dict(
+            chisqr=chisqr,
+            redchi=chisqr / dof if dof > 0 else float("inf"),
+            rmse=float(np.sqrt(ss_res / n)),
+            r_squared=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+            aic=float(log_term + 2 * n_params),
+            bic=float(log_term + np.log(n) * n_params),
+        )
+
+
 def goodness_of_fit(y, y_fit, weighted_residual, n_params: int) -> dict:
-    """``chisqr, redchi, rmse, r_squared, aic, bic`` by the formulas of the module
-    docstring (NumPy arrays of the counted points only)."""
-    y, y_fit = np.ravel(y), np.ravel(y_fit)
-    n = y.size
-    dof = n - n_params
-    chisqr = float(np.sum(np.square(weighted_residual)))
-    ss_res = float(np.sum(np.square(y - y_fit)))
-    ss_tot = float(np.sum(np.square(y - np.mean(y))))
-    tiny = np.finfo(float).tiny
-    log_term = n * np.log(max(chisqr, tiny) / n)
-    return dict(
-        chisqr=chisqr,
-        redchi=chisqr / dof if dof > 0 else float("inf"),
-        rmse=float(np.sqrt(ss_res / n)),
-        r_squared=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-        aic=float(log_term + 2 * n_params),
-        bic=float(log_term + np.log(n) * n_params),
-    )
+    """``chisqr, redchi, rmse, r_squared, aic, bic`` of NumPy arrays of the counted points."""
+    return FitSums.of_points(y, y_fit, weighted_residual).statistics(n_params)
 
 
 def correlation_from_covariance(pcov) -> np.ndarray:

@@ -18,15 +18,13 @@ import lineax as lx
 from jaxtyping import Array, Bool, Float
 
 from .._evaluation.operator_linearize import jacobian_operator
-from .bounds import make_strictly_feasible
 from .strategy import AbstractStrategy, StepOutcome
-from .trf import judge_trf_step, select_step, trf_optimality, trf_scaling, trf_start
+from .trf import judge_trf_step, trf_optimality, trf_scaling, trf_start, trf_step
 from .trust_region import (
     GTOL,
     RUNNING,
     minimize_quadratic_1d,
     quadratic_along,
-    quadratic_value,
 )
 
 LSMR_OPTIONS = ("atol", "btol", "conlim", "maxiter", "damp", "regularize", "show")
@@ -190,7 +188,6 @@ class TRFLSMR(AbstractStrategy):
         return basis, b_s, basis.T @ g_h
 
     def propose(self, x, linearization, state, problem):
-        lower, upper = problem.lower, problem.upper
         g = linearization.grad
         d, diag_h, theta = trf_scaling(x, g, state.scale_inv, problem)
         g_h = d * g
@@ -203,15 +200,9 @@ class TRFLSMR(AbstractStrategy):
             lambda: (state.basis, state.b_s, state.g_s),
         )
         p_h = basis @ solve_trust_region_2d(b_s, g_s, state.radius)
-        if problem.bounded:
-            step, step_h, predicted = select_step(
-                x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
-            )
-            x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)
-        else:
-            step, step_h = d * p_h, p_h
-            predicted = -quadratic_value(jac_h, g_h, p_h)
-            x_new = x + step
+        x_new, step, step_h, predicted = trf_step(
+            x, jac_h, diag_h, g_h, p_h, d, state.radius, theta, problem
+        )
         return x_new, _LSMRProposal(x_new, step, step_h, predicted, basis, b_s, g_s)
 
     def judge(self, x, linearization, state, proposal, trial, problem):

@@ -142,20 +142,13 @@ class TRF(AbstractStrategy):
         return jac_h, p_h, alpha
 
     def propose(self, x, linearization, state, problem):
-        lower, upper = problem.lower, problem.upper
         g = linearization.grad
         d, diag_h, theta = trf_scaling(x, g, state.scale_inv, problem)
         g_h = d * g
         jac_h, p_h, alpha = self.subproblem(linearization, d, diag_h, g_h, state, problem)
-        if problem.bounded:
-            step, step_h, predicted = select_step(
-                x, jac_h, diag_h, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta
-            )
-            x_new = make_strictly_feasible(x + step, lower, upper, rstep=0)
-        else:
-            step, step_h = d * p_h, p_h
-            predicted = -quadratic_value(jac_h, g_h, p_h)
-            x_new = x + step
+        x_new, step, step_h, predicted = trf_step(
+            x, jac_h, diag_h, g_h, p_h, d, state.radius, theta, problem
+        )
         return x_new, _TRFProposal(x_new, step, step_h, predicted, alpha)
 
     def judge(self, x, linearization, state, proposal, trial, problem):
@@ -173,6 +166,21 @@ class TRF(AbstractStrategy):
             judged.accepted,
             judged.status,
         )
+
+
+def trf_step(x, jac_h, diag_h, g_h, p_h, d, radius, theta, problem):
+    """``(x_new, step, step_h, predicted)`` from the scaled subproblem's solution `p_h`:
+    with bounds SciPy's `select_step` (reflected or cut at the boundary) and the new
+    point kept strictly inside; without them the step itself. Shared by TRF and its LSMR
+    form."""
+    lower, upper = problem.lower, problem.upper
+    if problem.bounded:
+        step, step_h, predicted = select_step(
+            x, jac_h, diag_h, g_h, d * p_h, p_h, d, radius, lower, upper, theta
+        )
+        return make_strictly_feasible(x + step, lower, upper, rstep=0), step, step_h, predicted
+    step, step_h = d * p_h, p_h
+    return x + step, step, step_h, -quadratic_value(jac_h, g_h, p_h)
 
 
 def judge_trf_step(strategy, x, linearization, state, proposal, trial, problem):

@@ -25,7 +25,7 @@ from .._drivers.chunks import (
     prefetch,
     zero_summary,
 )
-from .._drivers.solve import problem_of
+from .._drivers.linearize_at import problem_of
 from .._drivers.solver import SolverState, init
 from .._evaluation import sharding as _sharding
 from .._evaluation.linearize import Linearization
@@ -219,7 +219,7 @@ class StreamEngine:
         raise ValueError("The source gave no data points.")
 
     def result(self, state, problem, carry, sums, initial_cost) -> CurveFitResult:
-        """The `StreamedFitResult` of the fit ending at `carry` (its summary)."""
+        """The `CurveFitResult` of the fit ending at `carry` (its summary)."""
         return streamed_result(self, state, problem, carry, sums, initial_cost)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .._problem.data import sigma_shape_error
 from .sources import Piece
 
 
@@ -18,7 +19,7 @@ def _check_piece(x, y, sigma):
             "`x` must have the points along its last axis."
         )
     if sigma is not None and sigma.shape != y.shape:
-        raise ValueError(f"A chunk's `sigma` has shape {sigma.shape}, `y` {y.shape}.")
+        raise sigma_shape_error(sigma.shape, y.shape, where="A chunk's ")
 
 
 def _first_bad_row(values, test) -> int | None:

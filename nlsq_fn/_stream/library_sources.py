@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .sources import AbstractSource, ArraySource, Piece, optional_import
+from .._misc import optional_import
+from .sources import AbstractSource, ArraySource, Piece
 
 
 def _columns(table_get, x, y, sigma) -> Piece:

@@ -10,7 +10,7 @@ the state between iterations is a pytree that is checkpointed to disk after each
 (`_drivers.host_loop`). The chunks' evaluation (configuration, padding, devices, the pointwise
 check, one pass) is `_stream.engine`'s; devices split each chunk (`_evaluation.sharding`),
 processes split the source (`_stream.processes`); the single-pass `update` lives in
-`_stream.single_pass`, the result type in `_stream.streamed_result`.
+`_stream.single_pass`, the result built in `_stream.streamed_result`.
 """
 
 import os
@@ -30,13 +30,13 @@ from .._drivers.host_loop import (
     save_checkpoint,
     start_loop,
 )
-from .._drivers.solve import start_point
 from .._drivers.solver import SolverState
+from .._drivers.start import start_point
 from .._evaluation import sharding as _sharding
 from .._evaluation.compiled import limit_programs
 from .._evaluation.memory import as_chunk_size
 from .._frontends.curve_fit_class import CurveFit
-from .._misc import tree_where
+from .._misc import optional_import, tree_where
 from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
 from .._results.fit_result import CurveFitResult
@@ -44,7 +44,7 @@ from .._strategies.trust_region import RUNNING
 from . import processes as _processes
 from .engine import StreamEngine, check_same_data
 from .single_pass import StreamUpdate, stream_result, update_stream
-from .sources import as_source, optional_import
+from .sources import as_source
 
 
 class StreamingOptimizer:

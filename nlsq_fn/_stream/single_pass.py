@@ -14,7 +14,7 @@ from jaxtyping import Array, Float
 
 from .._drivers.chunks import Sums
 from .._drivers.host_loop import judge_step, propose_step, start_loop
-from .._drivers.solve import start_point
+from .._drivers.start import start_point
 from .._evaluation.compiled import compiled, limit_programs
 from .._evaluation.linearize import Linearization
 from .._misc import tree_where

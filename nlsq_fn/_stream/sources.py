@@ -14,24 +14,14 @@ libraries (SQL, HDF5, Zarr, Parquet, pandas) are in `_stream.library_sources`.
 
 import abc
 import copy
-import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from .._problem.data import sigma_shape_error
+
 Piece = tuple[np.ndarray, np.ndarray, np.ndarray | None]
-
-
-def optional_import(module: str, extra: str):
-    """Import `module`, or raise an ImportError naming the extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ImportError(
-            f"This needs the optional dependency `{module.split('.')[0]}`: "
-            f"pip install 'nlsq_fn[{extra}]'"
-        ) from error
 
 
 class AbstractSource(abc.ABC):
@@ -79,7 +69,7 @@ class ArraySource(AbstractSource):
                 "points along its last axis."
             )
         if sigma is not None and np.shape(sigma) != (m,):
-            raise ValueError(f"`sigma` has shape {np.shape(sigma)}; it must be ({m},).")
+            raise sigma_shape_error(np.shape(sigma), (m,))
         self.piece_size = int(piece_size)
 
     def __len__(self):
@@ -117,7 +107,7 @@ class NpySource(AbstractSource):
                 f"(k, {y_shape[0]})."
             )
         if headers[2] is not None and headers[2][0] != y_shape:
-            raise ValueError(f"`sigma` has shape {headers[2][0]}; it must be {y_shape}.")
+            raise sigma_shape_error(headers[2][0], y_shape)
         self.headers = headers
         self.row_range = (0, y_shape[0])  # the rows read: all, or one process's block
 
