@@ -30,8 +30,10 @@ from .._misc import tree_where
 from .._problem.data import Data
 from .._results.solution import finished
 from .._strategies.trust_region import RUNNING
-from .solve import LoopCarry, advance, problem_for, residual_and_jac, start, valid_input
-from .solver import SolverState, start_point
+from .linearize_at import problem_for, residual_and_jac
+from .solve import LoopCarry, advance, start, valid_input
+from .solver import SolverState
+from .start import start_point
 
 
 class WorkingLoop(eqx.Module):

@@ -36,8 +36,9 @@ from .._strategies.block_trf import BlockLinearization, BlockTRF
 from .._strategies.trf import TRF
 from .._strategies.trust_region import RUNNING
 from .adjoint import differentiable_fit
-from .solve import advance, problem_for, start
-from .solver import start_point
+from .linearize_at import problem_for
+from .solve import advance, start
+from .start import start_point
 
 __all__ = [
     "GlobalModel",

@@ -28,8 +28,9 @@ from .._strategies.block_trf import BlockLinearization, BlockTRF
 from .._strategies.trf import TRF
 from .._strategies.trust_region import RUNNING
 from .block_linearize import GlobalModel, GlobalSolution, block_jacobian, block_summary
-from .solve import problem_for
-from .solver import SolverState, raise_for_start, start_point
+from .linearize_at import problem_for
+from .solver import SolverState
+from .start import raise_for_start, start_point
 from .steps import judge_step, propose_step, start_loop
 
 __all__ = ["can_step_blocks", "solve_blocks_stepwise"]

@@ -22,8 +22,9 @@ from jax.flatten_util import ravel_pytree
 
 from .._evaluation.compiled import ProgramsByFunction, register
 from .._problem.data import Data
-from .solve import residual_and_jac
-from .solver import SolverState, start_point
+from .linearize_at import residual_and_jac
+from .solver import SolverState
+from .start import start_point
 
 _lock = threading.Lock()
 # Shapes whose op-by-op kernels are compiled (or being compiled: the event is set when

@@ -23,14 +23,12 @@ from .._strategies.strategy import AbstractStrategy
 from .._strategies.trf import TRF
 from .model_checks import check_model, jacobian_function
 from .options import as_loss_module, as_strategy
-from .start import (  # (`start_flags`, `start_point`: modules written before import them here)
+from .start import (
     check_real_start,
     check_start_and_bounds,
     host_start_flags,
     raise_for_start,
-    start_flags as start_flags,
     start_flags_compiled,
-    start_point as start_point,
     strictly_inside,
 )
 

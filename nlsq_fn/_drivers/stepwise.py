@@ -30,8 +30,9 @@ from .._results.solution import Solution, finished
 from .._strategies.trust_region import RUNNING
 from .adjoint import with_explicit_closure
 from .evaluators import evaluator
-from .solve import problem_for, residual_and_jac
-from .solver import SolverState, start_point
+from .linearize_at import problem_for, residual_and_jac
+from .solver import SolverState
+from .start import start_point
 from .steps import judge_step, propose_step, start_loop
 
 

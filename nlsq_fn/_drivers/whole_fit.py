@@ -9,7 +9,7 @@ from .._evaluation.program_store import stored
 from .._results.covariance import covariance_parts
 from .._strategies.trust_region import IMPROPER_INPUT
 from .solve import solve, with_jacobian
-from .solver import start_flags
+from .start import start_flags
 from .stepwise import solve_stepwise_while_cheaper
 
 # How many times the fit has been traced (each trace is one compilation): tests read it.

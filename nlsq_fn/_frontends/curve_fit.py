@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._drivers.options import check_bounds_supported
 from .._misc import is_concrete
 from .._problem.arguments import as_flag
 from .._results.fit_result import CurveFitResult
@@ -171,10 +172,7 @@ def curve_fit(
     if method is None:
         robust = kwargs.get("loss", "linear") != "linear"
         method = "trf" if bounded or robust else "lm"
-    if method == "lm" and bounded:
-        raise ValueError(
-            "Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead."
-        )
+    check_bounds_supported(method, bounded, "curve_fit")
     options = _options_for(method, kwargs)
     fitter = CurveFit(
         f,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._drivers.options import check_bounds_supported, strategy_for
 from .._drivers.refit import (
     compile_when_refitted,
     compiled_in_background,
@@ -63,7 +64,6 @@ from .curve_fit_inputs import (
 from .curve_fit_refit import refit, refit_key
 from .curve_fit_result import curve_fit_result
 from .curve_fit_traced import fit_traced
-from .least_squares import strategy_for
 from .reusable_fitter import ReusableFitter
 from .scipy_compat import (
     OptimizeWarning,
@@ -238,11 +238,7 @@ class CurveFit(ReusableFitter):
                 "call .curve_fit(f, xdata, ydata, p0) instead of .fit()."
             )
         bounds = self.bounds if bounds is None else as_bounds(bounds)
-        if any_finite_bound(bounds) and not self.strategy.supports_bounds:
-            raise ValueError(
-                "This CurveFit uses method='lm', which doesn't support bounds; create it "
-                "with method='trf' (or with bounds)."
-            )
+        check_bounds_supported(self.strategy, any_finite_bound(bounds), "CurveFit")
         x = self.xdata if x is UNSET else x
         y = self.ydata if y is None else y
         p0 = self.p0 if p0 is None else p0

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from .._drivers.options import has_finite_bounds
 from .._drivers.solver import Solver
 from .._evaluation.padding import points_axis
 from .._misc import is_concrete
@@ -22,8 +23,8 @@ from .._problem.conventions import (
     model_convention,
     parameter_names,
 )
+from .._problem.data import sigma_shape_error
 from .._problem.host_model import call_on_host, traced_shape
-from .least_squares import has_finite_bounds
 from .scipy_compat import finite_difference_options
 
 
@@ -207,10 +208,9 @@ def check_sigma(sigma, ydata):
             raise ValueError("`sigma` must be positive definite.") from error
         return sigma, cholesky
     if sigma.size != 1 and sigma.shape != ydata.shape:
+        mismatch = sigma_shape_error(sigma.shape, ydata.shape, y_name="`ydata`")
         raise ValueError(
-            f"`sigma` has shape {sigma.shape} but `ydata` has shape {ydata.shape}; give "
-            f"standard deviations of that shape, a scalar, or a {ydata.size}x{ydata.size} "
-            "covariance matrix."
+            f"{mismatch} (Or give a scalar, or a {ydata.size}x{ydata.size} covariance matrix.)"
         )
     return np.broadcast_to(sigma, ydata.shape), None
 

@@ -4,13 +4,14 @@ the refit itself, with the same value checks as `init`'s (`nlsq_fn._drivers.refi
 import jax
 import numpy as np
 
+from .._drivers.options import has_finite_bounds
 from .._drivers.refit import FitProgram, hashable
-from .._drivers.solver import check_start_and_bounds, flat_values
+from .._drivers.solver import flat_values
+from .._drivers.start import check_start_and_bounds
 from .._problem.data import check_data_values
 from .._results.fit_result import CurveFitResult
 from .curve_fit_inputs import Inputs, init_message
 from .curve_fit_result import curve_fit_result
-from .least_squares import has_finite_bounds
 
 
 def refit_key(fitter, inputs: Inputs) -> tuple | None:

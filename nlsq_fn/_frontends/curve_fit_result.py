@@ -1,21 +1,15 @@
 """What a concrete curve fit returns: the `CurveFitResult` of a fit's outputs, with its
 start's checks raised, the covariance and SciPy's warnings."""
 
-import dataclasses
-
 import jax
 import numpy as np
 
 from .._drivers import progress as _progress
-from .._drivers.solver import raise_for_start
+from .._drivers.start import raise_for_start
 from .._problem.whitening import WhitenedModel
-from .._results.fit_result import CurveFitResult
-from .._results.solution import Solution
+from .._results.fit_result import CurveFitResult, solution_fields
 from .curve_fit_inputs import Inputs, init_message
 from .scipy_compat import warn_optimize
-
-# The `Solution` fields a `CurveFitResult` carries (as NumPy): all but the factor of JᵀJ.
-_SOLUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Solution) if f.name != "factor")
 
 
 def curve_fit_result(fitter, inputs: Inputs, model, start, fitted) -> CurveFitResult:
@@ -47,7 +41,7 @@ def curve_fit_result(fitter, inputs: Inputs, model, start, fitted) -> CurveFitRe
         )
     elif not np.all(np.isfinite(pcov)):
         warn_optimize("Covariance of the parameters could not be estimated")
-    fields = {name: np.asarray(getattr(solution, name)) for name in _SOLUTION_FIELDS}
+    fields = solution_fields(solution)
     m = inputs.ydata.size
     fields["fun"] = fields["fun"][:m]
     fields["jac"] = fields["jac"][:m]

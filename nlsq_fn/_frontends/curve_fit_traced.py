@@ -8,7 +8,7 @@ import numpy as np
 
 from .._drivers.solve import solve
 from .._drivers.solver import init
-from .._problem.data import Data
+from .._problem.data import Data, sigma_shape_error
 from .._problem.whitening import WhitenedJacobian, WhitenedModel
 from .._results.covariance import covariance_parts
 from .._results.fit_solution import FitSolution, fit_solution
@@ -36,7 +36,7 @@ def fit_traced(fitter, x, y, p0, sigma, bounds) -> FitSolution:
         if sigma.ndim == 2 and y.ndim == 1 and sigma.shape == (y.size, y.size):
             cholesky, sigma = jnp.linalg.cholesky(sigma), None
         elif sigma.size != 1 and sigma.shape != y.shape:
-            raise ValueError(f"`sigma` has shape {sigma.shape} but `y` has shape {y.shape}.")
+            raise sigma_shape_error(sigma.shape, y.shape)
     style, model, names = convention(fitter.f, p0, fitter.param_style)
     p0 = initial_params(fitter.f, p0, x, y, style, names)
     names = names or tuple(f"p{i}" for i in range(p0.size))

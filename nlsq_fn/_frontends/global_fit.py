@@ -18,8 +18,10 @@ import numpy as np
 
 from .._drivers.block_linearize import GlobalModel, GlobalSolution, solve_by_blocks
 from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
+from .._drivers.options import strategy_for
 from .._drivers.solve import solve
-from .._drivers.solver import Solver, build_state, raise_for_start, start_flags
+from .._drivers.solver import Solver, build_state
+from .._drivers.start import raise_for_start, start_flags
 from .._evaluation.padding import pad_points
 from .._problem.arguments import as_bounds
 from .._problem.conventions import vector_model
@@ -29,7 +31,6 @@ from .._results.covariance import covariance_parts
 from .._results.global_fit_result import GlobalFitResult
 from .._strategies.block_arrow import blocks_of_dense
 from .._strategies.trf import TRF
-from .least_squares import strategy_for
 
 __all__ = ["GlobalFitResult", "global_fit", "global_model"]
 

@@ -41,9 +41,6 @@ from .._strategies.trust_region import STATUS_MESSAGES, STOPPED
 from .residual_model import ResidualJacobian, ResidualModel, host_jacobian_kind, with_traced_floats
 from .scipy_compat import as_core_callback, check_tolerances, finite_difference_options
 
-# (`strategy_for` and `has_finite_bounds` live in `_drivers/options.py`; front ends
-# written before they moved import them from here.)
-
 
 @compiled
 def _solve(model, data, state):

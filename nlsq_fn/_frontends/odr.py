@@ -18,7 +18,9 @@ import numpy as np
 from .._drivers.block_linearize import GlobalSolution, global_solve
 from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
 from .._drivers.odr_solve import as_odr_solution, odr_problem
-from .._drivers.solver import Solver, raise_for_start, start_flags
+from .._drivers.options import strategy_for
+from .._drivers.solver import Solver
+from .._drivers.start import raise_for_start, start_flags
 from .._evaluation.program_store import stored
 from .._problem.conventions import vector_model
 from .._problem.loss import as_loss
@@ -26,7 +28,6 @@ from .._results.global_fit_result import SOLUTION_FIELDS
 from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES
 from .global_fit import flat_bounds_of
-from .least_squares import strategy_for
 
 __all__ = ["ODRResult", "odr"]
 

@@ -1,6 +1,7 @@
 """The result of `CurveFit.fit`: SciPy's fields, the covariance, statistics, intervals,
 bands, a report, diagnostics and a plot."""
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
@@ -10,24 +11,11 @@ from .._problem.data import Data
 from .._strategies.trust_region import STATUS_MESSAGES
 from . import report as _report, stats as _stats
 from .nlsq_result_names import NLSQResultNames
+from .solution import Solution
 
 # The `Solution` fields a `CurveFitResult` carries (SciPy's `OptimizeResult` fields,
-# as NumPy values): `solution_fields` reads them.
-SOLUTION_FIELDS = (
-    "x",
-    "cost",
-    "fun",
-    "jac",
-    "grad",
-    "optimality",
-    "active_mask",
-    "nfev",
-    "njev",
-    "nit",
-    "status",
-    "success",
-    "initial_cost",
-)
+# as NumPy values; all but the factor of JᵀJ): `solution_fields` reads them.
+SOLUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Solution) if f.name != "factor")
 
 
 def solution_fields(solution) -> dict:
