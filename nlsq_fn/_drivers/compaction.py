@@ -129,11 +129,17 @@ def solve_compacted(
         f, jac = evaluate(pending, begun)
         step, leaves, _ = step_lanes.flat(checks, lane_slim, batched_state, layout, packed, f, jac)
         bound = leaves[: len(leaves) - len(packed) - 2]
-        while True:  # the programs called on flat arrays: no pytrees flattened per pass
-            *packed, pending, begun, count = step(*bound, *packed, f, jac)
+        # The programs are called on flat arrays (no pytrees flattened per pass), and
+        # one pass ahead: the next pass is dispatched before this one's count is read,
+        # so the host's turn overlaps the device's work. The pass past the stop only
+        # advances lanes still going (a stopped lane's state does not change).
+        *packed, pending, begun, count = step(*bound, *packed, f, jac)
+        while True:
+            f, jac = evaluate(pending, begun)
+            *packed, pending, begun, ahead = step(*bound, *packed, f, jac)
             if int(count) <= stop_at:
                 break
-            f, jac = evaluate(pending, begun)
+            count = ahead
         for part, values in zip(store, packed, strict=True):
             part[lanes] = np.asarray(values)
 
