@@ -14,14 +14,14 @@ batch again from that pool (members not yet begun start there, as in `solve`'s l
 whose first pass starts the fit). Each pass calls two programs
 (`nlsq_fn._drivers.batched_steps`): the model's evaluation, compiled once per model, and the
 model-independent rest, compiled once per machine (kept on disk). The host dispatches
-each pass before it reads the previous pass's count of running lanes, so its turn
-overlaps the device's work. Working batches come in two sizes, so the programs serve
-every batch size: the full one, and the tail's (`tail_size`): when the pool is empty,
-the last full working batch runs until few enough members are going, and those finish
-in the tail's small working batch instead of keeping all lanes running. A working batch
-the pool does not fill is padded with a member that has stopped (frozen: its lanes
-change nothing). The members' loop state waits on the host, packed
-(`nlsq_fn._drivers.packed`).
+each pass before it reads the previous pass's count of running lanes (an asynchronous
+device need not wait for the host's turn). Working batches come in two sizes, so the
+programs serve every batch size: the full one, and the tail's (`tail_size`): when the
+pool is empty, the last full working batch runs until few enough members are going,
+and those finish in the tail's small working batch instead of keeping all lanes
+running. A working batch the pool does not fill is padded with a member that has
+stopped (frozen: its lanes change nothing). The members' loop state waits on the host,
+packed (`nlsq_fn._drivers.packed`).
 
 Each member's parameters, status and counts (`nfev`, `njev`, `nit`) are those of its
 own fit by `solve`, up to rounding (another compiled program may round differently).
@@ -157,8 +157,9 @@ def solve_compacted(
         bound = leaves[: len(leaves) - len(packed) - 2]
         # The programs are called on flat arrays (no pytrees flattened per pass), and
         # one pass ahead: the next pass is dispatched before this one's count is read,
-        # so the host's turn overlaps the device's work. The pass past the stop only
-        # advances lanes still going (a stopped lane's state does not change).
+        # so that an asynchronous device need not wait for the host's turn (on the CPU,
+        # measured neutral). The pass past the stop only advances lanes still going (a
+        # stopped lane's state does not change).
         *packed, pending, begun, count = step(*bound, *packed, f, jac)
         while True:
             f, jac = evaluate(pending, begun)
