@@ -64,16 +64,21 @@ TAIL_SHARE = 8
 MIN_TAIL = 4
 
 
+def _full_width() -> int:
+    return WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
+
+
 def working_size(size: int) -> int:
     """Lanes of the working batch for a batch of `size` members."""
-    lanes = WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
-    return min(size, lanes)
+    return min(size, _full_width())
 
 
 def tail_size(lanes: int) -> int:
-    """Lanes of the tail's working batch after working batches of `lanes` (0: none)."""
+    """Lanes of the tail's working batch after working batches of `lanes` (0: none).
+    Only after full working batches: a smaller batch runs in one working batch of its
+    own size, where a second program's compilation would cost more than the tail saves."""
     tail = lanes // TAIL_SHARE
-    return tail if tail >= MIN_TAIL else 0
+    return tail if lanes >= _full_width() and tail >= MIN_TAIL else 0
 
 
 def _to_host(tree):
