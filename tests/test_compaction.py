@@ -116,6 +116,36 @@ def test_compacted_batch_matches_separate_fits(pixels):
     assert same_nfev >= 36, f"{same_nfev} of 40 members took their own number of steps"
 
 
+def test_the_slowest_members_finish_in_the_tails_small_working_batch(pixels, monkeypatch):
+    """Once the pool is empty and few members are going, they finish in the tail's
+    working batch (4 lanes here, its own programs): every member's fit is the one it
+    gets in working batches of 8 alone (status, counts; the optimum, as another program
+    may round differently)."""
+    data, _, state, reference = pixels
+    widths = []
+    lanes = _compaction._lanes
+    monkeypatch.setattr(_compaction, "working_size", lambda size: min(size, LANES))
+    monkeypatch.setattr(_compaction, "tail_size", lambda lanes: 4)
+    monkeypatch.setattr(
+        _compaction,
+        "_lanes",
+        lambda members, size, *rest: widths.append(size) or lanes(members, size, *rest),
+    )
+    batch = nf.solve_batch(line, data, state)
+    assert 4 in widths and widths[0] == LANES, "the tail ran in its own working batch"
+    for field in ["status", "nfev", "njev", "nit"]:
+        np.testing.assert_array_equal(getattr(batch, field), getattr(reference, field), field)
+    for index in range(40):
+        assert_same_optimum(
+            batch.x[index],
+            reference.x[index],
+            batch.cost[index],
+            reference.cost[index],
+            jac=reference.jac[index],
+            err_msg=f"member {index}",
+        )
+
+
 @pytest.mark.extended
 def test_members_stopped_by_their_budget_or_their_input(small_working_batch):
     """A member that runs out of evaluations stops with status 0 at its budget, one with

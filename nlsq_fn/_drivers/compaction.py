@@ -8,15 +8,20 @@ result. A batch's time then follows its slowest member, not its typical one.
 Here a Python loop drives the same strategy code (`start`, ``strategy.propose`` /
 ``strategy.judge`` and `advance`: for each member the evaluations and arithmetic of
 `solve`'s loop, in the same order) over a *working batch* of a fixed size, pass after
-pass, until at most ``1 / REFILL_RATIO`` of its lanes are still running; the host then
-puts the members still running back into the pool of unfinished members and fills a
-working batch again from that pool (members not yet begun start there, as in `solve`'s
-loop, whose first pass starts the fit). Each pass calls two programs
+pass, until at most `REFILL_AT` of its lanes are still running; the host then puts the
+members still running back into the pool of unfinished members and fills a working
+batch again from that pool (members not yet begun start there, as in `solve`'s loop,
+whose first pass starts the fit). Each pass calls two programs
 (`nlsq_fn._drivers.batched_steps`): the model's evaluation, compiled once per model, and the
-model-independent rest, compiled once per machine (kept on disk). Every working batch
-has the same size, so both serve every batch size above it. When the pool no longer
-fills a working batch, the last one (padded by repeating a member) runs until all have
-stopped. The members' loop state waits on the host, packed (`nlsq_fn._drivers.packed`).
+model-independent rest, compiled once per machine (kept on disk). The host dispatches
+each pass before it reads the previous pass's count of running lanes (an asynchronous
+device need not wait for the host's turn). Working batches come in two sizes, so the
+programs serve every batch size: the full one, and the tail's (`tail_size`): when the
+pool is empty, the last full working batch runs until few enough members are going,
+and those finish in the tail's small working batch instead of keeping all lanes
+running. A working batch the pool does not fill is padded with a member that has
+stopped (frozen: its lanes change nothing). The members' loop state waits on the host,
+packed (`nlsq_fn._drivers.packed`).
 
 Each member's parameters, status and counts (`nfev`, `njev`, `nit`) are those of its
 own fit by `solve`, up to rounding (another compiled program may round differently).
@@ -44,18 +49,36 @@ from .packed import Layout
 from .solver import SolverState
 
 # A working batch goes back to the host for refilling once at most this share of its
-# lanes are still running: the lanes that compute only to be discarded stay under half.
-REFILL_RATIO = 2
+# lanes are still running (the share of lanes that compute only to be discarded, or
+# that wait for the refill, stays under a quarter).
+REFILL_AT = 0.75
 # Lanes of a working batch, by platform: enough to vectorise each pass, few enough that
-# the last working batch (which runs until its slowest member stops) costs little.
-WORKING_BATCH = {"cpu": 256}
+# a pass costs little more than its arithmetic.
+WORKING_BATCH = {"cpu": 512}
 WORKING_BATCH_ACCELERATOR = 8192
+# The tail: once the pool of unfinished members is empty and at most a `TAIL_SHARE`-th
+# of the lanes are still going, they go on in a working batch that small (its own
+# programs: one more compilation of the model's), so that the slowest members do not
+# keep a full working batch running.
+TAIL_SHARE = 8
+MIN_TAIL = 4
+
+
+def _full_width() -> int:
+    return WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
 
 
 def working_size(size: int) -> int:
     """Lanes of the working batch for a batch of `size` members."""
-    lanes = WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
-    return min(size, lanes)
+    return min(size, _full_width())
+
+
+def tail_size(lanes: int) -> int:
+    """Lanes of the tail's working batch after working batches of `lanes` (0: none).
+    Only after full working batches: a smaller batch runs in one working batch of its
+    own size, where a second program's compilation would cost more than the tail saves."""
+    tail = lanes // TAIL_SHARE
+    return tail if lanes >= _full_width() and tail >= MIN_TAIL else 0
 
 
 def _to_host(tree):
@@ -76,10 +99,18 @@ def _take(tree, lanes):
     return jax.tree.map(lambda leaf: leaf[lanes] if eqx.is_array(leaf) else leaf, tree)
 
 
-def _lanes(members, size: int):
-    """`members` padded to `size` lanes by repeating the first: its repeats compute its
-    fit again, and are discarded."""
-    return np.concatenate([members, np.full(size - members.size, members[0])])
+def _lanes(members, size: int, store=None, layout=None):
+    """`members` padded to `size` lanes. The padding repeats a member that has stopped
+    (its lanes change nothing and are not counted as going), else the first member (its
+    repeats compute its fit again, and are discarded)."""
+    if members.size == size:
+        return members
+    padding = members[0]
+    if store is not None:
+        stopped = np.flatnonzero(~np.asarray(going(layout.unpack(store))))
+        if stopped.size:
+            padding = stopped[0]
+    return np.concatenate([members, np.full(size - members.size, padding)])
 
 
 def _unravel_rows(flat, params, batched_state: bool):
@@ -129,22 +160,37 @@ def solve_compacted(
         f, jac = evaluate(pending, begun)
         step, leaves, _ = step_lanes.flat(checks, lane_slim, batched_state, layout, packed, f, jac)
         bound = leaves[: len(leaves) - len(packed) - 2]
-        while True:  # the programs called on flat arrays: no pytrees flattened per pass
-            *packed, pending, begun, count = step(*bound, *packed, f, jac)
+        # The programs are called on flat arrays (no pytrees flattened per pass), and
+        # one pass ahead: the next pass is dispatched before this one's count is read,
+        # so that an asynchronous device need not wait for the host's turn (on the CPU,
+        # measured neutral). The pass past the stop only advances lanes still going (a
+        # stopped lane's state does not change).
+        *packed, pending, begun, count = step(*bound, *packed, f, jac)
+        while True:
+            f, jac = evaluate(pending, begun)
+            *packed, pending, begun, ahead = step(*bound, *packed, f, jac)
             if int(count) <= stop_at:
                 break
-            f, jac = evaluate(pending, begun)
+            count = ahead
         for part, values in zip(store, packed, strict=True):
             part[lanes] = np.asarray(values)
 
     layout = Layout(blank_loop(slim, n_points, data.y.dtype))
     store = layout.zeros(size)  # every member's loop state, packed, on the host
     pool = np.arange(size)  # members not finished: the ones not begun first
+    tail = tail_size(lanes_per_batch)
     while pool.size:
-        members, pool = pool[:lanes_per_batch], pool[lanes_per_batch:]
-        lanes = _lanes(members, lanes_per_batch)
-        # The last working batch runs to the end; the others until half are done.
-        run(lanes, lanes_per_batch // REFILL_RATIO if pool.size else 0)
+        # The tail's small working batch once few members are left, else the full one.
+        width = tail if 0 < pool.size <= tail else lanes_per_batch
+        members, pool = pool[:width], pool[width:]
+        lanes = _lanes(members, width, store, layout)
+        # Refilled from the pool while it has members; the last full working batch runs
+        # until few enough are going for the tail's, and the tail's to the end.
+        if pool.size:
+            stop_at = int(width * REFILL_AT)
+        else:
+            stop_at = tail if width > tail else 0
+        run(lanes, stop_at)
         still = np.asarray(going(layout.unpack(tuple(part[members] for part in store))))
         pool = np.concatenate([pool, members[still]])
         if progress is not None:

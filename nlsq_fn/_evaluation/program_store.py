@@ -16,7 +16,8 @@ setting for the whole process and would also write every program of the user's.
 - How much: 10–120 kB per program, about 0.3 MB per configuration of a fit; the folder
   is trimmed to `MAX_BYTES`, least recently used first.
 - Keyed by JAX's and jaxlib's versions, the device, the CPU's features and nlsq_fn's
-  own source: an entry from another version or machine is never loaded.
+  own source (every module of the package): an entry from another version or machine is
+  never loaded.
 - A program whose entry cannot be read, or whose arguments are traced, is compiled as
   before. CPU only: on other devices these programs are compiled in every process, as
   JAX does by default.
@@ -62,10 +63,12 @@ def cache_folder() -> pathlib.Path | None:
 
 def _environment_key() -> str:
     if not _environment:
+        # The whole package's source: the stored programs run the strategies' and the
+        # drivers' code (`nlsq_fn._drivers.batched_steps`), not only this folder's.
         source = hashlib.sha256()
-        # All of nlsq_fn's source (the stored steps live in `_strategies`, `_drivers`...),
-        # not only this sub-package's: an edited strategy must not load a stale program.
-        for path in sorted(pathlib.Path(__file__).parents[1].rglob("*.py")):
+        package = pathlib.Path(__file__).parents[1]
+        for path in sorted(package.rglob("*.py")):
+            source.update(str(path.relative_to(package)).encode())
             source.update(path.read_bytes())
         try:
             with open("/proc/cpuinfo") as info:
