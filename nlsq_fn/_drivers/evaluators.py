@@ -21,6 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._evaluation.compiled import ProgramsByFunction, register
+from .._evaluation.program_store import set_up_lapack_meanwhile
 from .._problem.data import Data
 from .linearize_at import residual_and_jac
 from .solver import SolverState
@@ -54,6 +55,9 @@ def evaluator(function, model: Callable, data: Data, state: SolverState) -> tupl
         return residual_and_jac, _nothing
     compiled = _compiled_evaluation()
     _compiled_evaluations.put(function, key, compiled)
+    # The fit's stored steps call LAPACK: its set-up (SciPy's imports) overlaps with the
+    # compilation of this evaluation.
+    set_up_lapack_meanwhile()
 
     def compile_kernels() -> None:
         if jax.process_count() > 1:

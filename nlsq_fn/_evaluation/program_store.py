@@ -45,6 +45,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # a `repr` that differs in every proc
 _lock = threading.Lock()
 _environment: list = []  # computed once: JAX, devices, CPU, nlsq_fn's source
 _lapack_ready: list = []
+_lapack_lock = threading.Lock()
 
 
 def cache_folder() -> pathlib.Path | None:
@@ -224,15 +225,27 @@ def _lapack_set_up() -> bool:
     """Executables call LAPACK (SVD, QR) through jaxlib's handlers, which JAX sets up
     when it first lowers such a call; a process that only loads would call into handlers
     never set up (a segfault). Set them up, or report that this jaxlib cannot."""
-    if not _lapack_ready:
-        try:
-            import jaxlib.lapack
+    with _lapack_lock:
+        if not _lapack_ready:
+            try:
+                import jaxlib.lapack
 
-            jaxlib.lapack.prepare_lapack_call("gesdd", np.float64)
-        except Exception:
-            return False
-        _lapack_ready.append(True)
+                jaxlib.lapack.prepare_lapack_call("gesdd", np.float64)
+            except Exception:
+                return False
+            _lapack_ready.append(True)
     return True
+
+
+def set_up_lapack_meanwhile() -> None:
+    """Set up LAPACK's handlers in a background thread, for a process's first fit to
+    overlap with a compilation it starts next. Setting them up imports SciPy's LAPACK
+    wrappers (`scipy.linalg`, about 0.2 s), mostly Python, while XLA's compiler releases
+    Python's lock; `_lapack_set_up` in the foreground then waits for the thread."""
+    if _lapack_ready or jax.process_count() > 1:
+        return
+    # Not a daemon: stopped by Python at exit in the middle of an import, it could abort.
+    threading.Thread(target=_lapack_set_up, name="nlsq_fn LAPACK set-up").start()
 
 
 def _load(path: pathlib.Path) -> tuple | None:
