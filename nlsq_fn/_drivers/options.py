@@ -7,6 +7,8 @@ given to a strategy that takes none (in the words of the caller's SciPy counterp
 which tests and users match).
 """
 
+import functools
+
 import jax
 import numpy as np
 
@@ -46,11 +48,17 @@ def check_bounds_supported(strategy: AbstractStrategy | str, bounded: bool, call
         raise ValueError(_NO_BOUNDS[caller].format(name=name))
 
 
+@functools.cache
+def _default_strategy(method: str) -> AbstractStrategy:
+    # One immutable module per name: building one costs more than a small refit's checks.
+    return {"trf": TRF, "dogbox": Dogbox, "lm": LevenbergMarquardt}[method]()
+
+
 def strategy_for(method: str, has_bounds: bool) -> AbstractStrategy:
     """The strategy SciPy's ``method`` names (its bounds checked against it)."""
     if method not in METHODS:
         raise ValueError(f"`method` must be 'trf', 'dogbox' or 'lm', got {method!r}.")
-    strategy = {"trf": TRF, "dogbox": Dogbox, "lm": LevenbergMarquardt}[method]()
+    strategy = _default_strategy(method)
     check_bounds_supported(strategy, has_bounds, "least_squares")
     return strategy
 

@@ -72,7 +72,21 @@ def broadcast_to_model(model, xdata, p0, ydata):
     return np.broadcast_to(ydata, np.shape(out)).astype(float)
 
 
+def _is_scipy_default(bounds) -> bool:
+    """Whether `bounds` is SciPy's default ``(-np.inf, np.inf)`` as two Python floats."""
+    return (
+        type(bounds) is tuple
+        and len(bounds) == 2
+        and type(bounds[0]) is float
+        and type(bounds[1]) is float
+        and bounds[0] == -np.inf
+        and bounds[1] == np.inf
+    )
+
+
 def any_finite_bound(bounds) -> bool:
+    if _is_scipy_default(bounds):  # (checked on every fit: at once)
+        return False
     bounds = as_bounds(bounds)
     if isinstance(bounds, dict):
         return any(has_finite_bounds(pair) for pair in bounds.values())

@@ -6,6 +6,7 @@ smaller than ``C`` are treated quadratically and larger ones are down-weighted.
 """
 
 import abc
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -141,6 +142,12 @@ _LOSSES_BY_NAME: dict[str, type[AbstractLoss]] = {
 }
 
 
+@functools.lru_cache(maxsize=64)
+def _named_loss(name: str, f_scale: float) -> AbstractLoss:
+    # One immutable module per name and Python `f_scale`: each fit asks for one.
+    return _LOSSES_BY_NAME[name](f_scale=f_scale)
+
+
 def as_loss(loss: "str | Callable | AbstractLoss", f_scale: float = 1.0) -> AbstractLoss:
     """A loss module from SciPy's loss name (``"huber"``, ...), a SciPy-style callable
     ``loss(z) -> (3, m)`` or a module."""
@@ -153,6 +160,8 @@ def as_loss(loss: "str | Callable | AbstractLoss", f_scale: float = 1.0) -> Abst
     if isinstance(loss, str) and loss in _LOSSES_BY_NAME:
         if not f_scale > 0:
             raise ValueError(f"`f_scale` must be positive, got {f_scale}.")
+        if type(f_scale) in (float, int):
+            return _named_loss(loss, f_scale)
         return _LOSSES_BY_NAME[loss](f_scale=f_scale)
     raise ValueError(
         f"`loss` must be one of {sorted(_LOSSES_BY_NAME)}, a callable or an AbstractLoss, "
