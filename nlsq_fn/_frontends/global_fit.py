@@ -178,6 +178,20 @@ def _start(model, names, shared, local, p0, datasets) -> np.ndarray:
     return np.concatenate(theta)
 
 
+def block_solver(method, loss, f_scale, lower, upper, **options) -> Solver:
+    """The `Solver` of a fit by blocks (`global_fit`, `odr`): SciPy's `method` and loss,
+    the flat bounds, never chunked (chunks would split the datasets from their local
+    parameters)."""
+    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
+    return Solver(
+        strategy=strategy_for(method, bounded),
+        loss=as_loss(loss, f_scale),
+        bounds=(lower, upper) if bounded else None,
+        chunk_size=None,
+        **options,
+    )
+
+
 def flat_bounds_of(bounds, names, shared, local, k) -> tuple[np.ndarray, np.ndarray]:
     """Flat bounds of θ from bounds per parameter: a pair (scalars or one per model
     parameter) or a dict ``{name: (lower, upper)}``; the same for every dataset."""
@@ -343,17 +357,17 @@ def global_fit(
     lower, upper = flat_bounds_of(bounds, names, shared, local, k)
     _check_traceable(one_model, checked[0][0], stacked_model, theta0)
     data = _stack(checked, one_model, theta0, stacked_model)
-    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
-    solver = Solver(
-        strategy=strategy_for(method, bounded),
-        loss=as_loss(loss, f_scale),
-        bounds=(lower, upper) if bounded else None,
+    solver = block_solver(
+        method,
+        loss,
+        f_scale,
+        lower,
+        upper,
         x_scale=x_scale,
         ftol=ftol,
         xtol=xtol,
         gtol=gtol,
         max_nfev=max_nfev,
-        chunk_size=None,  # chunks would split the datasets from their local parameters
     )
     flat_names = _flat_names(shared, local, k)
     # With TRF the block engine is driven step by step (only the model's part is

@@ -18,16 +18,13 @@ import numpy as np
 from .._drivers.block_linearize import GlobalSolution, global_solve
 from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
 from .._drivers.odr_solve import as_odr_solution, odr_problem
-from .._drivers.options import strategy_for
-from .._drivers.solver import Solver
 from .._drivers.start import raise_for_start, start_flags
 from .._evaluation.program_store import stored
 from .._problem.conventions import vector_model
-from .._problem.loss import as_loss
-from .._results.global_fit_result import SOLUTION_FIELDS
+from .._results.global_fit_result import solution_attribute
 from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES
-from .global_fit import flat_bounds_of
+from .global_fit import block_solver, flat_bounds_of
 
 __all__ = ["ODRResult", "odr"]
 
@@ -68,9 +65,7 @@ class ODRResult:
     solution: GlobalSolution
 
     def __getattr__(self, name: str):
-        if name in SOLUTION_FIELDS:
-            return SOLUTION_FIELDS[name](getattr(self.solution, name))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return solution_attribute(self, name)
 
     popt = property(lambda self: self.beta)
     perr = property(lambda self: self.sd_beta)
@@ -160,16 +155,8 @@ def odr(
     if len(names) != beta0.size:
         raise ValueError(f"`p0` has {beta0.size} values; the model has {list(names)}.")
     lower, upper = flat_bounds_of(bounds, names, names, (), 1)  # β's; δ is free
-    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
-    solver = Solver(
-        strategy=strategy_for(method, bounded),
-        loss=as_loss(loss, f_scale),
-        bounds=(lower, upper) if bounded else None,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        max_nfev=max_nfev,
-        chunk_size=None,
+    solver = block_solver(
+        method, loss, f_scale, lower, upper, ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=max_nfev
     )
     # `odr_solve` split in two: the problem is built (and checked) here, on the host;
     # with TRF its fit is driven step by step, as `global_fit`'s (only the model's part

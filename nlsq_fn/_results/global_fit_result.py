@@ -27,6 +27,14 @@ SOLUTION_FIELDS: dict[str, Callable] = {
 }
 
 
+def solution_attribute(result, name: str):
+    """`result.solution`'s field `name` as the result's own (a Python number where it is a
+    scalar), for a result's ``__getattr__``."""
+    if name in SOLUTION_FIELDS:
+        return SOLUTION_FIELDS[name](getattr(result.solution, name))
+    raise AttributeError(f"{type(result).__name__!r} object has no attribute {name!r}")
+
+
 @dataclasses.dataclass(repr=False)
 class GlobalFitResult:
     """The result of `global_fit` (NumPy values).
@@ -60,9 +68,7 @@ class GlobalFitResult:
 
     def __getattr__(self, name: str):
         """The solution's fields, as Python numbers where they are scalars."""
-        if name in SOLUTION_FIELDS:
-            return SOLUTION_FIELDS[name](getattr(self.solution, name))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return solution_attribute(self, name)
 
     @property
     def message(self) -> str:
