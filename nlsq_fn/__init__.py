@@ -9,7 +9,6 @@ from ._evaluation.linearize import Linearization as Linearization
 from ._evaluation.memory import estimate_memory as estimate_memory
 from ._frontends.curve_fit import OptimizeWarning as OptimizeWarning, curve_fit as curve_fit
 from ._frontends.curve_fit_class import CurveFit as CurveFit, FitSolution as FitSolution
-from ._frontends.least_squares import least_squares as least_squares
 from ._problem.data import Data as Data
 from ._problem.loss import (
     AbstractLoss as AbstractLoss,
@@ -66,6 +65,7 @@ _LAZY = {
     "StreamedFitResult": ("_stream.streamed_result", "StreamedFitResult"),
     "StreamingOptimizer": ("_stream.optimizer", "StreamingOptimizer"),
     "LeastSquares": ("_frontends.least_squares_class", "LeastSquares"),
+    "least_squares": ("_frontends.least_squares", "least_squares"),
     "TRFLSMR": ("_strategies.lsmr_trf", "TRFLSMR"),
     "DogboxLSMR": ("_strategies.lsmr_dogbox", "DogboxLSMR"),
     "jac_sparsity": ("_evaluation.sparse_jacobian", "jac_sparsity"),
@@ -129,6 +129,7 @@ if TYPE_CHECKING:
     from ._evaluation.sparse_jacobian import jac_sparsity  # noqa: F401
     from ._frontends.curve_fit_batch import curve_fit_batch  # noqa: F401
     from ._frontends.global_fit import global_fit, global_model  # noqa: F401
+    from ._frontends.least_squares import least_squares  # noqa: F401
     from ._frontends.least_squares_class import LeastSquares  # noqa: F401
     from ._frontends.odr import ODRResult, odr  # noqa: F401
     from ._frontends.profile import ProfileInterval, profile_interval  # noqa: F401

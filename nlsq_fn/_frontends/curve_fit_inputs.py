@@ -18,10 +18,10 @@ from .._problem.arguments import as_bounds
 from .._problem.conventions import (
     NamedModel,
     UnpackedJacobian,
-    UnpackedModel,
     count_values,
     model_convention,
     parameter_names,
+    unpacked_model,
 )
 from .._problem.data import sigma_shape_error
 from .._problem.host_model import call_on_host, traced_shape
@@ -103,7 +103,7 @@ def convention(f, p0, param_style) -> tuple:
     if style == "named":
         return style, NamedModel(f, names), names
     if style == "unpacked":
-        return style, UnpackedModel(f), names
+        return style, unpacked_model(f), names
     return style, f, names
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from .._drivers import progress as _progress
 from .._drivers.start import raise_for_start
 from .._problem.whitening import WhitenedModel
+from .._results.covariance import scaled_covariance
 from .._results.fit_result import CurveFitResult, solution_fields
 from .curve_fit_inputs import Inputs, init_message
 from .scipy_compat import warn_optimize
@@ -25,7 +26,7 @@ def curve_fit_result(fitter, inputs: Inputs, model, start, fitted) -> CurveFitRe
             raise ValueError(message) from error
     # NumPy from here on: an eager `jnp` call would compile a program each.
     parts = jax.tree.map(np.asarray, parts)
-    pcov = np.asarray(parts.covariance(fitter.absolute_sigma))
+    pcov = np.asarray(scaled_covariance(parts, fitter.absolute_sigma))
     rank, singular_values = parts.rank, parts.singular_values
     if fitter.verbose >= 1:
         _progress.print_final_report(solution)
