@@ -24,7 +24,6 @@ In the ambiguous case 4 (or to call ``f(x, a)`` with one value named ``p``), pas
 """
 
 import inspect
-import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Literal, cast
@@ -68,18 +67,19 @@ class UnpackedModel(eqx.Module):
         return self.f(x, *params)
 
 
-# One wrapper per plain function (they hash by identity): building an Equinox module
-# costs 10 µs, a few percent of a settled refit.
-_unpacked_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The wrapper of the function fitted last (a refit, again and again, builds none: an
+# Equinox module costs 10 µs, a few percent of a settled refit). Only the last: a weak
+# cache of wrappers would keep its keys alive through the wrappers.
+_last_unpacked: tuple = (None, None)
 
 
 def unpacked_model(f: Callable) -> UnpackedModel:
-    """`UnpackedModel(f)`, built once per plain function."""
-    if not isinstance(f, types.FunctionType):
-        return UnpackedModel(f)
-    model = _unpacked_models.get(f)
-    if model is None:
-        model = _unpacked_models[f] = UnpackedModel(f)
+    """`UnpackedModel(f)`, reused while `f` is the function fitted last."""
+    global _last_unpacked
+    function, model = _last_unpacked
+    if function is not f:
+        model = UnpackedModel(f)
+        _last_unpacked = (f, model)
     return model
 
 
