@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._problem.loss import AbstractLoss, Linear
-from .._strategies.small_linalg import r_factor
+from .small_qr import r_factor
 
 Factorization = Literal["auto", "qr", "normal"]
 FACTORIZATIONS = ("auto", "qr", "normal")

@@ -24,7 +24,7 @@ from .._problem.conventions import (
     parameter_names,
 )
 from .._problem.data import sigma_shape_error
-from .._problem.host_model import call_on_host, traced_shape
+from .._problem.host_model import call_on_host, traced_or_on_host
 from .scipy_compat import finite_difference_options
 
 
@@ -66,9 +66,13 @@ def one_of(value, alias, name, alias_name, unset):
 def broadcast_to_model(model, xdata, p0, ydata):
     """A scalar `ydata` as an array shaped like the model's values at `p0` (SciPy
     subtracts it from them, broadcasting)."""
-    out, error = traced_shape(model, xdata, p0)
-    if error is not None:
-        out = call_on_host(model, xdata, p0)
+    out, _ = traced_or_on_host(
+        model,
+        xdata,
+        p0,
+        lambda: call_on_host(model, xdata, p0),
+        lambda _, host_error: host_error,  # the model's own error, as SciPy raises it
+    )
     return np.broadcast_to(ydata, np.shape(out)).astype(float)
 
 
