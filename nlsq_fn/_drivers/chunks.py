@@ -16,9 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._evaluation import sharding as _sharding
 from .._evaluation.compiled import compiled
-from .._evaluation.linearize import accumulate_rows
+from .._evaluation.linearize import Linearization, Running, finish, fold_rows
 from .._evaluation.padding import pad_points
 from .._problem.data import Data
 from .linearize_at import residual_and_jac
@@ -68,36 +67,30 @@ class Sums(eqx.Module):
         ]
 
 
-class _Running(eqx.Module):
-    cost: Float[Array, ""]
-    grad: Float[Array, " n"]
-    square: Float[Array, "n n"]  # TSQR factor so far, or JᵀJ with "normal"
+class PassSummary(eqx.Module):
+    """What a pass carries from chunk to chunk: the strategies' running summary and the
+    sums of the statistics."""
+
+    running: Running
     sums: Sums
 
+    @staticmethod
+    def zeros(n, dtype) -> "PassSummary":
+        return PassSummary(Running.zeros(n, dtype), Sums.zeros(dtype))
 
-def zero_summary(n, dtype):
-    zero = jnp.zeros((), dtype)
-    return _Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype), Sums.zeros(dtype))
 
-
-def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
-    """Add one chunk's residuals and Jacobian rows to the running summary."""
+def fold_chunk(summary: PassSummary, model, state: SolverState, x, chunk: Data) -> PassSummary:
+    """Add one chunk's residuals and Jacobian rows to the pass's summary."""
     f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
-    dtype = running.cost.dtype
-    cost, grad, square = accumulate_rows(
-        (running.cost, running.grad, running.square),
-        f,
-        jac.astype(dtype),
-        state.loss,
-        state.factorization,
-    )
+    dtype = summary.running.cost.dtype
+    running = fold_rows(summary.running, f, jac.astype(dtype), state.loss, state.factorization)
     counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
     raw = f if chunk.sigma is None else f * chunk.sigma
     y = jnp.where(counted, chunk.y, 0.0)
     x = [jnp.where(counted, leaf, 0).astype(dtype) for leaf in jax.tree.leaves(chunk.x)]
     sum_x: Any = sum(jnp.sum(leaf) for leaf in x)  # arrays (`x` has leaves)
     sum_x2: Any = sum(jnp.sum(leaf**2) for leaf in x)
-    sums = running.sums + Sums(
+    sums = summary.sums + Sums(
         jnp.sum(counted).astype(dtype),
         jnp.sum(f**2),
         jnp.sum(raw**2),
@@ -106,7 +99,12 @@ def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> 
         sum_x,
         sum_x2,
     )
-    return _Running(cost, grad, square, sums)
+    return PassSummary(running, sums)
+
+
+def finish_pass(summary: PassSummary, factorization: str) -> Linearization:
+    """The `Linearization` of a whole pass (`finish`)."""
+    return finish(summary.running, factorization)
 
 
 @compiled
@@ -137,7 +135,7 @@ def pointwise_mismatch(model, x, chunk: Data):
 
 
 fold_compiled = compiled(fold_chunk)
-finish_compiled = compiled(_sharding.finish)
+finish_compiled = compiled(finish_pass)
 
 
 def padded_chunks(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:

@@ -130,17 +130,66 @@ def linearize(
     )
 
 
-def accumulate_rows(summary, f, jac, loss, method):
+class Running(eqx.Module):
+    """The ``n``-sized summary of the rows folded so far: what every chunked evaluation
+    (in-memory chunks, a stream's pass, each device's or process's share) carries from
+    chunk to chunk, and `finish` turns into a `Linearization`."""
+
+    cost: Float[Array, ""]
+    grad: Float[Array, " n"]
+    square: Float[Array, "n n"]  # TSQR factor so far, or JᵀJ ("normal", "auto")
+
+    @staticmethod
+    def zeros(n: int, dtype) -> "Running":
+        zero = jnp.zeros((), dtype)
+        return Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype))
+
+
+def fold_rows(running: Running, f, jac, loss: AbstractLoss, method: Factorization) -> Running:
     """Fold one chunk's residuals and Jacobian rows into the running summary."""
-    cost, grad, square = summary
     chunk_cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
-    grad = grad + jac_scaled.T @ f_scaled
+    grad = running.grad + jac_scaled.T @ f_scaled
     if method in ("normal", "auto"):
-        square = square + jac_scaled.T @ jac_scaled
+        square = running.square + jac_scaled.T @ jac_scaled
     else:
         # TSQR: the R factor of [R_so_far; J_chunk] is an R factor of all rows so far.
-        square = jnp.linalg.qr(jnp.concatenate([square, jac_scaled]), mode="r")
-    return cost + chunk_cost, grad, square
+        square = jnp.linalg.qr(jnp.concatenate([running.square, jac_scaled]), mode="r")
+    return Running(running.cost + chunk_cost, grad, square)
+
+
+def combine(stacked, method: Factorization):
+    """One summary from several stacked along a leading axis (the devices', the
+    processes'): in every `Running` the costs and gradients add, the squares add
+    (``JᵀJ``, "normal") or are stacked and factorised once more (TSQR); every other
+    array (a pass's sums) adds."""
+
+    def one(node):
+        if not isinstance(node, Running):
+            return jnp.sum(node, axis=0)
+        square = node.square
+        if method == "normal":
+            square = jnp.sum(square, axis=0)
+        else:
+            square = jnp.linalg.qr(jnp.reshape(square, (-1, square.shape[-1])), mode="r")
+        return Running(jnp.sum(node.cost, axis=0), jnp.sum(node.grad, axis=0), square)
+
+    return jax.tree.map(one, stacked, is_leaf=lambda node: isinstance(node, Running))
+
+
+def finish(
+    running: Running, method: Factorization, qr_pass: Callable[[], Running] | None = None
+) -> Linearization:
+    """The `Linearization` of all the rows folded into `running`: its TSQR factor
+    ("qr"), or the root of its ``JᵀJ`` ("normal"; "auto" where the root is safe,
+    `normal_root_if_safe`, else the factor of `qr_pass()`, a second pass folding TSQR)."""
+    if method == "qr":
+        return Linearization(cost=running.cost, grad=running.grad, factor=running.square)
+    factor, safe = normal_root_if_safe(running.square)
+    if method == "auto":
+        if qr_pass is None:
+            raise ValueError('factorization="auto" needs a second pass (`qr_pass`).')
+        factor = jax.lax.cond(safe, lambda: factor, lambda: qr_pass().square)
+    return Linearization(cost=running.cost, grad=running.grad, factor=factor)
 
 
 def check_chunkable(data, chunk_size: int) -> None:
@@ -202,25 +251,16 @@ def chunked_linearize(
     dtype = data.y.dtype
 
     def one_pass(method):
-        def body(i, summary):
+        def body(i, running):
             first_new = i * size
             start = jnp.minimum(first_new, n_points - size)
             chunk = chunk_of(data, start, size, first_new)
             f, jac = residual_and_jac(chunk)
-            return accumulate_rows(summary, f, jac.astype(dtype), loss, method)
+            return fold_rows(running, f, jac.astype(dtype), loss, method)
 
-        zero = jnp.zeros((), dtype)
-        summary = (zero, jnp.zeros((n_params,), dtype), jnp.zeros((n_params, n_params), dtype))
-        return jax.lax.fori_loop(0, n_chunks, body, summary)
+        return jax.lax.fori_loop(0, n_chunks, body, Running.zeros(n_params, dtype))
 
-    cost, grad, square = one_pass(method)
-    if method == "qr":
-        factor = square
-    else:
-        factor, safe = normal_root_if_safe(square)
-        if method == "auto":
-            factor = jax.lax.cond(safe, lambda: factor, lambda: one_pass("qr")[2])
-    return Linearization(cost=cost, grad=grad, factor=factor)
+    return finish(one_pass(method), method, lambda: one_pass("qr"))
 
 
 def normal_root_if_safe(

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .compiled import compiled
-from .linearize import Linearization, normal_root_if_safe
+from .linearize import combine
 
 AXIS = "points"
 
@@ -105,20 +105,8 @@ def sharded_fold(fold, running, model, state, x, chunk, mesh: Mesh):
 
 @compiled
 def reduce_devices(running, factorization: str):
-    """The summary of all devices' summaries (a `_Running` without the device axis)."""
-    square = running.square
-    n = square.shape[-1]
-    if factorization == "normal":
-        square = jnp.sum(square, axis=0)
-    else:
-        square = jnp.linalg.qr(jnp.reshape(square, (-1, n)), mode="r")
-    total = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), running)
-    return eqx.tree_at(lambda r: r.square, total, square)
-
-
-def finish(running, factorization: str) -> Linearization:
-    factor = normal_root_if_safe(running.square)[0] if factorization == "normal" else running.square
-    return Linearization(running.cost, running.grad, factor)
+    """The summary of all devices' summaries (`combine`: without the device axis)."""
+    return combine(running, factorization)
 
 
 def shard_batch(tree, devices, axis_name: str = "batch"):

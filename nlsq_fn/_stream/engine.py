@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._drivers.chunks import (
+    PassSummary,
     Sums,
     finish_compiled,
     fold_chunk,
@@ -23,7 +24,6 @@ from .._drivers.chunks import (
     padded_chunks,
     pointwise_mismatch,
     prefetch,
-    zero_summary,
 )
 from .._drivers.linearize_at import problem_of
 from .._drivers.solver import SolverState, init
@@ -128,7 +128,7 @@ class StreamEngine:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
         processes' chunks), and the sums of their residuals. `check_pointwise`: first
         make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
-        running = zero_summary(x.size, state.lower.dtype)
+        running = PassSummary.zeros(x.size, state.lower.dtype)
         if self.mesh is not None:
             running = _sharding.sharded_zeros(running, self.mesh)
         mismatches = []
