@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._evaluation.compiled import compiled
-from .._evaluation.linearize import Linearization, Running, finish, fold_rows
+from .._evaluation.linearize import Factorization, Linearization, Running, finish, fold_rows
 from .._evaluation.padding import pad_points
 from .._problem.data import Data
 from .linearize_at import residual_and_jac
@@ -102,36 +102,9 @@ def fold_chunk(summary: PassSummary, model, state: SolverState, x, chunk: Data) 
     return PassSummary(running, sums)
 
 
-def finish_pass(summary: PassSummary, factorization: str) -> Linearization:
+def finish_pass(summary: PassSummary, factorization: Factorization) -> Linearization:
     """The `Linearization` of a whole pass (`finish`)."""
     return finish(summary.running, factorization)
-
-
-@compiled
-def pointwise_mismatch(model, x, chunk: Data):
-    """Whether the model at `x` gives other values on the whole chunk than on its two
-    halves, concatenated (beyond rounding: ``1e3 eps`` of the chunk's largest value).
-
-    A streamed fit evaluates the model chunk by chunk, which gives the in-memory fit
-    only for a pointwise model (each output depending on its own point alone); one
-    that uses `x` as a whole (``x.mean()``, ``x.max()``, a cumulative sum) differs
-    between a chunk and its halves on any data where that whole matters."""
-    inputs = chunk.model_x
-    half = chunk.y.shape[0] // 2
-    whole = jnp.ravel(model(inputs, x))
-    halves = [
-        jax.tree.map(lambda leaf, part=part: leaf[..., part], inputs)
-        for part in (slice(None, half), slice(half, None))
-    ]
-    joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
-    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
-    finite = jnp.isfinite(whole) & jnp.isfinite(joined)
-    scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
-    rtol = 1e3 * jnp.finfo(whole.dtype).eps
-    differs = jnp.where(
-        finite, jnp.abs(whole - joined) > rtol * scale, jnp.isfinite(whole) != jnp.isfinite(joined)
-    )
-    return jnp.any(counted & differs)
 
 
 fold_compiled = compiled(fold_chunk)

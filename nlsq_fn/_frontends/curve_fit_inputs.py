@@ -12,7 +12,6 @@ import numpy as np
 
 from .._drivers.options import has_finite_bounds
 from .._drivers.solver import Solver
-from .._evaluation.padding import points_axis
 from .._misc import is_concrete
 from .._problem.arguments import as_bounds
 from .._problem.conventions import (
@@ -23,7 +22,7 @@ from .._problem.conventions import (
     model_convention,
     parameter_names,
 )
-from .._problem.data import sigma_shape_error
+from .._problem.data import points_axis, sigma_shape_error
 from .._problem.host_model import call_on_host, traced_or_on_host
 from .scipy_compat import finite_difference_options
 

@@ -22,15 +22,13 @@ from .._drivers.chunks import (
     fold_chunk,
     fold_compiled,
     padded_chunks,
-    pointwise_mismatch,
     prefetch,
 )
 from .._drivers.linearize_at import problem_of
 from .._drivers.solver import SolverState, init
 from .._evaluation import sharding as _sharding
+from .._evaluation.chunking import auto_chunk_size, pointwise_mismatch
 from .._evaluation.linearize import Linearization
-from .._evaluation.memory import automatic_chunk_size
-from .._evaluation.padding import bucket_size
 from .._frontends.curve_fit_class import CurveFit
 from .._frontends.curve_fit_inputs import convention, core_solver, flat_bounds, initial_params
 from .._problem.data import Data
@@ -63,9 +61,7 @@ class StreamEngine:
         ``"auto"`` or a count) and `n_params` parameters of `dtype`."""
         size: Any = given  # None, "auto" or a count
         if size is None or size == "auto":
-            size = automatic_chunk_size(n_params, dtype)
-            if n_points is not None:  # no chunk larger than the data needs
-                size = min(size, bucket_size(n_points))
+            size = auto_chunk_size(n_points, n_params, dtype, streamed=True)
         if self.mesh is not None:  # an equal share of every chunk for each device
             n_devices = self.mesh.devices.size
             size = -(-size // n_devices) * n_devices
