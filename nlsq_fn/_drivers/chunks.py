@@ -1,4 +1,5 @@
-"""The summary of one pass over a chunk source, folded chunk by chunk.
+"""The summary of one pass over a chunk source, folded chunk by chunk (with the fold
+and finish of every chunked evaluation, `_evaluation.linearize`).
 
 Chunks arrive padded to one shape (the padding masked out), so one compiled `fold_compiled`
 serves them all; a background thread reads ahead (`prefetch`). Besides the strategies'

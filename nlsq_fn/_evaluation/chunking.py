@@ -14,6 +14,9 @@ compiled program. Traced data (``init`` inside `jax.jit`) are checked inside the
 instead: a fit whose chunks disagree ends with status `CHUNKS_DIFFER` and says to pass
 ``chunk_size=None``, never with a wrong answer. Fits with a `jac` callable or finite
 differences are evaluated in one shot.
+
+The one rule for an automatic chunk size, in memory and streamed, is `auto_chunk_size`;
+a streamed chunk's own pointwise check (`pointwise_mismatch`) sits beside these probes.
 """
 
 from collections.abc import Callable

@@ -3,7 +3,9 @@
 The strategies only need ``cost``, the gradient ``Jᵀf`` and a square factor ``r`` with
 ``rᵀr = JᵀJ`` (all after weighting and robust-loss scaling). Computing that summary is
 the only step that touches the ``m`` residuals, so it can be done in one shot, in chunks
-or across devices without the strategies knowing.
+or across devices without the strategies knowing. Every chunked evaluation (in-memory
+chunks here, a stream's passes, each device's or process's share) folds its chunks into
+a `Running` summary (`fold_rows`), combines shares (`combine`) and ends with `finish`.
 """
 
 from collections.abc import Callable
