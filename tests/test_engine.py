@@ -58,7 +58,7 @@ def test_finish_auto_takes_the_tsqr_pass_only_where_the_root_is_unsafe():
         finish(_fold(jac, f, "auto"), "auto")
 
 
-@pytest.mark.parametrize("method", ["qr", "normal"])
+@pytest.mark.parametrize("method", ["qr", "normal", "auto"])
 def test_combined_shares_equal_one_fold_of_all(method):
     """Two devices' (or processes') summaries, stacked and combined, with the sums of
     a pass beside them: the summary of all rows, the sums added."""
@@ -68,7 +68,7 @@ def test_combined_shares_equal_one_fold_of_all(method):
     extra = jnp.asarray([2.0, 3.0])  # as a pass's sums beside the summary
     combined, total = combine((stacked, extra), method)
     assert float(total) == 5.0
-    lin = finish(combined, method)
+    lin = finish(combined, method, lambda: _fold(jac, f, "qr"))
     np.testing.assert_allclose(lin.cost, 0.5 * f @ f, rtol=1e-13)
     np.testing.assert_allclose(lin.grad, jac.T @ f, rtol=1e-12, atol=1e-12)
     factor = np.asarray(lin.factor)

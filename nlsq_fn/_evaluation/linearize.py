@@ -162,14 +162,14 @@ def fold_rows(running: Running, f, jac, loss: AbstractLoss, method: Factorizatio
 def combine(stacked, method: Factorization):
     """One summary from several stacked along a leading axis (the devices', the
     processes'): in every `Running` the costs and gradients add, the squares add
-    (``JᵀJ``, "normal") or are stacked and factorised once more (TSQR); every other
-    array (a pass's sums) adds."""
+    (``JᵀJ``: "normal", "auto") or are stacked and factorised once more (TSQR); every
+    other array (a pass's sums) adds."""
 
     def one(node):
         if not isinstance(node, Running):
             return jnp.sum(node, axis=0)
         square = node.square
-        if method == "normal":
+        if method in ("normal", "auto"):  # as `fold_rows` folds them: JᵀJ
             square = jnp.sum(square, axis=0)
         else:
             square = jnp.linalg.qr(jnp.reshape(square, (-1, square.shape[-1])), mode="r")
