@@ -31,7 +31,8 @@ from jaxtyping import Array, Float, Int
 
 from .._evaluation.linearize import Linearization, scale_for_loss
 from .._problem.loss import AbstractLoss
-from .._strategies.block_arrow import BlockCovariance, block_covariance
+from .._results.global_fit_result import GlobalSolution
+from .._strategies.block_arrow import block_covariance
 from .._strategies.block_trf import BlockLinearization, BlockTRF
 from .._strategies.trf import TRF
 from .._strategies.trust_region import RUNNING
@@ -195,31 +196,6 @@ class BlockStats(eqx.Module):
     status: Int[Array, ""]
     active_mask: Int[Array, " n"]
     initial_cost: Float[Array, ""]
-
-
-class GlobalSolution(eqx.Module):
-    """What `global_solve` returns (a leading batch axis on every field under
-    `jax.vmap`): the flat `x` (``θ = [shared, local_1, ..., local_k]``), the weighted
-    residuals `fun` ``(k, L)`` (zero where masked), `cost`, `initial_cost`,
-    `optimality`, `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes) and the
-    unscaled covariance by blocks, ``(JᵀJ)⁻¹`` with its `residual_variance`
-    (`BlockCovariance`; ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
-
-    x: Float[Array, " n"]
-    fun: Float[Array, "k L"]
-    cost: Float[Array, ""]
-    initial_cost: Float[Array, ""]
-    optimality: Float[Array, ""]
-    active_mask: Int[Array, " n"]
-    nfev: Int[Array, ""]
-    njev: Int[Array, ""]
-    nit: Int[Array, ""]
-    status: Int[Array, ""]
-    covariance: BlockCovariance
-
-    @property
-    def success(self):
-        return self.status > 0
 
 
 def _strategy_and_evaluate(model: GlobalModel, data, state):

@@ -1,4 +1,5 @@
-"""The summary of one pass over a chunk source, folded chunk by chunk.
+"""The summary of one pass over a chunk source, folded chunk by chunk (with the fold
+and finish of every chunked evaluation, `_evaluation.linearize`).
 
 Chunks arrive padded to one shape (the padding masked out), so one compiled `fold_compiled`
 serves them all; a background thread reads ahead (`prefetch`). Besides the strategies'
@@ -16,9 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._evaluation import sharding as _sharding
 from .._evaluation.compiled import compiled
-from .._evaluation.linearize import accumulate_rows
+from .._evaluation.linearize import Factorization, Linearization, Running, finish, fold_rows
 from .._evaluation.padding import pad_points
 from .._problem.data import Data
 from .linearize_at import residual_and_jac
@@ -68,36 +68,30 @@ class Sums(eqx.Module):
         ]
 
 
-class _Running(eqx.Module):
-    cost: Float[Array, ""]
-    grad: Float[Array, " n"]
-    square: Float[Array, "n n"]  # TSQR factor so far, or JᵀJ with "normal"
+class PassSummary(eqx.Module):
+    """What a pass carries from chunk to chunk: the strategies' running summary and the
+    sums of the statistics."""
+
+    running: Running
     sums: Sums
 
+    @staticmethod
+    def zeros(n, dtype) -> "PassSummary":
+        return PassSummary(Running.zeros(n, dtype), Sums.zeros(dtype))
 
-def zero_summary(n, dtype):
-    zero = jnp.zeros((), dtype)
-    return _Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype), Sums.zeros(dtype))
 
-
-def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> _Running:
-    """Add one chunk's residuals and Jacobian rows to the running summary."""
+def fold_chunk(summary: PassSummary, model, state: SolverState, x, chunk: Data) -> PassSummary:
+    """Add one chunk's residuals and Jacobian rows to the pass's summary."""
     f, jac = residual_and_jac(model, chunk, state, lambda v: v, x)
-    dtype = running.cost.dtype
-    cost, grad, square = accumulate_rows(
-        (running.cost, running.grad, running.square),
-        f,
-        jac.astype(dtype),
-        state.loss,
-        state.factorization,
-    )
+    dtype = summary.running.cost.dtype
+    running = fold_rows(summary.running, f, jac.astype(dtype), state.loss, state.factorization)
     counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
     raw = f if chunk.sigma is None else f * chunk.sigma
     y = jnp.where(counted, chunk.y, 0.0)
     x = [jnp.where(counted, leaf, 0).astype(dtype) for leaf in jax.tree.leaves(chunk.x)]
     sum_x: Any = sum(jnp.sum(leaf) for leaf in x)  # arrays (`x` has leaves)
     sum_x2: Any = sum(jnp.sum(leaf**2) for leaf in x)
-    sums = running.sums + Sums(
+    sums = summary.sums + Sums(
         jnp.sum(counted).astype(dtype),
         jnp.sum(f**2),
         jnp.sum(raw**2),
@@ -106,38 +100,16 @@ def fold_chunk(running: _Running, model, state: SolverState, x, chunk: Data) -> 
         sum_x,
         sum_x2,
     )
-    return _Running(cost, grad, square, sums)
+    return PassSummary(running, sums)
 
 
-@compiled
-def pointwise_mismatch(model, x, chunk: Data):
-    """Whether the model at `x` gives other values on the whole chunk than on its two
-    halves, concatenated (beyond rounding: ``1e3 eps`` of the chunk's largest value).
-
-    A streamed fit evaluates the model chunk by chunk, which gives the in-memory fit
-    only for a pointwise model (each output depending on its own point alone); one
-    that uses `x` as a whole (``x.mean()``, ``x.max()``, a cumulative sum) differs
-    between a chunk and its halves on any data where that whole matters."""
-    inputs = chunk.model_x
-    half = chunk.y.shape[0] // 2
-    whole = jnp.ravel(model(inputs, x))
-    halves = [
-        jax.tree.map(lambda leaf, part=part: leaf[..., part], inputs)
-        for part in (slice(None, half), slice(half, None))
-    ]
-    joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
-    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
-    finite = jnp.isfinite(whole) & jnp.isfinite(joined)
-    scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
-    rtol = 1e3 * jnp.finfo(whole.dtype).eps
-    differs = jnp.where(
-        finite, jnp.abs(whole - joined) > rtol * scale, jnp.isfinite(whole) != jnp.isfinite(joined)
-    )
-    return jnp.any(counted & differs)
+def finish_pass(summary: PassSummary, factorization: Factorization) -> Linearization:
+    """The `Linearization` of a whole pass (`finish`)."""
+    return finish(summary.running, factorization)
 
 
 fold_compiled = compiled(fold_chunk)
-finish_compiled = compiled(_sharding.finish)
+finish_compiled = compiled(finish_pass)
 
 
 def padded_chunks(chunks: Iterator, chunk_size: int, dtype) -> Iterator[Data]:

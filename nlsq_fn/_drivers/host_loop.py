@@ -22,7 +22,7 @@ from .chunks import Sums
 from .fingerprint import differing
 from .solve import LoopCarry
 from .solver import SolverState
-from .steps import judge_step, propose_step, start_loop  # noqa: F401
+from .steps import judge_step, propose_step, start_loop
 
 
 class FitCheckpoint(eqx.Module):
@@ -41,6 +41,19 @@ class FitCheckpoint(eqx.Module):
     @property
     def n_points(self):
         return self.first.n_points
+
+
+def host_iterations(strategy, carry, problem: Problem, max_nfev: int, evaluate):
+    """The strategy's iterations from `carry` until it stops, driven from Python (the
+    one host loop of the streamed fits, `fit`'s passes and `update`'s chunks): each
+    trial point's summary, and the sums of its residuals, from ``evaluate(x)``. Yields
+    ``(carry, accepted, sums)`` after every iteration, for the caller to keep the sums
+    at the accepted point and save its checkpoint."""
+    while int(carry.status) == RUNNING:
+        x_trial, proposal = propose_step(strategy, carry, problem)
+        trial, sums = evaluate(x_trial)
+        carry, accepted = judge_step(strategy, carry, proposal, trial, problem, max_nfev)
+        yield carry, accepted, sums
 
 
 def save_checkpoint(path, checkpoint: FitCheckpoint, fingerprint) -> None:

@@ -14,9 +14,13 @@ compiled program. Traced data (``init`` inside `jax.jit`) are checked inside the
 instead: a fit whose chunks disagree ends with status `CHUNKS_DIFFER` and says to pass
 ``chunk_size=None``, never with a wrong answer. Fits with a `jac` callable or finite
 differences are evaluated in one shot.
+
+The one rule for an automatic chunk size, in memory and streamed, is `auto_chunk_size`;
+a streamed chunk's own pointwise check (`pointwise_mismatch`) sits beside these probes.
 """
 
 from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -25,24 +29,45 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool
 
 from .._misc import is_concrete
+from .._problem.data import points_axis
 from .compiled import compiled
 from .linearize import check_chunkable, chunk_of
 from .memory import automatic_chunk_size, available_memory_bytes, estimate_memory
 
 
-def auto_chunk_size(n_points: int, n_params: int, dtype="float64") -> int | None:
-    """The chunk size for `n_points` points and `n_params` parameters, None for one shot.
+def bucket_size(m: int) -> int:
+    """Padded length for `m` points: the next power of two, at least 16."""
+    return max(16, 1 << (int(m) - 1).bit_length())
 
-    On CPUs a chunk's Jacobian and its forward-mode tangents (about ``3 * chunk * n``
-    numbers) should stay in a core's L2 cache (≥ 256 KiB) for the fused evaluation to
-    run from it: ``chunk * n ≈ 32k`` numbers, a power of two between 1,024 and 16,384
-    points. Below four chunks the one-shot evaluation is as fast and keeps the Jacobian.
+
+def auto_chunk_size(
+    n_points: int | None, n_params: int, dtype="float64", *, streamed: bool = False
+) -> int | None:
+    """The chunk size for `n_points` points and `n_params` parameters, None for one
+    shot: the one rule for every automatic chunk size.
+
+    A stream (`streamed`: `StreamingOptimizer`'s ``chunk_size=None`` or ``"auto"``) is
+    always chunked: a chunk whose share of `estimate_memory` takes a tenth of the
+    available memory (`automatic_chunk_size`; `estimate_memory`'s ``"auto"``), but none
+    longer than the size bucket of all the data (`bucket_size`) where their number is
+    known.
+
+    In memory, on CPUs a chunk's Jacobian and its forward-mode tangents (about ``3 *
+    chunk * n`` numbers) should stay in a core's L2 cache (≥ 256 KiB) for the fused
+    evaluation to run from it: ``chunk * n ≈ 32k`` numbers, a power of two between 1,024
+    and 16,384 points. Below four chunks the one-shot evaluation is as fast and keeps
+    the Jacobian.
 
     On accelerators the one-shot evaluation is as fast, and XLA compiles the chunked
     loop far more slowly (on an H200, 31–58 s against 0.6 s for 1e6 points): chunks
     there only keep a Jacobian that would not fit in half the device's free memory out
     of it (`automatic_chunk_size`).
     """
+    if streamed:
+        size = automatic_chunk_size(n_params, dtype)
+        return size if n_points is None else min(size, bucket_size(n_points))
+    if n_points is None:
+        raise ValueError("An in-memory chunk size needs the number of points.")
     if jax.default_backend() != "cpu":
         one_shot = estimate_memory(n_points, n_params, dtype)["total_gb"] * 1e9
         if one_shot <= 0.5 * available_memory_bytes():
@@ -181,6 +206,45 @@ def chunks_agree(model: Callable, data, params, chunk_size: int) -> Bool[Array, 
 
 
 _chunks_agree_compiled = compiled(chunks_agree)
+
+
+@compiled
+def pointwise_mismatch(model, x, chunk):
+    """Whether the model at `x` gives other values on the whole streamed chunk (a
+    masked `Data`) than on its two halves, concatenated (beyond rounding: ``1e3 eps``
+    of the chunk's largest finite value).
+
+    A streamed fit evaluates the model chunk by chunk, which gives the in-memory fit
+    only for a pointwise model (each output depending on its own point alone); one
+    that uses `x` as a whole (``x.mean()``, ``x.max()``, a cumulative sum) differs
+    between a chunk and its halves on any data where that whole matters.
+
+    Unlike `chunks_agree` (which proves a chunking that the user did not ask for, and
+    so refuses any non-finite value), a NaN or inf that the whole and the halves both
+    give is no difference here: the fit itself then meets it, as the in-memory fit
+    would. (Merging the two probes would change one path's answers.)"""
+    inputs = chunk.model_x
+    m = chunk.y.shape[0]
+    half = m // 2
+
+    def part(leaf, rows):  # along the points axis (a chunk's arrays all have one)
+        axis = cast(int, points_axis(leaf, m))
+        return leaf[(slice(None),) * axis + (rows,)]
+
+    whole = jnp.ravel(model(inputs, x))
+    halves = [
+        jax.tree.map(lambda leaf, rows=rows: part(leaf, rows), inputs)
+        for rows in (slice(None, half), slice(half, None))
+    ]
+    joined = jnp.concatenate([jnp.ravel(model(part, x)) for part in halves])
+    counted = cast(jax.Array, chunk.mask)  # a chunk always has its mask
+    finite = jnp.isfinite(whole) & jnp.isfinite(joined)
+    scale = jnp.max(jnp.where(counted & finite, jnp.abs(whole), 0.0))
+    rtol = 1e3 * jnp.finfo(whole.dtype).eps
+    differs = jnp.where(
+        finite, jnp.abs(whole - joined) > rtol * scale, jnp.isfinite(whole) != jnp.isfinite(joined)
+    )
+    return jnp.any(counted & differs)
 
 
 # Points per half of the made-up probe (traced data): enough to show x.mean(), cumsum.

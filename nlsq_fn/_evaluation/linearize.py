@@ -3,7 +3,9 @@
 The strategies only need ``cost``, the gradient ``Jᵀf`` and a square factor ``r`` with
 ``rᵀr = JᵀJ`` (all after weighting and robust-loss scaling). Computing that summary is
 the only step that touches the ``m`` residuals, so it can be done in one shot, in chunks
-or across devices without the strategies knowing.
+or across devices without the strategies knowing. Every chunked evaluation (in-memory
+chunks here, a stream's passes, each device's or process's share) folds its chunks into
+a `Running` summary (`fold_rows`), combines shares (`combine`) and ends with `finish`.
 """
 
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._problem.loss import AbstractLoss, Linear
-from .._strategies.small_linalg import r_factor
+from .small_qr import r_factor
 
 Factorization = Literal["auto", "qr", "normal"]
 FACTORIZATIONS = ("auto", "qr", "normal")
@@ -130,17 +132,66 @@ def linearize(
     )
 
 
-def accumulate_rows(summary, f, jac, loss, method):
+class Running(eqx.Module):
+    """The ``n``-sized summary of the rows folded so far: what every chunked evaluation
+    (in-memory chunks, a stream's pass, each device's or process's share) carries from
+    chunk to chunk, and `finish` turns into a `Linearization`."""
+
+    cost: Float[Array, ""]
+    grad: Float[Array, " n"]
+    square: Float[Array, "n n"]  # TSQR factor so far, or JᵀJ ("normal", "auto")
+
+    @staticmethod
+    def zeros(n: int, dtype) -> "Running":
+        zero = jnp.zeros((), dtype)
+        return Running(zero, jnp.zeros((n,), dtype), jnp.zeros((n, n), dtype))
+
+
+def fold_rows(running: Running, f, jac, loss: AbstractLoss, method: Factorization) -> Running:
     """Fold one chunk's residuals and Jacobian rows into the running summary."""
-    cost, grad, square = summary
     chunk_cost, f_scaled, jac_scaled = scale_for_loss(f, jac, loss)
-    grad = grad + jac_scaled.T @ f_scaled
+    grad = running.grad + jac_scaled.T @ f_scaled
     if method in ("normal", "auto"):
-        square = square + jac_scaled.T @ jac_scaled
+        square = running.square + jac_scaled.T @ jac_scaled
     else:
         # TSQR: the R factor of [R_so_far; J_chunk] is an R factor of all rows so far.
-        square = jnp.linalg.qr(jnp.concatenate([square, jac_scaled]), mode="r")
-    return cost + chunk_cost, grad, square
+        square = jnp.linalg.qr(jnp.concatenate([running.square, jac_scaled]), mode="r")
+    return Running(running.cost + chunk_cost, grad, square)
+
+
+def combine(stacked, method: Factorization):
+    """One summary from several stacked along a leading axis (the devices', the
+    processes'): in every `Running` the costs and gradients add, the squares add
+    (``JᵀJ``: "normal", "auto") or are stacked and factorised once more (TSQR); every
+    other array (a pass's sums) adds."""
+
+    def one(node):
+        if not isinstance(node, Running):
+            return jnp.sum(node, axis=0)
+        square = node.square
+        if method in ("normal", "auto"):  # as `fold_rows` folds them: JᵀJ
+            square = jnp.sum(square, axis=0)
+        else:
+            square = jnp.linalg.qr(jnp.reshape(square, (-1, square.shape[-1])), mode="r")
+        return Running(jnp.sum(node.cost, axis=0), jnp.sum(node.grad, axis=0), square)
+
+    return jax.tree.map(one, stacked, is_leaf=lambda node: isinstance(node, Running))
+
+
+def finish(
+    running: Running, method: Factorization, qr_pass: Callable[[], Running] | None = None
+) -> Linearization:
+    """The `Linearization` of all the rows folded into `running`: its TSQR factor
+    ("qr"), or the root of its ``JᵀJ`` ("normal"; "auto" where the root is safe,
+    `normal_root_if_safe`, else the factor of `qr_pass()`, a second pass folding TSQR)."""
+    if method == "qr":
+        return Linearization(cost=running.cost, grad=running.grad, factor=running.square)
+    factor, safe = normal_root_if_safe(running.square)
+    if method == "auto":
+        if qr_pass is None:
+            raise ValueError('factorization="auto" needs a second pass (`qr_pass`).')
+        factor = jax.lax.cond(safe, lambda: factor, lambda: qr_pass().square)
+    return Linearization(cost=running.cost, grad=running.grad, factor=factor)
 
 
 def check_chunkable(data, chunk_size: int) -> None:
@@ -202,25 +253,16 @@ def chunked_linearize(
     dtype = data.y.dtype
 
     def one_pass(method):
-        def body(i, summary):
+        def body(i, running):
             first_new = i * size
             start = jnp.minimum(first_new, n_points - size)
             chunk = chunk_of(data, start, size, first_new)
             f, jac = residual_and_jac(chunk)
-            return accumulate_rows(summary, f, jac.astype(dtype), loss, method)
+            return fold_rows(running, f, jac.astype(dtype), loss, method)
 
-        zero = jnp.zeros((), dtype)
-        summary = (zero, jnp.zeros((n_params,), dtype), jnp.zeros((n_params, n_params), dtype))
-        return jax.lax.fori_loop(0, n_chunks, body, summary)
+        return jax.lax.fori_loop(0, n_chunks, body, Running.zeros(n_params, dtype))
 
-    cost, grad, square = one_pass(method)
-    if method == "qr":
-        factor = square
-    else:
-        factor, safe = normal_root_if_safe(square)
-        if method == "auto":
-            factor = jax.lax.cond(safe, lambda: factor, lambda: one_pass("qr")[2])
-    return Linearization(cost=cost, grad=grad, factor=factor)
+    return finish(one_pass(method), method, lambda: one_pass("qr"))
 
 
 def normal_root_if_safe(

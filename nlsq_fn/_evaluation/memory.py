@@ -28,7 +28,8 @@ def as_positive_int(value, name: str) -> int:
 
 
 def as_chunk_size(value, name: str = "chunk_size") -> int | str | None:
-    """None or ``"auto"`` (both: `automatic_chunk_size`), or a positive integer."""
+    """None or ``"auto"`` (both: the automatic size, `auto_chunk_size`), or a positive
+    integer."""
     if value is None or (isinstance(value, str) and value == "auto"):
         return value
     if isinstance(value, str):
@@ -97,7 +98,8 @@ def automatic_chunk_size(
 ) -> int:
     """Points per chunk so that one chunk's share of `estimate_memory` uses about
     `fraction` of the available memory (between `smallest` and `largest`, a multiple of
-    1024)."""
+    1024): the memory budget of the chunk-size rule (`_evaluation.chunking.
+    auto_chunk_size`), and `estimate_memory`'s ``"auto"`` (a stream of unknown length)."""
     one_point = estimate_memory(1, n_params, dtype)["total_gb"] * 1e9
     one_point += (_CHUNKS_IN_FLIGHT - 1) * 2 * np.dtype(dtype).itemsize
     size = int(fraction * available_memory_bytes() / one_point)

@@ -1,28 +1,15 @@
-"""Padding a fit's data to a size bucket (`CurveFit(pad=True)`, streamed chunks): where
-the points axis of an `x` array is, how long a bucket is, and the check that padding
-changes nothing the model sees."""
+"""Padding a fit's data to a size bucket (`CurveFit(pad=True)`, streamed chunks) along
+the points axis of each `x` array (`_problem.data.points_axis`), and the check that
+padding changes nothing the model sees."""
 
 import jax
 import numpy as np
 
-from .._problem.data import Data
-from .chunking import same_on_pieces
+from .._problem.data import Data, points_axis
 
-
-def bucket_size(m: int) -> int:
-    """Padded length for `m` points: the next power of two, at least 16."""
-    return max(16, 1 << (int(m) - 1).bit_length())
-
-
-def points_axis(leaf, m: int) -> int | None:
-    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
-    ``(k, M)`` convention, else the first (one row per point, as a DataFrame)."""
-    shape = np.shape(leaf)
-    if len(shape) == 0:
-        return None
-    if shape[-1] == m:
-        return len(shape) - 1
-    return 0 if shape[0] == m else None
+# How long a bucket is lives with the chunk-size rule (a streamed chunk is never longer
+# than the bucket of all the data); named here too, for the padding's readers.
+from .chunking import bucket_size as bucket_size, same_on_pieces
 
 
 def has_points_axis(xdata, m) -> bool:

@@ -14,14 +14,17 @@ then gives the single-device fit, but XLA's sharding propagation gathers the Jac
 the memory; `StreamingOptimizer(devices=...)` does.
 """
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._problem.data import points_axis
 from .compiled import compiled
-from .linearize import Linearization, normal_root_if_safe
+from .linearize import Factorization, combine
 
 AXIS = "points"
 
@@ -62,15 +65,24 @@ def check_shares(count: int, what: str, n_devices: int, remedy: str) -> None:
         )
 
 
-def _points_spec(leaf) -> PartitionSpec:
-    # Points lie along the last axis of x (and the only axis of y, sigma, mask).
-    return PartitionSpec(*([None] * (np.ndim(leaf) - 1)), AXIS)
+def _points_spec(leaf, m: int) -> PartitionSpec:
+    """A streamed chunk's array split over the devices along its points axis
+    (`points_axis`: the last of `x`'s, the only one of `y`, `sigma`, `mask`)."""
+    axes: list = [None] * np.ndim(leaf)
+    axes[cast(int, points_axis(leaf, m))] = AXIS  # (a chunk's arrays all have one)
+    return PartitionSpec(*axes)
+
+
+def _chunk_specs(chunk):
+    m = chunk.y.shape[0]
+    return jax.tree.map(lambda leaf: _points_spec(leaf, m), chunk)
 
 
 def place_chunk(chunk, mesh: Mesh):
     """Put each device's share of `chunk`'s points on that device."""
+    m = chunk.y.shape[0]
     return jax.tree.map(
-        lambda leaf: jax.device_put(leaf, NamedSharding(mesh, _points_spec(leaf))), chunk
+        lambda leaf: jax.device_put(leaf, NamedSharding(mesh, _points_spec(leaf, m))), chunk
     )
 
 
@@ -98,27 +110,15 @@ def sharded_fold(fold, running, model, state, x, chunk, mesh: Mesh):
     return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(PartitionSpec(AXIS), jax.tree.map(_points_spec, chunk)),
+        in_specs=(PartitionSpec(AXIS), _chunk_specs(chunk)),
         out_specs=PartitionSpec(AXIS),
     )(running, chunk)
 
 
 @compiled
-def reduce_devices(running, factorization: str):
-    """The summary of all devices' summaries (a `_Running` without the device axis)."""
-    square = running.square
-    n = square.shape[-1]
-    if factorization == "normal":
-        square = jnp.sum(square, axis=0)
-    else:
-        square = jnp.linalg.qr(jnp.reshape(square, (-1, n)), mode="r")
-    total = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), running)
-    return eqx.tree_at(lambda r: r.square, total, square)
-
-
-def finish(running, factorization: str) -> Linearization:
-    factor = normal_root_if_safe(running.square)[0] if factorization == "normal" else running.square
-    return Linearization(running.cost, running.grad, factor)
+def reduce_devices(running, factorization: Factorization):
+    """The summary of all devices' summaries (`combine`: without the device axis)."""
+    return combine(running, factorization)
 
 
 def shard_batch(tree, devices, axis_name: str = "batch"):

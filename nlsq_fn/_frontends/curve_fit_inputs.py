@@ -12,7 +12,6 @@ import numpy as np
 
 from .._drivers.options import has_finite_bounds
 from .._drivers.solver import Solver
-from .._evaluation.padding import points_axis
 from .._misc import is_concrete
 from .._problem.arguments import as_bounds
 from .._problem.conventions import (
@@ -23,8 +22,8 @@ from .._problem.conventions import (
     parameter_names,
     unpacked_model,
 )
-from .._problem.data import sigma_shape_error
-from .._problem.host_model import call_on_host, traced_shape
+from .._problem.data import points_axis, sigma_shape_error
+from .._problem.host_model import call_on_host, traced_or_on_host
 from .scipy_compat import finite_difference_options
 
 
@@ -66,9 +65,13 @@ def one_of(value, alias, name, alias_name, unset):
 def broadcast_to_model(model, xdata, p0, ydata):
     """A scalar `ydata` as an array shaped like the model's values at `p0` (SciPy
     subtracts it from them, broadcasting)."""
-    out, error = traced_shape(model, xdata, p0)
-    if error is not None:
-        out = call_on_host(model, xdata, p0)
+    out, _ = traced_or_on_host(
+        model,
+        xdata,
+        p0,
+        lambda: call_on_host(model, xdata, p0),
+        lambda _, host_error: host_error,  # the model's own error, as SciPy raises it
+    )
     return np.broadcast_to(ydata, np.shape(out)).astype(float)
 
 

@@ -73,6 +73,20 @@ class Data(eqx.Module):
         return residual.ravel()
 
 
+def points_axis(leaf, m: int) -> int | None:
+    """The axis of an `x` array that counts the `m` points: the last one in SciPy's
+    ``(k, M)`` convention, else the first (one row per point, as a DataFrame). The one
+    rule for SciPy's `xdata` and a stream's chunks: padding, the devices' shares of a
+    chunk, the pointwise probe's halves. (`Data` itself, laid out like `y`, has its
+    points along the leading axes: `model_x`, chunks of in-memory data.)"""
+    shape = np.shape(leaf)
+    if len(shape) == 0:
+        return None
+    if shape[-1] == m:
+        return len(shape) - 1
+    return 0 if shape[0] == m else None
+
+
 def _at_counted(leaf, mask):
     """`leaf` with its masked points replaced by the first counted one (see `model_x`)."""
     shape = jnp.shape(leaf)

@@ -4,13 +4,40 @@ as scalars and local ones as arrays over the datasets."""
 import dataclasses
 from collections.abc import Callable
 
+import equinox as eqx
 import numpy as np
+from jaxtyping import Array, Float, Int
 
-from .._drivers.block_linearize import GlobalSolution
 from .._strategies.block_arrow import BlockCovariance
 from .._strategies.trust_region import STATUS_MESSAGES
 
-__all__ = ["GlobalFitResult"]
+__all__ = ["GlobalFitResult", "GlobalSolution"]
+
+
+class GlobalSolution(eqx.Module):
+    """What `global_solve` returns (a leading batch axis on every field under
+    `jax.vmap`): the flat `x` (``θ = [shared, local_1, ..., local_k]``), the weighted
+    residuals `fun` ``(k, L)`` (zero where masked), `cost`, `initial_cost`,
+    `optimality`, `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes) and the
+    unscaled covariance by blocks, ``(JᵀJ)⁻¹`` with its `residual_variance`
+    (`BlockCovariance`; ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
+
+    x: Float[Array, " n"]
+    fun: Float[Array, "k L"]
+    cost: Float[Array, ""]
+    initial_cost: Float[Array, ""]
+    optimality: Float[Array, ""]
+    active_mask: Int[Array, " n"]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    nit: Int[Array, ""]
+    status: Int[Array, ""]
+    covariance: BlockCovariance
+
+    @property
+    def success(self):
+        return self.status > 0
+
 
 # The `GlobalSolution` fields a result reports as its own, with their Python types.
 SOLUTION_FIELDS: dict[str, Callable] = {

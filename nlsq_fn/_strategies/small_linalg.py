@@ -10,14 +10,21 @@ small singular values to high relative accuracy). A single, unbatched matrix kee
 LAPACK, which is faster for one: the choice is made by a vmap rule
 (`jax.custom_batching.custom_vmap`), so the same code serves `solve` and `vmap(solve)`.
 
-The same holds for the R factor of each member's ``m × n`` Jacobian (LAPACK's `geqrf`,
-one call per member): Householder reflections written in `jax.numpy`, batch last, give
-the same factor up to the signs of its rows (``RᵀR = JᵀJ`` either way).
+The same holds for the R factor of each member's Jacobian, which the evaluation takes
+(`_evaluation/small_qr.py`, named here too as this module's other half).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The QR half lives below, in `_evaluation` (the evaluation takes it); named here too,
+# for the readers (and tests) of both halves.
+from .._evaluation.small_qr import (
+    MAX_SMALL_QR_COLUMNS as MAX_SMALL_QR_COLUMNS,
+    batched_householder_r as batched_householder_r,
+    r_factor as r_factor,
+)
 
 # A sweep has n(n-1)/2 rotations: above this many columns LAPACK's per-member call
 # costs less than the rotations.
@@ -104,58 +111,3 @@ def singular_values_and_vt(a):
         return _small_svd(a)
     _, s, vt = jnp.linalg.svd(a, full_matrices=False)
     return s, vt
-
-
-# Householder reflections for the R factor: n of them, each O(m n) per member; above
-# this many columns LAPACK's per-member call is the cheaper one.
-MAX_SMALL_QR_COLUMNS = 8
-
-
-def batched_householder_r(a):
-    """The ``n × n`` R factor of every ``a[b]`` (``m × n``, ``m ≥ n``), as LAPACK's
-    `geqrf` computes it: reflection ``k`` maps column ``k`` below the diagonal onto
-    ``-sign(a_kk) ‖a_k‖ e_k``."""
-    _, m, n = a.shape
-    dtype = a.dtype
-    # Columns with the batch last: every operation is elementwise over (rows, batch).
-    columns = [a[:, :, j].T for j in range(n)]
-    rows = []
-    for k in range(n):
-        x = columns[k][k:]
-        head = x[0]
-        below = jnp.sum(x[1:] * x[1:], axis=0)
-        # As LAPACK's `dlarfg`: nothing below the diagonal, no reflection (tau = 0).
-        reflect = below > 0
-        norm = jnp.sqrt(head * head + below)
-        alpha = -jnp.where(head >= 0, 1.0, -1.0).astype(dtype) * norm
-        v = x.at[0].add(-alpha)
-        v_norm2 = jnp.where(reflect, jnp.sum(v * v, axis=0), 1.0)
-        tau = jnp.where(reflect, 2 / v_norm2, 0.0)
-        row = [jnp.zeros_like(head)] * k + [jnp.where(reflect, alpha, head)]
-        for j in range(k + 1, n):
-            y = columns[j][k:]
-            y = y - (tau * jnp.sum(v * y, axis=0)) * v
-            columns[j] = jnp.concatenate([columns[j][:k], y])
-            row.append(y[0])
-        rows.append(jnp.stack(row, axis=1))  # (batch, n)
-    return jnp.stack(rows, axis=1)  # (batch, n, n)
-
-
-@jax.custom_batching.custom_vmap
-def _small_r(a):
-    return jnp.linalg.qr(a, mode="r")
-
-
-@_small_r.def_vmap
-def _small_r_batched(axis_size, in_batched, a):
-    if not in_batched[0]:
-        a = jnp.broadcast_to(a, (axis_size, *a.shape))
-    return batched_householder_r(a), True
-
-
-def r_factor(a):
-    """The R factor of ``a`` (``m × n``, ``m ≥ n``): LAPACK for one matrix, Householder
-    reflections across a batch of matrices of few columns."""
-    if a.shape[-1] <= MAX_SMALL_QR_COLUMNS and a.shape[-2] >= a.shape[-1]:
-        return _small_r(a)
-    return jnp.linalg.qr(a, mode="r")

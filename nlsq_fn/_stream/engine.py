@@ -16,21 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._drivers.chunks import (
+    PassSummary,
     Sums,
     finish_compiled,
     fold_chunk,
     fold_compiled,
     padded_chunks,
-    pointwise_mismatch,
     prefetch,
-    zero_summary,
 )
 from .._drivers.linearize_at import problem_of
 from .._drivers.solver import SolverState, init
 from .._evaluation import sharding as _sharding
+from .._evaluation.chunking import auto_chunk_size, pointwise_mismatch
 from .._evaluation.linearize import Linearization
-from .._evaluation.memory import automatic_chunk_size
-from .._evaluation.padding import bucket_size
 from .._frontends.curve_fit_class import CurveFit
 from .._frontends.curve_fit_inputs import convention, core_solver, flat_bounds, initial_params
 from .._problem.data import Data
@@ -63,9 +61,7 @@ class StreamEngine:
         ``"auto"`` or a count) and `n_params` parameters of `dtype`."""
         size: Any = given  # None, "auto" or a count
         if size is None or size == "auto":
-            size = automatic_chunk_size(n_params, dtype)
-            if n_points is not None:  # no chunk larger than the data needs
-                size = min(size, bucket_size(n_points))
+            size = auto_chunk_size(n_points, n_params, dtype, streamed=True)
         if self.mesh is not None:  # an equal share of every chunk for each device
             n_devices = self.mesh.devices.size
             size = -(-size // n_devices) * n_devices
@@ -128,7 +124,7 @@ class StreamEngine:
         """The summary at `x` of all `chunks` (and, `across_processes`, of the other
         processes' chunks), and the sums of their residuals. `check_pointwise`: first
         make sure the model is pointwise on every chunk (`pointwise_mismatch`)."""
-        running = zero_summary(x.size, state.lower.dtype)
+        running = PassSummary.zeros(x.size, state.lower.dtype)
         if self.mesh is not None:
             running = _sharding.sharded_zeros(running, self.mesh)
         mismatches = []

@@ -24,9 +24,8 @@ from .._drivers.fingerprint import fingerprint
 from .._drivers.host_loop import (
     FitCheckpoint,
     checkpoint_like,
-    judge_step,
+    host_iterations,
     load_checkpoint,
-    propose_step,
     save_checkpoint,
     start_loop,
 )
@@ -235,11 +234,12 @@ class StreamingOptimizer:
             self._describe(bar, saved)
             if checkpoint is not None and _processes.is_main():
                 save_checkpoint(checkpoint, saved, prints)
-            while int(saved.carry.status) == RUNNING:
-                carry = saved.carry
-                x_trial, proposal = propose_step(strategy, carry, problem)
+
+            def evaluate(x):
+                """One pass at `x`, which must read the first pass's data."""
+                nonlocal check_pointwise
                 trial, sums = self._engine.pass_over(
-                    source, state, x_trial, chunk_size, bar, split, check_pointwise
+                    source, state, x, chunk_size, bar, split, check_pointwise
                 )
                 check_same_data(
                     saved.first,
@@ -248,7 +248,10 @@ class StreamingOptimizer:
                     None if resumed is None else checkpoint,
                 )
                 check_pointwise = False
-                carry, accepted = judge_step(strategy, carry, proposal, trial, problem, max_nfev)
+                return trial, sums
+
+            iterations = host_iterations(strategy, saved.carry, problem, max_nfev, evaluate)
+            for carry, accepted, sums in iterations:
                 saved = FitCheckpoint(
                     carry,
                     saved.x0,

@@ -45,7 +45,7 @@ def share(source: AbstractSource, chunk_size: int, split: bool) -> Iterator[Piec
 
 
 def combine(running, factorization: str):
-    """The summary of all processes' summaries (a `_Running`), the same on each."""
+    """The summary of all processes' summaries (a `PassSummary`), the same on each."""
     if not several():
         return running
     # Each process's summary, stacked along a new leading axis, on every process.

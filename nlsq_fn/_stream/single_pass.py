@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._drivers.chunks import Sums
-from .._drivers.host_loop import judge_step, propose_step, start_loop
+from .._drivers.host_loop import host_iterations, start_loop
 from .._drivers.start import start_point
 from .._evaluation.compiled import compiled, limit_programs
 from .._evaluation.linearize import Linearization
@@ -124,12 +124,8 @@ def update_stream(
     if stream["initial_cost"] is None:
         stream["initial_cost"] = lin.cost
     carry = start_loop(state.strategy, p_before, lin, problem, state.max_nfev)
-    while int(carry.status) == RUNNING:
-        x_trial, proposal = propose_step(state.strategy, carry, problem)
-        trial, trial_sums = evaluate(x_trial)
-        carry, accepted = judge_step(
-            state.strategy, carry, proposal, trial, problem, state.max_nfev
-        )
+    for step in host_iterations(state.strategy, carry, problem, state.max_nfev, evaluate):
+        carry, accepted, trial_sums = step
         sums = tree_where(accepted, trial_sums, sums)
     p, lin = carry.x, carry.linearization
     # The chunk joins the quadratic linearised at the new parameters: the summary
