@@ -146,8 +146,11 @@ class StoredProgram:
         leaves = [leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf) for leaf in leaves]
         static_leaves, static_tree = jax.tree.flatten(static)
         avals = tuple((leaf.shape, leaf.dtype, leaf.weak_type) for leaf in leaves)
+        # An executable is compiled for its inputs' devices: the same shapes spread over
+        # two devices (a sharded stream) need a program of their own.
+        shardings = tuple(leaf.sharding for leaf in leaves)
         try:
-            key = (in_tree, static_tree, tuple(static_leaves), avals, _x64())
+            key = (in_tree, static_tree, tuple(static_leaves), avals, shardings, _x64())
             hash(key)
         except TypeError:
             return None
@@ -192,7 +195,9 @@ class StoredProgram:
 
     def _path(self, key) -> pathlib.Path | None:
         folder = cache_folder()
-        if folder is None:
+        if folder is None or jax.process_count() > 1:
+            # (Several processes, `jax.distributed`: an executable is compiled for its
+            # process's devices, and one written by a peer fails when run here.)
             return None
         description = repr(key) + self.function.__module__ + self.name
         if _ADDRESS.search(description):  # an object without a stable description
