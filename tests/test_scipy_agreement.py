@@ -126,7 +126,22 @@ def test_matches_scipy_least_squares(case, method, x64):
         assert int(ours.status) == reference.status
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.bounded][:4], ids=lambda c: c.name)
+# SciPy's path by default on sigma and on the logistic curve; on the two other problems
+# (the same comparison) in CI's extended step.
+FOLLOWS_PATH_EXTENDED = ("exp_decay", "three_gaussians_baseline")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case,
+            id=case.name,
+            marks=[pytest.mark.extended] if case.name in FOLLOWS_PATH_EXTENDED else [],
+        )
+        for case in [c for c in CASES if not c.bounded][:4]
+    ],
+)
 def test_trf_follows_scipys_path(case):
     """Same algorithm, same iterates: the evaluation counts agree with SciPy's."""
     ours = _fit(case, "trf")
