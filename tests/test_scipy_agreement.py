@@ -7,19 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CASES, assert_matches_scipy, tolerance, x64_params
+from helpers import CASES, FnModel, assert_matches_scipy, solve, tolerance, x64_params
 
 import nlsq_fn as nf
 
 TOLERANCES = dict(ftol=1e-10, xtol=1e-10, gtol=1e-10)
-solve = eqx.filter_jit(nf.solve)
-
-
-class _Model(eqx.Module):
-    fn: object = eqx.field(static=True)
-
-    def __call__(self, x, p):
-        return self.fn(x, p)
 
 
 STRATEGIES = {"trf": nf.TRF, "dogbox": nf.Dogbox, "lm": nf.LevenbergMarquardt}
@@ -34,7 +26,7 @@ def _fit(case, method):
         x_scale=case.x_scale,
         **TOLERANCES,
     )
-    model = _Model(case.model)
+    model = FnModel(case.model)
     data = nf.Data(case.x, case.y, sigma=case.sigma)
     return solve(model, data, nf.init(model, data, jnp.asarray(case.p0), solver))
 
@@ -222,7 +214,7 @@ def test_dogbox_under_vmap_matches_each_scipy_fit():
     compiled call; each member agrees with SciPy's dogbox from the same start."""
     case = next(c for c in CASES if c.name == "logistic4_bounded")
     starts = np.array([case.p0, [0.0, 150.0, 2.0, 1.0], [0.5, 80.0, 0.5, 2.0]])
-    model = _Model(case.model)
+    model = FnModel(case.model)
     data = nf.Data(case.x, case.y)
     solver = nf.Solver(strategy=nf.Dogbox(), bounds=case.bounds, **TOLERANCES)
     states = [nf.init(model, data, jnp.asarray(start), solver) for start in starts]
