@@ -47,18 +47,6 @@ def _uses_float32(item) -> bool:
     return callspec is not None and callspec.params.get("x64", True) is False
 
 
-def pytest_configure(config):
-    """Under pytest-xdist (`-n 2`, as CI runs the suite) each test module goes to one
-    worker (`--dist loadfile`) instead of xdist's default of single tests to whichever
-    worker is free (`load`). A module's tests share its fixtures and its compiled fits
-    (the same model, shapes and options); spread over two workers, each worker built
-    them again: two of the slowest default tests were the two rows of one comparison,
-    each compiling the same ODR fit on its own worker. An explicit `--dist` other than
-    `load` is kept."""
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadfile"
-
-
 def pytest_collection_modifyitems(items):
     """Within each module, the float32 (x64 off) cases after the float64 ones: one switch
     between the two, and so one drop of the compiled programs, per module (a stable
