@@ -63,14 +63,17 @@ DEFAULT_DOGBOX_CASES = ("logistic4_bounded", "outliers_soft_l1")
 DEFAULT_FLOAT32_CASES = (("logistic4_bounded", "trf"), ("misra1a_bounded_xscale_jac", "dogbox"))
 # float64 rows that only repeat what the default run checks elsewhere run in CI's extended
 # step: TRF on the four problems `test_trf_follows_scipys_path` fits (the same fits, with
-# SciPy's iterates), the linear loss (every other row has it), and LM on the problems
-# without a feature of their own (LM keeps sigma, x_scale='jac', `rational` and the
-# damped oscillation).
+# SciPy's iterates) and on `rational` and the damped oscillation (LM's default rows fit
+# them; TRF's unbounded linear-loss fits are checked on sigma and the logistic curve),
+# the linear loss (every other row has it), and LM on the problems without a feature of
+# their own (LM keeps sigma, x_scale='jac', `rational` and the damped oscillation).
 EXTENDED_FLOAT64_CASES = (
     ("exp_decay", "trf"),
     ("exp_decay_sigma", "trf"),
     ("three_gaussians_baseline", "trf"),
     ("logistic4", "trf"),
+    ("rational", "trf"),
+    ("damped_oscillation_trend", "trf"),
     ("outliers_linear", "trf"),
     ("exp_decay", "lm"),
     ("three_gaussians_baseline", "lm"),
