@@ -91,6 +91,17 @@ def decay_np(x, a, b, c):
     return a * np.exp(-b * x) + c
 
 
+def peak(x, amp, center, width, offset):
+    """One Gaussian peak on a constant, in SciPy's ``f(x, *params)`` form (named
+    parameters for `global_fit`, `fixed` and `ties`)."""
+    return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
+def peak_np(x, amp, center, width, offset):
+    """`peak` in NumPy."""
+    return amp * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
 def gaussians_baseline(x, p):
     peaks = [p[i] * jnp.exp(-0.5 * ((x - p[i + 1]) / p[i + 2]) ** 2) for i in (0, 3, 6)]
     return sum(peaks) + p[9]

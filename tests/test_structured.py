@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import decay, decay_np
+from helpers import decay, decay_np, peak, peak_np
 
 import nlsq_fn as nf
 
@@ -215,14 +215,6 @@ def test_bad_structure_is_named(data, options, words):
 
 
 # --- global fits ---------------------------------------------------------------------
-
-
-def peak(x, amp, center, width, offset):
-    return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
-
-
-def peak_np(x, amp, center, width, offset):
-    return amp * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
 
 
 @pytest.fixture(scope="module")
