@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+
+import nlsq_fn as nf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,22 @@ class Case:
             )
 
 
+class FnModel(eqx.Module):
+    """A plain function ``fn(x, p)`` as the core's model: an Equinox module whose
+    function is static, so that two wrappers of one function are equal and share the
+    compiled fits of `solve`."""
+
+    fn: object = eqx.field(static=True)
+
+    def __call__(self, x, p):
+        return self.fn(x, p)
+
+
+# One compiled `nf.solve` for every test module: a fit of the same model, shapes and
+# options compiles once per worker, whichever module asks for it first.
+solve = eqx.filter_jit(nf.solve)
+
+
 def _rng(seed):
     return np.random.default_rng(seed)
 
@@ -65,6 +84,22 @@ def exp_decay(x, p):
 def decay(x, a, b, c):
     """`exp_decay` as SciPy's ``f(x, a, b, c)``."""
     return a * jnp.exp(-b * x) + c
+
+
+def decay_np(x, a, b, c):
+    """`decay` in NumPy (SciPy's side of a comparison; a host model for ours)."""
+    return a * np.exp(-b * x) + c
+
+
+def peak(x, amp, center, width, offset):
+    """One Gaussian peak on a constant, in SciPy's ``f(x, *params)`` form (named
+    parameters for `global_fit`, `fixed` and `ties`)."""
+    return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
+
+
+def peak_np(x, amp, center, width, offset):
+    """`peak` in NumPy."""
+    return amp * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
 
 
 def gaussians_baseline(x, p):

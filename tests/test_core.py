@@ -1,16 +1,14 @@
 """The functional core: pytrees, batching, masks, Jacobian modes, losses, float32."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import assert_same_optimum, exp_decay
+from helpers import assert_same_optimum, exp_decay, solve
 
 import nlsq_fn as nf
 
-solve = eqx.filter_jit(nf.solve)
 TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
 
 

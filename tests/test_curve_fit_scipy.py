@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import assert_matches_scipy_fit, decay, tolerance, x64_params
+from helpers import assert_matches_scipy_fit, decay, decay_np, tolerance, x64_params
 
 import nlsq_fn as nf
 
@@ -18,10 +18,6 @@ _decay_jac = jax.jit(jax.jacfwd(lambda p, x: decay(x, *p)))
 
 def decay_jac(x, *p):
     return np.asarray(_decay_jac(jnp.asarray(p), x))
-
-
-def decay_np(x, a, b, c):
-    return np.asarray(decay(x, a, b, c))
 
 
 RNG = np.random.default_rng(0)

@@ -8,25 +8,15 @@ sizes are chosen so that the last chunk overlaps the previous one (the overlap m
 counted once) and so that one case has a single chunk.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import assert_same_optimum, exp_decay, two_gaussians_baseline
+from helpers import FnModel, assert_same_optimum, exp_decay, solve, two_gaussians_baseline
 from jax.flatten_util import ravel_pytree
 
 import nlsq_fn as nf
-
-solve = eqx.filter_jit(nf.solve)
-
-
-class _Model(eqx.Module):
-    fn: object = eqx.field(static=True)
-
-    def __call__(self, x, p):
-        return self.fn(x, p)
 
 
 def _exp_problem(m=203, seed=0):
@@ -46,7 +36,7 @@ def _outlier_problem(m=150):
 
 
 def _both(model_fn, data, p0, chunk_size, **options):
-    model = _Model(model_fn)
+    model = FnModel(model_fn)
     plain = solve(model, data, nf.init(model, data, p0, nf.Solver(**options)))
     chunked_solver = nf.Solver(chunk_size=chunk_size, **options)
     chunked = solve(model, data, nf.init(model, data, p0, chunked_solver))
@@ -162,7 +152,7 @@ def test_chunk_size_rejects_inputs_without_a_point_axis():
 def test_chunked_fit_is_differentiable_like_the_unchunked_one():
     """Implicit differentiation through the chunked fit (w.r.t. the data)."""
     x, y, p0 = _exp_problem(m=120)
-    model = _Model(exp_decay)
+    model = FnModel(exp_decay)
 
     @jax.jit
     def tangents(y, tangent):
@@ -189,7 +179,7 @@ def test_benchmark_configuration_matches_scipy(bounded):
     solver = nf.Solver(
         factorization="normal", chunk_size=256, bounds=bounds, ftol=1e-10, xtol=1e-10, gtol=1e-10
     )
-    model = _Model(exp_decay)
+    model = FnModel(exp_decay)
     data = nf.Data(x, y)
     ours = solve(model, data, nf.init(model, data, jnp.asarray(p0), solver))
     reference = scipy.optimize.least_squares(

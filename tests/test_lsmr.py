@@ -359,9 +359,11 @@ def test_compressed_jvps_equal_the_dense_jacobian():
         )
 
 
-@pytest.mark.parametrize(
-    "strategy", [pytest.param(nf.TRF(), marks=pytest.mark.extended), TRFLSMR()]
-)
+# Both rows in CI's extended step: by default the grouped JVPs of an autodiff model
+# are checked through `least_squares` (TRFLSMR, bounds, SciPy's answer and the exact
+# sparse Jacobian) by `test_least_squares_jac_sparsity_with_autodiff_matches_scipy`.
+@pytest.mark.extended
+@pytest.mark.parametrize("strategy", [nf.TRF(), TRFLSMR()])
 def test_core_jac_sparsity_equals_autodiff(strategy):
     n = 30
     x0, lb, ub = broyden_start(n)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import FnModel
 from nist import load_problems, log_relative_error
 
 import nlsq_fn as nf
@@ -21,13 +22,6 @@ import nlsq_fn as nf
 TOLERANCES = dict(ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=10_000)
 STRATEGIES = {"trf": nf.TRF(), "lm": nf.LevenbergMarquardt(factor=10.0)}
 PROBLEMS = load_problems()
-
-
-class _Model(eqx.Module):
-    fn: object = eqx.field(static=True)
-
-    def __call__(self, x, p):
-        return self.fn(x, p)
 
 
 @eqx.filter_jit
@@ -53,7 +47,7 @@ DEFAULT_PROBLEMS = ("MGH09", "BoxBOD", "Eckerle4", "Bennett5")  # Thurber: exten
     ],
 )
 def test_nist_certified_values(problem, strategy, record_property):
-    model = _Model(problem["model"])
+    model = FnModel(problem["model"])
     data = nf.Data(problem["x"], problem["y"])
     solver = nf.Solver(strategy=STRATEGIES[strategy], **TOLERANCES)
     states = [nf.init(model, data, jnp.asarray(s), solver) for s in problem["starts"]]

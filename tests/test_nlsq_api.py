@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.stats
+from helpers import decay
 
 import nlsq_fn as nf
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import decay
 
 import nlsq_fn as nf
 
 TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
 
 
 def decay_vector(x, beta):

@@ -8,17 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import decay, decay_np
 
 import nlsq_fn as nf
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
-
-
-def decay_np(x, a, b, c):
-    return a * np.exp(-b * x) + c
-
 
 RNG = np.random.default_rng(2)
 X = np.linspace(0, 4, 60)

@@ -25,7 +25,18 @@ def _matrices(rng, batch, k, n):
     return a
 
 
-@pytest.mark.parametrize("n", range(1, MAX_SMALL_COLUMNS + 1))
+# The default run: one column, two (the first rotation) and the limit; the sizes between
+# in CI's extended step (each size compiles its own unrolled sweeps).
+DEFAULT_SVD_COLUMNS = (1, 2, MAX_SMALL_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "n",
+    [
+        pytest.param(n, marks=[] if n in DEFAULT_SVD_COLUMNS else [pytest.mark.extended])
+        for n in range(1, MAX_SMALL_COLUMNS + 1)
+    ],
+)
 @pytest.mark.parametrize("rows", ["square", "augmented"])
 def test_jacobi_svd_matches_lapack(n, rows):
     rng = np.random.default_rng(n)
@@ -72,7 +83,9 @@ def test_vmap_rule_replaces_lapack_only_when_batched():
     assert "svd" in str(jax.make_jaxpr(jax.vmap(singular_values_and_vt))(wide))
 
 
-@pytest.mark.parametrize("n", [1, 2, 4, MAX_SMALL_QR_COLUMNS])
+@pytest.mark.parametrize(
+    "n", [1, 2, pytest.param(4, marks=pytest.mark.extended), MAX_SMALL_QR_COLUMNS]
+)  # (4: a size between, in CI's extended step)
 @pytest.mark.parametrize("m_over_n", [1, 10])
 def test_householder_r_matches_lapack(n, m_over_n):
     """LAPACK's R (NumPy's `qr`, the same Householder convention) to rounding; where

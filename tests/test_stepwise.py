@@ -1,11 +1,10 @@
 """The step-by-step driver (a new model's first fits) against the compiled `solve`: the
 same strategy code, so the same optimum, status and number of evaluations."""
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CASES, assert_same_optimum
+from helpers import CASES, FnModel, assert_same_optimum, solve
 
 import nlsq_fn as nf
 from nlsq_fn._drivers import evaluators as _evaluators
@@ -14,14 +13,6 @@ from nlsq_fn._drivers.stepwise import can_step_from_host, solve_stepwise
 from nlsq_fn._problem.loss import as_loss
 
 STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
-solve = eqx.filter_jit(nf.solve)
-
-
-class _Model(eqx.Module):
-    fn: object = eqx.field(static=True)
-
-    def __call__(self, x, p):
-        return self.fn(x, p)
 
 
 # By default one case per strategy; in CI's extended step a case of each kind (bounds
@@ -66,7 +57,7 @@ def test_stepwise_fit_is_the_compiled_fit(case, method):
         bounds=case.bounds if case.bounded else None,
         x_scale=case.x_scale,
     )
-    model = _Model(case.model)
+    model = FnModel(case.model)
     data = nf.Data(case.x, case.y, sigma=case.sigma)
     state = nf.init(model, data, jnp.asarray(case.p0), solver)
     assert can_step_from_host(state)

@@ -9,16 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import decay, decay_np, peak, peak_np
 
 import nlsq_fn as nf
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
-
-
-def decay_np(x, a, b, c):
-    return a * np.exp(-b * x) + c
 
 
 @pytest.fixture(scope="module")
@@ -222,14 +215,6 @@ def test_bad_structure_is_named(data, options, words):
 
 
 # --- global fits ---------------------------------------------------------------------
-
-
-def peak(x, amp, center, width, offset):
-    return amp * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
-
-
-def peak_np(x, amp, center, width, offset):
-    return amp * np.exp(-0.5 * ((x - center) / width) ** 2) + offset
 
 
 @pytest.fixture(scope="module")
