@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._problem.loss import AbstractLoss, Linear
-from .._strategies.small_linalg import r_factor
+from .._strategies.normal_equations import loop_r_factor
 
 Factorization = Literal["auto", "qr", "normal"]
 FACTORIZATIONS = ("auto", "qr", "normal")
@@ -81,8 +81,9 @@ def factorize(
     evaluation (`chunked_linearize`), which never holds ``J``.
 
     `in_loop`: the fit's loop, which is never differentiated: across a `vmap`-ed batch
-    of few parameters its QR is Householder reflections vectorised over the batch
-    (`r_factor`: the same ``r`` up to rounding) rather than one LAPACK call per member.
+    of few parameters its R is the Cholesky factor of ``JᵀJ`` where that is safe, else
+    Householder reflections vectorised over the batch (`loop_r_factor`: the same ``r``
+    up to rounding and the signs of its rows) rather than one LAPACK call per member.
     """
     _check_method(method)
     if method == "normal":
@@ -90,7 +91,7 @@ def factorize(
     m, n = jac.shape
     if m < n:
         jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
-    return r_factor(jac) if in_loop else jnp.linalg.qr(jac, mode="r")
+    return loop_r_factor(jac) if in_loop else jnp.linalg.qr(jac, mode="r")
 
 
 def _check_method(method) -> None:
