@@ -19,7 +19,6 @@ import jax.numpy as jnp
 from .normal_equations import (
     applies,
     cholesky,
-    frobenius_condition2,
     scaled_cholesky,
     solve_upper,
     solve_upper_transposed,
@@ -53,34 +52,39 @@ def cholesky_subproblem(a, diag, g, radius, alpha, n_rows, options):
         ]
         for i in range(n)
     ]
-    _, _, well_conditioned, _ = scaled_cholesky(h, n)
-    u, positive = cholesky(h, n)
+    u_scaled, scale, well_conditioned, condition2 = scaled_cholesky(h, n)
+    # H = C H_s C with C = diag(scale): its Cholesky factor is u_s C.
+    u = [[u_scaled[i][j] * scale[j] if j >= i else None for j in range(n)] for i in range(n)]
     # The SVD route takes the Gauss–Newton step only for full rank, `s_min > eps m s_max`:
-    # with a margin of 100 for its rounding, `cond(H) = (s_max / s_min)²` is bounded by
-    # the Frobenius one.
+    # with a margin of 100 for its rounding. cond(H) = (s_max / s_min)² is at most
+    # cond(H_s) (max C / min C)².
     eps = jnp.finfo(a.dtype).eps
+    spread = functools.reduce(jnp.maximum, scale) / functools.reduce(jnp.minimum, scale)
     rank_bound = (0.01 / (eps * jnp.maximum(n_rows, n))) ** 2
-    full_rank = (n_rows >= n) & (frobenius_condition2(u, n) <= rank_bound)
-    safe = well_conditioned & positive & full_rank
+    full_rank = (n_rows >= n) & (condition2 * spread**2 <= rank_bound)
+    safe = well_conditioned & full_rank
     g_list = [g[i] for i in range(n)]
-    p_gauss_newton = [-x for x in solve_upper(u, solve_upper_transposed(u, g_list, n), n)]
-    take_gauss_newton = jnp.sqrt(_norm2(p_gauss_newton)) <= slack * radius
 
-    def shifted(alpha):
-        shifted_h = [[h[i][j] + alpha if i == j else h[i][j] for j in range(n)] for i in range(n)]
-        u, positive = cholesky(shifted_h, n)
+    def solved(u):
+        """``(H + αI)⁻¹ g`` from the factor `u` of ``H + αI``, its norm, ``φ(α)`` and
+        ``φ'(α)``."""
         p = solve_upper(u, solve_upper_transposed(u, g_list, n), n)
-        return u, positive, p
-
-    def phi_and_derivative(alpha):
-        u, _, p = shifted(alpha)
         p_norm = jnp.sqrt(_norm2(p))
         safe_p_norm = jnp.where(p_norm > 0, p_norm, 1.0)
         # Σ (Vᵀg)² / (s² + α)³ = pᵀ (H + αI)⁻¹ p = ‖u⁻ᵀ p‖²
         phi_prime = -_norm2(solve_upper_transposed(u, p, n)) / safe_p_norm
-        return p_norm - radius, jnp.where(phi_prime == 0, -1.0, phi_prime)
+        return p, p_norm, p_norm - radius, jnp.where(phi_prime == 0, -1.0, phi_prime)
 
-    phi0, phi0_prime = phi_and_derivative(jnp.zeros_like(radius))
+    def shifted(alpha):
+        shifted_h = [[h[i][j] + alpha if i == j else h[i][j] for j in range(n)] for i in range(n)]
+        return cholesky(shifted_h, n)
+
+    def phi_and_derivative(alpha):
+        return solved(shifted(alpha)[0])[2:]
+
+    p_solved, p_norm, phi0, phi0_prime = solved(u)
+    p_gauss_newton = [-x for x in p_solved]
+    take_gauss_newton = p_norm <= slack * radius
     alpha_upper = jnp.sqrt(_norm2(g_list)) / radius
     alpha_lower = -phi0 / phi0_prime
     alpha, evaluated = secular_newton(
@@ -95,8 +99,10 @@ def cholesky_subproblem(a, diag, g, radius, alpha, n_rows, options):
     )
     if last_evaluated:
         alpha = evaluated
-    _, positive_at_alpha, p = shifted(alpha)
-    p = jnp.stack([-x for x in p])
+    u_at_alpha, positive_at_alpha = shifted(alpha)
+    p = jnp.stack(
+        [-x for x in solve_upper(u_at_alpha, solve_upper_transposed(u_at_alpha, g_list, n), n)]
+    )
     if to_boundary:
         p_norm = jnp.linalg.norm(p)
         p = p * jnp.where(p_norm > 0, radius / jnp.where(p_norm > 0, p_norm, 1.0), 1.0)
@@ -139,7 +145,9 @@ def _routed(options, bounded):
         )
         svd = jax.vmap(lambda *one: svd_subproblem(*one, options, bounded))
         a = arguments[0]
-        if not applies(a.dtype, a.shape[-1]):
+        import os
+
+        if os.environ.get("B4_SUB_OLD") or not applies(a.dtype, a.shape[-1]):
             return svd(*arguments), (True, True)
         p, alpha, safe = jax.vmap(lambda *one: cholesky_subproblem(*one, options))(*arguments)
 

@@ -110,11 +110,10 @@ def gram_r_factor(a):
     ``rᵀr = aᵀa`` (the Cholesky factor of ``aᵀa``: the QR route's ``R`` up to the signs of
     its rows) and whether it is safe (`scaled_cholesky`)."""
     batch, _, n = a.shape
-    columns = jnp.transpose(a, (2, 1, 0))  # (n, m, batch): sums over m, elementwise in b
-    gram = [
-        [jnp.sum(columns[i] * columns[j], axis=0) if j >= i else None for j in range(n)]
-        for i in range(n)
-    ]
+    # One batched product (XLA's dot) reads `a` once; sums per pair of columns would
+    # read it n(n+1)/2 times.
+    product = jnp.einsum("bmi,bmj->bij", a, a)
+    gram = [[product[:, i, j] if j >= i else None for j in range(n)] for i in range(n)]
     u, scale, safe, _ = scaled_cholesky(gram, n)
     zero = jnp.zeros((batch,), a.dtype)
     rows = [
@@ -135,7 +134,9 @@ def loop_r_factor(a):
 def _loop_r_factor_batched(axis_size, in_batched, a):
     if not in_batched[0]:
         a = jnp.broadcast_to(a, (axis_size, *a.shape))
-    if not applies(a.dtype, a.shape[-1]):
+    import os
+
+    if os.environ.get("B4_R_OLD") or not applies(a.dtype, a.shape[-1]):
         return jax.vmap(r_factor)(a), True
     r, safe = gram_r_factor(a)
     # Only a batch with an unsafe member pays for the reflections.
