@@ -134,9 +134,7 @@ def loop_r_factor(a):
 def _loop_r_factor_batched(axis_size, in_batched, a):
     if not in_batched[0]:
         a = jnp.broadcast_to(a, (axis_size, *a.shape))
-    import os
-
-    if os.environ.get("B4_R_OLD") or not applies(a.dtype, a.shape[-1]):
+    if not applies(a.dtype, a.shape[-1]):
         return jax.vmap(r_factor)(a), True
     r, safe = gram_r_factor(a)
     # Only a batch with an unsafe member pays for the reflections.
