@@ -81,9 +81,10 @@ def factorize(
     evaluation (`chunked_linearize`), which never holds ``J``.
 
     `in_loop`: the fit's loop, which is never differentiated: across a `vmap`-ed batch
-    of few parameters its R is the Cholesky factor of ``JᵀJ`` where that is safe, else
-    Householder reflections vectorised over the batch (`loop_r_factor`: the same ``r``
-    up to rounding and the signs of its rows) rather than one LAPACK call per member.
+    of few parameters its R is the Cholesky factor of ``JᵀJ`` for the members where
+    that keeps at least half the digits, else Householder reflections vectorised over
+    the batch (`loop_r_factor`: QR's ``r`` up to the signs of its rows) rather than one
+    LAPACK call per member.
     """
     _check_method(method)
     if method == "normal":
