@@ -46,7 +46,7 @@ def cholesky(a, n: int):
     """The upper factor ``u`` (``uᵀu = a``, a list of rows, entries elementwise over the
     batch) of the symmetric `a` (read above the diagonal), and whether every pivot was
     positive (else the factor is garbage)."""
-    u = [[None] * n for _ in range(n)]
+    u: list[list] = [[None] * n for _ in range(n)]
     positive = None
     for i in range(n):
         pivot2 = _sum((-(u[k][i] ** 2) for k in range(i)), a[i][i])
@@ -61,7 +61,7 @@ def cholesky(a, n: int):
 
 def solve_upper(u, b, n: int):
     """``x`` with ``u x = b``."""
-    x = [None] * n
+    x: list = [None] * n
     for i in reversed(range(n)):
         x[i] = _sum((-u[i][k] * x[k] for k in range(i + 1, n)), b[i]) / u[i][i]
     return x
@@ -69,7 +69,7 @@ def solve_upper(u, b, n: int):
 
 def solve_upper_transposed(u, b, n: int):
     """``x`` with ``uᵀ x = b``."""
-    x = [None] * n
+    x: list = [None] * n
     for i in range(n):
         x[i] = _sum((-u[k][i] * x[k] for k in range(i)), b[i]) / u[i][i]
     return x
