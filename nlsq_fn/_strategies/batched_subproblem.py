@@ -148,13 +148,20 @@ def _routed(options, bounded):
         if not applies(a.dtype, a.shape[-1]):
             return svd(*arguments), (True, True)
         p, alpha, safe = jax.vmap(lambda *one: cholesky_subproblem(*one, options))(*arguments)
+        # A member with NaN or inf gets NaN and sends no batch the long way.
+        finite = jnp.ones(safe.shape, bool)
+        for argument in arguments[:4]:
+            finite &= jnp.all(jnp.isfinite(argument.reshape(axis_size, -1)), axis=1)
+        p = jnp.where(finite[:, None], p, jnp.nan)
+        alpha = jnp.where(finite, alpha, jnp.nan)
+        keep = safe | ~finite
 
         def with_fallback():
             p_svd, alpha_svd = svd(*arguments)
-            return jnp.where(safe[:, None], p, p_svd), jnp.where(safe, alpha, alpha_svd)
+            return jnp.where(keep[:, None], p, p_svd), jnp.where(keep, alpha, alpha_svd)
 
         # Only a batch with an unsafe member pays for the SVDs.
-        return jax.lax.cond(jnp.all(safe), lambda: (p, alpha), with_fallback), (True, True)
+        return jax.lax.cond(jnp.all(keep), lambda: (p, alpha), with_fallback), (True, True)
 
     return subproblem
 

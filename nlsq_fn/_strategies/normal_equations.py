@@ -137,9 +137,12 @@ def _loop_r_factor_batched(axis_size, in_batched, a):
     if not applies(a.dtype, a.shape[-1]):
         return jax.vmap(r_factor)(a), True
     r, safe = gram_r_factor(a)
+    # A member with NaN or inf gets NaN (as from LAPACK) and sends no batch the long way.
+    finite = jnp.all(jnp.isfinite(a), axis=(1, 2))
+    r = jnp.where(finite[:, None, None], r, jnp.nan)
     # Only a batch with an unsafe member pays for the reflections.
     return jax.lax.cond(
-        jnp.all(safe),
+        jnp.all(safe | ~finite),
         lambda: r,
-        lambda: jnp.where(safe[:, None, None], r, batched_householder_r(a)),
+        lambda: jnp.where((safe | ~finite)[:, None, None], r, batched_householder_r(a)),
     ), True
