@@ -12,6 +12,7 @@ import scipy.linalg
 from helpers import assert_same_optimum
 
 import nlsq_fn as nf
+from nlsq_fn._evaluation.linearize import factorize
 from nlsq_fn._strategies.batched_subproblem import (
     cholesky_subproblem,
     trust_region_subproblem,
@@ -145,3 +146,17 @@ def test_a_batch_mixing_safe_and_ill_conditioned_members_matches_separate_fits()
             jac=alone.jac,
             err_msg=f"member {index}",
         )
+
+
+def test_an_explicit_qr_keeps_the_qr_in_a_batch():
+    """``factorization="qr"`` is a request: the batched loop's R is then QR's, signs
+    and all (as LAPACK's), while ``"auto"`` takes the Cholesky factor of ``JᵀJ``
+    (positive diagonal)."""
+    jac = np.random.default_rng(5).standard_normal((8, 40, 4))
+    qr = np.asarray(jax.vmap(lambda j: factorize(j, "qr", True))(jnp.asarray(jac)))
+    auto = np.asarray(jax.vmap(lambda j: factorize(j, "auto", True))(jnp.asarray(jac)))
+    lapack = np.stack([scipy.linalg.qr(member, mode="r")[0][:4] for member in jac])
+    assert np.any(np.diagonal(lapack, axis1=1, axis2=2) < 0)
+    np.testing.assert_allclose(qr, lapack, rtol=0, atol=1e-12 * np.abs(lapack).max())
+    assert np.all(np.diagonal(auto, axis1=1, axis2=2) > 0)
+    np.testing.assert_allclose(np.abs(auto), np.abs(lapack), atol=1e-12 * np.abs(lapack).max())
