@@ -52,7 +52,7 @@ def _state(data, starts, solver=nf.Solver()):
 
 @pytest.fixture
 def small_working_batch(monkeypatch):
-    monkeypatch.setattr(_compaction, "working_size", lambda size: min(size, LANES))
+    monkeypatch.setattr(_compaction, "working_size", lambda size, *_: min(size, LANES))
 
 
 def _member(tree, index):
@@ -70,7 +70,7 @@ def pixels():
     data, starts = _spectra(40)
     state = _state(data, starts)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_compaction, "working_size", lambda size: min(size, LANES))
+        patch.setattr(_compaction, "working_size", lambda size, *_: min(size, LANES))
         batch = nf.solve_batch(line, data, state)
     return data, starts, state, batch
 
@@ -124,8 +124,8 @@ def test_the_slowest_members_finish_in_the_tails_small_working_batch(pixels, mon
     data, _, state, reference = pixels
     widths = []
     lanes = _compaction._lanes
-    monkeypatch.setattr(_compaction, "working_size", lambda size: min(size, LANES))
-    monkeypatch.setattr(_compaction, "tail_size", lambda lanes: 4)
+    monkeypatch.setattr(_compaction, "working_size", lambda size, *_: min(size, LANES))
+    monkeypatch.setattr(_compaction, "tail_size", lambda lanes, *_: 4)
     monkeypatch.setattr(
         _compaction,
         "_lanes",

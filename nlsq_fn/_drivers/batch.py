@@ -227,8 +227,10 @@ def solve_batch(
     fit goes (`nlsq_fn._drivers.compaction`), so that the batch's time follows its typical
     member rather than its slowest. Under ``jax.jit`` or ``jax.grad`` (or with
     ``compact=False``) it is one compiled call, ``eqx.filter_vmap(nf.solve, in_axes=(None,
-    0, 0 or None))``. Either way each member's result is its fit by `solve` (up to
-    rounding: the programs differ). ``compact=True`` insists on compaction and raises
+    0, 0 or None))``. Either way each member's result is its fit by `solve` (the same
+    optimum: the programs differ, and across a batch of small float64 fits each
+    iteration takes the normal equations where they are safe,
+    `nlsq_fn._evaluation.normal_equations`). ``compact=True`` insists on compaction and raises
     where it cannot run. `progress`, if given, is called with ``(finished members,
     batch size)`` as a compacted batch goes (a one-program batch reports nothing).
     """

@@ -53,9 +53,12 @@ from .solver import SolverState
 # that wait for the refill, stays under a quarter).
 REFILL_AT = 0.75
 # Lanes of a working batch, by platform: enough to vectorise each pass, few enough that
-# a pass costs little more than its arithmetic.
-WORKING_BATCH = {"cpu": 512}
+# a pass costs little more than its arithmetic. On the CPU the most lanes (a pass's
+# fixed cost spread over more members) whose Jacobians stay within `JACOBIAN_BYTES`
+# (the cache: beyond it a lane costs more), within (fewest, most).
+WORKING_BATCH = {"cpu": (512, 2048)}
 WORKING_BATCH_ACCELERATOR = 8192
+JACOBIAN_BYTES = 3 * 2**20
 # The tail: once the pool of unfinished members is empty and at most a `TAIL_SHARE`-th
 # of the lanes are still going, they go on in a working batch that small (its own
 # programs: one more compilation of the model's), so that the slowest members do not
@@ -64,21 +67,29 @@ TAIL_SHARE = 8
 MIN_TAIL = 4
 
 
-def _full_width() -> int:
-    return WORKING_BATCH.get(jax.default_backend(), WORKING_BATCH_ACCELERATOR)
+def _full_width(jacobian_bytes: int) -> int:
+    """Lanes of a full working batch whose members' Jacobians take `jacobian_bytes`."""
+    limits = WORKING_BATCH.get(jax.default_backend())
+    if limits is None:
+        return WORKING_BATCH_ACCELERATOR
+    fewest, lanes = limits
+    while lanes > fewest and lanes * jacobian_bytes > JACOBIAN_BYTES:
+        lanes //= 2
+    return lanes
 
 
-def working_size(size: int) -> int:
-    """Lanes of the working batch for a batch of `size` members."""
-    return min(size, _full_width())
+def working_size(size: int, jacobian_bytes: int) -> int:
+    """Lanes of the working batch for a batch of `size` members whose Jacobians take
+    `jacobian_bytes` each."""
+    return min(size, _full_width(jacobian_bytes))
 
 
-def tail_size(lanes: int) -> int:
+def tail_size(lanes: int, jacobian_bytes: int) -> int:
     """Lanes of the tail's working batch after working batches of `lanes` (0: none).
     Only after full working batches: a smaller batch runs in one working batch of its
     own size, where a second program's compilation would cost more than the tail saves."""
     tail = lanes // TAIL_SHARE
-    return tail if lanes >= _full_width() and tail >= MIN_TAIL else 0
+    return tail if lanes >= _full_width(jacobian_bytes) and tail >= MIN_TAIL else 0
 
 
 def _to_host(tree):
@@ -138,7 +149,8 @@ def solve_compacted(
     slim = _to_host(step_state(state))  # the model-independent programs' state
     state = _to_host(state) if batched_state else state
     size, n_points = data.y.shape[0], int(np.prod(data.y.shape[1:]))
-    lanes_per_batch = working_size(size)
+    jacobian_bytes = n_points * slim.params.shape[-1] * data.y.dtype.itemsize
+    lanes_per_batch = working_size(size, jacobian_bytes)
 
     def lanes_of(lanes):
         """The device copies a working batch's programs take (one copy of all), and
@@ -178,7 +190,7 @@ def solve_compacted(
     layout = Layout(blank_loop(slim, n_points, data.y.dtype))
     store = layout.zeros(size)  # every member's loop state, packed, on the host
     pool = np.arange(size)  # members not finished: the ones not begun first
-    tail = tail_size(lanes_per_batch)
+    tail = tail_size(lanes_per_batch, jacobian_bytes)
     while pool.size:
         # The tail's small working batch once few members are left, else the full one.
         width = tail if 0 < pool.size <= tail else lanes_per_batch

@@ -68,7 +68,9 @@ class Solver(eqx.Module):
         in float64), so that no accuracy is lost, and otherwise a second, TSQR pass
         over the chunks. ``"qr"`` always takes the QR factor (TSQR in chunks: several
         times slower on CPU); ``"normal"`` always uses ``JᵀJ`` (squares the condition
-        number).
+        number). Across a `vmap`-ed batch of float64 fits of at most 8 parameters,
+        ``"auto"`` takes each member's ``JᵀJ`` under the same condition, iteration by
+        iteration, and its QR factor otherwise.
     - `verbose`: 0 (silent), 1 (termination report, printed by the front ends) or 2
         (SciPy's iteration table, printed from inside the compiled loop).
     - `callback`: ``callback(iteration, params, cost, grad)`` called after each

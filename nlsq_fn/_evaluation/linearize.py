@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._problem.loss import AbstractLoss, Linear
+from .normal_equations import loop_r_factor
 from .small_qr import r_factor
 
 Factorization = Literal["auto", "qr", "normal"]
@@ -77,14 +78,16 @@ def factorize(
 
     ``"qr"`` keeps the conditioning of ``J``; ``"normal"`` forms ``JᵀJ`` (cheaper for
     large ``m``, but squares the condition number) and takes a symmetric square root.
-    ``"auto"`` is ``"qr"`` here: with ``J`` in memory its QR costs about what forming
-    ``JᵀJ`` does (and one LAPACK call per member of a `vmap`-ed batch, where the
-    eigendecomposition of ``JᵀJ`` would add a second); ``JᵀJ`` pays off in the chunked
-    evaluation (`chunked_linearize`), which never holds ``J``.
+    ``"auto"`` is ``"qr"`` for one fit: with ``J`` in memory its QR costs about what
+    forming ``JᵀJ`` does; ``JᵀJ`` pays off in the chunked evaluation
+    (`chunked_linearize`), which never holds ``J``, and across a batch of small fits
+    in the loop (below).
 
     `in_loop`: the fit's loop, which is never differentiated: across a `vmap`-ed batch
-    of few parameters its QR is Householder reflections vectorised over the batch
-    (`r_factor`: the same ``r`` up to rounding) rather than one LAPACK call per member.
+    of few parameters, with ``"auto"``, its R is the Cholesky factor of ``JᵀJ`` for the
+    members where that keeps at least half the digits (`loop_r_factor`), else (and with
+    ``"qr"``) Householder reflections vectorised over the batch (`r_factor`: QR's ``r``
+    up to the signs of its rows) rather than one LAPACK call per member.
     """
     _check_method(method)
     if method == "normal":
@@ -92,7 +95,10 @@ def factorize(
     m, n = jac.shape
     if m < n:
         jac = jnp.concatenate([jac, jnp.zeros((n - m, n), jac.dtype)])
-    return r_factor(jac) if in_loop else jnp.linalg.qr(jac, mode="r")
+    if not in_loop:
+        return jnp.linalg.qr(jac, mode="r")
+    # An explicit "qr" is the QR, batched or not; "auto" may take ``JᵀJ`` where safe.
+    return loop_r_factor(jac) if method == "auto" else r_factor(jac)
 
 
 def _check_method(method) -> None:

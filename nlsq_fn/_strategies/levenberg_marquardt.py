@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._misc import tree_where
-from .small_linalg import singular_values_and_vt
+from .batched_subproblem import trust_region_subproblem
 from .strategy import AbstractStrategy, StepOutcome
 from .trust_region import (
     FTOL,
@@ -20,7 +20,6 @@ from .trust_region import (
     GTOL,
     RUNNING,
     XTOL,
-    solve_subproblem,
 )
 
 
@@ -78,11 +77,9 @@ class LevenbergMarquardt(AbstractStrategy):
 
     def propose(self, x, linearization, state, problem):
         diag_inv = 1 / state.diag
-        s, vt = singular_values_and_vt(linearization.factor * diag_inv[None, :])
-        q, par = solve_subproblem(
-            s,
-            vt,
-            vt @ (diag_inv * linearization.grad),
+        q, par = trust_region_subproblem(
+            linearization.factor * diag_inv[None, :],
+            diag_inv * linearization.grad,
             state.delta,
             state.par,
             problem.n_rows,

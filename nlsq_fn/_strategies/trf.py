@@ -10,6 +10,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .batched_subproblem import trust_region_subproblem
 from .bounds import (
     coleman_li_scaling,
     in_bounds,
@@ -17,7 +18,6 @@ from .bounds import (
     make_strictly_feasible,
     step_size_to_bound,
 )
-from .small_linalg import singular_values_and_vt
 from .strategy import AbstractStrategy, StepOutcome, jacobian_scale_inverse, judge_trial
 from .trust_region import (
     GTOL,
@@ -25,7 +25,6 @@ from .trust_region import (
     minimize_quadratic_1d,
     quadratic_along,
     quadratic_value,
-    solve_subproblem,
 )
 
 
@@ -120,21 +119,18 @@ class TRF(AbstractStrategy):
         """The scaled Jacobian ``J_h = J diag(d)`` (what the step selection multiplies
         by) and the trust-region step ``p_h`` minimising ``0.5 ||J_h p||² + 0.5 pᵀ
         diag(diag_h) p + g_hᵀp`` within the radius, with its Levenberg–Marquardt
-        parameter: here from the SVD of ``[J_h; diag(sqrt(diag_h))]`` (SciPy's); a
-        structured problem overrides this (`nlsq_fn._strategies.block_trf`)."""
+        parameter: here from the SVD of ``[J_h; diag(sqrt(diag_h))]`` (SciPy's; across
+        a batch of small fits from the normal equations where safe,
+        `trust_region_subproblem`); a structured problem overrides this
+        (`nlsq_fn._strategies.block_trf`)."""
         jac_h = linearization.factor * d[None, :]
-        if problem.bounded:
-            augmented = jnp.concatenate([jac_h, jnp.diag(jnp.sqrt(diag_h))])
-            s, vt = singular_values_and_vt(augmented)
-        else:
-            s, vt = singular_values_and_vt(jac_h)
-        p_h, alpha = solve_subproblem(
-            s,
-            vt,
-            vt @ g_h,
+        p_h, alpha = trust_region_subproblem(
+            jac_h,
+            g_h,
             state.radius,
             state.alpha,
             problem.n_rows,
+            diag=diag_h if problem.bounded else None,
             rtol=0.01,
             gauss_newton_slack=1.0,
             to_boundary=True,

@@ -100,12 +100,16 @@ def solve_subproblem(
     return p, jnp.where(take_gauss_newton, 0.0, alpha)
 
 
-def secular_newton(phi_and_derivative, radius, alpha, alpha_lower, alpha_upper, full_rank, rtol):
+def secular_newton(
+    phi_and_derivative, radius, alpha, alpha_lower, alpha_upper, full_rank, rtol, skip=False
+):
     """Moré's safeguarded Newton iterations on ``phi(alpha) = ||p(alpha)|| - radius``,
     from the previous `alpha` within ``[alpha_lower, alpha_upper]``, until
     ``|phi| < rtol * radius`` (at most 10, as SciPy). `phi_and_derivative` may compute
-    ``p(alpha)`` any way (an SVD, a structured factorization). Returns ``(alpha after
-    the last Newton update, the last alpha evaluated)``."""
+    ``p(alpha)`` any way (an SVD, a structured factorization). `skip`: the caller
+    discards the result (it takes the Gauss–Newton step), so a `vmap`-ed batch need not
+    wait for it. Returns ``(alpha after the last Newton update, the last alpha
+    evaluated)``."""
 
     def reset(lower, upper):
         return jnp.maximum(0.001 * upper, jnp.sqrt(lower * upper))
@@ -135,7 +139,7 @@ def secular_newton(phi_and_derivative, radius, alpha, alpha_lower, alpha_upper, 
     alpha, evaluated, _, _, _, _ = jax.lax.while_loop(
         lambda carry: ~carry[4] & (carry[5] < 10),
         newton,
-        (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(False), 0),
+        (alpha, alpha, alpha_lower, alpha_upper, jnp.asarray(skip), 0),
     )
     return alpha, evaluated
 
