@@ -42,7 +42,7 @@ _LAZY = {
     "global_model": ("_frontends.global_fit", "global_model"),
     "GlobalModel": ("_drivers.block_linearize", "GlobalModel"),
     "global_solve": ("_drivers.block_linearize", "global_solve"),
-    "GlobalSolution": ("_drivers.block_linearize", "GlobalSolution"),
+    "GlobalSolution": ("_results.global_fit_result", "GlobalSolution"),
     "BlockCovariance": ("_strategies.block_arrow", "BlockCovariance"),
     "profile_interval": ("_frontends.profile", "profile_interval"),
     "ProfileInterval": ("_frontends.profile", "ProfileInterval"),
@@ -116,7 +116,7 @@ if TYPE_CHECKING:
     __version__: str
     from . import _models as models  # noqa: F401
     from ._drivers.batch import init_batch, pad_datasets, solve_batch, with_starts  # noqa: F401
-    from ._drivers.block_linearize import GlobalModel, GlobalSolution, global_solve  # noqa: F401
+    from ._drivers.block_linearize import GlobalModel, global_solve  # noqa: F401
     from ._drivers.multistart import (  # noqa: F401
         MultiStartResult,
         latin_hypercube,
@@ -133,7 +133,10 @@ if TYPE_CHECKING:
     from ._frontends.least_squares_class import LeastSquares  # noqa: F401
     from ._frontends.odr import ODRResult, odr  # noqa: F401
     from ._frontends.profile import ProfileInterval, profile_interval  # noqa: F401
-    from ._results.global_fit_result import GlobalFitResult  # noqa: F401
+    from ._results.global_fit_result import (
+        GlobalFitResult,  # noqa: F401
+        GlobalSolution,  # noqa: F401
+    )
     from ._results.selected_variances import covariance_memory, selected_variances  # noqa: F401
     from ._strategies.block_arrow import BlockCovariance  # noqa: F401
     from ._strategies.lsmr_dogbox import DogboxLSMR  # noqa: F401

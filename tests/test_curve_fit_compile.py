@@ -15,7 +15,7 @@ from nlsq_fn._drivers import (
     stepwise as _stepwise,
     whole_fit as _whole_fit,
 )
-from nlsq_fn._evaluation import compiled as _compiled, padding as _padding
+from nlsq_fn._evaluation import chunking as _chunking, compiled as _compiled
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -103,7 +103,7 @@ def test_padding_does_not_change_the_result():
 
 
 def test_bucket_sizes():
-    assert [_padding.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
+    assert [_chunking.bucket_size(m) for m in (1, 16, 17, 64, 65, 1000)] == [
         16,
         16,
         32,

@@ -6,10 +6,7 @@ import jax
 import numpy as np
 
 from .._problem.data import Data, points_axis
-
-# How long a bucket is lives with the chunk-size rule (a streamed chunk is never longer
-# than the bucket of all the data); named here too, for the padding's readers.
-from .chunking import bucket_size as bucket_size, same_on_pieces
+from .chunking import same_on_pieces
 
 
 def has_points_axis(xdata, m) -> bool:

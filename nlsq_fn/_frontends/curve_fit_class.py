@@ -29,9 +29,9 @@ from .._drivers.solver import (
     init,
 )
 from .._drivers.whole_fit import whole_fit, whole_fit_stepwise
+from .._evaluation.chunking import bucket_size
 from .._evaluation.compiled import limit_programs
 from .._evaluation.padding import (
-    bucket_size,
     check_padding_changes_nothing,
     has_points_axis,
     pad_points,
