@@ -6,12 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlsq_fn._strategies.small_linalg import (
-    MAX_SMALL_COLUMNS,
+from nlsq_fn._evaluation.small_qr import (
     MAX_SMALL_QR_COLUMNS,
     batched_householder_r,
-    batched_jacobi_svd,
     r_factor,
+)
+from nlsq_fn._strategies.small_linalg import (
+    MAX_SMALL_COLUMNS,
+    batched_jacobi_svd,
     singular_values_and_vt,
 )
 

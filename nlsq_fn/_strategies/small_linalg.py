@@ -11,20 +11,12 @@ LAPACK, which is faster for one: the choice is made by a vmap rule
 (`jax.custom_batching.custom_vmap`), so the same code serves `solve` and `vmap(solve)`.
 
 The same holds for the R factor of each member's Jacobian, which the evaluation takes
-(`_evaluation/small_qr.py`, named here too as this module's other half).
+(`_evaluation/small_qr.py`, this module's other half, a layer below).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# The QR half lives below, in `_evaluation` (the evaluation takes it); named here too,
-# for the readers (and tests) of both halves.
-from .._evaluation.small_qr import (
-    MAX_SMALL_QR_COLUMNS as MAX_SMALL_QR_COLUMNS,
-    batched_householder_r as batched_householder_r,
-    r_factor as r_factor,
-)
 
 # A sweep has n(n-1)/2 rotations: above this many columns LAPACK's per-member call
 # costs less than the rotations.
