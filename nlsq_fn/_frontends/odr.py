@@ -24,7 +24,7 @@ from .._problem.conventions import vector_model
 from .._results.global_fit_result import solution_attribute
 from .._strategies.trf import TRF
 from .._strategies.trust_region import STATUS_MESSAGES
-from .global_fit import block_solver, flat_bounds_of
+from .global_fit_inputs import block_solver, flat_bounds_of
 
 __all__ = ["ODRResult", "odr"]
 
