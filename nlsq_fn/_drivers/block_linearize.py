@@ -32,6 +32,7 @@ from jaxtyping import Array, Float, Int
 from .._evaluation.linearize import Linearization, scale_for_loss
 from .._problem.loss import AbstractLoss
 from .._results.global_fit_result import GlobalSolution
+from .._results.solution import finished
 from .._strategies.block_arrow import block_covariance
 from .._strategies.block_trf import BlockLinearization, BlockTRF
 from .._strategies.trf import TRF
@@ -247,19 +248,18 @@ def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
     else:
         linearization = assembled_linearization(cost, grad, r_blocks, model.n_shared)
     problem = problem_for(data, state)
-    return GlobalSolution(
-        x=x,
-        fun=residuals,
-        cost=cost,
-        initial_cost=stats.initial_cost,
-        optimality=strategy.optimality(x, linearization, problem),
-        active_mask=stats.active_mask,
-        nfev=stats.nfev,
-        njev=stats.njev,
-        nit=stats.nit,
-        status=stats.status,
-        covariance=block_covariance(r_blocks, model.n_shared, cost, data.n_points),
+    solution = finished(
+        x,
+        linearization,
+        residuals,
+        None,
+        strategy.optimality(x, linearization, problem),
+        stats.active_mask,
+        stats,
+        stats.initial_cost,
     )
+    covariance = block_covariance(r_blocks, model.n_shared, cost, data.n_points)
+    return GlobalSolution(solution, covariance)
 
 
 solve_by_blocks = eqx.filter_jit(global_solve)

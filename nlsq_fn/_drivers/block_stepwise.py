@@ -23,6 +23,7 @@ import numpy as np
 
 from .._evaluation.program_store import stored
 from .._misc import is_concrete
+from .._results.solution import finished
 from .._strategies.block_arrow import block_covariance
 from .._strategies.block_trf import BlockLinearization, BlockTRF
 from .._strategies.trf import TRF
@@ -110,16 +111,5 @@ def solve_blocks_stepwise(
     optimality, active_mask, covariance = _finish(
         strategy, carry.x, current, problem, data.n_points
     )
-    return GlobalSolution(
-        x=carry.x,
-        fun=fun,
-        cost=current.cost,
-        initial_cost=initial_cost,
-        optimality=optimality,
-        active_mask=active_mask,
-        nfev=carry.nfev,
-        njev=carry.njev,
-        nit=carry.nit,
-        status=carry.status,
-        covariance=covariance,
-    )
+    solution = finished(carry.x, current, fun, None, optimality, active_mask, carry, initial_cost)
+    return GlobalSolution(solution, covariance)

@@ -8,9 +8,9 @@ fitted by the core's strategies: evaluated by per-dataset blocks (``engine="bloc
 problem through `solve` (``engine="dense"``). Both give the fit of the stacked problem.
 """
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -38,8 +38,6 @@ from .global_fit_inputs import (
 __all__ = ["GlobalFitResult", "global_fit", "global_model"]
 
 ENGINES = ("block", "dense")
-# What a dense `Solution` gives a `GlobalSolution` as it is.
-COUNTS = ("cost", "initial_cost", "optimality", "active_mask", "nfev", "njev", "nit", "status")
 
 
 @eqx.filter_jit
@@ -199,14 +197,14 @@ def global_fit(
     if engine == "dense":
         solution, parts = _solve_stacked(stacked_model, data, state)
         parts = jax.tree.map(np.asarray, parts)
-        fields: dict[str, Any] = {name: np.asarray(getattr(solution, name)) for name in COUNTS}
-        fields["x"] = np.asarray(solution.x)
-        fields["fun"] = np.asarray(solution.fun).reshape(data.y.shape)
+        solution = jax.tree.map(np.asarray, solution)
+        # As a fit by blocks reports it: residuals by dataset, no Jacobian.
+        solution = dataclasses.replace(solution, fun=solution.fun.reshape(data.y.shape), jac=None)
         # `covariance(True)`: with the undetermined parameters' infinities.
-        fields["covariance"] = blocks_of_dense(
+        covariance = blocks_of_dense(
             parts.covariance(True), len(shared), k, parts.residual_variance
         )
-        found = GlobalSolution(**fields)
+        found = GlobalSolution(solution, covariance)
     elif stepwise and can_step_blocks(data, state):
         found = jax.tree.map(
             np.asarray, solve_blocks_stepwise(stacked_model, data, state, check_start=True)

@@ -6,37 +6,32 @@ from collections.abc import Callable
 
 import equinox as eqx
 import numpy as np
-from jaxtyping import Array, Float, Int
 
 from .._strategies.block_arrow import BlockCovariance
 from .._strategies.trust_region import STATUS_MESSAGES
+from .solution import Solution
 
 __all__ = ["GlobalFitResult", "GlobalSolution"]
 
 
 class GlobalSolution(eqx.Module):
     """What `global_solve` returns (a leading batch axis on every field under
-    `jax.vmap`): the flat `x` (``θ = [shared, local_1, ..., local_k]``), the weighted
-    residuals `fun` ``(k, L)`` (zero where masked), `cost`, `initial_cost`,
-    `optimality`, `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes) and the
+    `jax.vmap`): the core's `Solution` of the stacked problem (its fields read through:
+    the flat `x`, ``θ = [shared, local_1, ..., local_k]``; the weighted residuals `fun`
+    ``(k, L)``, zero where masked; `cost`, `grad`, `initial_cost`, `optimality`,
+    `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes), `success`; no `jac`:
+    the fit never forms it; a `factor` only where the strategy assembles one) and the
     unscaled covariance by blocks, ``(JᵀJ)⁻¹`` with its `residual_variance`
     (`BlockCovariance`; ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
 
-    x: Float[Array, " n"]
-    fun: Float[Array, "k L"]
-    cost: Float[Array, ""]
-    initial_cost: Float[Array, ""]
-    optimality: Float[Array, ""]
-    active_mask: Int[Array, " n"]
-    nfev: Int[Array, ""]
-    njev: Int[Array, ""]
-    nit: Int[Array, ""]
-    status: Int[Array, ""]
+    solution: Solution
     covariance: BlockCovariance
 
-    @property
-    def success(self):
-        return self.status > 0
+    def __getattr__(self, name):
+        # Only reached for names the module does not have: the `Solution`'s fields.
+        if name.startswith("__") or name == "solution":
+            raise AttributeError(name)
+        return getattr(self.solution, name)
 
 
 # The `GlobalSolution` fields a result reports as its own, with their Python types.
