@@ -82,67 +82,6 @@ def test_shape_errors_name_the_users_sizes():
 # --- 2. a user Jacobian of the wrong orientation is an error, never reshaped -------------
 
 
-def _exp_residual(p, x, y):
-    return p[0] * jnp.exp(-p[1] * x) + p[2] - y
-
-
-def _exp_jac_columns(p, x, y):  # a list of columns: the natural way to write it, (3, m)
-    e = jnp.exp(-p[1] * x)
-    return [e, -p[0] * x * e, jnp.ones_like(x)]
-
-
-def _scipy_error(call):
-    with pytest.raises(ValueError) as error:
-        call()
-    return str(error.value)
-
-
-def test_transposed_jacobian_raises_as_scipy():
-    y = 2 * np.exp(-X40) + 0.5
-    numpy_jac = lambda p, x, y: np.array(_exp_jac_columns(p, x, y))  # noqa: E731
-    numpy_fun = lambda p, x, y: p[0] * np.exp(-p[1] * x) + p[2] - y  # noqa: E731
-    expected = _scipy_error(
-        lambda: scipy.optimize.least_squares(
-            numpy_fun, [1.0, 1.0, 0.0], jac=numpy_jac, args=(X40, y)
-        )
-    )
-    assert "expected (40, 3), actual (3, 40)" in expected
-    with pytest.raises(ValueError) as error:
-        nf.least_squares(_exp_residual, [1.0, 1.0, 0.0], jac=_exp_jac_columns, args=(X40, y))
-    assert "The return value of `jac` has wrong shape: expected (40, 3), actual (3, 40)" in str(
-        error.value
-    )
-    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
-        nf.curve_fit(
-            lambda x, a, b, c: a * jnp.exp(-b * x) + c,
-            X40,
-            y,
-            p0=[1.0, 1.0, 0.0],
-            jac=lambda x, a, b, c: _exp_jac_columns([a, b, c], x, None),
-        )
-    with pytest.raises(ValueError, match=r"expected \(40, 3\), actual \(3, 40\)"):
-        nf.init(
-            lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2],
-            nf.Data(X40, y),
-            jnp.array([1.0, 1.0, 0.0]),
-            nf.Solver(jac=lambda x, p: jnp.stack(_exp_jac_columns(p, x, None))),
-        )
-
-
-def test_jacobian_with_too_many_columns_is_named():
-    fun = lambda p: jnp.array([p[0] - 1, p[1] - 2])  # noqa: E731
-    jac = lambda p: jnp.ones((3, 2))  # noqa: E731
-    expected = _scipy_error(
-        lambda: scipy.optimize.least_squares(
-            lambda p: np.asarray(fun(p)), [0.0, 0.0], jac=lambda p: np.ones((3, 2))
-        )
-    )
-    with pytest.raises(ValueError) as error:
-        nf.least_squares(fun, [0.0, 0.0], jac=jac)
-    assert "expected (2, 2), actual (3, 2)" in expected
-    assert "expected (2, 2), actual (3, 2)" in str(error.value)
-
-
 # --- 3. ordinary inputs SciPy accepts: NumPy scalars, ints, lists, Bounds, pandas --------
 
 
@@ -191,22 +130,6 @@ def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
     plane = lambda x, a, b: a * x[:, 0] + b * x[:, 1]  # noqa: E731
     expected, _ = scipy.optimize.curve_fit(plane, frame.to_numpy(), Y10, p0=[1, 1])
     np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected, rtol=1e-7)
-
-
-def test_least_squares_takes_scipys_scalar_types():
-    fun = lambda p, x, y: p[0] * x + p[1] - y  # noqa: E731
-    options = dict(
-        args=[X10, Y10],
-        loss="soft_l1",
-        f_scale=1,
-        ftol=np.float32(1e-10),
-        bounds=scipy.optimize.Bounds([-10, -10], [10, 10]),
-        max_nfev=np.inf,
-    )
-    expected = scipy.optimize.least_squares(fun, [1, 1], **options)
-    result = nf.least_squares(fun, np.array([1, 1]), verbose=np.int64(0), **options)
-    assert result.success
-    np.testing.assert_allclose(result.x, expected.x, rtol=1e-7)
 
 
 @pytest.mark.parametrize(

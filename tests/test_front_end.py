@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
-from helpers import assert_matches_scipy_fit, assert_same_optimum, decay, tolerance
+from helpers import assert_matches_scipy_fit, decay, tolerance
 
 import nlsq_fn as nf
 from nlsq_fn._problem.conventions import model_convention
@@ -117,121 +117,6 @@ def test_both_conventions_and_keyword_spellings_give_scipys_fit(x64):
 
 
 # --- least_squares ----------------------------------------------------------------------
-
-
-def test_least_squares_args_kwargs_and_static_arguments():
-    def fun(p, x, y, *, scale, kind):
-        assert kind == "decay"  # a non-array argument reaches `fun` unchanged
-        return scale * (decay(x, *p) - y)
-
-    ours = nf.least_squares(fun, P0, args=(X, Y), kwargs=dict(scale=2.0, kind="decay"), **TIGHT)
-    reference = _scipy_least_squares(
-        lambda p: 2.0 * _decay_residual_np(p), P0, jac=lambda p: 2.0 * _decay_jac_np(p), **TIGHT
-    )
-    assert isinstance(ours, nf.OptimizeResult) and isinstance(ours.x, np.ndarray)
-    np.testing.assert_allclose(ours.x, reference.x, rtol=1e-8)
-    np.testing.assert_allclose(ours.cost, reference.cost, rtol=1e-10)
-    assert ours.nfev == reference.nfev and ours.status == reference.status
-
-
-def cubic_soft_l1(z):  # SciPy's test of a callable loss, written with NumPy assignments
-    rho = np.empty((3, z.size))
-    t = 1 + z
-    rho[0] = 3 * (t ** (1 / 3) - 1)
-    rho[1] = t ** (-2 / 3)
-    rho[2] = -2 / 3 * t ** (-5 / 3)
-    return rho
-
-
-def cubic_soft_l1_jax(z):
-    t = 1 + z
-    return jnp.stack([3 * (t ** (1 / 3) - 1), t ** (-2 / 3), -2 / 3 * t ** (-5 / 3)])
-
-
-@pytest.mark.parametrize("loss", [cubic_soft_l1, cubic_soft_l1_jax], ids=["numpy", "jax"])
-def test_least_squares_callable_loss_matches_scipy(loss):
-    y = Y.copy()
-    y[::7] += 1.0
-    ours = nf.least_squares(lambda p: decay(X, *p) - y, P0, loss=loss, f_scale=0.2, **TIGHT)
-    reference = _scipy_least_squares(
-        lambda p: _decay_residual_np(p, y=y),
-        P0,
-        jac=lambda p: _decay_jac_np(p, y=y),
-        loss=cubic_soft_l1,
-        f_scale=0.2,
-        **TIGHT,
-    )
-    np.testing.assert_allclose(ours.x, reference.x, rtol=1e-6)
-    np.testing.assert_allclose(ours.cost, reference.cost, rtol=1e-8)
-
-
-def test_least_squares_scipy_callbacks_and_stop_iteration():
-    def residual(p):
-        return decay(X, *p) - Y
-
-    results = []
-
-    def with_result(intermediate_result):
-        results.append(intermediate_result)
-
-    def with_x(x):
-        results.append(nf.OptimizeResult(x=x))
-        return True  # SciPy ignores the returned value
-
-    def stop(intermediate_result):
-        results.append(intermediate_result)
-        raise StopIteration
-
-    for callback in (with_result, with_x):
-        results.clear()
-        res = nf.least_squares(residual, P0, callback=callback)
-        jax.effects_barrier()
-        assert res.status > 0 and len(results) == res.nit
-        np.testing.assert_allclose(results[-1].x, res.x)
-    results.clear()
-    res = nf.least_squares(residual, P0, callback=stop)
-    jax.effects_barrier()
-    assert res.status == -2 and not res.success and "StopIteration" in res.message
-    assert [r.nit for r in results] == [1]
-    np.testing.assert_allclose(results[0].cost, 0.5 * np.sum(np.asarray(residual(res.x)) ** 2))
-
-
-@pytest.mark.extended
-def test_least_squares_tolerance_none_and_bounds_object():
-    # With ftol and xtol off only gtol (status 1) or max_nfev (0) can stop a fit. gtol=1e-8
-    # is met far from rounding: the optimality falls 200-fold per iteration here (2e-5,
-    # 9e-8, 5e-10, ...). A smaller gtol is met, if at all, only after steps whose cost
-    # reduction is at rounding level (gtol=1e-10 ends at max_nfev on some CPUs).
-    options = dict(ftol=None, xtol=None, gtol=1e-8)
-    ours = nf.least_squares(lambda p: decay(X, *p) - Y, P0, **options)
-    reference = _scipy_least_squares(_decay_residual_np, P0, jac=_decay_jac_np, **options)
-    assert ours.status == reference.status == 1
-    assert_same_optimum(ours.x, reference.x, ours.cost, reference.cost, jac=ours.jac)
-    with pytest.raises(ValueError, match="machine epsilon"):
-        nf.least_squares(lambda p: decay(X, *p) - Y, P0, method="lm", ftol=None)
-    bounds = scipy.optimize.Bounds([0.0, 0.0, -1.0], [2.3, 5.0, 1.0])
-    ours = nf.least_squares(lambda p: decay(X, *p) - Y, P0, bounds=bounds, **TIGHT)
-    reference = _scipy_least_squares(
-        _decay_residual_np, P0, jac=_decay_jac_np, bounds=bounds, **TIGHT
-    )
-    np.testing.assert_allclose(ours.x, reference.x, rtol=1e-6)
-    np.testing.assert_array_equal(ours.active_mask, reference.active_mask)
-
-
-def test_optimize_result_prints_like_scipys():
-    ours = nf.least_squares(lambda p: decay(X, *p) - Y, P0)
-    assert repr(ours) == repr(scipy.optimize.OptimizeResult(dict(ours)))
-    assert repr(nf.OptimizeResult()) == "OptimizeResult()"
-
-
-def test_least_squares_under_jit_returns_jax_arrays():
-    def fitted(y):
-        return nf.least_squares(lambda p, y: decay(X, *p) - y, P0, args=(y,)).x
-
-    eager = nf.least_squares(lambda p, y: decay(X, *p) - Y, P0, args=(Y,))
-    traced = jax.jit(fitted)(Y)
-    assert isinstance(traced, jax.Array)
-    np.testing.assert_allclose(np.asarray(traced), eager.x, rtol=1e-7)
 
 
 # --- curve_fit --------------------------------------------------------------------------
@@ -401,25 +286,3 @@ def test_zero_tolerances_follow_scipys_rules_for_lm():
     assert str(ours.value) == str(scipys.value)
     with pytest.raises(ValueError, match="`ftol` must be non-negative"):
         nf.curve_fit(decay, X, Y, p0=P0, method="lm", ftol=-1.0)
-
-
-@pytest.mark.extended
-@pytest.mark.parametrize("jac", ["2-point", "cs"])
-def test_least_squares_args_with_finite_differences_match_scipy(jac):
-    """A float in `args` is a traced value (no recompilation for a new one), except with
-    complex steps, which call `fun` with complex parameters."""
-
-    def fun(x, a, b=1.0):
-        return jnp.stack([(x[0] - a) ** 2 + b, x[0] - a])
-
-    for a in (3.0, 4.5):
-        ours = nf.least_squares(fun, [2.0], jac, args=(a,), kwargs={"b": 5.0})
-        theirs = scipy.optimize.least_squares(
-            lambda x, a, b=1.0: np.asarray(fun(jnp.asarray(x), a, b)),
-            [2.0],
-            jac,
-            args=(a,),
-            kwargs={"b": 5.0},
-        )
-        np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
-        np.testing.assert_allclose(ours.x, a, rtol=1e-3)

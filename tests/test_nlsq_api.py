@@ -77,21 +77,6 @@ def test_result_statistics_match_closed_forms(data, scipy_fit):
     assert np.all(interval[:, 0] < lower) and np.all(upper < interval[:, 1])
 
 
-def test_least_squares_object_gives_scipys_fit():
-    def residuals(p):
-        return jnp.array([p[0] - 1.0, p[1] - 2.0, 10.0 * (p[0] * p[1] - 2.5)])
-
-    ours = nf.LeastSquares().least_squares(
-        residuals, np.array([0.5, 1.5]), loss="huber", jacobian_mode="rev"
-    )
-    theirs = scipy.optimize.least_squares(
-        lambda p: np.asarray(residuals(p)), [0.5, 1.5], loss="huber"
-    )
-    np.testing.assert_allclose(ours.x, theirs.x, rtol=1e-6)
-    with pytest.raises(ValueError, match="jacobian_mode"):
-        nf.LeastSquares().least_squares(residuals, [0.5, 1.5], jacobian_mode="backward")
-
-
 LIBRARY = [
     ("linear", (2.5, 3.0), lambda x, a, b: a * x + b),
     ("exponential_decay", (3.0, 0.7, 0.5), lambda x, a, b, c: a * np.exp(-b * x) + c),
@@ -176,16 +161,6 @@ def test_result_record_filled_in_by_hand_raises_for_what_it_lacks():
     np.testing.assert_array_equal(result.popt, [1.0, 2.0])
     with pytest.raises(AttributeError):
         result.confidence_intervals()  # no pcov
-
-
-def test_least_squares_rejects_two_dimensional_residuals_like_scipy():
-    def fun(x):
-        return jnp.array([x, x**2])  # (2, 1) for x of shape (1,)
-
-    with pytest.raises(ValueError, match="at most 1-d"):
-        nf.least_squares(fun, [2.0])
-    with pytest.raises(TypeError, match="'options'"):
-        nf.LeastSquares().least_squares(lambda x: x - 1.0, [2.0], options={})
 
 
 def test_guides_convergence_monitor_runs_as_written(data, capsys):
