@@ -13,70 +13,7 @@ from nlsq_fn._strategies.trust_region import STATUS_MESSAGES
 X40 = np.linspace(0, 4, 40)
 
 
-def _centred_line(x, a, b):
-    return a * (x - x.mean()) + b
-
-
 # --- 1. padding must never change the data the model sees -------------------------------
-
-
-def test_model_using_x_as_a_whole_gets_scipys_answer():
-    y = 2 * X40 + 1
-    expected, _ = scipy.optimize.curve_fit(_centred_line, X40, y, p0=[1, 1])
-    popt, pcov = nf.curve_fit(_centred_line, X40, y, p0=[1, 1])
-    np.testing.assert_allclose(popt, expected, rtol=1e-8)  # b = 5, not 6.5
-    np.testing.assert_allclose(popt, [2.0, 5.0], rtol=1e-8)
-    result = nf.CurveFit(_centred_line, X40, y, p0=[1, 1]).fit()
-    np.testing.assert_allclose(result.popt, expected, rtol=1e-8)
-
-
-def test_padding_refuses_a_model_that_is_not_pointwise():
-    y = 2 * X40 + 1
-    with pytest.raises(ValueError, match="pointwise"):
-        nf.curve_fit(_centred_line, X40, y, p0=[1, 1], pad=True)
-    with pytest.raises(ValueError, match="pointwise"):
-        nf.CurveFit(_centred_line, X40, y, p0=[1, 1], pad=True).fit()
-
-
-@pytest.mark.extended
-def test_padding_is_checked_on_every_fits_own_data():
-    """A first fit of 32 points needs no padding (nothing to check); a later fit of 40
-    points is padded to 64 and must be refused, not fitted with b = 3.5 (SciPy: 5)."""
-    x32 = np.linspace(0, 4, 32)
-    fitter = nf.CurveFit(_centred_line, p0=[1, 1], pad=True)
-    expected, _ = scipy.optimize.curve_fit(_centred_line, x32, 2 * x32 + 1, p0=[1, 1])
-    np.testing.assert_allclose(fitter.fit(x32, 2 * x32 + 1).popt, expected, rtol=1e-8)
-    with pytest.raises(ValueError, match="pointwise"):
-        fitter.fit(X40, 2 * X40 + 1)
-    # A pointwise model keeps padding on every length.
-    line = nf.CurveFit(lambda x, a, b: a * x + b, p0=[1, 1], pad=True)
-    for x in (x32, X40, np.linspace(0, 4, 100)):
-        np.testing.assert_allclose(line.fit(x, 2 * x + 1).popt, [2, 1], rtol=1e-8)
-
-
-def _plane(x, a, b, c):  # x has one row per point: (M, 2), as a DataFrame's values
-    return a * x[:, 0] + b * x[:, 1] + c
-
-
-@pytest.mark.extended
-@pytest.mark.parametrize("pad", [False, True])
-def test_xdata_with_one_row_per_point_works_as_in_scipy(pad):
-    rng = np.random.default_rng(0)
-    x = rng.random((40, 2))
-    y = 1.5 * x[:, 0] - 2 * x[:, 1] + 0.5 + 0.01 * rng.standard_normal(40)
-    expected, expected_cov = scipy.optimize.curve_fit(_plane, x, y, p0=[1, 1, 1])
-    popt, pcov = nf.curve_fit(_plane, x, y, p0=[1, 1, 1], pad=pad)
-    np.testing.assert_allclose(popt, expected, rtol=1e-6)
-    np.testing.assert_allclose(pcov, expected_cov, rtol=1e-5)
-
-
-def test_shape_errors_name_the_users_sizes():
-    x = np.random.default_rng(0).random((40, 2))
-    for pad in (False, True):
-        with pytest.raises(ValueError) as error:
-            nf.curve_fit(lambda x, a: a * x[:-1, 0], x, np.ones(40), p0=[1.0], pad=pad)
-        assert "(39,)" in str(error.value) and "(40,)" in str(error.value)
-        assert "64" not in str(error.value)
 
 
 # --- 2. a user Jacobian of the wrong orientation is an error, never reshaped -------------
@@ -93,98 +30,10 @@ X10 = np.linspace(0, 1, 10)
 Y10 = 3 * X10 - 1 + 0.05 * np.sin(7 * X10)
 
 
-def test_numpy_scalars_lists_bounds_and_pandas_as_in_scipy():
-    pd = pytest.importorskip("pandas")
-    sigma = 0.1 + 0.01 * np.arange(10)
-    odd_inputs = dict(
-        sigma=list(sigma),
-        absolute_sigma=np.True_,
-        ftol=np.float32(1e-10),
-        max_nfev=np.int64(50),
-    )
-    expected, expected_cov = scipy.optimize.curve_fit(
-        _line,
-        X10,
-        pd.Series(Y10),
-        p0=np.array([1, 1]),
-        bounds=[[-10, -10], [10, 10]],
-        **odd_inputs,
-    )
-    for bounds in ([[-10, -10], [10, 10]], scipy.optimize.Bounds([-10, -10], [10, 10])):
-        popt, pcov, _, _, ier = nf.curve_fit(
-            _line,
-            pd.Series(X10),
-            pd.Series(Y10),
-            p0=np.array([1, 1]),
-            bounds=bounds,
-            verbose=np.int64(0),
-            full_output=1,
-            **odd_inputs,
-        )
-        assert ier > 0
-        np.testing.assert_allclose(popt, expected, rtol=1e-7)
-        np.testing.assert_allclose(pcov, expected_cov, rtol=1e-6)
-    # A DataFrame as x: one row per point (SciPy hands it to the model as it is, so it
-    # is compared with SciPy's fit of the same values as an array).
-    frame = pd.DataFrame({"u": X10, "v": X10**2})
-    plane = lambda x, a, b: a * x[:, 0] + b * x[:, 1]  # noqa: E731
-    expected, _ = scipy.optimize.curve_fit(plane, frame.to_numpy(), Y10, p0=[1, 1])
-    np.testing.assert_allclose(nf.curve_fit(plane, frame, Y10, p0=[1, 1])[0], expected, rtol=1e-7)
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        (dict(ftol="tight"), "`ftol` must be a real number, got str."),
-        (dict(max_nfev=2.5), "`max_nfev` must be None or a positive integer"),
-        (dict(verbose=3), "`verbose` must be 0, 1 or 2, got 3."),
-        (dict(absolute_sigma="yes"), "`absolute_sigma` must be True or False, got str."),
-        (dict(bounds=(0, 1, 2)), "`bounds` must be a pair (lower, upper)"),
-    ],
-)
-def test_bad_scalar_arguments_get_one_short_line(options, message):
-    with pytest.raises((TypeError, ValueError)) as error:
-        nf.curve_fit(_line, X10, Y10, p0=[1, 1], **options)
-    assert message in str(error.value)
-    assert len(str(error.value)) < 200
-
-
 # --- 4. undetermined parameters have infinite variance; integer models are refused -------
 
 
-def test_undetermined_parameter_gets_infinite_variance_as_in_scipy():
-    model = lambda x, a, b: a * x  # noqa: E731  (b does not enter the model)
-    y = 2 * X10 + 0.01 * np.cos(9 * X10)
-    with pytest.warns(scipy.optimize.OptimizeWarning):
-        _, scipy_default = scipy.optimize.curve_fit(model, X10, y)  # lm: all inf
-    _, scipy_trf = scipy.optimize.curve_fit(model, X10, y, method="trf")  # pinv: b +/- 0
-    assert np.isinf(scipy_default[1, 1]) and scipy_trf[1, 1] == 0
-    with pytest.warns(nf.OptimizeWarning, match=r"could not be estimated for \['b'\]"):
-        popt, pcov = nf.curve_fit(model, X10, y)
-    assert np.isinf(pcov[1, 1]) and np.isinf(pcov[0, 1]) and np.isinf(pcov[1, 0])
-    np.testing.assert_allclose(pcov[0, 0], scipy_trf[0, 0], rtol=1e-6)  # a stays known
-
-
-def test_model_returning_integers_is_refused():
-    with pytest.raises(ValueError, match="must return floating-point values"):
-        nf.curve_fit(lambda x, a: (a * x).astype(jnp.int32), X10, Y10, p0=[1.0])
-
-
 # --- 5. bounds without p0: a feasible start, as SciPy picks -----------------------------
-
-
-@pytest.mark.extended
-def test_bounds_without_p0_start_inside_as_in_scipy():
-    model = lambda x, a, b: a * jnp.exp(-b * x)  # noqa: E731
-    numpy_model = lambda x, a, b: a * np.exp(-b * x)  # noqa: E731
-    y = 3 * np.exp(-2.5 * X10)
-    bounds = ([2, 2], [5, np.inf])  # 1 is outside for both parameters
-    expected, _ = scipy.optimize.curve_fit(numpy_model, X10, y, bounds=bounds)
-    popt, _ = nf.curve_fit(model, X10, y, bounds=bounds)
-    np.testing.assert_allclose(popt, expected, rtol=1e-6)
-    np.testing.assert_allclose(popt, [3, 2.5], rtol=1e-6)
-    start = nf.CurveFit(model, X10, y, bounds=bounds).fit().p0
-    np.testing.assert_array_equal(start, [3.5, 3.0])  # SciPy's _initialize_feasible
 
 
 # --- 7. validation gaps -----------------------------------------------------------------
@@ -276,13 +125,6 @@ def test_validation_gaps_raise_clear_errors(make, message):
         make()
     assert message in str(error.value)
     assert len(str(error.value)) < 400
-
-
-def test_nan_bounds_are_refused_as_by_scipy():
-    with pytest.raises(ValueError):
-        scipy.optimize.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
-    with pytest.raises(ValueError, match="NaN"):
-        nf.curve_fit(_line, X10, Y10, bounds=([0, np.nan], [10, 10]))
 
 
 @pytest.mark.extended
