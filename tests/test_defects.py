@@ -237,26 +237,6 @@ def test_masked_points_where_the_model_is_not_finite_count_for_nothing():
 # --- 9. diagnostics: no false alarms on exact data; p0 shown as given; vmap tables ------
 
 
-def test_exact_data_raise_no_diagnostic():
-    model = lambda x, a, b, c: a * jnp.exp(-b * x) + c  # noqa: E731
-    x = np.linspace(0, 4, 40)
-    y = 2.0 * np.exp(-1.3 * x) + 0.5  # exact: residuals at the rounding level
-    result = nf.CurveFit(model, x, y, p0=[1.0, 1.0, 0.0]).fit()
-    assert result.success and np.linalg.norm(result.fun) < 1e-12
-    assert result.diagnostics == []
-
-
-def test_p0_on_a_bound_is_reported_as_given():
-    result = nf.CurveFit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5])).fit()
-    np.testing.assert_array_equal(result.p0, [0.0, 1.0])
-    assert "init = 0)" in result.summary() and "1e-10" not in result.summary()
-    np.testing.assert_allclose(
-        result.popt,
-        scipy.optimize.curve_fit(_line, X10, Y10, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0],
-        rtol=1e-7,
-    )
-
-
 @pytest.mark.extended
 def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
     batch = nf.pad_datasets([(X10, 2 * np.exp(-s * X10)) for s in (1.0, 1.5, 2.0)])

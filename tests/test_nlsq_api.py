@@ -26,45 +26,6 @@ def scipy_fit(data):
     return scipy.optimize.curve_fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0])
 
 
-def test_curve_fit_result_unpacks_as_scipys_tuples(data, scipy_fit):
-    result = nf.curve_fit(decay, *data, p0=[1, 1, 0])
-    popt, pcov = result
-    assert len(result) == 2 and result[0] is popt and result["pcov"] is pcov
-    np.testing.assert_allclose(popt, scipy_fit[0], rtol=1e-6)
-    full = nf.curve_fit(decay, *data, p0=[1, 1, 0], full_output=True)
-    popt5, pcov5, infodict, mesg, ier = full
-    assert len(full) == 5 and full[4] == ier and ier in (1, 2, 3, 4)
-    np.testing.assert_allclose(infodict["fvec"], full.fun)
-    assert isinstance(mesg, str) and full.r_squared == result.r_squared
-
-
-def test_result_statistics_match_closed_forms(data, scipy_fit):
-    x, y = data
-    result = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
-    popt, pcov = scipy_fit
-    prediction = popt[0] * np.exp(-popt[1] * x) + popt[2]
-    residuals = y - prediction
-    n, k = y.size, 3
-    r2 = 1 - np.sum(residuals**2) / np.sum((y - y.mean()) ** 2)
-    np.testing.assert_allclose(result.predictions, prediction, rtol=1e-6)
-    np.testing.assert_allclose(result.residuals, residuals, rtol=1e-4, atol=1e-9)
-    np.testing.assert_allclose(result.mae, np.mean(np.abs(residuals)), rtol=1e-4)
-    np.testing.assert_allclose(
-        result.adj_r_squared, 1 - (1 - r2) * (n - 1) / (n - k - 1), rtol=1e-6
-    )
-    t = scipy.stats.t.ppf(0.975, n - k)
-    half = t * np.sqrt(np.diag(pcov))
-    np.testing.assert_allclose(
-        result.confidence_intervals(alpha=0.95),
-        np.column_stack([popt - half, popt + half]),
-        rtol=1e-4,
-    )
-    interval = result.prediction_interval(x=[1.0, 2.0], alpha=0.9)
-    assert interval.shape == (2, 2) and np.all(interval[:, 0] < interval[:, 1])
-    lower, upper = result.confidence_band(x=[1.0, 2.0], alpha=0.9)
-    assert np.all(interval[:, 0] < lower) and np.all(upper < interval[:, 1])
-
-
 LIBRARY = [
     ("linear", (2.5, 3.0), lambda x, a, b: a * x + b),
     ("exponential_decay", (3.0, 0.7, 0.5), lambda x, a, b, c: a * np.exp(-b * x) + c),
@@ -128,12 +89,3 @@ def test_large_dataset_fitter_chunked_fit_is_the_exact_fit(data, scipy_fit):
         nf.curve_fit_large(decay, [1.0, 2.0, 3.0], [1.0, 2.0], p0=[1, 1, 0])
     with pytest.raises(ValueError, match="sigma length"):
         nf.curve_fit_large(decay, *data, p0=[1, 1, 0], sigma=np.ones(41))
-
-
-def test_result_record_filled_in_by_hand_raises_for_what_it_lacks():
-    result = nf.CurveFitResult(nf.OptimizeResult())
-    result["popt"] = np.array([1.0, 2.0])
-    result["ydata"] = np.array([2.0, 4.0, 6.0])
-    np.testing.assert_array_equal(result.popt, [1.0, 2.0])
-    with pytest.raises(AttributeError):
-        result.confidence_intervals()  # no pcov
