@@ -114,6 +114,11 @@ def line(x, a, b):
     return a * x + b
 
 
+def two_parameter_decay(x, p):
+    """A decay to zero, ``p[0] exp(-p[1] x)``, in the core's ``model(x, p)`` form."""
+    return p[0] * jnp.exp(-p[1] * x)
+
+
 _decay_residual_jac = jax.jit(jax.jacfwd(lambda p, x, y: decay(x, *p) - y))
 
 
