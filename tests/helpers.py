@@ -105,6 +105,11 @@ DECAY_Y = 2.5 * np.exp(-1.3 * DECAY_X) + 0.5 + 0.03 * np.sin(11 * DECAY_X)
 DECAY_P0 = [1.0, 0.5, 0.0]
 TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
 
+# An exact decay on 30 points (the tests of input checks and of the user's host code:
+# their messages name its sizes).
+EXACT_X = np.linspace(0, 4, 30)
+EXACT_Y = 2.0 * np.exp(-1.1 * EXACT_X) + 0.3
+
 # A line on 10 points with a ripple (the regression tests of issue 9's front-end defects).
 LINE_X = np.linspace(0, 1, 10)
 LINE_Y = 3 * LINE_X - 1 + 0.05 * np.sin(7 * LINE_X)

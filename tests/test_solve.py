@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 from helpers import (
+    EXACT_X,
+    EXACT_Y,
     LINE_X,
     LINE_Y,
     TIGHT,
@@ -250,27 +252,37 @@ def test_status_and_message_are_scipys():
 
 # --- bad input: a clear error before any compilation; inside jit, a status --------------
 
-X30 = np.linspace(0, 4, 30)
-Y30 = 2.0 * np.exp(-1.1 * X30) + 0.3
 P0_30 = jnp.array([1.0, 0.5, 0.0])
 
 
 def _init(data=None, p0=P0_30, model=exp_decay, **solver_options):
-    data = nf.Data(X30, Y30) if data is None else data
+    data = nf.Data(EXACT_X, EXACT_Y) if data is None else data
     return nf.init(model, data, p0, nf.Solver(**solver_options))
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: _init(nf.Data(X30, Y30[:-1])), "30 points but `y` has 29"),
-        (lambda: _init(nf.Data(X30, Y30, sigma=np.ones(29))), "`sigma` has shape"),
-        (lambda: _init(nf.Data(X30, Y30, mask=np.ones(29, bool))), "`mask` has shape"),
-        (lambda: _init(nf.Data(X30, np.where(X30 > 2, np.nan, Y30))), "`y` contains NaN or inf"),
-        (lambda: _init(nf.Data(X30, np.where(X30 > 2, np.inf, Y30))), "`y` contains NaN or inf"),
-        (lambda: _init(nf.Data(np.where(X30 > 2, np.nan, X30), Y30)), "`x` contains NaN or inf"),
-        (lambda: _init(nf.Data(X30, Y30, sigma=np.where(X30 > 2, 0.0, 1.0))), "`sigma` must be"),
-        (lambda: _init(nf.Data(X30, Y30, sigma=-np.ones(30))), "`sigma` must be"),
+        (lambda: _init(nf.Data(EXACT_X, EXACT_Y[:-1])), "30 points but `y` has 29"),
+        (lambda: _init(nf.Data(EXACT_X, EXACT_Y, sigma=np.ones(29))), "`sigma` has shape"),
+        (lambda: _init(nf.Data(EXACT_X, EXACT_Y, mask=np.ones(29, bool))), "`mask` has shape"),
+        (
+            lambda: _init(nf.Data(EXACT_X, np.where(EXACT_X > 2, np.nan, EXACT_Y))),
+            "`y` contains NaN or inf",
+        ),
+        (
+            lambda: _init(nf.Data(EXACT_X, np.where(EXACT_X > 2, np.inf, EXACT_Y))),
+            "`y` contains NaN or inf",
+        ),
+        (
+            lambda: _init(nf.Data(np.where(EXACT_X > 2, np.nan, EXACT_X), EXACT_Y)),
+            "`x` contains NaN or inf",
+        ),
+        (
+            lambda: _init(nf.Data(EXACT_X, EXACT_Y, sigma=np.where(EXACT_X > 2, 0.0, 1.0))),
+            "`sigma` must be",
+        ),
+        (lambda: _init(nf.Data(EXACT_X, EXACT_Y, sigma=-np.ones(30))), "`sigma` must be"),
         (
             lambda: _init(bounds=([0, 0, 0], [10, 10, 10]), p0=jnp.array([1.0, 0.5, -1.0])),
             "`p0` is outside the bounds for p[2]",
@@ -294,7 +306,7 @@ def _init(data=None, p0=P0_30, model=exp_decay, **solver_options):
         (
             lambda: nf.init(
                 exp_decay,
-                nf.Data(X30, Y30),
+                nf.Data(EXACT_X, EXACT_Y),
                 P0_30,
                 nf.Solver(strategy=nf.LevenbergMarquardt(), bounds=(0, 10)),
             ),
@@ -309,8 +321,8 @@ def _init(data=None, p0=P0_30, model=exp_decay, **solver_options):
             lambda: _init(jac="2-point", diff_step=[1e-6, 1e-6]),
             "`diff_step` has shape (2,); give a scalar or one step for each of the 3",
         ),
-        (lambda: nf.init(exp_decay, (X30, Y30), P0_30), "must be an nlsq_fn.Data"),
-        (lambda: _init(nf.Data(X30[:0], Y30[:0])), "`y` is empty"),
+        (lambda: nf.init(exp_decay, (EXACT_X, EXACT_Y), P0_30), "must be an nlsq_fn.Data"),
+        (lambda: _init(nf.Data(EXACT_X[:0], EXACT_Y[:0])), "`y` is empty"),
     ],
 )
 def test_bad_input_raises_a_clear_error(make, message):
@@ -324,11 +336,11 @@ def test_wrong_parameter_structure_is_named():
         return p["a"] * jnp.exp(-p["b"] * x)
 
     with pytest.raises(ValueError, match="Calling the model"):
-        nf.init(model, nf.Data(X30, Y30), {"a": 1.0}, nf.Solver())
+        nf.init(model, nf.Data(EXACT_X, EXACT_Y), {"a": 1.0}, nf.Solver())
     with pytest.raises(ValueError, match="lower bound"):
         nf.init(
             model,
-            nf.Data(X30, Y30),
+            nf.Data(EXACT_X, EXACT_Y),
             {"a": 1.0, "b": 1.0},
             nf.Solver(bounds=({"a": 0.0}, {"a": 2.0, "b": 2.0})),
         )
@@ -337,11 +349,11 @@ def test_wrong_parameter_structure_is_named():
 def test_bad_data_inside_jit_gives_a_status_not_garbage():
     @jax.jit
     def fit(y):
-        data = nf.Data(X30, y)
+        data = nf.Data(EXACT_X, y)
         return nf.solve(exp_decay, data, nf.init(exp_decay, data, P0_30, nf.Solver()))
 
-    good = fit(jnp.asarray(Y30))
-    bad = fit(jnp.asarray(np.where(X30 > 2, np.nan, Y30)))
+    good = fit(jnp.asarray(EXACT_Y))
+    bad = fit(jnp.asarray(np.where(EXACT_X > 2, np.nan, EXACT_Y)))
     assert int(good.status) > 0
     assert int(bad.status) == -1
     assert not bool(bad.success)
@@ -355,7 +367,7 @@ def test_model_that_is_not_finite_at_p0_inside_vmap_is_flagged_per_member():
 
     @eqx.filter_jit
     def fit(p0s):
-        data = nf.Data(X30, Y30)
+        data = nf.Data(EXACT_X, EXACT_Y)
         return jax.vmap(lambda p0: nf.solve(model, data, nf.init(model, data, p0)))(p0s)
 
     out = fit(jnp.array([[1.0, 0.5, 0.1], [1.0, 0.5, -1.0]]))

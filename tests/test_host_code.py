@@ -1,4 +1,6 @@
-"""Bad input gets a clear error before any compilation; inside `jit`, a status code."""
+"""The user's host code (a NumPy model, Jacobian or loss; a callback) under every front
+end (the `_FRONT_ENDS` table): its exceptions reach the caller as themselves, as SciPy
+lets them through, and warnings point at the caller's line."""
 
 import threading
 
@@ -6,16 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import decay, exp_decay
+from helpers import EXACT_X, EXACT_Y, decay, decay_jac_np, decay_np, exp_decay
 
 import nlsq_fn as nf
 
-X = np.linspace(0, 4, 30)
-Y = 2.0 * np.exp(-1.1 * X) + 0.3
 P0 = jnp.array([1.0, 0.5, 0.0])
-
-
-# --- Exceptions raised by the user's host code reach the caller as themselves -------
 
 
 class UserError(ValueError):
@@ -34,28 +31,21 @@ def _failing_mid_fit(error, function):
     return failing
 
 
-def _decay_np(x, a, b, c):
-    return a * np.exp(-b * np.asarray(x)) + c
-
-
-def _decay_jac_np(x, a, b, c):
-    e = np.exp(-b * np.asarray(x))
-    return np.stack([e, -a * x * e, np.ones_like(e)], axis=1)
-
-
 _FRONT_ENDS = {
-    "curve_fit lm": lambda f, **kw: nf.curve_fit(f, X, Y, p0=[1.0, 0.5, 0.0], **kw),
-    "curve_fit trf": lambda f, **kw: nf.curve_fit(f, X, Y, p0=[1.0, 0.5, 0.0], method="trf", **kw),
+    "curve_fit lm": lambda f, **kw: nf.curve_fit(f, EXACT_X, EXACT_Y, p0=[1.0, 0.5, 0.0], **kw),
+    "curve_fit trf": lambda f, **kw: nf.curve_fit(
+        f, EXACT_X, EXACT_Y, p0=[1.0, 0.5, 0.0], method="trf", **kw
+    ),
     "least_squares": lambda f, **kw: nf.least_squares(
-        lambda p: f(X, *p) - Y,
+        lambda p: f(EXACT_X, *p) - EXACT_Y,
         [1.0, 0.5, 0.0],
         **{
-            ("jac" if k == "jac" else k): ((lambda p, _j=v: _j(X, *p)) if k == "jac" else v)
+            ("jac" if k == "jac" else k): ((lambda p, _j=v: _j(EXACT_X, *p)) if k == "jac" else v)
             for k, v in kw.items()
         },
     ),
     "CurveFit.fit": lambda f, **kw: nf.CurveFit(
-        f, X, Y, p0=[1.0, 0.5, 0.0], method="trf", **kw
+        f, EXACT_X, EXACT_Y, p0=[1.0, 0.5, 0.0], method="trf", **kw
     ).fit(),
 }
 
@@ -71,7 +61,7 @@ def test_an_exception_of_a_numpy_model_mid_fit_reaches_the_caller(front_end):
     # the model's exception through unchanged.
     error = UserError("the model cannot be evaluated there")
     with pytest.raises(UserError) as raised:
-        _FRONT_ENDS[front_end](_failing_mid_fit(error, _decay_np))
+        _FRONT_ENDS[front_end](_failing_mid_fit(error, decay_np))
     assert raised.value is error
 
 
@@ -81,7 +71,7 @@ def test_an_exception_of_a_numpy_model_at_p0_reaches_the_caller(front_end):
     error = UserError("the model cannot be evaluated at b < 0.6")
 
     def model(x, a, b, c):
-        value = _decay_np(x, a, b, c)
+        value = decay_np(x, a, b, c)
         if b < 0.6:
             raise error
         return value
@@ -96,7 +86,7 @@ def test_an_exception_of_a_numpy_model_at_p0_reaches_the_caller(front_end):
 def test_an_exception_of_a_numpy_jac_mid_fit_reaches_the_caller(front_end):
     error = UserError("the Jacobian cannot be evaluated there")
     with pytest.raises(UserError) as raised:
-        _FRONT_ENDS[front_end](decay, jac=_failing_mid_fit(error, _decay_jac_np))
+        _FRONT_ENDS[front_end](decay, jac=_failing_mid_fit(error, decay_jac_np))
     assert raised.value is error
 
 
@@ -114,7 +104,7 @@ def test_an_exception_of_a_callback_reaches_the_caller():
         with pytest.raises(UserError) as raised:
             _FRONT_ENDS[front_end](decay, callback=callback)
         assert raised.value is error
-    data = nf.Data(X, Y)
+    data = nf.Data(EXACT_X, EXACT_Y)
     state = nf.init(exp_decay, data, P0, nf.Solver(callback=four_arguments))
     with pytest.raises(UserError):
         nf.solve(exp_decay, data, state)  # called eagerly
@@ -154,12 +144,12 @@ def test_ctrl_c_in_a_callback_or_a_numpy_model_raises_keyboard_interrupt():
     with pytest.raises(KeyboardInterrupt):
         _FRONT_ENDS["curve_fit trf"](decay, callback=interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _FRONT_ENDS["least_squares"](_failing_mid_fit(KeyboardInterrupt(), _decay_np))
+        _FRONT_ENDS["least_squares"](_failing_mid_fit(KeyboardInterrupt(), decay_np))
 
 
 def test_an_exception_of_a_numpy_loss_reaches_the_caller():
     error = UserError("the loss cannot be evaluated there")
-    initial = np.sum((_decay_np(X, 1.0, 0.5, 0.0) - Y) ** 2)
+    initial = np.sum((decay_np(EXACT_X, 1.0, 0.5, 0.0) - EXACT_Y) ** 2)
 
     def loss(z):
         z = np.array(z)  # NumPy: JAX cannot trace it
@@ -173,17 +163,10 @@ def test_an_exception_of_a_numpy_loss_reaches_the_caller():
 
 
 def test_a_callback_of_no_accepted_form_gets_a_clear_error():
-    # The guide's callback(iteration, cost, grad) is accepted (tests/test_nlsq_api.py);
+    # The guide's callback(iteration, cost, grad) is accepted (tests/test_curve_fit_class.py);
     # two required arguments match no form.
     with pytest.raises(TypeError, match=r"callback\(iteration, cost, grad\)"):
         _FRONT_ENDS["curve_fit trf"](decay, callback=lambda iteration, cost: None)
-
-
-@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
-def test_streaming_a_numpy_model_gets_a_clear_error():
-    optimizer = nf.StreamingOptimizer(_decay_np, p0=[1.0, 0.5, 0.0])
-    with pytest.raises(ValueError, match="StreamingOptimizer needs a model written with"):
-        optimizer.fit((X, Y))
 
 
 def test_warnings_point_at_the_callers_line():
@@ -193,8 +176,8 @@ def test_warnings_point_at_the_callers_line():
     with pytest.warns(UserWarning, match="below the machine epsilon") as more:
         _FRONT_ENDS["curve_fit trf"](decay, ftol=1e-20)
     with pytest.warns(UserWarning, match="could not be traced by JAX") as host:
-        _FRONT_ENDS["curve_fit lm"](_decay_np)
+        _FRONT_ENDS["curve_fit lm"](decay_np)
     with pytest.warns(nf.OptimizeWarning, match="Covariance") as covariance:
-        nf.curve_fit(lambda x, a, b: (a + b) * x, X, Y, p0=[1.0, 1.0])
+        nf.curve_fit(lambda x, a, b: (a + b) * x, EXACT_X, EXACT_Y, p0=[1.0, 1.0])
     for record in (*caught, *more, *host, *covariance):
         assert record.filename == __file__, (record.message, record.filename)
