@@ -136,7 +136,7 @@ def test_a_new_float_in_args_compiles_nothing(monkeypatch, compiled_at_once):
     """Floats in `args` are values, not compile keys: a new value reuses the compiled
     fit (and a `fun` that needs a Python float still gets one)."""
     import scipy.optimize
-    from test_curve_fit_compile import counting_compiles
+    from test_curve_fit_class import counting_compiles
 
     from nlsq_fn._drivers import stepwise as _stepwise
     from nlsq_fn._evaluation import compiled as _compiled

@@ -735,7 +735,7 @@ def test_four_devices_give_the_single_device_fits(tmp_path):
     run_on_host_devices(SHARDED, tmp_path)
 
 
-# A NumPy model cannot be streamed (moved from test_errors.py).
+# A NumPy model cannot be streamed: a clear error, not JAX's tracer error.
 
 
 @pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
