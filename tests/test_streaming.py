@@ -736,8 +736,6 @@ def test_four_devices_give_the_single_device_fits(tmp_path):
 
 
 # A NumPy model cannot be streamed: a clear error, not JAX's tracer error.
-
-
 @pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
 def test_streaming_a_numpy_model_gets_a_clear_error():
     optimizer = nf.StreamingOptimizer(decay_np, p0=[1.0, 0.5, 0.0])
