@@ -68,6 +68,10 @@ class FnModel(eqx.Module):
         return self.fn(x, p)
 
 
+# The strategies by SciPy's `method` names: the columns of the solver × problem tables.
+STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
+
+
 # One compiled `nf.solve` for every test module: a fit of the same model, shapes and
 # options compiles once per worker, whichever module asks for it first.
 solve = eqx.filter_jit(nf.solve)
