@@ -6,6 +6,7 @@ import tempfile
 import jax
 import numpy as np
 import pytest
+import scipy.optimize
 
 jax.config.update("jax_enable_x64", True)
 
@@ -31,6 +32,22 @@ def x64(request):
         return
     with jax.enable_x64(False):
         yield False
+
+
+@pytest.fixture(scope="module")
+def guide_data():
+    """The NLSQ guide's decay (40 points, a deterministic ripple for noise), shared by the
+    tests of its calling forms (`CurveFit()`, results, large-data names)."""
+    x = np.linspace(0, 4, 40)
+    noise = 0.02 * np.cos(5.3 * x)  # deterministic, not a model term
+    return x, 2.0 * np.exp(-0.7 * x) + 0.3 + noise
+
+
+@pytest.fixture(scope="module")
+def guide_scipy_fit(guide_data):
+    """SciPy's `curve_fit` of `guide_data` (p0 = [1, 1, 0])."""
+    x, y = guide_data
+    return scipy.optimize.curve_fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0])
 
 
 # nlsq_fn's compiled programs are dropped whenever the tests switch between float64 and

@@ -68,6 +68,10 @@ class FnModel(eqx.Module):
         return self.fn(x, p)
 
 
+# The strategies by SciPy's `method` names: the columns of the solver × problem tables.
+STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
+
+
 # One compiled `nf.solve` for every test module: a fit of the same model, shapes and
 # options compiles once per worker, whichever module asks for it first.
 solve = eqx.filter_jit(nf.solve)
@@ -89,6 +93,52 @@ def decay(x, a, b, c):
 def decay_np(x, a, b, c):
     """`decay` in NumPy (SciPy's side of a comparison; a host model for ours)."""
     return a * np.exp(-b * x) + c
+
+
+def decay_jac_np(x, a, b, c):
+    """The Jacobian of `decay_np`, one row per point (SciPy's ``jac(x, *p)``)."""
+    e = np.exp(-b * np.asarray(x))
+    return np.stack([e, -a * x * e, np.ones_like(e)], axis=1)
+
+
+# The decay of the front-end tests (`curve_fit`, `CurveFit`, `least_squares`): 40 points
+# with a deterministic ripple for noise, a start, and tolerances tight enough that SciPy's
+# fit and ours stop at the same optimum.
+DECAY_X = np.linspace(0, 4, 40)
+DECAY_Y = 2.5 * np.exp(-1.3 * DECAY_X) + 0.5 + 0.03 * np.sin(11 * DECAY_X)
+DECAY_P0 = [1.0, 0.5, 0.0]
+TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
+
+# An exact decay on 30 points (the tests of input checks and of the user's host code:
+# their messages name its sizes).
+EXACT_X = np.linspace(0, 4, 30)
+EXACT_Y = 2.0 * np.exp(-1.1 * EXACT_X) + 0.3
+
+# A line on 10 points with a ripple (the regression tests of issue 9's front-end defects).
+LINE_X = np.linspace(0, 1, 10)
+LINE_Y = 3 * LINE_X - 1 + 0.05 * np.sin(7 * LINE_X)
+
+
+def line(x, a, b):
+    return a * x + b
+
+
+def two_parameter_decay(x, p):
+    """A decay to zero, ``p[0] exp(-p[1] x)``, in the core's ``model(x, p)`` form."""
+    return p[0] * jnp.exp(-p[1] * x)
+
+
+_decay_residual_jac = jax.jit(jax.jacfwd(lambda p, x, y: decay(x, *p) - y))
+
+
+def decay_residual_np(p, x=DECAY_X, y=DECAY_Y):
+    """`decay`'s residual as SciPy's ``least_squares`` takes it, NumPy in and out."""
+    return np.asarray(decay(x, *p)) - y
+
+
+def decay_residual_jac_np(p, x=DECAY_X, y=DECAY_Y):
+    """The exact Jacobian of `decay_residual_np` (by JAX), for SciPy's side."""
+    return np.asarray(_decay_residual_jac(jnp.asarray(p), x, y))
 
 
 def peak(x, amp, center, width, offset):

@@ -7,11 +7,10 @@ import numpy as np
 import optax
 import pytest
 import scipy.optimize
-from helpers import assert_same_optimum
+from helpers import TIGHT, assert_same_optimum
 
 import nlsq_fn as nf
 
-TOLERANCES = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
 X = np.linspace(0.1, 4.0, 60)
 P0 = jnp.array([1.0, 0.5, 0.0])
 
@@ -33,7 +32,7 @@ def _noisy(h, seed, x=X):
 def _fit(h, y, x=X):
     model = StretchedDecay(h)
     data = nf.Data(x, y)
-    return nf.solve(model, data, nf.init(model, data, P0, nf.Solver(**TOLERANCES)))
+    return nf.solve(model, data, nf.init(model, data, P0, nf.Solver(**TIGHT)))
 
 
 def test_inside_another_jit_with_pre_and_post_processing():
@@ -54,7 +53,7 @@ def test_inside_lax_scan_tracking_with_warm_starts():
     """Fit a sequence of datasets, each fit starting from the previous answer."""
     ys = jnp.asarray(np.stack([_noisy(1.0, seed) * (1 + 0.1 * seed) for seed in range(5)]))
     model = StretchedDecay(jnp.asarray(1.0))
-    state = nf.init(model, nf.Data(X, ys[0]), P0, nf.Solver(**TOLERANCES))
+    state = nf.init(model, nf.Data(X, ys[0]), P0, nf.Solver(**TIGHT))
 
     def step(params, y):
         start = eqx.tree_at(lambda s: s.params, state, params)

@@ -6,13 +6,11 @@ step-by-step fit makes from its first evaluation."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import peak
+from helpers import TIGHT, peak
 
 import nlsq_fn as nf
 from nlsq_fn._drivers.block_stepwise import solve_blocks_stepwise
 from nlsq_fn._frontends.global_fit import global_model
-
-TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
 
 
 def problem(lengths=(30, 24, 30)):

@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import TIGHT
 from jax.flatten_util import ravel_pytree
 
 import nlsq_fn as nf
 
-TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
 M = 40
 X = np.linspace(0.1, 5.0, M)
 _rng = np.random.default_rng(0)

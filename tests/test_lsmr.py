@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.sparse as sp
+from helpers import exp_decay
 from jax.experimental.sparse import BCOO
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, lsmr
 
@@ -90,11 +91,7 @@ def _exp_case():
     rng = np.random.default_rng(3)
     y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.02 * rng.standard_normal(x.size)
     y[::11] += 1.0  # outliers for the robust losses
-
-    def model(x, p):
-        return p[0] * jnp.exp(-p[1] * x) + p[2]
-
-    return model, nf.Data(x=jnp.asarray(x), y=jnp.asarray(y))
+    return exp_decay, nf.Data(x=jnp.asarray(x), y=jnp.asarray(y))
 
 
 BOX = ([0.0, 0.0, 0.0], [10.0, 1.2, 1.0])

@@ -173,3 +173,46 @@ def test_peak_guesses_find_dips(model):
     assert guess["amplitude"] < 0 and abs(guess["center"] - 4.3) < 0.2
     result = nf.CurveFit(model, X, y).fit()  # same shape as above: no new compilation
     np.testing.assert_allclose(result.popt, list(truth.values()), rtol=0.05)
+
+
+# --- NLSQ's function library (issue 21) ------------------------------------------------
+
+
+LIBRARY = [
+    ("linear", (2.5, 3.0), lambda x, a, b: a * x + b),
+    ("exponential_decay", (3.0, 0.7, 0.5), lambda x, a, b, c: a * np.exp(-b * x) + c),
+    ("exponential_growth", (1.0, 0.5, 1.0), lambda x, a, b, c: a * np.exp(b * x) + c),
+    ("gaussian", (2.0, 2.5, 0.5), lambda x, a, m, s: a * np.exp(-((x - m) ** 2) / (2 * s**2))),
+    ("lorentzian", (2.0, 2.5, 0.4), lambda x, a, m, g: a / (1 + ((x - m) / g) ** 2)),
+    ("sigmoid", (3.0, 2.5, 2.0, 0.5), lambda x, L, m, k, b: L / (1 + np.exp(-k * (x - m))) + b),
+    ("power_law", (2.0, 1.5), lambda x, a, b: a * x**b),
+]
+
+
+@pytest.mark.slow  # seven fits, each a new model
+@pytest.mark.parametrize(("name", "params", "formula"), LIBRARY, ids=[e[0] for e in LIBRARY])
+def test_function_library_formulas_and_auto_start(name, params, formula):
+    function = getattr(nf.models, name)
+    x = np.linspace(0.1, 5, 60)
+    y = formula(x, *params)
+    np.testing.assert_allclose(function(x, *params), y, rtol=1e-12)
+    lower, upper = function.bounds()
+    assert len(lower) == len(upper) == len(params)
+    popt, _ = nf.curve_fit(function, x, y, p0="auto")
+    np.testing.assert_allclose(popt, params, rtol=1e-5)
+
+
+def test_library_function_formula_and_auto_start():
+    x = np.linspace(0.1, 5, 60)
+    y = 2.0 * np.exp(-((x - 2.5) ** 2) / (2 * 0.5**2))
+    np.testing.assert_allclose(nf.models.gaussian(x, 2.0, 2.5, 0.5), y, rtol=1e-12)
+    popt, _ = nf.curve_fit(nf.models.gaussian, x, y, p0="auto")
+    np.testing.assert_allclose(popt, [2.0, 2.5, 0.5], rtol=1e-6)
+
+
+def test_polynomial_is_highest_power_first():
+    quadratic = nf.models.polynomial(2)
+    x = np.linspace(-2, 2, 20)
+    y = 1.0 * x**2 - 2.0 * x + 3.0
+    np.testing.assert_allclose(quadratic.estimate_p0(x, y), [1.0, -2.0, 3.0], atol=1e-9)
+    np.testing.assert_allclose(quadratic(x, 1.0, -2.0, 3.0), y)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import decay, decay_np
+from helpers import LINE_X, decay, decay_np, two_parameter_decay
 
 import nlsq_fn as nf
 
@@ -220,3 +220,21 @@ def test_least_squares_verbose_2_and_callback_match_scipy(capsys):
     assert int(stopped.status) == -2  # SciPy's code for a stop by the callback
     assert "callback" in stopped.message
     assert seen == [1, 2]
+
+
+# A regression of issue 9's defect 9: verbose=2 under vmap prints one line, not tables.
+
+
+@pytest.mark.extended
+def test_verbose_2_under_vmap_prints_one_line_not_interleaved_tables(capsys):
+    batch = nf.pad_datasets([(LINE_X, 2 * np.exp(-s * LINE_X)) for s in (1.0, 1.5, 2.0)])
+    state = nf.init_batch(two_parameter_decay, batch, jnp.ones(2), nf.Solver(verbose=2))
+    result = nf.solve_batch(two_parameter_decay, batch, state)
+    jax.effects_barrier()
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "verbose=2: 3 fits run as one batch (vmap); the iteration table is "
+        "printed for single fits only."
+    ]
+    np.testing.assert_allclose(result.x[:, 1], [1.0, 1.5, 2.0], rtol=1e-6)
+    assert np.all(result.status > 0)

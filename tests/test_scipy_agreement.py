@@ -7,14 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CASES, FnModel, assert_matches_scipy, solve, tolerance, x64_params
+from helpers import (
+    CASES,
+    STRATEGIES,
+    FnModel,
+    assert_matches_scipy,
+    solve,
+    tolerance,
+    x64_params,
+)
 
 import nlsq_fn as nf
 
 TOLERANCES = dict(ftol=1e-10, xtol=1e-10, gtol=1e-10)
-
-
-STRATEGIES = {"trf": nf.TRF, "dogbox": nf.Dogbox, "lm": nf.LevenbergMarquardt}
 
 
 def _fit(case, method):

@@ -4,16 +4,13 @@ same strategy code, so the same optimum, status and number of evaluations."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CASES, FnModel, assert_same_optimum, solve
+from helpers import CASES, STRATEGIES, FnModel, assert_same_optimum, solve
 
 import nlsq_fn as nf
 from nlsq_fn._drivers import evaluators as _evaluators
 from nlsq_fn._drivers.linearize_at import residual_and_jac
 from nlsq_fn._drivers.stepwise import can_step_from_host, solve_stepwise
 from nlsq_fn._problem.loss import as_loss
-
-STRATEGIES = {"trf": nf.TRF, "lm": nf.LevenbergMarquardt, "dogbox": nf.Dogbox}
-
 
 # By default one case per strategy; in CI's extended step a case of each kind (bounds
 # active, robust loss, x_scale='jac', sigma); the rest are slow tests (each compiles a
@@ -136,7 +133,7 @@ def test_a_new_float_in_args_compiles_nothing(monkeypatch, compiled_at_once):
     """Floats in `args` are values, not compile keys: a new value reuses the compiled
     fit (and a `fun` that needs a Python float still gets one)."""
     import scipy.optimize
-    from test_curve_fit_compile import counting_compiles
+    from test_curve_fit_class import counting_compiles
 
     from nlsq_fn._drivers import stepwise as _stepwise
     from nlsq_fn._evaluation import compiled as _compiled

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import run_on_host_devices
+from helpers import EXACT_X, EXACT_Y, decay_np, run_on_host_devices
 
 import nlsq_fn as nf
 from nlsq_fn._misc import optional_import
@@ -733,3 +733,11 @@ SHARDED = textwrap.dedent(
 @pytest.mark.slow  # a subprocess with 4 host devices: ~20 s
 def test_four_devices_give_the_single_device_fits(tmp_path):
     run_on_host_devices(SHARDED, tmp_path)
+
+
+# A NumPy model cannot be streamed: a clear error, not JAX's tracer error.
+@pytest.mark.filterwarnings("ignore:The model could not be traced by JAX")
+def test_streaming_a_numpy_model_gets_a_clear_error():
+    optimizer = nf.StreamingOptimizer(decay_np, p0=[1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="StreamingOptimizer needs a model written with"):
+        optimizer.fit((EXACT_X, EXACT_Y))

@@ -1,19 +1,16 @@
-"""Uncertainties and statistics against independent references: SciPy's t quantiles,
-a finite-difference delta method, and hand-computed AIC / BIC / R²."""
+"""`CurveFitResult`, what a fit returns: its uncertainties and statistics against
+independent references (SciPy's t quantiles, a finite-difference delta method,
+hand-computed AIC / BIC / R²), SciPy's tuples, the summary and diagnostics."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.stats
-from helpers import tolerance
+from helpers import LINE_X, LINE_Y, decay, line, peak, tolerance
 
 import nlsq_fn as nf
-
-
-def peak(x, height, center, width, offset):
-    return height * jnp.exp(-0.5 * ((x - center) / width) ** 2) + offset
-
 
 RNG = np.random.default_rng(3)
 X = np.linspace(-3, 5, 70)
@@ -72,7 +69,7 @@ def test_parameter_intervals_use_scipys_t_quantile(result):
         for i, name in enumerate(result.names):
             expected = (result.popt[i] - t * result.perr[i], result.popt[i] + t * result.perr[i])
             np.testing.assert_allclose(intervals[name], expected, rtol=_rtol(result, 1e-10))
-    assert list(result.conf_intervals()) == ["height", "center", "width", "offset"]
+    assert list(result.conf_intervals()) == ["amp", "center", "width", "offset"]
 
 
 def test_correlation_and_standard_errors(result):
@@ -164,3 +161,77 @@ def test_band_coverage_is_nominal():
         lower, upper = result.confidence_band(level=0.9)
         covered.append(np.mean((lower <= truth) & (truth <= upper)))
     assert 0.8 < np.mean(covered) < 0.97
+
+
+# --- NLSQ's names for it (issue 21): SciPy's tuples, closed-form statistics ----------------
+
+
+def test_curve_fit_result_unpacks_as_scipys_tuples(guide_data, guide_scipy_fit):
+    result = nf.curve_fit(decay, *guide_data, p0=[1, 1, 0])
+    popt, pcov = result
+    assert len(result) == 2 and result[0] is popt and result["pcov"] is pcov
+    np.testing.assert_allclose(popt, guide_scipy_fit[0], rtol=1e-6)
+    full = nf.curve_fit(decay, *guide_data, p0=[1, 1, 0], full_output=True)
+    popt5, pcov5, infodict, mesg, ier = full
+    assert len(full) == 5 and full[4] == ier and ier in (1, 2, 3, 4)
+    np.testing.assert_allclose(infodict["fvec"], full.fun)
+    assert isinstance(mesg, str) and full.r_squared == result.r_squared
+
+
+def test_result_statistics_match_closed_forms(guide_data, guide_scipy_fit):
+    x, y = guide_data
+    result = nf.curve_fit(decay, x, y, p0=[1, 1, 0])
+    popt, pcov = guide_scipy_fit
+    prediction = popt[0] * np.exp(-popt[1] * x) + popt[2]
+    residuals = y - prediction
+    n, k = y.size, 3
+    r2 = 1 - np.sum(residuals**2) / np.sum((y - y.mean()) ** 2)
+    np.testing.assert_allclose(result.predictions, prediction, rtol=1e-6)
+    np.testing.assert_allclose(result.residuals, residuals, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(result.mae, np.mean(np.abs(residuals)), rtol=1e-4)
+    np.testing.assert_allclose(
+        result.adj_r_squared, 1 - (1 - r2) * (n - 1) / (n - k - 1), rtol=1e-6
+    )
+    t = scipy.stats.t.ppf(0.975, n - k)
+    half = t * np.sqrt(np.diag(pcov))
+    np.testing.assert_allclose(
+        result.confidence_intervals(alpha=0.95),
+        np.column_stack([popt - half, popt + half]),
+        rtol=1e-4,
+    )
+    interval = result.prediction_interval(x=[1.0, 2.0], alpha=0.9)
+    assert interval.shape == (2, 2) and np.all(interval[:, 0] < interval[:, 1])
+    lower, upper = result.confidence_band(x=[1.0, 2.0], alpha=0.9)
+    assert np.all(interval[:, 0] < lower) and np.all(upper < interval[:, 1])
+
+
+def test_result_record_filled_in_by_hand_raises_for_what_it_lacks():
+    result = nf.CurveFitResult(nf.OptimizeResult())
+    result["popt"] = np.array([1.0, 2.0])
+    result["ydata"] = np.array([2.0, 4.0, 6.0])
+    np.testing.assert_array_equal(result.popt, [1.0, 2.0])
+    with pytest.raises(AttributeError):
+        result.confidence_intervals()  # no pcov
+
+
+# --- regressions of issue 9's defect 9: no diagnostic on exact data; p0 shown as given ---
+
+
+def test_exact_data_raise_no_diagnostic():
+    model = lambda x, a, b, c: a * jnp.exp(-b * x) + c  # noqa: E731
+    x = np.linspace(0, 4, 40)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5  # exact: residuals at the rounding level
+    result = nf.CurveFit(model, x, y, p0=[1.0, 1.0, 0.0]).fit()
+    assert result.success and np.linalg.norm(result.fun) < 1e-12
+    assert result.diagnostics == []
+
+
+def test_p0_on_a_bound_is_reported_as_given():
+    result = nf.CurveFit(line, LINE_X, LINE_Y, p0=[0.0, 1.0], bounds=([0, -5], [10, 5])).fit()
+    np.testing.assert_array_equal(result.p0, [0.0, 1.0])
+    assert "init = 0)" in result.summary() and "1e-10" not in result.summary()
+    np.testing.assert_allclose(
+        result.popt,
+        scipy.optimize.curve_fit(line, LINE_X, LINE_Y, p0=[0.0, 1.0], bounds=([0, -5], [10, 5]))[0],
+        rtol=1e-7,
+    )

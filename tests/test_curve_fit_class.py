@@ -1,4 +1,6 @@
-"""A `CurveFit` compiles once per size bucket and reuses that code for new data."""
+"""`CurveFit`, the reusable fit: it compiles once per size bucket and reuses that code for
+new data and refits (compile counts), takes a model's parameters either way (SciPy's
+unpacked or an array) and runs under `jax.vmap`; NLSQ's calling forms of it."""
 
 import contextlib
 import os
@@ -7,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.optimize
+from helpers import DECAY_P0, DECAY_X, DECAY_Y, TIGHT, assert_matches_scipy_fit, decay
 
 import nlsq_fn as nf
 from nlsq_fn._drivers import (
@@ -16,6 +20,7 @@ from nlsq_fn._drivers import (
     whole_fit as _whole_fit,
 )
 from nlsq_fn._evaluation import chunking as _chunking, compiled as _compiled
+from nlsq_fn._problem.conventions import model_convention
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -283,3 +288,152 @@ def test_a_refitted_model_is_compiled_in_the_background(monkeypatch):
             np.testing.assert_allclose(popt, expected, rtol=1e-6)
             np.testing.assert_allclose(pcov, expected_cov, rtol=1e-4)
     assert compiles == []
+
+
+# --- which way a model takes its parameters (the front ends' conventions) --------------
+
+
+def decay_array(x, params):
+    a, b, c = params
+    return a * jnp.exp(-b * x) + c
+
+
+def test_convention_rule():
+    def scipy_style(x, a, b):
+        return a * x + b
+
+    def star(x, *p):
+        return p[0] * x
+
+    def one_named(x, k):
+        return k * x
+
+    def one_vector(x, theta):
+        return theta[0] * x
+
+    assert model_convention(decay_array, [1.0, 2.0, 3.0]) == "array"
+    assert model_convention(decay_array, [1.0]) == "array"  # the name says vector
+    # No p0: SciPy counts one parameter (an array model could not tell its length).
+    assert model_convention(decay_array) == "unpacked"
+    assert model_convention(scipy_style) == "unpacked"
+    assert model_convention(star, [1.0, 2.0]) == "unpacked"
+    assert model_convention(one_named) == "unpacked"  # SciPy's one-parameter model
+    assert model_convention(one_named, [1.0]) == "unpacked"
+    assert model_convention(one_named, [1.0, 2.0]) == "array"  # several values
+    assert model_convention(one_vector, [1.0]) == "array"
+    assert model_convention(one_named, [1.0], param_style="array") == "array"
+    assert model_convention(one_vector, [1.0], param_style="unpacked") == "unpacked"
+    assert model_convention(nf.models.Gaussian()) == "named"
+    with pytest.raises(ValueError, match="param_style"):
+        model_convention(one_named, param_style="vector")
+
+
+def test_one_parameter_models_scalar_or_array_closed_form():
+    x = np.linspace(1, 3, 12)
+    y = 1.7 * x + 0.01 * np.cos(5 * x)
+    expected = x @ y / (x @ x)  # linear least squares in closed form
+    seen = {}
+
+    def slope(x, k):
+        seen["k"] = jnp.shape(k)
+        return k * x
+
+    def slope_array(x, params):
+        seen["params"] = jnp.shape(params)
+        return params[0] * x
+
+    scalar = nf.CurveFit(slope, x, y, p0=[1.0], **TIGHT).fit()
+    array = nf.CurveFit(slope_array, x, y, p0=[1.0], **TIGHT).fit()
+    assert seen == {"k": (), "params": (1,)}
+    np.testing.assert_allclose(scalar.x, [expected], rtol=1e-10)
+    np.testing.assert_allclose(array.x, [expected], rtol=1e-10)
+    assert scalar.names == ("k",) and array.names == ("params[0]",)
+    # Without p0 both are SciPy's one-parameter model, started at 1 (as SciPy does);
+    # an array model that needs its length is told to give p0.
+    np.testing.assert_allclose(nf.CurveFit(slope, x, y, **TIGHT).fit().x, [expected])
+    with pytest.raises(ValueError, match="give `p0`"):
+        nf.CurveFit(decay_array, x, y).fit()
+
+
+def test_both_conventions_and_keyword_spellings_give_scipys_fit(x64):
+    with jax.enable_x64(True):  # SciPy's float64 answer, also under x64=False
+        reference = scipy.optimize.curve_fit(
+            lambda x, a, b, c: np.asarray(decay(x, a, b, c)), DECAY_X, DECAY_Y, p0=DECAY_P0, **TIGHT
+        )
+    guide = nf.CurveFit(model=decay_array, x=DECAY_X, y=DECAY_Y, p0=DECAY_P0, **TIGHT).fit()
+    scipy_names = nf.CurveFit(f=decay, xdata=DECAY_X, ydata=DECAY_Y, p0=DECAY_P0, **TIGHT).fit()
+    for result in (guide, scipy_names):
+        assert_matches_scipy_fit(result.popt, result.pcov, reference, DECAY_X.size)
+    assert list(scipy_names.params) == ["a", "b", "c"]
+    assert "params[1]" in guide.summary()
+    with pytest.raises(TypeError, match="not both"):
+        nf.CurveFit(decay, DECAY_X, DECAY_Y, p0=DECAY_P0, xdata=DECAY_X)
+
+
+# --- vmapped over its options -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_curve_fit_vmapped_over_bounds_members_equal_their_own_fits():
+    uppers = jnp.array([2.3, 10.0])  # the first is active at the solution
+
+    def fitted(upper):
+        return nf.CurveFit(
+            decay_array, DECAY_X, DECAY_Y, DECAY_P0, bounds=(0.0, upper), **TIGHT
+        ).fit()
+
+    batch = jax.vmap(fitted)(uppers)
+    for i, upper in enumerate(uppers):
+        single = fitted(float(upper))
+        assert np.all(np.abs(np.asarray(batch.x[i]) - single.x) <= 1e-3 * single.perr)
+        np.testing.assert_array_equal(np.asarray(batch.active_mask[i]), single.active_mask)
+    assert np.asarray(batch.x)[0, 0] == pytest.approx(2.3)
+
+
+# --- NLSQ's calling forms (issue 21): the reusable fitter, the guide's callbacks ----------
+
+
+def test_reusable_fitter_gives_scipys_fit(guide_data, guide_scipy_fit):
+    fitter = nf.CurveFit(flength=100, use_dynamic_sizing=True)
+    popt, pcov = fitter.curve_fit(decay, *guide_data, p0=[1, 1, 0])
+    np.testing.assert_allclose(popt, guide_scipy_fit[0], rtol=1e-6)
+    np.testing.assert_allclose(pcov, guide_scipy_fit[1], rtol=1e-4)
+    with pytest.raises(TypeError, match="made without a model"):
+        fitter.fit()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'flenght'"):
+        nf.CurveFit(flenght=100)
+
+
+def test_guides_three_argument_callback_sees_and_stops_the_fit(guide_data):
+    seen = []
+
+    def monitor(iteration, cost, grad):
+        seen.append((int(iteration), float(cost), np.shape(grad)))
+        return iteration >= 2  # True stops the fit
+
+    result = nf.CurveFit(decay, *guide_data, p0=[1, 1, 0], method="trf", callback=monitor).fit()
+    assert [s[0] for s in seen] == [1, 2] and seen[0][2] == (3,)
+    assert result.status == -3 and result.nit == 2  # stopped by the callback
+
+
+def test_guides_convergence_monitor_runs_as_written(guide_data, capsys):
+    class ConvergenceMonitor:  # the guide's "Real-Time Convergence Monitoring" block
+        def __init__(self, print_every=10):
+            self.costs, self.iterations, self.grads = [], [], []
+            self.print_every = print_every
+
+        def callback(self, iteration, cost, grad):
+            self.iterations.append(iteration)
+            self.costs.append(cost)
+            self.grads.append(jnp.linalg.norm(grad))
+            if iteration % self.print_every == 0:
+                print(f"Iter {iteration:4d}: cost={cost:.6e}, ||grad||={self.grads[-1]:.6e}")
+
+    def model(x, params):
+        a, b, c = params
+        return a * jnp.exp(-b * x) + c
+
+    monitor = ConvergenceMonitor(print_every=1)
+    result = nf.CurveFit(model, *guide_data, [1.0, 1.0, 0.0], callback=monitor.callback).fit()
+    assert result.success and monitor.iterations == list(range(1, result.nit + 1))
+    assert "Iter    1: cost=" in capsys.readouterr().out
