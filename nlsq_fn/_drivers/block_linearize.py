@@ -242,15 +242,16 @@ def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
     # One evaluation at the solution serves the cost, the optimality and the covariance.
     cost, grad, r_blocks, residuals = block_factors(model, data, x, state.loss)
     strategy, _ = _strategy_and_evaluate(model, data, state)
+    summary = BlockLinearization(cost, grad, r_blocks, model.n_shared)
     linearization: BlockLinearization | Linearization
     if isinstance(strategy, BlockTRF):
-        linearization = BlockLinearization(cost, grad, r_blocks, model.n_shared)
+        linearization = summary
     else:
         linearization = assembled_linearization(cost, grad, r_blocks, model.n_shared)
     problem = problem_for(data, state)
     solution = finished(
         x,
-        linearization,
+        summary,
         residuals,
         None,
         strategy.optimality(x, linearization, problem),

@@ -198,8 +198,10 @@ def global_fit(
         solution, parts = _solve_stacked(stacked_model, data, state)
         parts = jax.tree.map(np.asarray, parts)
         solution = jax.tree.map(np.asarray, solution)
-        # As a fit by blocks reports it: residuals by dataset, no Jacobian.
-        solution = dataclasses.replace(solution, fun=solution.fun.reshape(data.y.shape), jac=None)
+        # As a fit by blocks reports it: residuals by dataset, no Jacobian or factor.
+        solution = dataclasses.replace(
+            solution, fun=solution.fun.reshape(data.y.shape), jac=None, factor=None
+        )
         # `covariance(True)`: with the undetermined parameters' infinities.
         covariance = blocks_of_dense(
             parts.covariance(True), len(shared), k, parts.residual_variance

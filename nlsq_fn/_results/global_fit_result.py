@@ -19,10 +19,10 @@ class GlobalSolution(eqx.Module):
     `jax.vmap`): the core's `Solution` of the stacked problem (its fields read through:
     the flat `x`, ``θ = [shared, local_1, ..., local_k]``; the weighted residuals `fun`
     ``(k, L)``, zero where masked; `cost`, `grad`, `initial_cost`, `optimality`,
-    `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes), `success`; no `jac`:
-    the fit never forms it; a `factor` only where the strategy assembles one) and the
-    unscaled covariance by blocks, ``(JᵀJ)⁻¹`` with its `residual_variance`
-    (`BlockCovariance`; ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
+    `active_mask`, `nfev`, `njev`, `nit`, `status` (SciPy's codes), `success`; no `jac`
+    and no `factor`: a fit by blocks never forms them) and the unscaled covariance by
+    blocks, ``(JᵀJ)⁻¹`` with its `residual_variance` (`BlockCovariance`;
+    ``.scaled(absolute_sigma)`` gives SciPy's `pcov`)."""
 
     solution: Solution
     covariance: BlockCovariance

@@ -58,8 +58,7 @@ class Solution(eqx.Module):
 
 def finished(x, final, fun, jac, optimality, active_mask, counts, initial_cost) -> Solution:
     """The `Solution` at the end of a fit: `final` is the summary at `x` (its `cost`,
-    `grad` and `factor`; a fit by blocks has no ``n × n`` factor), `counts` has `nfev`,
-    `njev`, `nit` and `status`."""
+    `grad` and `factor`), `counts` has `nfev`, `njev`, `nit` and `status`."""
     return Solution(
         x=x,
         cost=final.cost,
@@ -74,5 +73,5 @@ def finished(x, final, fun, jac, optimality, active_mask, counts, initial_cost) 
         status=counts.status,
         success=counts.status > 0,
         initial_cost=initial_cost,
-        factor=getattr(final, "factor", None),
+        factor=final.factor,
     )

@@ -31,6 +31,11 @@ class BlockLinearization(eqx.Module):
     n_shared: int = eqx.field(static=True)
 
     @property
+    def factor(self) -> None:
+        # A fit by blocks never forms the ``n × n`` factor: its solution has none.
+        return None
+
+    @property
     def finite(self) -> Bool[Array, ""]:
         return (
             jnp.isfinite(self.cost)
