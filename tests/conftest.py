@@ -17,6 +17,8 @@ if "NLSQ_FN_PROGRAM_CACHE" not in os.environ:
     os.environ["NLSQ_FN_PROGRAM_CACHE"] = _programs_folder
     atexit.register(shutil.rmtree, _programs_folder, ignore_errors=True)
 
+from helpers import decay_np  # noqa: E402
+
 from nlsq_fn._evaluation import compiled as _compiled  # noqa: E402
 
 
@@ -47,7 +49,7 @@ def guide_data():
 def guide_scipy_fit(guide_data):
     """SciPy's `curve_fit` of `guide_data` (p0 = [1, 1, 0])."""
     x, y = guide_data
-    return scipy.optimize.curve_fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0])
+    return scipy.optimize.curve_fit(decay_np, x, y, p0=[1, 1, 0])
 
 
 # nlsq_fn's compiled programs are dropped whenever the tests switch between float64 and
