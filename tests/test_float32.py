@@ -5,6 +5,7 @@ well-conditioned float32 fits are finite and agree with SciPy's float64 ones.
 `x64` fixture; these are the covariances of issue 25, item 4.)"""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import scipy.optimize
 from helpers import MISRA1A_X, MISRA1A_Y, optimum_fraction, tolerance
 
 import nlsq_fn as nf
+from nlsq_fn._evaluation import compiled as _compiled
 
 X = np.linspace(0, 4, 60)
 
@@ -93,3 +95,93 @@ def test_float32_covariance_does_not_depend_on_the_parameters_units():
     assert np.all(np.abs(popt - reference[0]) <= optimum_fraction(x.size, np.float32) * se)
     difference = np.abs(pcov - reference[1]) / np.outer(se, se)
     assert np.max(difference) <= tolerance(1e-6, np.float32), pcov
+
+
+# ----- matrix products in full float32 (JAX's default rounds them to TF32 on recent GPUs) ---
+
+
+def _dot_precisions(jaxpr) -> list:
+    """The `precision` of every matrix product in `jaxpr`, its sub-programs included."""
+    found = []
+    for equation in jaxpr.eqns:
+        if equation.primitive.name == "dot_general":
+            found.append(equation.params["precision"])
+        for value in equation.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    sub = sub.jaxpr
+                if isinstance(sub, jax.extend.core.Jaxpr):
+                    found += _dot_precisions(sub)
+    return found
+
+
+def _solve_jaxpr(model):
+    x = np.linspace(0, 4, 30, dtype=np.float32)
+    data = nf.Data(x, np.exp(-x).astype(np.float32))
+    state = nf.init(model, data, jnp.ones(2, jnp.float32))
+    return jax.make_jaxpr(lambda data, state: nf.solve(model, data, state).x)(data, state).jaxpr
+
+
+def _matrix_model(x, p):
+    # A model with a matrix product of its own: it follows the fit's setting too.
+    return jnp.exp(-p[0] * x) @ jnp.eye(x.size, dtype=x.dtype) + p[1]
+
+
+def test_a_fits_matrix_products_run_in_full_float32():
+    precisions = _dot_precisions(_solve_jaxpr(_matrix_model))
+    assert len(precisions) > 5  # the strategy's products, the model's, the covariance's
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert all(p == highest for p in precisions), set(map(str, precisions))
+
+
+def test_a_precision_the_user_chose_is_kept():
+    with jax.default_matmul_precision("tensorfloat32"):
+        precisions = _dot_precisions(_solve_jaxpr(_matrix_model))
+    assert precisions and jax.lax.Precision.HIGHEST not in {q for p in precisions for q in p or ()}
+
+
+def _round_to_tf32(a):
+    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+    bits = (bits + jnp.uint32(0xFFF) + ((bits >> 13) & jnp.uint32(1))) & jnp.uint32(0xFFFFE000)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def test_curve_fits_errors_survive_tf32_products(monkeypatch):
+    """The CPU has no TF32: products at JAX's default precision are emulated here as a
+    recent GPU computes them (inputs rounded to 10 bits of mantissa). Emulated, the
+    standard errors below were 2.4e-4 from SciPy's before the fit set full precision
+    (1.7e-7 in float32)."""
+    from jax._src.lax import lax as lax_internal  # the function `jax.numpy` calls
+
+    original = lax_internal.dot_general
+
+    def tf32_dot_general(lhs, rhs, dimension_numbers, precision=None, *args, **kwargs):
+        if precision is None and jax.config.jax_default_matmul_precision is None:
+            if lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32:
+                lhs, rhs = _round_to_tf32(lhs), _round_to_tf32(rhs)
+        return original(lhs, rhs, dimension_numbers, precision, *args, **kwargs)
+
+    monkeypatch.setattr(lax_internal, "dot_general", tf32_dot_general)
+    monkeypatch.setenv("NLSQ_FN_PROGRAM_CACHE", "off")  # trace, do not load, the programs
+    _compiled.clear()  # nor reuse those earlier tests compiled
+    jax.clear_caches()
+    x = np.linspace(0, 5, 1999)  # a size no other test compiles for
+    y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.05 * np.random.default_rng(0).standard_normal(x.size)
+    y = y.astype(np.float32).astype(float)
+
+    def decay(x, a, k, c):
+        return a * jnp.exp(-k * x) + c
+
+    near_one, one = jnp.full((1, 1), 1.0001, jnp.float32), jnp.ones((1, 1), jnp.float32)
+    emulated = tf32_dot_general(near_one, one, (((1,), (0,)), ((), ())))
+    assert float(emulated[0, 0]) == 1.0  # the emulation rounds
+    reference = scipy.optimize.curve_fit(
+        lambda x, a, k, c: a * np.exp(-k * x) + c, x, y, p0=[1, 1, 0]
+    )
+    with jax.enable_x64(False):
+        popt, pcov = nf.curve_fit(
+            decay, x.astype(np.float32), y.astype(np.float32), p0=[1.0, 1.0, 0.0]
+        )
+    se, se_reference = np.sqrt(np.diag(pcov)), np.sqrt(np.diag(reference[1]))
+    np.testing.assert_allclose(se, se_reference, rtol=1e-5)
+    np.testing.assert_allclose(popt, reference[0], rtol=3e-5)

@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._evaluation.compiled import clear_jit, compiled, jit_cache_size, register
 from .._evaluation.linearize import Linearization, factorize, linearize, scale_for_loss
+from .._evaluation.precision import full_precision
 from .._evaluation.program_store import stored
 from .._misc import tree_where
 from .._problem.data import Data
@@ -119,7 +120,7 @@ class _JitProgram:
     """`jax.jit` of `_evaluate_flat`, counted and cleared with nlsq_fn's programs."""
 
     def __init__(self):
-        self.jit = jax.jit(_evaluate_flat, static_argnums=0)
+        self.jit = jax.jit(full_precision(_evaluate_flat), static_argnums=0)
 
     def cache_size(self) -> int:
         return jit_cache_size(self.jit)

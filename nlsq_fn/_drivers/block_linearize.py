@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._evaluation.linearize import Linearization, scale_for_loss
+from .._evaluation.precision import full_precision
 from .._problem.loss import AbstractLoss
 from .._results.global_fit_result import GlobalSolution
 from .._results.solution import finished
@@ -228,6 +229,7 @@ def _iterate(inputs):
     return final.x, stats
 
 
+@full_precision
 def global_solve(model: GlobalModel, data, state) -> GlobalSolution:
     """The fit of a global problem (`model` a `GlobalModel`, `data` the datasets stacked
     ``(k, L)``, padded and masked, `state` from ``init(model, data, θ0, solver)``),

@@ -21,6 +21,7 @@ concrete inputs already checked by `init`, with TRF; no derivatives through it (
 import equinox as eqx
 import numpy as np
 
+from .._evaluation.precision import full_precision
 from .._evaluation.program_store import stored
 from .._misc import is_concrete
 from .._results.solution import finished
@@ -49,7 +50,7 @@ def can_step_blocks(data, state: SolverState) -> bool:
 
 
 # The model's part: compiled once per model and shapes (kept by `filter_jit`).
-_jacobian = eqx.filter_jit(block_jacobian)
+_jacobian = eqx.filter_jit(full_precision(block_jacobian))
 
 
 @stored

@@ -21,6 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._evaluation.compiled import ProgramsByFunction, register
+from .._evaluation.precision import full_precision
 from .._evaluation.program_store import set_up_lapack_meanwhile
 from .._problem.data import Data
 from .linearize_at import residual_and_jac
@@ -115,6 +116,7 @@ def _compiled_evaluation() -> Callable:
     `least_squares`' `args`, are its inputs)."""
 
     @eqx.filter_jit
+    @full_precision
     def evaluate(model, data, state, x):
         return residual_and_jac(model, data, state, ravel_pytree(state.params)[1], x)
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._evaluation.compiled import ProgramsByFunction, register
+from .._evaluation.precision import full_precision
 
 # The slots a refit fills: (name in `FitProgram.__call__`, its leaves in the inputs).
 _SLOTS = ("x", "y", "sigma", "params", "lower", "upper")
@@ -36,7 +37,7 @@ class FitProgram:
         self._fit, self._treedef, self._static, self._slots = fit, treedef, static, slots
         self._dtypes = [leaf.dtype for leaf in leaves]
         self._out: Any = None
-        self._program = jax.jit(self._flat_fit).lower(*leaves).compile()
+        self._program = jax.jit(full_precision(self._flat_fit)).lower(*leaves).compile()
         # The slots' values are the caller's each time: not kept (large data).
         self._leaves = list(leaves)
         for indices in slots.values():

@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from .._evaluation.chunking import chunks_agree
 from .._evaluation.linearize import Linearization, factorize, scale_for_loss
 from .._evaluation.operator_linearize import matrix_linearization
+from .._evaluation.precision import full_precision
 from .._misc import tree_where
 from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
@@ -191,6 +192,7 @@ def _iterate(inputs):
 
 
 @reraise_host_errors
+@full_precision
 def solve(model: Callable, data: Data, state: SolverState) -> Solution:
     """Fit ``model(x, params)`` to `data`, starting from `state` (made by `init`).
 

@@ -19,6 +19,8 @@ import weakref
 
 import equinox as eqx
 
+from .precision import full_precision
+
 MAX_PROGRAMS = 96
 MAP_SHARE = 0.75  # of `vm.max_map_count`: room left to compile the next program
 # Fewer programs are kept whatever the maps: theirs are not what fills the process, and
@@ -32,7 +34,7 @@ _counted_at = [0]  # programs kept when the memory maps were last counted
 def compiled(function):
     """`equinox.filter_jit` of `function`, registered so that `limit_programs` can clear
     it."""
-    program = eqx.filter_jit(function)
+    program = eqx.filter_jit(full_precision(function))
     _programs.append(program)
     return program
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .compiled import clear_jit, jit_cache_size
+from .precision import full_precision, user_precision
 
 MAX_BYTES = 64 * 2**20
 CACHE_ENV = "NLSQ_FN_PROGRAM_CACHE"
@@ -103,7 +104,7 @@ class StoredProgram:
     array (or None)."""
 
     def __init__(self, function):
-        self.function = function
+        self.function = full_precision(function)
         self.name = function.__name__
         self._entries = {}
         self.loads = 0  # executables loaded from disk in this process
@@ -150,7 +151,8 @@ class StoredProgram:
         # two devices (a sharded stream) need a program of their own.
         shardings = tuple(leaf.sharding for leaf in leaves)
         try:
-            key = (in_tree, static_tree, tuple(static_leaves), avals, shardings, _x64())
+            settings = (_x64(), str(user_precision()))
+            key = (in_tree, static_tree, tuple(static_leaves), avals, shardings, settings)
             hash(key)
         except TypeError:
             return None

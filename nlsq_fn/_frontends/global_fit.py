@@ -21,6 +21,7 @@ from .._drivers.block_stepwise import can_step_blocks, solve_blocks_stepwise
 from .._drivers.solve import solve
 from .._drivers.solver import build_state
 from .._drivers.start import raise_for_start, start_flags
+from .._evaluation.precision import full_precision
 from .._problem.conventions import vector_model
 from .._results.covariance import covariance_parts
 from .._results.global_fit_result import GlobalFitResult
@@ -41,6 +42,7 @@ ENGINES = ("block", "dense")
 
 
 @eqx.filter_jit
+@full_precision
 def _solve_stacked(model, data, state):
     solution = solve(model, data, state)
     parts = covariance_parts(solution.jac, solution.cost, data.n_points)

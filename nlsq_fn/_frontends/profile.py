@@ -33,6 +33,7 @@ import numpy as np
 
 from .._drivers.solve import solve
 from .._drivers.solver import Solver, init
+from .._evaluation.precision import full_precision
 from .._problem.data import Data
 from .._problem.loss import Linear
 from .._results.stats import two_sided_t
@@ -83,6 +84,7 @@ def _held(base: StructuredModel, name: str, value) -> StructuredModel:
 
 
 @eqx.filter_jit
+@full_precision
 def _profile(base, name, values, data, free0, solver):
     """``χ²`` of the fits with parameter `name` held at each of `values` (vmapped)."""
 
