@@ -330,6 +330,31 @@ def run_nlsq(problem, repeats, tol=TOL, loop_limit=None):
     )
 
 
+def run_curve_fit_batch(problem, repeats, method):
+    """A batch as a user fits it by default: `nf.curve_fit_batch` (the compacted working
+    batch: finished members stop costing), on concrete arrays."""
+    import jax.numpy as jnp
+
+    import nlsq_fn as nf
+
+    if not problem.batched:
+        raise ValueError("curve_fit_batch fits batches only")
+    model_jax = MODELS[problem.workload][0]
+    dtype = problem_dtype(problem)
+    x = np.asarray(problem.x, dtype)
+    y = np.asarray(problem.y, dtype)
+    p0 = np.asarray(problem.p0, dtype)
+
+    def model(x, *p):
+        return model_jax(x, jnp.stack(p))
+
+    first, warm, warm_all, (popt, _, solution) = _timed(
+        lambda: _block(nf.curve_fit_batch(model, x, y, p0, method=method, progress=False)),
+        repeats,
+    )
+    return _report(first, warm, warm_all, popt, solution.nit, solution.cost)
+
+
 def _nlsq_fn_runner(strategy, tuned):
     return lambda problem, repeats, **kw: run_nlsq_fn(problem, repeats, strategy, tuned=tuned, **kw)
 
@@ -339,6 +364,12 @@ RUNNERS = {
     "nlsq_fn LM (defaults)": _nlsq_fn_runner("lm", tuned=False),
     "nlsq_fn TRF (tuned)": _nlsq_fn_runner("trf", tuned=True),
     "nlsq_fn LM (tuned)": _nlsq_fn_runner("lm", tuned=True),
+    "nlsq_fn TRF (curve_fit_batch)": lambda problem, repeats: run_curve_fit_batch(
+        problem, repeats, "trf"
+    ),
+    "nlsq_fn LM (curve_fit_batch)": lambda problem, repeats: run_curve_fit_batch(
+        problem, repeats, "lm"
+    ),
     "SciPy": run_scipy,
     "Optimistix LM": run_optimistix,
     "JAXopt LM": run_jaxopt,
