@@ -115,10 +115,14 @@ def _dot_precisions(jaxpr) -> list:
     return found
 
 
-def _solve_jaxpr(model):
+def _solve_jaxpr(model, differentiated=False):
     x = np.linspace(0, 4, 30, dtype=np.float32)
     data = nf.Data(x, np.exp(-x).astype(np.float32))
     state = nf.init(model, data, jnp.ones(2, jnp.float32))
+    if differentiated:  # the user's `jit` inside `grad`: the implicit rule traces later
+        fit = jax.jit(nf.solve, static_argnums=0)
+        gradient = jax.grad(lambda y: fit(model, nf.Data(x, y), state).x.sum())
+        return jax.make_jaxpr(gradient)(data.y).jaxpr
     return jax.make_jaxpr(lambda data, state: nf.solve(model, data, state).x)(data, state).jaxpr
 
 
@@ -127,8 +131,9 @@ def _matrix_model(x, p):
     return jnp.exp(-p[0] * x) @ jnp.eye(x.size, dtype=x.dtype) + p[1]
 
 
-def test_a_fits_matrix_products_run_in_full_float32():
-    precisions = _dot_precisions(_solve_jaxpr(_matrix_model))
+@pytest.mark.parametrize("differentiated", [False, True])
+def test_a_fits_matrix_products_run_in_full_float32(differentiated):
+    precisions = _dot_precisions(_solve_jaxpr(_matrix_model, differentiated))
     assert len(precisions) > 5  # the strategy's products, the model's, the covariance's
     highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
     assert all(p == highest for p in precisions), set(map(str, precisions))

@@ -37,11 +37,19 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 from optimistix.internal import implicit_jvp
 
+from .._evaluation.precision import full_precision_products
 from .._problem.data import Data
 
 
 def optimality_condition(x: Float[Array, " n"], stats: PyTree, inputs: tuple) -> Float[Array, " n"]:
     """``F(x, θ)``: zero at the solution (see the module's docstring)."""
+    # Traced by the implicit rule when the fit is differentiated, which may be after
+    # `solve` was traced (the user's `jit` inside `grad`): it keeps full float32 itself.
+    with full_precision_products():
+        return _optimality_condition(x, stats, inputs)
+
+
+def _optimality_condition(x, stats, inputs):
     model, data, state = inputs
     _, unravel = ravel_pytree(state.params)
 
@@ -89,7 +97,11 @@ def differentiable_fit(
     else:
         solver = lx.AutoLinearSolver(well_posed=True)
     return implicit_jvp(
-        iterate, optimality_condition, inputs, tags=frozenset(), linear_solver=solver
+        iterate,
+        optimality_condition,
+        inputs,
+        tags=frozenset(),
+        linear_solver=solver,
     )
 
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._evaluation.linearize import Linearization, scale_for_loss
-from .._evaluation.precision import full_precision
+from .._evaluation.precision import full_precision, full_precision_products
 from .._problem.loss import AbstractLoss
 from .._results.global_fit_result import GlobalSolution
 from .._results.solution import finished
@@ -211,6 +211,13 @@ def _strategy_and_evaluate(model: GlobalModel, data, state):
 
 
 def _iterate(inputs):
+    # (The implicit rule may trace this again after the fit was traced, under the
+    # user's `jit` inside `grad`: it keeps full float32 products itself.)
+    with full_precision_products():
+        return _iterate_loop(inputs)
+
+
+def _iterate_loop(inputs):
     model, data, state = inputs
     x0, _ = start_point(state)
     problem = problem_for(data, state)

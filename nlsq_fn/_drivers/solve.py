@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int, PyTree
 from .._evaluation.chunking import chunks_agree
 from .._evaluation.linearize import Linearization, factorize, scale_for_loss
 from .._evaluation.operator_linearize import matrix_linearization
-from .._evaluation.precision import full_precision
+from .._evaluation.precision import full_precision, full_precision_products
 from .._misc import tree_where
 from .._problem.data import Data
 from .._problem.host_errors import reraise_host_errors
@@ -140,6 +140,13 @@ def _loop_with_one_evaluation(
 
 def _iterate(inputs):
     """The fit itself: a single `lax.while_loop` over trial steps."""
+    # (The implicit rule may trace this again after the fit was traced, under the
+    # user's `jit` inside `grad`: it keeps full float32 products itself.)
+    with full_precision_products():
+        return _iterate_loop(inputs)
+
+
+def _iterate_loop(inputs):
     model, data, state = inputs
     x_given, _ = ravel_pytree(state.params)
     valid = valid_input(x_given, data, state)

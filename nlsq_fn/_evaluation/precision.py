@@ -12,6 +12,7 @@ unaffected), unless the user has chosen a precision (`jax_default_matmul_precisi
 setting or a context), which is then kept, for the model and the solver alike.
 """
 
+import contextlib
 import functools
 
 import jax
@@ -22,15 +23,20 @@ def user_precision():
     return jax.config.jax_default_matmul_precision
 
 
-def full_precision(function):
-    """`function`, traced with float32 matrix products in full float32 unless the user
+def full_precision_products():
+    """A context for tracing: float32 matrix products in full float32 unless the user
     chose a precision (see the module's docstring)."""
+    if user_precision() is not None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision("highest")
+
+
+def full_precision(function):
+    """`function`, traced within `full_precision_products`."""
 
     @functools.wraps(function)
     def in_full_precision(*args, **kwargs):
-        if user_precision() is not None:
-            return function(*args, **kwargs)
-        with jax.default_matmul_precision("highest"):
+        with full_precision_products():
             return function(*args, **kwargs)
 
     return in_full_precision
