@@ -76,7 +76,9 @@ def padding_moves(model, batch: Data, starts):
         direction = unravel(jnp.asarray(steps, flat.dtype) * jnp.maximum(jnp.abs(flat), 1.0))
         fitted = jax.jvp(lambda p: model(data.model_x, p), (params,), (direction,))
         other = jax.jvp(lambda p: model(data.x, p), (params,), (direction,))
-        return jnp.any(jnp.stack([_differ(a, b, data.mask) for a, b in zip(fitted, other)]))
+        return jnp.any(
+            jnp.stack([_differ(a, b, data.mask) for a, b in zip(fitted, other, strict=True)])
+        )
 
     return jax.vmap(moves)(batch, starts)
 

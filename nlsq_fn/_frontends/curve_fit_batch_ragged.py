@@ -134,7 +134,8 @@ def _fit_padded(model, members, lengths, solver, absolute_sigma, progress):
     on the user's data that padding changes nothing the model gives on real points."""
     xs, ys, sigmas, p0 = members
     datasets = [
-        (x, y) if sigmas is None else (x, y, sigmas[i]) for i, (x, y) in enumerate(zip(xs, ys))
+        (x, y) if sigmas is None else (x, y, sigmas[i])
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True))
     ]
     data = pad_datasets(datasets)
     starts = np.broadcast_to(p0, (lengths.size, p0.shape[-1]))

@@ -34,7 +34,10 @@ class Progress:
                 return
             raise
         self.bar = tqdm.tqdm(
-            total=size, unit="fit", delay=2.0 if progress is None else 0.0, leave=progress is not None
+            total=size,
+            unit="fit",
+            delay=2.0 if progress is None else 0.0,
+            leave=progress is not None,
         )
 
     def reporter(self) -> Callable[[int, int], None] | None:
