@@ -48,7 +48,9 @@ def ragged_members(xdata, ydata, sigma, p0) -> tuple[list, list, list | None, np
             f"`sigma` must be None or a list of {size} arrays, one per dataset as in "
             f"`ydata`; got {got}."
         )
-    xs, ys, sigmas = [], [], None if sigma is None else []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    sigmas: list[np.ndarray] | None = None if sigma is None else []
     for index in range(size):
         y = np.asarray(ydata[index])
         if y.ndim != 1 or y.size == 0:
@@ -63,7 +65,7 @@ def ragged_members(xdata, ydata, sigma, p0) -> tuple[list, list, list | None, np
             )
         xs.append(x)
         ys.append(y)
-        if sigmas is not None:
+        if sigma is not None and sigmas is not None:
             member_sigma = np.asarray(sigma[index])
             if member_sigma.shape != y.shape:
                 raise ValueError(
