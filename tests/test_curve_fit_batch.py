@@ -182,3 +182,18 @@ def test_wrong_shapes_raise_naming_the_argument(arguments, message):
     arguments = {"p0": P0, **arguments}
     with pytest.raises(ValueError, match=message):
         nf.curve_fit_batch(decay, **arguments, progress=False)
+
+
+def test_bad_values_name_the_member():
+    """NaN data or a non-positive sigma name the member as the user indexes it: its
+    position in the map, or in the lists (whatever group of lengths it is fitted in)."""
+    x = np.linspace(0.0, 4.0, 10)
+    image = np.ones((2, 3, 10))
+    image[1, 2, 4] = np.nan
+    with pytest.raises(ValueError, match=r"`ydata\[1, 2\]`: `y` contains NaN"):
+        nf.curve_fit_batch(decay, x, image, P0, progress=False)
+    xs = [x, x[:7], x, x[:7]]
+    ys = [np.ones(10), np.ones(7), np.ones(10), np.ones(7)]
+    sigmas = [np.ones(10), np.ones(7), np.ones(10), np.r_[np.ones(6), 0.0]]
+    with pytest.raises(ValueError, match=r"^Dataset 3: .*sigma"):
+        nf.curve_fit_batch(decay, xs, ys, P0, sigma=sigmas, progress=False)

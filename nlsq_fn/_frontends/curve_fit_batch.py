@@ -145,7 +145,15 @@ def curve_fit_batch(
     try:
         if ragged:
             return fit_ragged(model, members, solver, absolute_sigma, bar, pad)
-        popt, pcov, solution = fit_stack(model, data, flat_p0, solver, absolute_sigma, bar)
+        popt, pcov, solution = fit_stack(
+            model,
+            data,
+            flat_p0,
+            solver,
+            absolute_sigma,
+            bar,
+            member_name=lambda i: f"`ydata[{', '.join(map(str, np.unravel_index(i, batch)))}]`",
+        )
     finally:
         bar.close()
 

@@ -105,7 +105,15 @@ def fit_ragged(
             sigma=None if sigmas is None else np.stack([sigmas[i] for i in index]),
         )
         starts = p0 if p0.ndim == 1 else p0[index]
-        popt, pcov, solution = fit_stack(model, data, starts, solver, absolute_sigma, progress)
+        popt, pcov, solution = fit_stack(
+            model,
+            data,
+            starts,
+            solver,
+            absolute_sigma,
+            progress,
+            member_name=lambda i, index=index: f"Dataset {index[i]}",
+        )
         results.append((popt, pcov, _nan_beyond(solution, lengths.max())))
         order.append(index)
     inverse = np.empty(lengths.size, int)

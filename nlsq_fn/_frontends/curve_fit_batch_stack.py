@@ -13,7 +13,7 @@ from .._drivers.batch import init_batch, solve_batch, with_starts
 from .._drivers.solver import Solver
 from .._evaluation.compiled import compiled
 from .._misc import optional_import
-from .._problem.data import Data
+from .._problem.data import Data, validate_data
 from .._results.covariance import covariance_from_jacobian
 from .._results.solution import Solution
 
@@ -74,13 +74,18 @@ def fit_stack(
     absolute_sigma: bool,
     progress: Progress,
     n_points=None,
+    member_name: Callable[[int], str] = lambda index: f"Member {index}",
 ) -> tuple[jax.Array, jax.Array, Solution]:
     """``(popt, pcov, solution)`` of every member of `data` (a leading batch axis on
     every leaf), from `p0` (``(n,)`` for all or ``(batch, n)``). `n_points`: each
-    member's number of counted points (default: all of `y`'s second axis)."""
+    member's number of counted points (default: all of `y`'s second axis).
+    `member_name` names a member in errors, as the user indexes it."""
     size = data.y.shape[0]
     first = p0 if p0.ndim == 1 else p0[0]
-    state = init_batch(model, data, jnp.asarray(first), solver)
+    try:
+        state = init_batch(model, data, jnp.asarray(first), solver)
+    except ValueError as error:
+        raise _named(error, data, member_name) from None
     if p0.ndim == 2:
         state = with_starts(state, jnp.asarray(p0))
     solution = solve_batch(model, data, state, progress=progress.reporter())
@@ -89,3 +94,26 @@ def fit_stack(
         n_points = jnp.full(size, data.y.shape[1])
     pcov = _covariances(solution, jnp.asarray(n_points), absolute_sigma)
     return solution.x, pcov, solution
+
+
+def _named(error: ValueError, data: Data, member_name: Callable[[int], str]) -> ValueError:
+    """`error` (the batch's data checked at once) with the first member at fault named,
+    where one member's own data show it: found by halving the batch (a few checks, not
+    one per member; an error that is not the data's, the model's, names none)."""
+
+    def fails(rows) -> ValueError | None:
+        try:
+            validate_data(jax.tree.map(lambda leaf: leaf[rows], data))
+        except ValueError as member_error:
+            return member_error
+        return None
+
+    start, stop = 0, data.y.shape[0]
+    while stop - start > 1:
+        middle = (start + stop) // 2
+        if fails(slice(start, middle)):
+            stop = middle
+        else:
+            start = middle
+    member_error = fails(start)  # on the member alone: its own shapes in the message
+    return error if member_error is None else ValueError(f"{member_name(start)}: {member_error}")
