@@ -112,7 +112,7 @@ def fit_ragged(
             solver,
             absolute_sigma,
             progress,
-            member_name=lambda i, index=index: f"Dataset {index[i]}",
+            member_name=_in_lists(index),
         )
         results.append((popt, pcov, _nan_beyond(solution, lengths.max())))
         order.append(index)
@@ -126,6 +126,11 @@ def fit_ragged(
     # for chunked fits, which no group of one batch takes alone at these sizes.)
     popt, pcov, solution = jax.tree.map(in_user_order, *results)
     return popt, pcov, solution
+
+
+def _in_lists(index: np.ndarray) -> Callable[[int], str]:
+    """A group's member `i` as the user's lists index it."""
+    return lambda i: f"Dataset {index[i]}"
 
 
 def _nan_beyond(solution: Solution, length: int) -> Solution:
