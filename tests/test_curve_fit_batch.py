@@ -197,3 +197,20 @@ def test_bad_values_name_the_member():
     sigmas = [np.ones(10), np.ones(7), np.ones(10), np.r_[np.ones(6), 0.0]]
     with pytest.raises(ValueError, match=r"^Dataset 3: .*sigma"):
         nf.curve_fit_batch(decay, xs, ys, P0, sigma=sigmas, progress=False)
+
+
+@pytest.mark.extended  # a chunked batch compiles its own programs (~15 s)
+def test_chunked_members_get_their_covariance_from_the_factor():
+    """A chunked fit keeps no Jacobian (``solution.jac`` None, as for members long
+    enough for ``chunk_size="auto"``): the covariance comes from its R factor, and is
+    the one-shot fit's (``JᵀJ = RᵀR``)."""
+    xs, ys, _ = _decays([25] * 12, seed=5)
+    y = np.stack(ys).reshape(3, 4, 25)
+    whole = nf.curve_fit_batch(decay, xs[0], y, P0, progress=False, **TIGHT)
+    chunked = nf.curve_fit_batch(decay, xs[0], y, P0, progress=False, chunk_size=8, **TIGHT)
+    assert chunked[2].jac is None and chunked[1].shape == (3, 4, 3, 3)
+    errors = np.sqrt(np.diagonal(whole[1], axis1=-2, axis2=-1))
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-8)
+    np.testing.assert_allclose(
+        np.sqrt(np.diagonal(chunked[1], axis1=-2, axis2=-1)), errors, rtol=1e-8
+    )

@@ -61,8 +61,11 @@ class Progress:
 
 @compiled
 def _covariances(solution: Solution, n_points, absolute_sigma: bool):
+    # A chunked fit (`chunk_size`, or "auto" on long members) keeps no Jacobian but its
+    # square R factor: the same singular values and column norms, so the same recipe.
+    jac = solution.factor if solution.jac is None else solution.jac
     return jax.vmap(lambda jac, cost, m: covariance_from_jacobian(jac, cost, m, absolute_sigma))(
-        solution.jac, solution.cost, n_points
+        jac, solution.cost, n_points
     )
 
 
