@@ -214,3 +214,15 @@ def test_chunked_members_get_their_covariance_from_the_factor():
     np.testing.assert_allclose(
         np.sqrt(np.diagonal(chunked[1], axis1=-2, axis2=-1)), errors, rtol=1e-8
     )
+
+
+@pytest.mark.extended  # a 40,000-point member: its group is chunked ("auto")
+def test_a_chunked_group_among_short_ones():
+    """The long member's group is chunked alone (no Jacobian), the short ones' are not:
+    the batch has no `jac` (as a chunked fit), and every member is SciPy's fit."""
+    lengths = [30, 40_000, 30]
+    xs, ys, _ = _decays(lengths, seed=6)
+    popt, pcov, solution = nf.curve_fit_batch(decay, xs, ys, P0, progress=False, **TIGHT)
+    assert solution.jac is None and solution.fun.shape == (3, 40_000)
+    for index in range(3):
+        _assert_scipys_fit(popt[index], pcov[index], _scipy(xs[index], ys[index]))

@@ -119,8 +119,10 @@ def curve_fit_batch(
     leading batch axes of `popt` (``solution.message`` is a flat list). For ragged lists
     the batch axis is the lists' order, and the per-point fields ``solution.fun`` and
     ``solution.jac`` are padded to the longest member with NaN beyond each member's own
-    length (``solution.fun[i, :len(ydata[i])]`` is member ``i``'s). Members that fail
-    do not raise: check ``solution.success``.
+    length (``solution.fun[i, :len(ydata[i])]`` is member ``i``'s); ``solution.jac`` is
+    None where members were fitted in chunks (``chunk_size``, or long members under
+    ``"auto"``; their covariances come from ``solution.factor``). Members that fail do
+    not raise: check ``solution.success``.
     """
     ragged = is_ragged(xdata, ydata)
     if ragged:

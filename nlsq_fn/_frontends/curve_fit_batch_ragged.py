@@ -114,16 +114,21 @@ def fit_ragged(
             progress,
             member_name=_in_lists(index),
         )
-        results.append((popt, pcov, _nan_beyond(solution, lengths.max())))
+        results.append((popt, pcov, solution))
         order.append(index)
     inverse = np.empty(lengths.size, int)
     inverse[np.concatenate(order)] = np.arange(lengths.size)
+    # `chunk_size="auto"` may chunk the long members' group alone, which keeps no
+    # Jacobian: then the batch has none (as a chunked batch), not a ragged mix.
+    keep_jac = all(solution.jac is not None for _, _, solution in results)
+    results = [
+        (popt, pcov, _nan_beyond(solution, lengths.max(), keep_jac))
+        for popt, pcov, solution in results
+    ]
 
     def in_user_order(*leaves):
         return jnp.concatenate(leaves)[inverse]
 
-    # (Every group's Solution has the same fields, None included: `jac` is None only
-    # for chunked fits, which no group of one batch takes alone at these sizes.)
     popt, pcov, solution = jax.tree.map(in_user_order, *results)
     return popt, pcov, solution
 
@@ -133,12 +138,12 @@ def _in_lists(index: np.ndarray) -> Callable[[int], str]:
     return lambda i: f"Dataset {index[i]}"
 
 
-def _nan_beyond(solution: Solution, length: int) -> Solution:
-    """`solution` with its per-point fields (`fun`, `jac`) NaN from each member's own
-    length to `length`."""
+def _nan_beyond(solution: Solution, length: int, keep_jac: bool) -> Solution:
+    """`solution` with its per-point fields (`fun`, `jac`; `jac` None unless
+    `keep_jac`) NaN from each member's own length to `length`."""
     rows = length - solution.fun.shape[1]
     fun = jnp.pad(solution.fun, ((0, 0), (0, rows)), constant_values=jnp.nan)
-    jac = solution.jac
+    jac = solution.jac if keep_jac else None
     if jac is not None:
         jac = jnp.pad(jac, ((0, 0), (0, rows), (0, 0)), constant_values=jnp.nan)
     return dataclasses.replace(solution, fun=fun, jac=jac)
@@ -171,7 +176,14 @@ def _fit_padded(model, members, lengths, solver, absolute_sigma, progress):
             f"{lengths[moved[0]]} points, first). Use pad=False."
         )
     popt, pcov, solution = fit_stack(
-        model, data, p0, solver, absolute_sigma, progress, n_points=lengths
+        model,
+        data,
+        p0,
+        solver,
+        absolute_sigma,
+        progress,
+        n_points=lengths,
+        member_name=_in_lists(np.arange(lengths.size)),
     )
     mask = jnp.asarray(data.mask)
     fun = jnp.where(mask, solution.fun, jnp.nan)
