@@ -66,7 +66,7 @@ def _fields(dataset, index: int) -> tuple:
 def _pad(array, length, mode):
     """Pad `array` along its first axis to `length` (``edge``: repeat the last row)."""
     array = np.asarray(array)
-    # (Filled, not `np.pad`: a fifth of the time, for thousands of small datasets.)
+    # (Filled, not `np.pad`: 1 µs against 11-13 µs, for thousands of small datasets.)
     padded = np.empty((length, *array.shape[1:]), array.dtype)
     padded[: array.shape[0]] = array
     padded[array.shape[0] :] = array[-1] if mode == "edge" else mode
