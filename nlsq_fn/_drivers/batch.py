@@ -37,7 +37,11 @@ def _fields(dataset, index: int) -> tuple:
     elif isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3):
         # (type: ignore: mypy cannot star a tuple-or-list.)
         x, y, sigma, mask = *dataset, *([None] * (4 - len(dataset)))  # type: ignore[misc]
-        x = Data(x, y).x  # a list `x` is an array, as `Data` takes it
+        if isinstance(x, list):  # a list `x` is an array, as `Data` takes it (ragged: a
+            try:  # pytree); in NumPy: a device copy per dataset cost 0.3 ms
+                x = np.asarray(x)
+            except ValueError:
+                pass
     else:
         raise TypeError(
             f"Dataset {index} must be an nlsq_fn.Data or a tuple (x, y) or (x, y, sigma), "
@@ -62,10 +66,11 @@ def _fields(dataset, index: int) -> tuple:
 def _pad(array, length, mode):
     """Pad `array` along its first axis to `length` (``edge``: repeat the last row)."""
     array = np.asarray(array)
-    widths = [(0, length - array.shape[0])] + [(0, 0)] * (array.ndim - 1)
-    if mode == "edge":
-        return np.pad(array, widths, mode="edge")
-    return np.pad(array, widths, constant_values=mode)
+    # (Filled, not `np.pad`: 1 µs against 11-13 µs, for thousands of small datasets.)
+    padded = np.empty((length, *array.shape[1:]), array.dtype)
+    padded[: array.shape[0]] = array
+    padded[array.shape[0] :] = array[-1] if mode == "edge" else mode
+    return padded
 
 
 def pad_datasets(datasets: Sequence, length: int | None = None) -> Data:

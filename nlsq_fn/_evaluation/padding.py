@@ -3,10 +3,13 @@ the points axis of each `x` array (`_problem.data.points_axis`), and the check t
 padding changes nothing the model sees."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._problem.data import Data, points_axis
 from .chunking import same_on_pieces
+from .compiled import compiled
 
 
 def has_points_axis(xdata, m) -> bool:
@@ -55,3 +58,38 @@ def check_padding_changes_nothing(model, x, padded: Data, x_padded, p0, m, first
         "other values (it uses `x` as a whole, e.g. x.mean(), x.size or a convolution). "
         "Use pad=False."
     )
+
+
+@compiled
+def padding_moves(model, batch: Data, starts):
+    """For a batch padded by `pad_datasets` (a leading batch axis on every leaf, `mask`
+    False at the padding) and a start per member: whether each member's values or
+    slopes at its counted points move between the padding the fit evaluates
+    (`Data.model_x`: the first counted point's inputs) and the padding's own inputs
+    (the last point repeated). The batched form of `check_padding_changes_nothing`'s
+    later check: one program for every member, whatever its length."""
+    flat, _ = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], starts))
+    steps = np.random.default_rng(20261203).standard_normal(flat.shape)
+
+    def moves(data, params):
+        flat, unravel = ravel_pytree(params)
+        direction = unravel(jnp.asarray(steps, flat.dtype) * jnp.maximum(jnp.abs(flat), 1.0))
+        fitted = jax.jvp(lambda p: model(data.model_x, p), (params,), (direction,))
+        other = jax.jvp(lambda p: model(data.x, p), (params,), (direction,))
+        return jnp.any(
+            jnp.stack([_differ(a, b, data.mask) for a, b in zip(fitted, other, strict=True)])
+        )
+
+    return jax.vmap(moves)(batch, starts)
+
+
+def _differ(reference, candidate, counted):
+    """Whether `candidate` differs from `reference` at the `counted` points beyond
+    rounding relative to the largest finite value there (an evaluation on other inputs
+    may be fused otherwise); NaN where both are NaN is no difference."""
+    reference = jnp.where(counted, reference, 0)
+    candidate = jnp.where(counted, candidate, 0)
+    scale = jnp.max(jnp.where(jnp.isfinite(reference), jnp.abs(reference), 0))
+    tolerance = 1e3 * jnp.finfo(reference.dtype).eps * scale
+    same = (jnp.abs(candidate - reference) <= tolerance) | (reference == candidate)
+    return ~jnp.all(same | (jnp.isnan(reference) & jnp.isnan(candidate)))

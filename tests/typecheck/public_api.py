@@ -44,6 +44,9 @@ jitted = jax.jit(nf.solve, static_argnums=0)(model, data, state)
 
 # Batches.
 batch_popt, batch_pcov, fits = nf.curve_fit_batch(decay, x, ys, np.array([1.0, 0.5, 0.0]))
+ragged_popt, _, ragged_fits = nf.curve_fit_batch(
+    decay, [x, x[:30]], [y, y[:30]], np.array([1.0, 0.5, 0.0]), pad=True, progress=False
+)
 padded = nf.pad_datasets([(x, y), (x[:30], y[:30])])
 batch_state = nf.init_batch(model, padded, p0, solver)
 batch_fits = nf.solve_batch(model, padded, batch_state)
