@@ -161,11 +161,16 @@ def test_padded_ragged_datasets_are_the_same_fits():
         ),
         (
             dict(xdata=np.ones(6), ydata=np.ones((3, 4, 5))),
-            r"`xdata` must be \(5,\), shared by every member, or \(3, 4, 5\)",
+            r"`xdata` must be \(5,\) or \(k, 5\), shared by every member, or \(3, 4, 5\)",
         ),
         (
+            # (12, 5) is SciPy's shared x of 12 variables: the model's output is refused.
             dict(xdata=np.ones((12, 5)), ydata=np.ones((3, 4, 5))),
-            r"`xdata` must be \(5,\).*got shape \(12, 5\)",
+            r"The model returns shape \(12, 5\) but `y` has shape \(5,\)",
+        ),
+        (
+            dict(xdata=np.ones((2, 3, 5)), ydata=np.ones((4, 5))),
+            r"`xdata` must be \(5,\) or \(k, 5\).*got shape \(2, 3, 5\)",
         ),
         (
             dict(xdata=np.ones(5), ydata=np.ones((3, 4, 5)), p0=np.ones((12, 3))),
@@ -226,3 +231,33 @@ def test_a_chunked_group_among_short_ones():
     assert solution.jac is None and solution.fun.shape == (3, 40_000)
     for index in range(3):
         _assert_scipys_fit(popt[index], pcov[index], _scipy(xs[index], ys[index]))
+
+
+def _gauss2d(x, a, u, v, w, b):
+    return a * jnp.exp(-((x[0] - u) ** 2 + (x[1] - v) ** 2) / (2 * w**2)) + b
+
+
+def test_a_shared_xdata_of_several_variables_is_scipys():
+    """`xdata` (k, m) shared by every member, as SciPy's `curve_fit` takes it (Gpufit's
+    2-D Gaussians on 5 x 5 pixels: k = 2)."""
+    grid = np.arange(5.0)
+    u, v = np.meshgrid(grid, grid, indexing="ij")
+    x = np.stack([u.ravel(), v.ravel()])
+    rng = np.random.default_rng(4)
+    shifts = rng.uniform(-0.5, 0.5, (6, 2))
+    y = np.stack([np.asarray(_gauss2d(x, 10.0, 2 + a, 2 + b, 1.0, 1.0)) for a, b in shifts])
+    y = y + 0.3 * rng.standard_normal(y.shape)
+    p0 = [8.0, 2.0, 2.0, 1.2, 1.5]
+    popt, pcov, _ = nf.curve_fit_batch(_gauss2d, x, y, p0, progress=False)
+    assert popt.shape == (6, 5) and pcov.shape == (6, 5, 5)
+
+    def model_np(x, a, u, v, w, b):
+        return a * np.exp(-((x[0] - u) ** 2 + (x[1] - v) ** 2) / (2 * w**2)) + b
+
+    for member in range(6):
+        reference, reference_cov = scipy.optimize.curve_fit(
+            model_np, x, y[member], p0=p0, xtol=1e-12, ftol=1e-12, gtol=1e-12
+        )
+        se = np.sqrt(np.diag(reference_cov))
+        np.testing.assert_allclose(popt[member], reference, atol=1e-4 * se.min())
+        np.testing.assert_allclose(np.sqrt(np.diag(pcov[member])), se, rtol=1e-4)

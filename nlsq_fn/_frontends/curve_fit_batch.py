@@ -46,10 +46,13 @@ def _map_inputs(xdata, ydata, sigma, p0):
         )
     batch, m = ydata.shape[:-1], ydata.shape[-1]
     xdata = _as_array("xdata", xdata)
-    if xdata.shape not in ((m,), ydata.shape):
+    # Shared by every member unless shaped like `ydata`: (m,), or SciPy's (k, m) for k
+    # independent variables.
+    shared = xdata.shape != ydata.shape
+    if xdata.ndim == 0 or xdata.shape[-1] != m or (shared and xdata.ndim > 2):
         raise ValueError(
-            f"`xdata` must be ({m},), shared by every member, or {ydata.shape} like "
-            f"`ydata`; got shape {xdata.shape}."
+            f"`xdata` must be ({m},) or (k, {m}), shared by every member, or "
+            f"{ydata.shape} like `ydata`; got shape {xdata.shape}."
         )
     if sigma is not None:
         sigma = np.asarray(sigma)
@@ -67,7 +70,10 @@ def _map_inputs(xdata, ydata, sigma, p0):
             f"`ydata` {ydata.shape}; got shape {p0.shape}."
         )
     size = math.prod(batch)
-    x = np.broadcast_to(xdata, ydata.shape).reshape(size, m)
+    if shared:
+        x = np.broadcast_to(xdata, (size, *xdata.shape))
+    else:
+        x = xdata.reshape(size, m)
     flat_p0 = p0 if p0.ndim == 1 else p0.reshape(size, p0.shape[-1])
     return Data(x, ydata.reshape(size, m), sigma=sigma), flat_p0, batch
 
@@ -91,8 +97,8 @@ def curve_fit_batch(
 
     - `f`: the model, SciPy's way, written with `jax.numpy`.
     - `xdata`, `ydata`: either arrays, `ydata` ``(batch, m)`` or a map ``(H, W, m)``
-        (any number of batch axes) and `xdata` shared (``(m,)``) or per member (shaped
-        like `ydata`); or ragged datasets, lists (or tuples) of 1-D arrays, one ``x`` and
+        (any number of batch axes) and `xdata` shared (``(m,)``, or SciPy's ``(k, m)``
+        for ``k`` independent variables) or per member (shaped like `ydata`); or ragged datasets, lists (or tuples) of 1-D arrays, one ``x`` and
         one ``y`` of the same length per member.
     - `p0`: ``(n,)``, one start for all, or one per member (``(batch, n)``,
         ``(H, W, n)``; ``(len(ydata), n)`` for lists).
