@@ -98,8 +98,9 @@ def curve_fit_batch(
     - `f`: the model, SciPy's way, written with `jax.numpy`.
     - `xdata`, `ydata`: either arrays, `ydata` ``(batch, m)`` or a map ``(H, W, m)``
         (any number of batch axes) and `xdata` shared (``(m,)``, or SciPy's ``(k, m)``
-        for ``k`` independent variables) or per member (shaped like `ydata`); or ragged datasets, lists (or tuples) of 1-D arrays, one ``x`` and
-        one ``y`` of the same length per member.
+        for ``k`` independent variables) or per member (shaped like `ydata`); or ragged
+        datasets, lists (or tuples) of 1-D arrays, one ``x`` and one ``y`` of the same
+        length per member.
     - `p0`: ``(n,)``, one start for all, or one per member (``(batch, n)``,
         ``(H, W, n)``; ``(len(ydata), n)`` for lists).
     - `sigma`: None or standard deviations: ``(m,)`` or shaped like `ydata` for arrays,

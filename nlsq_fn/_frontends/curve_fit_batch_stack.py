@@ -11,7 +11,7 @@ import numpy as np
 
 from .._drivers.batch import init_batch, solve_batch, with_starts
 from .._drivers.solver import Solver
-from .._evaluation.compiled import compiled
+from .._evaluation.program_store import stored
 from .._misc import optional_import
 from .._problem.data import Data, validate_data
 from .._results.covariance import covariance_from_jacobian
@@ -59,13 +59,12 @@ class Progress:
             self.bar.close()
 
 
-@compiled
-def _covariances(solution: Solution, n_points, absolute_sigma: bool):
-    # A chunked fit (`chunk_size`, or "auto" on long members) keeps no Jacobian but its
-    # square R factor: the same singular values and column norms, so the same recipe.
-    jac = solution.factor if solution.jac is None else solution.jac
+# Model-independent: kept by the program store, so a new process's first batch of a
+# size seen before loads it instead of compiling it.
+@stored
+def _covariances(jac, cost, n_points, absolute_sigma: bool):
     return jax.vmap(lambda jac, cost, m: covariance_from_jacobian(jac, cost, m, absolute_sigma))(
-        jac, solution.cost, n_points
+        jac, cost, n_points
     )
 
 
@@ -95,7 +94,10 @@ def fit_stack(
     progress.stack_done(size)
     if n_points is None:
         n_points = jnp.full(size, data.y.shape[1])
-    pcov = _covariances(solution, jnp.asarray(n_points), absolute_sigma)
+    # A chunked fit (`chunk_size`, or "auto" on long members) keeps no Jacobian but its
+    # square R factor: the same singular values and column norms, so the same recipe.
+    jac = solution.factor if solution.jac is None else solution.jac
+    pcov = _covariances(jac, solution.cost, jnp.asarray(n_points), absolute_sigma)
     return solution.x, pcov, solution
 
 
