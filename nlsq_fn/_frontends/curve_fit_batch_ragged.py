@@ -31,6 +31,17 @@ def is_ragged(xdata, ydata) -> bool:
     return of_arrays(ydata) and of_arrays(xdata)
 
 
+def _like_y(name: str, value, y: np.ndarray, index: int) -> np.ndarray:
+    """Member `index` of `name` (``xdata`` or ``sigma``), which must be shaped as its `y`."""
+    value = np.asarray(value)
+    if value.shape != y.shape:
+        raise ValueError(
+            f"Dataset {index}: `{name}[{index}]` has shape {value.shape} but "
+            f"`ydata[{index}]` has shape {y.shape}; they must match."
+        )
+    return value
+
+
 def ragged_members(xdata, ydata, sigma, p0) -> tuple[list, list, list | None, np.ndarray]:
     """The members' ``(xs, ys, sigmas, p0)`` as NumPy arrays, checked: one `x` (and
     `sigma`) per `y`, each of its member's length; `p0` one start or one per member."""
@@ -57,22 +68,10 @@ def ragged_members(xdata, ydata, sigma, p0) -> tuple[list, list, list | None, np
             raise ValueError(
                 f"`ydata[{index}]` must be a non-empty 1-D array, got shape {y.shape}."
             )
-        x = np.asarray(xdata[index])
-        if x.shape != y.shape:
-            raise ValueError(
-                f"Dataset {index}: `xdata[{index}]` has shape {x.shape} but `ydata[{index}]` "
-                f"has shape {y.shape}; each member's x and y must be as long."
-            )
-        xs.append(x)
+        xs.append(_like_y("xdata", xdata[index], y, index))
         ys.append(y)
         if sigma is not None and sigmas is not None:
-            member_sigma = np.asarray(sigma[index])
-            if member_sigma.shape != y.shape:
-                raise ValueError(
-                    f"Dataset {index}: `sigma[{index}]` has shape {member_sigma.shape} but "
-                    f"`ydata[{index}]` has shape {y.shape}."
-                )
-            sigmas.append(member_sigma)
+            sigmas.append(_like_y("sigma", sigma[index], y, index))
     p0 = np.asarray(p0, float)
     if p0.ndim not in (1, 2) or (p0.ndim == 2 and p0.shape[0] != size):
         raise ValueError(
