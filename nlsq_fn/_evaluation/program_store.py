@@ -108,7 +108,7 @@ class StoredProgram:
         self.name = function.__name__
         self._entries = {}
         self.loads = 0  # executables loaded from disk in this process
-        self._fallback = eqx.filter_jit(function)
+        self._fallback = eqx.filter_jit(self.function)
 
     def __call__(self, *args):
         found = self._lookup(args)
