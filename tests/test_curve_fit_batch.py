@@ -43,6 +43,7 @@ def _decays(lengths, seed=0):
     return xs, ys, sigmas
 
 
+@pytest.mark.extended  # (compiles a batch of its own: CI's extended step)
 def test_a_parameter_map_is_the_flat_batch_reshaped():
     """A (3, 4, m) map with per-member x, sigma and starts is the (12, m) batch with
     every output's batch axis reshaped to (3, 4), and each pixel is SciPy's fit."""
@@ -237,6 +238,7 @@ def _gauss2d(x, a, u, v, w, b):
     return a * jnp.exp(-((x[0] - u) ** 2 + (x[1] - v) ** 2) / (2 * w**2)) + b
 
 
+@pytest.mark.extended  # (compiles a batch of its own: CI's extended step)
 def test_a_shared_xdata_of_several_variables_is_scipys():
     """`xdata` (k, m) shared by every member, as SciPy's `curve_fit` takes it (Gpufit's
     2-D Gaussians on 5 x 5 pixels: k = 2)."""

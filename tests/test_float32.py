@@ -4,6 +4,11 @@ well-conditioned float32 fits are finite and agree with SciPy's float64 ones.
 (The SciPy-agreement, covariance and front-end tests also run with x64 off, through the
 `x64` fixture; these are the covariances of issue 25, item 4.)"""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -13,7 +18,6 @@ import scipy.optimize
 from helpers import MISRA1A_X, MISRA1A_Y, optimum_fraction, tolerance
 
 import nlsq_fn as nf
-from nlsq_fn._evaluation import compiled as _compiled
 
 X = np.linspace(0, 4, 60)
 
@@ -145,48 +149,64 @@ def test_a_precision_the_user_chose_is_kept():
     assert precisions and jax.lax.Precision.HIGHEST not in {q for p in precisions for q in p or ()}
 
 
-def _round_to_tf32(a):
+# Run in a process of its own: the emulation replaces a JAX function, and every program
+# must be traced afresh under it (no stored or already compiled program).
+_TF32_FIT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jax._src.lax import lax as lax_internal  # the function `jax.numpy` calls
+
+original = lax_internal.dot_general
+
+
+def to_tf32(a):
     bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
     bits = (bits + jnp.uint32(0xFFF) + ((bits >> 13) & jnp.uint32(1))) & jnp.uint32(0xFFFFE000)
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
-def test_curve_fits_errors_survive_tf32_products(monkeypatch):
+def tf32_dot_general(lhs, rhs, dimension_numbers, precision=None, *args, **kwargs):
+    if precision is None and jax.config.jax_default_matmul_precision is None:
+        if lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32:
+            lhs, rhs = to_tf32(lhs), to_tf32(rhs)
+    return original(lhs, rhs, dimension_numbers, precision, *args, **kwargs)
+
+
+lax_internal.dot_general = tf32_dot_general
+near_one, one = jnp.full((1, 1), 1.0001, jnp.float32), jnp.ones((1, 1), jnp.float32)
+rounds = float(jnp.dot(near_one, one)[0, 0]) == 1.0
+import nlsq_fn as nf
+
+x, y = (np.asarray(v, np.float32) for v in json.loads(sys.stdin.read()))
+popt, pcov = nf.curve_fit(lambda x, a, k, c: a * jnp.exp(-k * x) + c, x, y, p0=[1.0, 1.0, 0.0])
+print(json.dumps([rounds, np.asarray(popt, float).tolist(), np.asarray(pcov, float).tolist()]))
+"""
+
+
+@pytest.mark.extended
+def test_curve_fits_errors_survive_tf32_products():
     """The CPU has no TF32: products at JAX's default precision are emulated here as a
     recent GPU computes them (inputs rounded to 10 bits of mantissa). Emulated, the
     standard errors below were 2.4e-4 from SciPy's before the fit set full precision
     (1.7e-7 in float32)."""
-    from jax._src.lax import lax as lax_internal  # the function `jax.numpy` calls
-
-    original = lax_internal.dot_general
-
-    def tf32_dot_general(lhs, rhs, dimension_numbers, precision=None, *args, **kwargs):
-        if precision is None and jax.config.jax_default_matmul_precision is None:
-            if lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32:
-                lhs, rhs = _round_to_tf32(lhs), _round_to_tf32(rhs)
-        return original(lhs, rhs, dimension_numbers, precision, *args, **kwargs)
-
-    monkeypatch.setattr(lax_internal, "dot_general", tf32_dot_general)
-    monkeypatch.setenv("NLSQ_FN_PROGRAM_CACHE", "off")  # trace, do not load, the programs
-    _compiled.clear()  # nor reuse those earlier tests compiled
-    jax.clear_caches()
-    x = np.linspace(0, 5, 1999)  # a size no other test compiles for
+    x = np.linspace(0, 5, 2000)
     y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.05 * np.random.default_rng(0).standard_normal(x.size)
     y = y.astype(np.float32).astype(float)
-
-    def decay(x, a, k, c):
-        return a * jnp.exp(-k * x) + c
-
-    near_one, one = jnp.full((1, 1), 1.0001, jnp.float32), jnp.ones((1, 1), jnp.float32)
-    emulated = tf32_dot_general(near_one, one, (((1,), (0,)), ((), ())))
-    assert float(emulated[0, 0]) == 1.0  # the emulation rounds
+    environment = {**os.environ, "NLSQ_FN_PROGRAM_CACHE": "off", "JAX_ENABLE_X64": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", _TF32_FIT],
+        input=json.dumps([x.tolist(), y.tolist()]),
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rounds, popt, pcov = json.loads(run.stdout.strip().splitlines()[-1])
+    assert rounds  # the emulation is in effect
     reference = scipy.optimize.curve_fit(
         lambda x, a, k, c: a * np.exp(-k * x) + c, x, y, p0=[1, 1, 0]
     )
-    with jax.enable_x64(False):
-        popt, pcov = nf.curve_fit(
-            decay, x.astype(np.float32), y.astype(np.float32), p0=[1.0, 1.0, 0.0]
-        )
     se, se_reference = np.sqrt(np.diag(pcov)), np.sqrt(np.diag(reference[1]))
     np.testing.assert_allclose(se, se_reference, rtol=1e-5)
     np.testing.assert_allclose(popt, reference[0], rtol=3e-5)

@@ -47,7 +47,7 @@ def _ill_conditioned(a):
 
 
 @pytest.mark.parametrize("options", [TRF_OPTIONS, LM_OPTIONS], ids=["trf", "lm"])
-@pytest.mark.parametrize("bounded", [False, True])
+@pytest.mark.parametrize("bounded", [False, pytest.param(True, marks=pytest.mark.extended)])
 def test_batched_subproblem_is_each_members_svd_solution(options, bounded):
     """The batch's step and Levenberg–Marquardt parameter are those of the SVD route
     that one fit takes (LAPACK), member by member, whether the member takes the
