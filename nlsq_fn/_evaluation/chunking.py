@@ -102,7 +102,7 @@ def choose_chunk_size(model: Callable, data, params, n_params: int, jac):
     return chunk, True
 
 
-def _direction(params):
+def probe_direction(params):
     """A fixed pseudo-random direction in parameter space, every parameter moving by
     about its own size."""
     flat, unravel = ravel_pytree(params)
@@ -110,21 +110,29 @@ def _direction(params):
     return unravel(jnp.asarray(steps, flat.dtype) * jnp.maximum(jnp.abs(flat), 1.0))
 
 
-def _values_and_slopes(model: Callable, x, params, direction):
+def values_and_slopes(model: Callable, x, params, direction):
     """The model's values at `params` and their derivative along `direction`."""
     return jax.jvp(lambda p: model(x, p), (params,), (direction,))
 
 
-def _agree(reference, candidate, counted=None, xp=jnp):
+def values_agree(reference, candidate, counted=None, xp=jnp, nan_matches_nan=False):
     """`candidate` equals the finite `reference` (where `counted`), up to rounding
     relative to the largest magnitude in `reference` (an evaluation of another shape,
     fused or vectorised otherwise, may move each entry by a few ulps of the largest).
-    Traced with ``xp=jnp``; in NumPy on the host (no compilation per shape)."""
+    Traced with ``xp=jnp``; in NumPy on the host (no compilation per shape). With
+    `nan_matches_nan` the reference may hold NaN or inf (a model undefined at a start
+    that is not checked): those entries must recur in `candidate`, and the scale is the
+    largest finite magnitude."""
     if counted is not None:
         reference = xp.where(counted, reference, 0)
         candidate = xp.where(counted, candidate, 0)
     if not xp.issubdtype(reference.dtype, xp.inexact):
         return xp.all(reference == candidate)
+    if nan_matches_nan:
+        scale = xp.max(xp.where(xp.isfinite(reference), xp.abs(reference), 0))
+        tolerance = 1e3 * xp.finfo(reference.dtype).eps * scale
+        close = (xp.abs(candidate - reference) <= tolerance) | (reference == candidate)
+        return xp.all(close | (xp.isnan(reference) & xp.isnan(candidate)))
     scale = xp.max(xp.abs(reference))  # NaN or inf anywhere: not finite
     tolerance = 1e3 * xp.finfo(reference.dtype).eps * scale
     # (`all` of a comparison, not `max` of the differences: XLA:CPU reduces the
@@ -139,16 +147,18 @@ def same_on_pieces(model: Callable, x, params, pieces) -> bool:
     rows_of_piece)``: the output rows `rows_of_piece` of the piece must equal the rows
     `rows_of_whole` of the whole. Evaluated eagerly, compared in NumPy. A model that
     fails to evaluate on a piece needs the data as given: no."""
-    direction = _direction(params)
+    direction = probe_direction(params)
     try:
-        whole = _values_and_slopes(model, x, params, direction)
+        whole = values_and_slopes(model, x, params, direction)
         whole = [np.asarray(values) for values in whole]
         for x_piece, rows_of_whole, rows_of_piece in pieces:
-            piece = _values_and_slopes(model, x_piece, params, direction)
+            piece = values_and_slopes(model, x_piece, params, direction)
             for reference, candidate in zip(whole, piece, strict=True):
                 reference = reference[rows_of_whole]
                 candidate = np.asarray(candidate)[rows_of_piece]
-                if candidate.shape != reference.shape or not _agree(reference, candidate, xp=np):
+                if candidate.shape != reference.shape or not values_agree(
+                    reference, candidate, xp=np
+                ):
                     return False
     except Exception:  # noqa: BLE001 - any failure on a piece: not the same
         return False
@@ -163,8 +173,8 @@ def chunks_agree(model: Callable, data, params, chunk_size: int) -> Bool[Array, 
     evaluates each one on its own)."""
     n_points = data.y.shape[0]
     n_chunks = -(-n_points // chunk_size)
-    direction = _direction(params)
-    whole = _values_and_slopes(model, data.model_x, params, direction)
+    direction = probe_direction(params)
+    whole = values_and_slopes(model, data.model_x, params, direction)
     agree = jnp.asarray(True)
 
     def compare(references, candidates, counted):
@@ -175,7 +185,7 @@ def chunks_agree(model: Callable, data, params, chunk_size: int) -> Bool[Array, 
             if counted is not None:
                 extra = (1,) * (candidate.ndim - counted.ndim)
                 counted = jnp.reshape(counted, counted.shape + extra)
-            agree &= _agree(reference, candidate, counted)
+            agree &= values_agree(reference, candidate, counted)
 
     first_shifted = 0
     if data.mask is None:  # the full chunks see their own rows: a reshape, no copies
@@ -186,7 +196,7 @@ def chunks_agree(model: Callable, data, params, chunk_size: int) -> Bool[Array, 
             a = jnp.asarray(a)
             return jnp.reshape(a[:rows], (first_shifted, chunk_size) + a.shape[1:])
 
-        chunks = jax.vmap(lambda x: _values_and_slopes(model, x, params, direction))(
+        chunks = jax.vmap(lambda x: values_and_slopes(model, x, params, direction))(
             jax.tree.map(stacked, data.x)
         )
         compare([stacked(reference) for reference in whole], chunks, None)
@@ -196,7 +206,7 @@ def chunks_agree(model: Callable, data, params, chunk_size: int) -> Bool[Array, 
             first_new = i * chunk_size
             start = jnp.minimum(first_new, n_points - chunk_size)
             chunk = chunk_of(data, start, chunk_size, first_new)
-            values = _values_and_slopes(model, chunk.model_x, params, direction)
+            values = values_and_slopes(model, chunk.model_x, params, direction)
             return start, chunk.mask, values
 
         starts, counted, chunks = jax.vmap(piece)(jnp.arange(first_shifted, n_chunks))

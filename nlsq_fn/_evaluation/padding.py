@@ -5,10 +5,9 @@ padding changes nothing the model sees."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from .._problem.data import Data, points_axis
-from .chunking import same_on_pieces
+from .chunking import probe_direction, same_on_pieces, values_agree, values_and_slopes
 from .compiled import compiled
 
 
@@ -68,28 +67,15 @@ def padding_moves(model, batch: Data, starts):
     (`Data.model_x`: the first counted point's inputs) and the padding's own inputs
     (the last point repeated). The batched form of `check_padding_changes_nothing`'s
     later check: one program for every member, whatever its length."""
-    flat, _ = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], starts))
-    steps = np.random.default_rng(20261203).standard_normal(flat.shape)
 
     def moves(data, params):
-        flat, unravel = ravel_pytree(params)
-        direction = unravel(jnp.asarray(steps, flat.dtype) * jnp.maximum(jnp.abs(flat), 1.0))
-        fitted = jax.jvp(lambda p: model(data.model_x, p), (params,), (direction,))
-        other = jax.jvp(lambda p: model(data.x, p), (params,), (direction,))
-        return jnp.any(
-            jnp.stack([_differ(a, b, data.mask) for a, b in zip(fitted, other, strict=True)])
-        )
+        direction = probe_direction(params)
+        fitted = values_and_slopes(model, data.model_x, params, direction)
+        other = values_and_slopes(model, data.x, params, direction)
+        agree = [
+            values_agree(a, b, data.mask, nan_matches_nan=True)
+            for a, b in zip(fitted, other, strict=True)
+        ]
+        return ~jnp.all(jnp.stack(agree))
 
     return jax.vmap(moves)(batch, starts)
-
-
-def _differ(reference, candidate, counted):
-    """Whether `candidate` differs from `reference` at the `counted` points beyond
-    rounding relative to the largest finite value there (an evaluation on other inputs
-    may be fused otherwise); NaN where both are NaN is no difference."""
-    reference = jnp.where(counted, reference, 0)
-    candidate = jnp.where(counted, candidate, 0)
-    scale = jnp.max(jnp.where(jnp.isfinite(reference), jnp.abs(reference), 0))
-    tolerance = 1e3 * jnp.finfo(reference.dtype).eps * scale
-    same = (jnp.abs(candidate - reference) <= tolerance) | (reference == candidate)
-    return ~jnp.all(same | (jnp.isnan(reference) & jnp.isnan(candidate)))
